@@ -1,0 +1,48 @@
+# Quick start: `make run` and `make test` on a fresh Debian machine (see README.md).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+APT_STAMP := .apt-installed
+CONFIG ?= config/intercom.yaml
+APT_PACKAGES := chromium libasound2-dev libasound2-plugins alsa-utils postgresql iproute2 systemd python3-venv python3-dev gcc
+
+.PHONY: setup system-deps run test lint fmt clean
+
+setup: $(STAMP)
+
+# System packages: ALSA headers for pyalsaaudio, Chromium for the browser tests,
+# PostgreSQL for the fleet-store tests, iproute2 for network namespaces.
+system-deps: $(APT_STAMP)
+$(APT_STAMP):
+	@if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	@touch $@
+
+$(STAMP): pyproject.toml $(APT_STAMP)
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	@touch $@
+
+run: $(STAMP)
+	$(VENV)/bin/appliance run --config $(CONFIG)
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check appliance tests bench
+	$(VENV)/bin/ruff format --check appliance tests bench
+	$(VENV)/bin/mypy
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format appliance tests bench
+	$(VENV)/bin/ruff check --fix appliance tests bench
+
+clean:
+	rm -rf $(VENV) $(APT_STAMP) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,146 @@
+"""One exception tree for the whole package.
+
+::
+
+    ApplianceError
+    ├── ConfigError(ApplianceError, ValueError)        bad YAML / settings; carries file:line
+    ├── HardwareError(ApplianceError, RuntimeError)    GPIO, camera, ALSA
+    │   └── AudioDeviceError
+    ├── MediaError(ApplianceError, RuntimeError)       WebRTC / codec problems
+    ├── StoreError(ApplianceError, RuntimeError)       database failures
+    └── APIError(ApplianceError)                       an error answer of the call API
+        ├── InvalidRequest(APIError, ValueError)       400, carries .field
+        ├── AuthenticationError(APIError)              401
+        ├── PermissionDenied(APIError, PermissionError) 403
+        ├── NotFound(APIError, LookupError)            404
+        ├── Conflict(APIError)                         409
+        ├── PayloadTooLarge(APIError)                  413
+        └── ServerUnavailable(APIError, ConnectionError) 5xx, network failures
+
+Library errors are re-raised as ours with ``raise ... from err`` at the boundary.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApplianceError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ConfigError(ApplianceError, ValueError):
+    """A configuration mistake. ``str()`` is one line: ``file:line: key: problem (hint)``."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        key: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        self.key = key
+        self.hint = hint
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file:
+            where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
+        key = f"{self.key}: " if self.key else ""
+        hint = f" (hint: {self.hint})" if self.hint else ""
+        return f"{where}{key}{self.message}{hint}"
+
+
+class HardwareError(ApplianceError, RuntimeError):
+    """A hardware adapter failed (GPIO, camera, ALSA)."""
+
+
+class AudioDeviceError(HardwareError):
+    """An ALSA device could not be opened or used."""
+
+
+class MediaError(ApplianceError, RuntimeError):
+    """WebRTC or codec failure."""
+
+
+class StoreError(ApplianceError, RuntimeError):
+    """The database failed."""
+
+
+class APIError(ApplianceError):
+    """An error answer of the call API (server side and client side share it)."""
+
+    status_code: int = 500
+    code: int = -1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        cid: str | None = None,
+        details: list[Any] | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        self.message = message
+        self.field = field
+        self.cid = cid
+        self.details = details or []
+        if status_code is not None:
+            self.status_code = status_code
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        where = f" [{self.cid}]" if self.cid else ""
+        return f"{self.message}{where}"
+
+
+class InvalidRequest(APIError, ValueError):
+    status_code = 400
+    code = 4
+
+
+class AuthenticationError(APIError):
+    status_code = 401
+    code = 5
+
+
+class PermissionDenied(APIError, PermissionError):
+    status_code = 403
+    code = 17
+
+
+class NotFound(APIError, LookupError):
+    status_code = 404
+    code = 16
+
+
+class Conflict(APIError):
+    status_code = 409
+    code = 6
+
+
+class PayloadTooLarge(APIError):
+    status_code = 413
+    code = 22
+
+
+class ServerUnavailable(APIError, ConnectionError):
+    status_code = 503
+    code = -1
+
+
+API_ERRORS_BY_STATUS: dict[int, type[APIError]] = {
+    400: InvalidRequest,
+    401: AuthenticationError,
+    403: PermissionDenied,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+}

@@ -1,0 +1,111 @@
+"""The store: one async SQLAlchemy engine on SQLite (WAL, foreign keys on) or PostgreSQL.
+
+``Store.connect()`` gives a connection for reads, ``Store.begin()`` a transaction. SQLite allows
+one writer at a time, so writes on SQLite are serialised by an asyncio lock here rather than
+by ``database is locked`` retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, insert, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from appliance.errors import ConfigError, StoreError
+from appliance.server.schema import SCHEMA_VERSION, metadata, schema_info
+
+log = logging.getLogger(__name__)
+
+
+def database_url(value: str, state_dir: Path) -> str:
+    """Turn the ``database`` setting into an async SQLAlchemy URL.
+
+    Accepts ``sqlite:///path``, a bare file path, ``postgresql://…`` (driven by psycopg 3).
+    """
+    if not value:
+        return f"sqlite+aiosqlite:///{state_dir / 'appliance.db'}"
+    if value.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + value.split("://", 1)[1]
+    if value.startswith("postgresql+psycopg://"):
+        return value
+    if value.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + value[len("sqlite:///") :]
+    if value.startswith("sqlite+aiosqlite:///"):
+        return value
+    if "://" in value:
+        raise ConfigError(
+            f"unsupported database URL scheme in {value.split('://', 1)[0]!r}",
+            key="database",
+            hint="use a SQLite file path or postgresql://user:pass@host/db",
+        )
+    return f"sqlite+aiosqlite:///{Path(value).expanduser()}"
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            path = url.split(":///", 1)[1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+
+    def __repr__(self) -> str:
+        safe = self.url.split("@")[-1] if "@" in self.url else self.url
+        return f"Store({safe})"
+
+    async def open(self) -> None:
+        try:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(metadata.create_all)
+                row = (await conn.execute(select(schema_info.c.version))).first()
+                if row is None:
+                    await conn.execute(insert(schema_info).values(id=1, version=SCHEMA_VERSION))
+                elif row[0] > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"database schema version {row[0]} is newer than this program's "
+                        f"({SCHEMA_VERSION}); upgrade appliance"
+                    )
+        except SQLAlchemyError as err:
+            raise StoreError(f"cannot open database {self!r}: {err}") from err
+        log.info("%r open (schema version %d)", self, SCHEMA_VERSION)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        if self._write_lock is not None:
+            async with self._write_lock, self.engine.begin() as conn:
+                yield conn
+        else:
+            async with self.engine.begin() as conn:
+                yield conn
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
