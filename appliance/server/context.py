@@ -42,11 +42,14 @@ class Ringer(Protocol):
 
 @dataclass
 class ServerContext:
+    """Built by the app lifespan; ``appliance.server.realtime.start(ctx)`` sets ``bus`` and
+    ``ringer`` before the first request is served."""
+
     store: Store
     clock: Clock
     settings: Any  # appliance.server.settings.ServerSettings
-    bus: EventBus
-    ringer: Ringer
+    bus: EventBus = field(default=None)  # type: ignore[assignment]
+    ringer: Ringer = field(default=None)  # type: ignore[assignment]
     extras: dict[str, Any] = field(default_factory=dict)
 
 
