@@ -1,0 +1,544 @@
+"""The device YAML (``appliance run --config F``) as typed pydantic models.
+
+Every model forbids unknown keys; every mistake surfaces as one line
+``file:line: key: problem (hint: ...)`` through :mod:`appliance.yamlload`. Relative paths are
+resolved against the config file's folder; the result is loaded once at the edge (the CLI) and
+handed down — components never read files or the environment on their own.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from appliance.errors import ConfigError
+from appliance.yamlload import YamlDocument, load_yaml
+
+ID_RE = re.compile(r"^[A-Za-z0-9@_.-]{1,64}$")
+PIN_RE = re.compile(r"^(GPIO\d{1,2}|BOARD\d{1,2}|\d{1,2}|[A-Z][A-Z0-9_]*:\d+)$")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Mode(StrEnum):
+    CALL = "call"
+    ANSWER = "answer"
+    AUTO_JOIN = "auto_join"
+
+
+class Action(StrEnum):
+    """What a button press or hold does. ``toggle`` is the one-button intercom: call when
+    idle, answer when ringing, hang up otherwise."""
+
+    CALL = "call"
+    ANSWER = "answer"
+    REJECT = "reject"
+    HANGUP = "hangup"
+    TOGGLE = "toggle"
+    PRIVACY = "privacy"
+    JOIN = "join"
+    NONE = "none"
+
+
+LED_STATES = (
+    "idle",
+    "calling",
+    "ringing",
+    "connecting",
+    "in_call",
+    "muted",
+    "missed",
+    "offline",
+    "error",
+)
+
+
+class Pattern(Model):
+    """An LED pattern: ``off``, ``on`` or ``blink ON_S OFF_S`` in the YAML."""
+
+    on_s: float
+    off_s: float
+
+    @classmethod
+    def parse(cls, text: str) -> Pattern:
+        words = str(text).split()
+        if words == ["off"]:
+            return cls(on_s=0.0, off_s=math.inf)
+        if words == ["on"]:
+            return cls(on_s=math.inf, off_s=0.0)
+        if len(words) == 3 and words[0] == "blink":
+            try:
+                on_s, off_s = float(words[1]), float(words[2])
+            except ValueError:
+                on_s = off_s = -1.0
+            if on_s > 0 and off_s > 0:
+                return cls(on_s=on_s, off_s=off_s)
+        raise ValueError(f"{text!r} is not an LED pattern; write 'off', 'on' or 'blink ON_S OFF_S'")
+
+    def __str__(self) -> str:
+        if self.on_s == 0:
+            return "off"
+        if self.off_s == 0:
+            return "on"
+        return f"blink {self.on_s:g} {self.off_s:g}"
+
+
+DEFAULT_PATTERNS: dict[str, str] = {
+    "idle": "off",
+    "calling": "blink 0.5 0.5",
+    "ringing": "blink 0.15 0.15",
+    "connecting": "blink 0.1 0.4",
+    "in_call": "on",
+    "muted": "blink 1.5 0.25",
+    "missed": "blink 0.1 1.9",
+    "offline": "blink 0.05 2.95",
+    "error": "blink 0.05 0.05",
+}
+
+
+def _check_pin(value: Any) -> str:
+    text = str(value)
+    if not PIN_RE.match(text):
+        raise ValueError(f"{value!r} is not a GPIO pin; write e.g. 17, GPIO17 or BOARD11")
+    return f"GPIO{text}" if text.isdigit() else text
+
+
+class UserSeed(Model):
+    id: str
+    name: str | None = None
+    role: str = "user"
+    teams: list[str] = Field(default_factory=list)
+    custom: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not ID_RE.match(value):
+            raise ValueError("user ids are 1-64 characters of letters, digits, @ _ . -")
+        return value
+
+
+class EmbeddedServer(Model):
+    """The call server running inside the daemon (a stand-alone intercom needs no other host)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=3030, ge=0, le=65535)
+    call_types: Path | None = None
+    users: list[UserSeed] = Field(default_factory=list)
+    secret_file: Path | None = None
+    api_key: str = "appliance"
+    database: str | None = None
+    public_url: str | None = None
+
+
+class ServerConfig(Model):
+    """``server: embedded`` (or an ``embedded:`` block), or a remote ``url`` + ``api_key`` with a
+    device user token (``token`` or ``token_file``): devices hold a user token, never the secret."""
+
+    embedded: EmbeddedServer | None = None
+    url: str | None = None
+    api_key: str | None = None
+    token: str | None = None
+    token_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shape(cls, data: Any) -> Any:
+        if data == "embedded":
+            return {"embedded": {}}
+        if isinstance(data, dict) and "embedded" in data and data["embedded"] in (None, True):
+            return {**data, "embedded": {}}
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("the server url starts with http:// or https://")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _one(self) -> ServerConfig:
+        remote = (self.url, self.api_key, self.token, self.token_file)
+        if self.embedded is not None:
+            if any(x is not None for x in remote):
+                raise ValueError("an embedded server takes no url, api_key or token")
+            return self
+        if self.url is None or self.api_key is None:
+            raise ValueError("write either 'server: embedded' or url + api_key + token")
+        if (self.token is None) == (self.token_file is None):
+            raise ValueError("give exactly one of token or token_file")
+        return self
+
+
+class DeviceUser(Model):
+    id: str
+    name: str | None = None
+    team: str | None = None
+    model: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not ID_RE.match(value):
+            raise ValueError("device ids are 1-64 characters of letters, digits, @ _ . -")
+        return value
+
+
+class Member(Model):
+    user_id: str
+    role: str = "call_member"
+    custom: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            user, _, role = data.partition(":")
+            return {"user_id": user, "role": role or "call_member"}
+        return data
+
+
+class CallConfig(Model):
+    type: str = "default"
+    id: str = ""
+    members: list[Member] = Field(default_factory=list)
+    ring: list[str] | None = None
+    custom: dict[str, Any] = Field(default_factory=dict)
+    settings_override: dict[str, Any] = Field(default_factory=dict)
+    starts_at: datetime | None = None
+    video: bool = True
+
+    @field_validator("id")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        for _, field, spec, conv in string.Formatter().parse(value):
+            if field is not None and (field != "device" or spec or conv):
+                raise ValueError(f"unknown placeholder {{{field}}}; only {{device}} is allowed")
+        return value
+
+    def call_id(self, device_id: str) -> str:
+        """The configured id with ``{device}`` filled in; "" means a fresh id each call."""
+        return self.id.format(device=device_id)
+
+
+class ButtonConfig(Model):
+    name: str
+    pin: str
+    press: Action = Action.NONE
+    hold: Action = Action.NONE
+    pull_up: bool = True
+    bounce_time: float | None = Field(default=0.02, ge=0)
+    min_press: float = Field(default=0.05, ge=0)
+    cooldown: float = Field(default=1.0, ge=0)
+    hold_time: float = Field(default=1.5, gt=0)
+
+    @field_validator("pin", mode="before")
+    @classmethod
+    def _pin(cls, value: Any) -> str:
+        return _check_pin(value)
+
+    @model_validator(mode="after")
+    def _times(self) -> ButtonConfig:
+        if self.min_press >= self.hold_time:
+            raise ValueError("min_press must be shorter than hold_time")
+        return self
+
+
+class StatusLed(Model):
+    pin: str
+    active_high: bool = True
+    patterns: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("pin", mode="before")
+    @classmethod
+    def _pin(cls, value: Any) -> str:
+        return _check_pin(value)
+
+    @field_validator("patterns")
+    @classmethod
+    def _patterns(cls, value: dict[str, str]) -> dict[str, str]:
+        for state, text in value.items():
+            if state not in LED_STATES:
+                raise ValueError(f"unknown LED state {state!r}; states are {', '.join(LED_STATES)}")
+            Pattern.parse(text)
+        return value
+
+    def table(self) -> dict[str, Pattern]:
+        merged = {**DEFAULT_PATTERNS, **self.patterns}
+        return {state: Pattern.parse(text) for state, text in merged.items()}
+
+
+class SimpleLed(Model):
+    pin: str
+    active_high: bool = True
+
+    @field_validator("pin", mode="before")
+    @classmethod
+    def _pin(cls, value: Any) -> str:
+        return _check_pin(value)
+
+
+class LedsConfig(Model):
+    status: StatusLed | None = None
+    camera_live: SimpleLed | None = None
+
+
+class RelayConfig(Model):
+    pin: str
+    active_high: bool = True
+    pulse_ms: int = Field(default=1500, gt=0, le=60_000)
+    unlock_roles: list[str] = Field(default_factory=lambda: ["admin"])
+    min_interval_s: float = Field(default=5.0, ge=0)
+    hangup_after_unlock_s: float | None = Field(default=3.0, ge=0)
+
+    @field_validator("pin", mode="before")
+    @classmethod
+    def _pin(cls, value: Any) -> str:
+        return _check_pin(value)
+
+
+class CameraConfig(Model):
+    source: Literal["test", "file", "v4l2", "picamera2", "none"] = "test"
+    width: int = Field(default=640, ge=16, le=3840)
+    height: int = Field(default=480, ge=16, le=2160)
+    fps: int = Field(default=15, ge=1, le=60)
+    bitrate: int = Field(default=1_000_000, ge=50_000, le=20_000_000)
+    file: Path | None = None
+    device: str | None = None
+
+    @model_validator(mode="after")
+    def _file(self) -> CameraConfig:
+        if self.source == "file" and self.file is None:
+            raise ValueError("source 'file' needs file: PATH (an H.264 elementary stream)")
+        return self
+
+
+class AudioConfig(Model):
+    capture: str | None = "default"
+    playback: str | None = "default"
+    capture_volume: float = Field(default=1.0, ge=0, le=4)
+    playback_volume: float = Field(default=1.0, ge=0, le=4)
+    half_duplex: bool = False
+
+
+class MediaConfig(Model):
+    camera: CameraConfig = Field(default_factory=CameraConfig)
+    display: bool = False
+    audio: AudioConfig = Field(default_factory=AudioConfig)
+
+
+class SoundsConfig(Model):
+    """WAV files; ``builtin`` uses the tones shipped with the package, ``none`` stays silent."""
+
+    chime: str = "builtin"
+    ringback: str = "builtin"
+    pre_announce: str = "builtin"
+
+
+class AutoAnswer(Model):
+    users: list[str] = Field(default_factory=list)
+    roles: list[str] = Field(default_factory=list)
+    delay_s: float = Field(default=3.0, ge=0, le=120)
+
+
+class Timings(Model):
+    ring_timeout_s: float = Field(default=60.0, gt=0)
+    missed_s: float = Field(default=60.0, ge=0)
+    connect_timeout_s: float = Field(default=20.0, gt=0)
+    rejoin_min_s: float = Field(default=1.0, gt=0)
+    rejoin_max_s: float = Field(default=30.0, gt=0)
+    watchdog_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _backoff(self) -> Timings:
+        if self.rejoin_min_s > self.rejoin_max_s:
+            raise ValueError("rejoin_min_s must not exceed rejoin_max_s")
+        return self
+
+
+class ControlConfig(Model):
+    socket: Path | None = None
+
+
+class DeviceConfig(Model):
+    device: DeviceUser
+    server: ServerConfig
+    call: CallConfig = Field(default_factory=CallConfig)
+    mode: Mode = Mode.CALL
+    buttons: list[ButtonConfig] = Field(default_factory=list)
+    leds: LedsConfig = Field(default_factory=LedsConfig)
+    relay: RelayConfig | None = None
+    pin_factory: Literal["auto", "mock", "lgpio", "rpigpio", "pigpio", "native"] = "auto"
+    media: MediaConfig = Field(default_factory=MediaConfig)
+    sounds: SoundsConfig = Field(default_factory=SoundsConfig)
+    auto_answer: AutoAnswer | None = None
+    timings: Timings = Field(default_factory=Timings)
+    state_dir: Path | None = None
+    control: ControlConfig = Field(default_factory=ControlConfig)
+
+    @field_validator("buttons")
+    @classmethod
+    def _unique_buttons(cls, value: list[ButtonConfig]) -> list[ButtonConfig]:
+        names = [b.name for b in value]
+        pins = [b.pin for b in value]
+        for seen, what in ((names, "name"), (pins, "pin")):
+            dup = {x for x in seen if seen.count(x) > 1}
+            if dup:
+                raise ValueError(f"two buttons share the {what} {sorted(dup)[0]!r}")
+        return value
+
+    def button(self, name: str) -> ButtonConfig | None:
+        return next((b for b in self.buttons if b.name == name), None)
+
+    @property
+    def call_id(self) -> str:
+        return self.call.call_id(self.device.id)
+
+    def device_custom(self) -> dict[str, Any]:
+        """What the daemon publishes as ``custom.device`` on its user (DESIGN §4 "Devices")."""
+        return {
+            "relay": self.relay is not None,
+            "video": "send-receive" if self.media.display else "send-only",
+            "model": self.device.model,
+            "mode": self.mode.value,
+        }
+
+
+def _resolve(doc: YamlDocument, cfg: DeviceConfig, base: Path, state_default: Path) -> DeviceConfig:
+    """Resolve relative paths against the config file and check that named files exist."""
+
+    def path(p: Path | None, loc: tuple[str | int, ...], must_exist: bool = True) -> Path | None:
+        if p is None:
+            return None
+        full = p if p.is_absolute() else base / p
+        if must_exist and not full.exists():
+            raise doc.error(loc, f"file {str(full)!r} does not exist")
+        return full
+
+    state_dir = cfg.state_dir
+    state_dir = state_default if state_dir is None else (path(state_dir, ("state_dir",), False))
+    server = cfg.server
+    if server.embedded is not None:
+        e = server.embedded
+        emb = e.model_copy(
+            update={
+                "call_types": path(e.call_types, ("server", "embedded", "call_types")),
+                "secret_file": path(e.secret_file, ("server", "embedded", "secret_file"), False),
+            }
+        )
+        server = server.model_copy(update={"embedded": emb})
+    else:
+        token_file = path(server.token_file, ("server", "token_file"))
+        server = server.model_copy(update={"token_file": token_file})
+    camera = cfg.media.camera
+    if camera.file is not None:
+        camera = camera.model_copy(update={"file": path(camera.file, ("media", "camera", "file"))})
+    sounds = {}
+    for name in ("chime", "ringback", "pre_announce"):
+        value = getattr(cfg.sounds, name)
+        if value not in ("builtin", "none"):
+            sounds[name] = str(path(Path(value), ("sounds", name)))
+    media = cfg.media.model_copy(update={"camera": camera})
+    return cfg.model_copy(
+        update={
+            "state_dir": state_dir,
+            "server": server,
+            "media": media,
+            "sounds": cfg.sounds.model_copy(update=sounds),
+        }
+    )
+
+
+def load_config(path: str | Path, *, state_dir: Path | None = None) -> DeviceConfig:
+    """Load and check a device config. ``state_dir`` is the default when the YAML names none
+    (the CLI passes systemd's ``$STATE_DIRECTORY`` or ``./state``)."""
+    doc = load_yaml(path)
+    if not isinstance(doc.data, dict):
+        raise doc.error((), "a device config is a mapping (device:, server:, call:, ...)")
+    cfg = _validate(doc)
+    _check_modes(doc, cfg)
+    base = Path(path).resolve().parent
+    return _resolve(doc, cfg, base, state_dir or Path("state").resolve())
+
+
+def _validate(doc: YamlDocument) -> DeviceConfig:
+    try:
+        return DeviceConfig.model_validate(doc.data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and "[" in p))
+        if first["type"] == "extra_forbidden":
+            known = _fields_at(DeviceConfig, loc[:-1])
+            hint = f"known keys: {', '.join(known)}" if known else None
+            raise doc.error(loc, "unknown key", hint) from None
+        if first["type"] == "missing":
+            raise doc.error(loc, "required key is missing") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        value = first.get("input")
+        if first["type"] != "value_error" and not isinstance(value, dict | list):
+            message = f"{value!r}: {message}"
+        raise doc.error(loc, message) from None
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys the model at ``loc`` accepts (for the "unknown key" hint)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", None)
+        if fields is None or part not in fields:
+            return []
+        current = fields[part].annotation
+        for arg in getattr(current, "__args__", ()):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                current = arg
+                break
+    fields = getattr(current, "model_fields", None)
+    return list(fields) if fields else []
+
+
+def _check_modes(doc: YamlDocument, cfg: DeviceConfig) -> None:
+    if cfg.mode is Mode.AUTO_JOIN and not cfg.call_id:
+        raise doc.error(
+            ("call", "id"), "auto_join needs a fixed call id", hint="e.g. id: site-{device}"
+        )
+    if cfg.mode is Mode.CALL and not cfg.call.members:
+        raise doc.error(("call", "members"), "mode 'call' needs members to ring")
+    for i, b in enumerate(cfg.buttons):
+        for kind in ("press", "hold"):
+            action = getattr(b, kind)
+            if action is Action.JOIN and cfg.mode is not Mode.AUTO_JOIN:
+                raise doc.error(("buttons", i, kind), "'join' is only for mode auto_join")
+    if cfg.auto_answer is not None and cfg.mode is not Mode.ANSWER:
+        raise doc.error(("auto_answer",), "auto_answer applies to mode 'answer' only")
+
+
+__all__ = [
+    "LED_STATES",
+    "Action",
+    "ButtonConfig",
+    "CallConfig",
+    "ConfigError",
+    "DeviceConfig",
+    "Mode",
+    "Pattern",
+    "load_config",
+]

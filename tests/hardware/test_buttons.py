@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from appliance.clock import ManualClock
+from appliance.config import Action, ButtonConfig
+from appliance.hardware.buttons import ButtonEvent, PanelButton
+from tests.hardware.conftest import settle
+
+
+def make(factory: Any, clock: ManualClock, **kw: Any) -> tuple[PanelButton, list[ButtonEvent]]:
+    cfg = ButtonConfig(
+        name="call",
+        pin="GPIO17",
+        press=Action.CALL,
+        hold=Action.HANGUP,
+        min_press=0.05,
+        cooldown=2.0,
+        hold_time=1.5,
+        **kw,
+    )
+    events: list[ButtonEvent] = []
+    return PanelButton(cfg, factory, asyncio.get_running_loop(), clock, events.append), events
+
+
+async def tap(button: PanelButton, clock: ManualClock, seconds: float) -> None:
+    button.pin.drive_low()
+    await settle()
+    clock.advance(seconds)
+    await settle()
+    button.pin.drive_high()
+    await settle()
+
+
+async def test_press_shorter_than_min_press_does_nothing(factory: Any, clock: ManualClock) -> None:
+    button, events = make(factory, clock)
+    await tap(button, clock, 0.02)
+    assert events == []
+    assert "shorter than min_press" in button.history[-1][1]
+
+
+async def test_press_counts_once_long_enough(factory: Any, clock: ManualClock) -> None:
+    button, events = make(factory, clock)
+    await tap(button, clock, 0.2)
+    assert [(e.kind, e.action) for e in events] == [("press", Action.CALL)]
+
+
+async def test_two_presses_within_cooldown_are_one(factory: Any, clock: ManualClock) -> None:
+    button, events = make(factory, clock)
+    await tap(button, clock, 0.2)
+    clock.advance(0.5)
+    await tap(button, clock, 0.2)
+    assert len(events) == 1
+    clock.advance(2.0)
+    await tap(button, clock, 0.2)
+    assert len(events) == 2
+
+
+async def test_hold_fires_while_held_and_release_adds_nothing(
+    factory: Any, clock: ManualClock
+) -> None:
+    button, events = make(factory, clock)
+    button.pin.drive_low()
+    await settle()
+    clock.advance(1.0)
+    await settle()
+    assert events == []
+    clock.advance(0.6)
+    await settle()
+    assert [(e.kind, e.action) for e in events] == [("hold", Action.HANGUP)]
+    button.pin.drive_high()
+    await settle()
+    assert len(events) == 1
+
+
+async def test_active_high_button(factory: Any, clock: ManualClock) -> None:
+    button, events = make(factory, clock, pull_up=False)
+    button.pin.drive_high()
+    await settle()
+    clock.advance(0.1)
+    button.pin.drive_low()
+    await settle()
+    assert [e.kind for e in events] == ["press"]
+
+
+async def test_callback_from_another_thread_reaches_the_loop(
+    factory: Any, clock: ManualClock
+) -> None:
+    button, events = make(factory, clock)
+    await asyncio.to_thread(button.pin.drive_low)
+    await settle()
+    clock.advance(0.3)
+    await asyncio.to_thread(button.pin.drive_high)
+    await settle()
+    assert [e.kind for e in events] == ["press"]
+
+
+async def test_injected_press_respects_cooldown(factory: Any, clock: ManualClock) -> None:
+    button, events = make(factory, clock)
+    button.inject("press")
+    button.inject("press")
+    assert len(events) == 1
