@@ -1,0 +1,276 @@
+"""``Client``: the call API in async Python, with one live connection shared by every consumer.
+
+::
+
+    async with Client("http://127.0.0.1:3030", api_key, token) as client:
+        call = client.call("default", "door-1")
+        await call.create(member_ids=["alice"], ring=True)
+        async for event in client.events({"call.accepted", "call.ended"}):
+            ...
+
+The REST side needs no connection; the WebSocket starts on the first :meth:`Client.events`,
+:meth:`Client.on`, :meth:`Client.connect` or :meth:`Call.join`, and from then on reconnects by
+itself until :meth:`Client.aclose`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+import httpx
+import jwt
+from pydantic import BaseModel
+
+from appliance.client.backoff import Backoff, RandomSource
+from appliance.client.call import Call, Sort, sort_param
+from appliance.client.connection import Connection
+from appliance.client.events import Callback, Event, EventFilter, EventHub, Subscription
+from appliance.client.models import CallInfo, CallResponse, CallsPage, User
+from appliance.client.rest import RestTransport, TokenProvider
+from appliance.client.resync import Resync, RingLedger
+from appliance.clock import Clock, SystemClock
+from appliance.errors import APIError, ConfigError
+
+logger = logging.getLogger(__name__)
+
+# Calls whose last known state is kept for the resync (joined calls, rung calls, fetched calls).
+_SNAPSHOT_LIMIT = 256
+
+
+class ClientConfig(BaseModel):
+    """What a client needs; the daemon's and the CLI's configs hand these fields over."""
+
+    base_url: str
+    api_key: str
+    token: str
+    user_id: str | None = None
+    ca_file: str | None = None
+    timeout: float = 10.0
+    heartbeat_interval: float = 10.0
+
+
+def user_id_of(token: str) -> str | None:
+    """The ``user_id`` claim of a JWT (read, not verified: the server verifies it)."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as err:
+        raise ConfigError(f"token is not a JWT ({err})", key="token") from err
+    value = claims.get("user_id")
+    return str(value) if value else None
+
+
+class Client:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        token: str,
+        *,
+        user_id: str | None = None,
+        http: httpx.AsyncClient | None = None,
+        ca_file: str | None = None,
+        timeout: float = 10.0,
+        token_provider: TokenProvider | None = None,
+        clock: Clock | None = None,
+        random: RandomSource | None = None,
+        backoff: Backoff | None = None,
+        heartbeat_interval: float = 10.0,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"'{base_url}' is not an http(s) URL", key="base_url")
+        self.user_id = user_id or user_id_of(token)
+        self.rest = RestTransport(
+            base_url,
+            api_key,
+            token,
+            http=http,
+            ca_file=ca_file,
+            timeout=timeout,
+            token_provider=token_provider,
+        )
+        self.clock = clock or SystemClock()
+        self.hub = EventHub()
+        self.ledger = RingLedger(self.user_id)
+        self.snapshots: OrderedDict[str, CallInfo] = OrderedDict()
+        self._joined_calls: dict[str, Call] = {}
+        self.connection = Connection(
+            self.rest,
+            self.hub,
+            user_id=self.user_id,
+            clock=self.clock,
+            backoff=backoff or Backoff(random=random),
+            heartbeat_interval=heartbeat_interval,
+            connect_timeout=timeout,
+            ca_file=ca_file,
+            on_connected=self._on_connected,
+            admit=self._admit,
+        )
+        self.resync = Resync(
+            self.user_id,
+            self.ledger,
+            self.snapshots,
+            get_call=self._get_call,
+            open_calls=self._open_calls,
+            admit=self._admit,
+            emit=self.hub.emit,
+        )
+
+    @classmethod
+    def from_config(cls, config: ClientConfig | Mapping[str, Any] | Any, **kwargs: Any) -> Client:
+        """From a :class:`ClientConfig`, a mapping, or any object with those attributes
+        (``url`` is accepted for ``base_url``)."""
+        if not isinstance(config, ClientConfig):
+            if not isinstance(config, Mapping):
+                names = (*ClientConfig.model_fields, "url")
+                config = {
+                    n: getattr(config, n) for n in names if getattr(config, n, None) is not None
+                }
+            data = dict(config)
+            if "base_url" not in data and "url" in data:
+                data["base_url"] = data.pop("url")
+            config = ClientConfig.model_validate(data)
+        options = config.model_dump(exclude={"base_url", "api_key", "token"})
+        options.update(kwargs)
+        return cls(config.base_url, config.api_key, config.token, **options)
+
+    @property
+    def base_url(self) -> str:
+        return self.rest.base_url
+
+    def call(self, call_type: str, call_id: str = "") -> Call:
+        """The call ``call_type:call_id``; an empty id becomes a fresh UUID."""
+        return Call(self, call_type, call_id or str(uuid.uuid4()))
+
+    async def query_calls(
+        self,
+        filters: dict[str, Any] | None = None,
+        sort: Sort | None = None,
+        limit: int = 25,
+        next: str | None = None,
+        prev: str | None = None,
+    ) -> CallsPage:
+        body = {
+            "filter_conditions": filters,
+            "sort": sort_param(sort),
+            "limit": limit,
+            "next": next,
+            "prev": prev,
+        }
+        body = {key: value for key, value in body.items() if value is not None}
+        answer = await self.rest.request("POST", "/api/v2/video/calls", json=body)
+        return CallsPage.model_validate(answer)
+
+    async def upsert_users(self, *users: User | dict[str, Any]) -> dict[str, User]:
+        """Create or update users (``User(id="alice", name="Alice", role="user")``)."""
+        payload = {}
+        for user in users:
+            model = user if isinstance(user, User) else User.model_validate(user)
+            payload[model.id] = model.model_dump(
+                mode="json", exclude_none=True, exclude={"created_at", "updated_at", "online"}
+            )
+        answer = await self.rest.request("POST", "/api/v2/users", json={"users": payload})
+        return {uid: User.model_validate(u) for uid, u in (answer.get("users") or {}).items()}
+
+    # --- the one connection -------------------------------------------------------------
+
+    async def connect(self, wait: float | None = 10.0) -> str:
+        """Start the WebSocket (once) and wait until it is up; returns the connection id."""
+        return await self.connection.wait_connected(wait)
+
+    def events(
+        self,
+        types: Iterable[str] | None = None,
+        *,
+        call_cid: str | None = None,
+        where: EventFilter | None = None,
+        maxsize: int = 1000,
+    ) -> Subscription:
+        """Subscribe (``async for event in client.events({"call.ring"})``); starts the connection."""
+        sub = self.hub.subscribe(types, call_cid=call_cid, where=where, maxsize=maxsize)
+        self.connection.start()
+        return sub
+
+    def on(self, types: Iterable[str] | str | None, callback: Callback) -> Any:
+        """Call ``callback(event)`` for each matching event; returns the function that removes it."""
+        remove = self.hub.on(types, callback)
+        self.connection.start()
+        return remove
+
+    async def send_signal(self, call_cid: str, to: str, signal: dict[str, Any]) -> None:
+        await self.connection.send_signal(call_cid, to, signal)
+
+    async def aclose(self) -> None:
+        await self.connection.close()
+        self.hub.close()
+        await self.rest.aclose()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"Client({self.base_url}, user={self.user_id}, {self.connection!r})"
+
+    # --- bookkeeping for the resync -------------------------------------------------------
+
+    def _observe(self, call: CallInfo) -> None:
+        if call.cid in self.snapshots:
+            self.snapshots[call.cid] = call
+            self.snapshots.move_to_end(call.cid)
+
+    def _track(self, call: CallInfo) -> None:
+        self.snapshots[call.cid] = call
+        self.snapshots.move_to_end(call.cid)
+        while len(self.snapshots) > _SNAPSHOT_LIMIT:
+            self.snapshots.popitem(last=False)
+
+    def _joined(self, call: Call) -> None:
+        self._joined_calls[call.cid] = call
+        if call.state is not None:
+            self._track(call.state.call)
+
+    def _left(self, call: Call) -> None:
+        self._joined_calls.pop(call.cid, None)
+
+    def _admit(self, event: Event) -> bool:
+        if not self.ledger.admit(event):
+            return False
+        if event.call is not None:
+            if event.type == "call.ring":
+                self._track(event.call)
+            else:
+                self._observe(event.call)
+        return True
+
+    async def _get_call(self, cid: str) -> CallResponse:
+        call_type, call_id = cid.split(":", 1)
+        return await Call(self, call_type, call_id).get()
+
+    async def _open_calls(self) -> list[CallResponse]:
+        filters = {"members": {"$in": [self.user_id]}, "ended_at": {"$exists": False}}
+        page = await self.query_calls(filters, sort=[("created_at", -1)], limit=100)
+        return page.calls
+
+    async def _on_connected(self, reconnected: bool) -> None:
+        # Also on the first connect: a ring may have started before the device came up.
+        delay = 0.5
+        while True:
+            try:
+                await self.resync.run()
+                return
+            except APIError as err:
+                logger.warning("%r: resync failed (%s), retrying in %.1f s", self, err, delay)
+            await self.clock.sleep(delay)
+            delay = min(delay * 2, 30.0)

@@ -1,0 +1,212 @@
+"""Keeping a device in step with the server across reconnects: no ring missed, none replayed.
+
+Two pieces:
+
+* :class:`RingLedger` sees every event before consumers do. A ring is identified by
+  ``(call_cid, session id, ring start)``; a ``call.ring`` for a ring already delivered (the hub
+  re-sends pending rings on ``connection.ok``, and the resync finds them too) is dropped, and a ring
+  that ended (accepted anywhere, rejected or missed by me, call ended) is remembered as finished
+  so that it is never delivered again.
+* :class:`Resync` runs after each reconnect: it re-reads the calls in use (joined, or ringing
+  here) and the calls I am a member of that have not ended, and emits what changed while away —
+  ``call.ring`` for a ring that started meanwhile (also on a call id never seen before),
+  ``call.accepted`` / ``call.rejected`` / ``call.missed`` / ``call.ended`` for rings and sessions
+  that finished, ``call.session_participant_left`` / ``_joined`` for participants. Those events
+  carry ``resynced=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from appliance.client.events import Event
+from appliance.client.models import CallInfo, CallResponse, User
+from appliance.errors import NotFound
+
+logger = logging.getLogger(__name__)
+
+RingKey = tuple[str, str, Any]
+
+# Events after which nobody rings any more in that call's session.
+_RING_OVER_FOR_ALL = {"call.accepted", "call.ended", "call.session_ended", "call.deleted"}
+# Events that end the ring only for the user they name.
+_RING_OVER_FOR_USER = {"call.rejected", "call.missed"}
+
+
+def ring_key(call: CallInfo) -> RingKey | None:
+    session = call.session
+    session_id = session.id if session is not None else call.current_session_id
+    if not session_id:
+        return None
+    started = session.ring_started_at if session is not None else None
+    return (call.cid, session_id, started)
+
+
+class RingLedger:
+    """Which rings this user has been told about, and which of them are over."""
+
+    def __init__(self, user_id: str | None, *, remember: int = 1000) -> None:
+        self.user_id = user_id
+        self.ringing: dict[str, RingKey] = {}
+        self._finished: OrderedDict[RingKey, None] = OrderedDict()
+        self._remember = remember
+
+    def admit(self, event: Event) -> bool:
+        """Record ``event``; False when it is a ring this user was already given (a replay)."""
+        cid = event.cid
+        if event.type == "call.ring" and event.call is not None:
+            key = ring_key(event.call)
+            if key is None:
+                return True
+            if self.ringing.get(key[0]) == key or key in self._finished:
+                logger.debug("RingLedger(%s): ring %s already delivered", self.user_id, key)
+                return False
+            self.ringing[key[0]] = key
+            return True
+        if cid is None or cid not in self.ringing:
+            return True
+        mine = event.user is not None and event.user.id == self.user_id
+        if event.type in _RING_OVER_FOR_ALL or (event.type in _RING_OVER_FOR_USER and mine):
+            self._finish(cid)
+        return True
+
+    def _finish(self, cid: str) -> None:
+        key = self.ringing.pop(cid, None)
+        if key is None:
+            return
+        self._finished[key] = None
+        while len(self._finished) > self._remember:
+            self._finished.popitem(last=False)
+
+    def is_delivered(self, key: RingKey) -> bool:
+        return self.ringing.get(key[0]) == key or key in self._finished
+
+
+GetCall = Callable[[str], Awaitable[CallResponse]]
+OpenCalls = Callable[[], Awaitable[list[CallResponse]]]
+Emit = Callable[[Event], None]
+
+
+class Resync:
+    """Diff the server's truth against what the device last knew, and emit the difference."""
+
+    def __init__(
+        self,
+        user_id: str | None,
+        ledger: RingLedger,
+        snapshots: dict[str, CallInfo],
+        *,
+        get_call: GetCall,
+        open_calls: OpenCalls,
+        admit: Callable[[Event], bool],
+        emit: Emit,
+    ) -> None:
+        self.user_id = user_id
+        self.ledger = ledger
+        self.snapshots = snapshots
+        self.get_call = get_call
+        self.open_calls = open_calls
+        self.admit = admit
+        self.emit = emit
+
+    async def run(self) -> int:
+        """One resync pass; returns the number of events emitted."""
+        count = 0
+        before = dict(self.snapshots)
+        in_use = set(before) | set(self.ledger.ringing)
+        for cid in sorted(in_use):
+            try:
+                truth = await self.get_call(cid)
+            except NotFound:
+                count += self._emit(Event(type="call.deleted", call_cid=cid, resynced=True))
+                self.snapshots.pop(cid, None)
+                continue
+            count += self._diff(before.get(cid), truth.call)
+        if self.user_id is not None:
+            for response in await self.open_calls():
+                count += self._new_ring(response)
+        logger.info("Resync(%s): %d event(s) from while away", self.user_id, count)
+        return count
+
+    def _emit(self, event: Event) -> int:
+        if not self.admit(event):
+            return 0
+        self.emit(event)
+        return 1
+
+    def _event(self, kind: str, call: CallInfo, **fields: Any) -> Event:
+        return Event(type=kind, call_cid=call.cid, call=call, resynced=True, **fields)
+
+    def _diff(self, old: CallInfo | None, call: CallInfo) -> int:
+        cid = call.cid
+        count = 0
+        if cid in self.ledger.ringing:
+            count += self._ring_outcome(cid, call)
+        if old is not None:
+            count += self._session_changes(old, call)
+            self.snapshots[cid] = call
+        return count
+
+    def _ring_outcome(self, cid: str, call: CallInfo) -> int:
+        key = self.ledger.ringing[cid]
+        session = call.session
+        if session is None or session.id != key[1] or not session.live:
+            return self._emit(self._event("call.ended", call, reason=None))
+        me = self.user_id or ""
+        for uid in session.accepted_by:
+            return self._emit(self._event("call.accepted", call, user=User(id=uid)))
+        if me in session.rejected_by:
+            return self._emit(self._event("call.rejected", call, user=User(id=me)))
+        if me in session.missed_by:
+            return self._emit(self._event("call.missed", call, user=User(id=me)))
+        return 0
+
+    def _session_changes(self, old: CallInfo, new: CallInfo) -> int:
+        count = 0
+        old_session = old.live_session
+        new_session = new.live_session
+        if old_session is not None and (new_session is None or new_session.id != old_session.id):
+            count += self._emit(self._event("call.ended", new, reason=None))
+            count += self._emit(self._event("call.session_ended", new, session_id=old_session.id))
+            return count
+        if new_session is None:
+            return count
+        before = {p.session_id: p for p in old_session.participants} if old_session else {}
+        after = {p.session_id: p for p in new_session.participants}
+        for sid, participant in after.items():
+            if sid not in before:
+                count += self._emit(
+                    self._event(
+                        "call.session_participant_joined",
+                        new,
+                        session_id=new_session.id,
+                        participant=participant,
+                        user=participant.user,
+                    )
+                )
+        for sid, participant in before.items():
+            if sid not in after:
+                count += self._emit(
+                    self._event(
+                        "call.session_participant_left",
+                        new,
+                        session_id=new_session.id,
+                        participant=participant,
+                        user=participant.user,
+                    )
+                )
+        return count
+
+    def _new_ring(self, response: CallResponse) -> int:
+        call = response.call
+        session = call.live_session
+        if session is None or self.user_id not in session.ringing:
+            return 0
+        key = ring_key(call)
+        if key is None or self.ledger.is_delivered(key):
+            return 0
+        caller = User(id=session.rung_by) if session.rung_by else call.created_by
+        return self._emit(self._event("call.ring", call, user=caller, members=response.members))
