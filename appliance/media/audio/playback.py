@@ -1,0 +1,247 @@
+"""Remote audio and local sounds → one ALSA playback device.
+
+Every attached remote track is read by its own asyncio task for as long as it lives (aiortc
+buffers grow without bound when a received track is left unread), resampled to the device format
+with :class:`av.AudioResampler` and cut into periods in a small bounded buffer that drops its oldest
+period when full. A named writer thread, paced by our clock (clockless devices would swallow
+audio as fast as it is written), mixes one period of every buffer and every playing sound and
+writes it. Sounds *duck* the call: while a chime marked ``duck`` plays, call audio is turned down
+by ``duck_db`` and the chime is mixed on top, so a chime during a call is heard without cutting the
+caller off. An underrun (``-EPIPE``) is counted; the writer then puts one period of silence in
+front of the data to give the device a cushion again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from appliance.clock import Clock, SystemClock
+from appliance.errors import AudioDeviceError
+from appliance.media.audio.duplex import HalfDuplex
+from appliance.media.audio.pacer import Pacer
+from appliance.media.audio.pcm import PCM, PcmFormat
+from appliance.media.audio.stats import PlaybackStats
+from appliance.media.audio.voice import Voice
+
+__all__ = ["AudioPlayback"]
+
+logger = logging.getLogger(__name__)
+
+_LOG_EVERY = 100
+
+
+class _TrackBuffer:
+    """Periods of one remote track at the device format; filled on the loop, drained by the writer."""
+
+    def __init__(self, track_id: str, fmt: PcmFormat, max_periods: int, stats: PlaybackStats):
+        self.track_id = track_id
+        self._fmt = fmt
+        self._samples = fmt.period_frames * fmt.channels
+        self._resampler = av.AudioResampler(
+            format="s16", layout="mono" if fmt.channels == 1 else "stereo", rate=fmt.rate
+        )
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._periods: deque[np.ndarray] = deque()
+        self._max = max_periods
+        self._stats = stats
+        self._lock = threading.Lock()
+        self.started = False
+
+    def push(self, frame: av.AudioFrame) -> None:
+        chunks = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        if not chunks:
+            return
+        data = np.concatenate([self._pending, *chunks]).astype(np.int16, copy=False)
+        self._stats.frames_received += sum(c.size for c in chunks) // self._fmt.channels
+        whole = data.size // self._samples * self._samples
+        with self._lock:
+            for start in range(0, whole, self._samples):
+                if len(self._periods) >= self._max:
+                    self._periods.popleft()
+                    self._stats.dropped += 1
+                self._periods.append(data[start : start + self._samples])
+            self.started = True
+        self._pending = data[whole:].copy()
+
+    def pop(self) -> np.ndarray | None:
+        with self._lock:
+            return self._periods.popleft() if self._periods else None
+
+    def __len__(self) -> int:
+        return len(self._periods)
+
+
+class AudioPlayback:
+    """Plays remote tracks and local sounds on ``pcm``. Start it, attach tracks, stop it."""
+
+    def __init__(
+        self,
+        pcm: PCM,
+        *,
+        clock: Clock | None = None,
+        duplex: HalfDuplex | None = None,
+        buffer_periods: int = 6,
+        duck_db: float = 12.0,
+    ) -> None:
+        self._pcm = pcm
+        self._format = pcm.format
+        self._clock = clock or SystemClock()
+        self._duplex = duplex
+        self._buffer_periods = buffer_periods
+        self._duck_gain = 10.0 ** (-duck_db / 20.0)
+        self._buffers: dict[str, _TrackBuffer] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._voices: list[Voice] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self.stats = PlaybackStats()
+        self.error: AudioDeviceError | None = None
+        self.pacer = Pacer(self._clock, self._format.period_seconds)
+
+    @property
+    def device(self) -> str:
+        return self._pcm.name
+
+    @property
+    def format(self) -> PcmFormat:
+        return self._format
+
+    def start(self) -> None:
+        """Start the writer thread (call from the event loop)."""
+        if self._thread is not None or self._closed:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(
+            target=self._run, name=f"audio-playback:{self._pcm.name}", daemon=True
+        )
+        self._thread.start()
+        logger.info("AudioPlayback(%s) started: %s", self._pcm.name, self._format)
+
+    def attach(self, track: MediaStreamTrack) -> asyncio.Task[None]:
+        """Consume ``track`` until it ends and play it. Returns the consuming task."""
+        if track.kind != "audio":
+            raise ValueError(f"AudioPlayback attaches audio tracks, got a {track.kind} track")
+        self.start()
+        buffer = _TrackBuffer(track.id, self._format, self._buffer_periods, self.stats)
+        with self._lock:
+            self._buffers[track.id] = buffer
+        task = asyncio.get_running_loop().create_task(
+            self._consume(track, buffer), name=f"audio-playback:{track.id}"
+        )
+        self._tasks[track.id] = task
+        logger.info("AudioPlayback(%s) attached track %s", self._pcm.name, track.id)
+        return task
+
+    def play(self, samples: np.ndarray, *, loop: bool = False, duck: bool = True) -> Voice:
+        """Mix interleaved S16 ``samples`` (already at the device format) into the output."""
+        self.start()
+        assert self._loop is not None
+        voice = Voice(samples, loop=loop, duck=duck, loop_ref=self._loop)
+        if self._closed:
+            voice.finish()
+            return voice
+        with self._lock:
+            self._voices.append(voice)
+        self.stats.sounds_played += 1
+        return voice
+
+    @property
+    def tracks(self) -> list[str]:
+        return list(self._buffers)
+
+    async def stop(self) -> None:
+        """Stop consuming, stop and join the writer, close the device. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 2.0)
+        with self._lock:
+            voices, self._voices = self._voices, []
+        for voice in voices:
+            voice.finish()
+        self._pcm.close()
+        logger.info("AudioPlayback(%s) stopped: %s", self._pcm.name, self.stats)
+
+    async def _consume(self, track: MediaStreamTrack, buffer: _TrackBuffer) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                if isinstance(frame, av.AudioFrame):
+                    buffer.push(frame)
+        except MediaStreamError:
+            logger.info("AudioPlayback(%s) track %s ended", self._pcm.name, track.id)
+        finally:
+            with self._lock:
+                self._buffers.pop(track.id, None)
+            self._tasks.pop(track.id, None)
+
+    # -- writer thread ---------------------------------------------------------------------
+
+    def _mix(self) -> bytes:
+        samples = self._format.period_frames * self._format.channels
+        call = np.zeros(samples, dtype=np.int32)
+        with self._lock:
+            buffers = list(self._buffers.values())
+            voices = list(self._voices)
+        for buffer in buffers:
+            period = buffer.pop()
+            if period is None:
+                if buffer.started:
+                    self.stats.starved += 1
+                continue
+            call += period
+        if self._duplex is not None:
+            self._duplex.note_far_end(call)
+        out = call
+        if any(v.duck for v in voices):
+            out = (call * self._duck_gain).astype(np.int32)
+        for voice in voices:
+            out += voice.take(samples)
+            if voice.finished:
+                with self._lock:
+                    if voice in self._voices:
+                        self._voices.remove(voice)
+                voice.finish()
+        return np.clip(out, -32768, 32767).astype("<i2").tobytes()
+
+    def _run(self) -> None:
+        silence = bytes(self._format.period_bytes)
+        while self.pacer.wait(self._stop):
+            data = self._mix()
+            try:
+                written = self._pcm.write(data)
+                if written < 0:
+                    self.stats.underruns += 1
+                    if self.stats.underruns % _LOG_EVERY == 1:
+                        logger.warning(
+                            "AudioPlayback(%s) underrun (%d so far)",
+                            self._pcm.name,
+                            self.stats.underruns,
+                        )
+                    self._pcm.write(silence)
+                    self._pcm.write(data)
+            except AudioDeviceError as err:
+                logger.error("AudioPlayback(%s) device failed: %s", self._pcm.name, err)
+                self.error = err
+                return
+            self.stats.periods += 1
+            self.stats.frames_played += self._format.period_frames
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._closed else "running" if self._thread else "idle"
+        return f"AudioPlayback({self._pcm.name!r}, {state}, tracks={len(self._buffers)})"
