@@ -18,7 +18,6 @@ polls a JavaScript expression.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -41,6 +40,7 @@ from playwright.async_api import (
 log = logging.getLogger(__name__)
 
 CHROMIUM = "/usr/bin/chromium"
+HAVE_CHROMIUM = os.path.exists(CHROMIUM)
 
 CHROMIUM_ARGS = [
     "--use-fake-device-for-media-stream",
@@ -160,7 +160,7 @@ def _format_console(msg: ConsoleMessage) -> str:
 
 
 async def launch_chromium(playwright: Any, extra_args: list[str] | None = None) -> Browser:
-    if not os.path.exists(CHROMIUM):
+    if not HAVE_CHROMIUM:
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (make system-deps)")
     browser: Browser = await playwright.chromium.launch(
         executable_path=CHROMIUM,
@@ -188,17 +188,16 @@ async def page_guard(browser: Browser) -> AsyncIterator[PageGuard]:
     if guard.page_errors:
         pytest.fail("uncaught errors in the page:\n" + "\n".join(guard.page_errors))
     if guard.foreign:
-        pytest.fail("the page made requests to other hosts:\n" + "\n".join(sorted(set(guard.foreign))))
+        pytest.fail(
+            "the page made requests to other hosts:\n" + "\n".join(sorted(set(guard.foreign)))
+        )
 
 
-async def wait_for_js(page: Page, expression: str, timeout: float = 15.0, arg: Any = None) -> Any:
-    """Poll ``expression`` (a JS function body's return value) until it is truthy; return it."""
-    handle = await page.wait_for_function(expression, arg=arg, timeout=timeout * 1000, polling=100)
+async def wait_for_js(
+    page: Page, expression: str, arg: Any = None, *, seconds: float = 15.0
+) -> Any:
+    """Poll ``expression`` (a JS expression or function) until it is truthy; return its value."""
+    handle = await page.wait_for_function(expression, arg=arg, timeout=seconds * 1000, polling=100)
     value = await handle.json_value()
     await handle.dispose()
     return value
-
-
-async def settle(seconds: float) -> None:
-    """Let a negative outcome have its chance (e.g. a ring that must *not* arrive)."""
-    await asyncio.sleep(seconds)

@@ -56,7 +56,9 @@ export class Call extends EventTarget {
     this._early = [];
     this._ownsMedia = false;
     this._onEvent = (event) => this._handle(event.detail);
+    this._onReconnected = () => this._reattach();
     connection.addEventListener('event', this._onEvent);
+    connection.addEventListener('reconnected', this._onReconnected);
   }
 
   get joined() {
@@ -149,7 +151,7 @@ export class Call extends EventTarget {
       throw err;
     }
     this._keep(response);
-    this.sessionId = response.session_id || response.user_session_id;
+    this.sessionId = response.user_session_id || response.session_id;
     this.iceServers = iceServersFrom(response);
     this.log.info(`Call(${this.cid}): joined as ${this.sessionId}`);
     // The newcomer offers to everyone already there.
@@ -184,6 +186,7 @@ export class Call extends EventTarget {
   // Stop listening to the connection (after leave, when the page drops the call).
   dispose() {
     this.connection.removeEventListener('event', this._onEvent);
+    this.connection.removeEventListener('reconnected', this._onReconnected);
     this._closePeers();
     this._releaseMedia();
   }
@@ -242,6 +245,21 @@ export class Call extends EventTarget {
       peer.start().catch((err) => this.log.warn(`${peer.name}: offer failed: ${err.message}`));
     }
     return peer;
+  }
+
+  // A new WebSocket after a drop: the participant moves to it within the server's grace period
+  // (peer media never stopped), then the call is re-read in case it ended meanwhile.
+  async _reattach() {
+    if (!this.joined) return;
+    this.connection.send({type: 'participant.attach', call_cid: this.cid, session_id: this.sessionId});
+    try {
+      const response = await this.get();
+      if (response.call?.ended_at && this.joined) {
+        this._handle({type: 'call.ended', call_cid: this.cid, call: response.call, reason: 'ended'});
+      }
+    } catch (err) {
+      this.log.warn(`Call(${this.cid}): re-read after reconnect failed: ${err.message}`);
+    }
   }
 
   _signal(to, signal) {
