@@ -1,0 +1,1 @@
+"""Media engine: aiortc sessions, H.264 passthrough video sources, ALSA audio (``audio/``)."""

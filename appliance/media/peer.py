@@ -1,0 +1,332 @@
+"""One remote participant: an ``RTCPeerConnection`` per generation, over the call's signaling.
+
+The side that sent the first offer of the pair (the newcomer) owns restarts: aiortc cannot restart
+ICE in place, so an ICE restart is a fresh peer connection whose offer goes out as
+``{"kind": "restart", "sdp", "generation"}``; the other side drops its old connection and answers
+from a new one. A restart starts when the connection fails or when nothing at all (RTP, RTCP,
+STUN) has arrived for ``stall_timeout`` seconds — aioice's consent check would take ~30 s — and is
+retried until a connection is up again (the signaling may be down for part of that time too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.sdp import candidate_from_sdp
+
+from appliance.media.keyframes import hook_sender
+from appliance.media.mdns import is_mdns_candidate, strip_mdns
+from appliance.media.negotiation import needs_reencode, negotiated_codec, prefer_h264
+from appliance.media.passthrough import PassthroughTrack, VideoFanout
+
+logger = logging.getLogger(__name__)
+
+Signal = dict[str, Any]
+SignalSender = Callable[[Signal], Awaitable[None]]
+StateListener = Callable[["Peer", str, str], None]
+TrackListener = Callable[["Peer", MediaStreamTrack], None]
+
+
+class Peer:
+    """States: new -> connecting -> connected -> (disconnected | failed) -> ... -> closed."""
+
+    def __init__(
+        self,
+        remote: str,
+        *,
+        offerer: bool,
+        send: SignalSender,
+        ice_servers: list[RTCIceServer],
+        fanout: VideoFanout | None = None,
+        audio: Callable[[], MediaStreamTrack | None] | None = None,
+        receive_video: bool = False,
+        on_state: StateListener | None = None,
+        on_track: TrackListener | None = None,
+        stall_timeout: float = 3.0,
+        restart_timeout: float = 4.0,
+    ) -> None:
+        self.remote = remote
+        self.offerer = offerer
+        self._send = send
+        self._ice_servers = ice_servers
+        self._fanout = fanout
+        self._audio = audio
+        self.receive_video = receive_video
+        self._on_state = on_state
+        self._on_track = on_track
+        self.stall_timeout = stall_timeout
+        self.restart_timeout = restart_timeout
+        self.state = "new"
+        self.generation = -1
+        self.pc: RTCPeerConnection | None = None
+        self.video_track: PassthroughTrack | None = None
+        self.video_codec: str | None = None
+        self.audio_enabled = False
+        self.restarts = 0
+        self._mdns_dropped = 0
+        self._inbox: asyncio.Queue[Signal] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- public --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._worker = asyncio.get_running_loop().create_task(self._work())
+        self._watchdog = asyncio.get_running_loop().create_task(self._watch())
+        if self.offerer:
+            await self._offer("offer")
+
+    def deliver(self, signal: Signal) -> None:
+        """A signal from the remote participant (handled in order on the peer's own task)."""
+        if not self._closed:
+            self._inbox.put_nowait(signal)
+
+    def set_audio_enabled(self, enabled: bool) -> None:
+        self.audio_enabled = enabled
+        if self.pc is not None:
+            for transceiver in self.pc.getTransceivers():
+                if transceiver.kind == "audio":
+                    transceiver.sender._enabled = enabled
+
+    async def close(self) -> None:
+        """Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in (self._worker, self._watchdog):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self._close_pc()
+        self._set_state("closed")
+
+    # -- connection lifecycle ------------------------------------------------------------
+
+    def _set_state(self, state: str) -> None:
+        if state == self.state:
+            return
+        old, self.state = self.state, state
+        logger.info("%r %s -> %s", self, old, state)
+        if self._on_state is not None:
+            self._on_state(self, old, state)
+
+    async def _close_pc(self) -> None:
+        pc, self.pc = self.pc, None
+        track, self.video_track = self.video_track, None
+        if track is not None:
+            track.stop()
+        if pc is not None:
+            await pc.close()
+
+    async def _new_pc(self) -> RTCPeerConnection:
+        await self._close_pc()
+        self.generation += 1
+        self._mdns_dropped = 0
+        generation = self.generation
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
+        self.pc = pc
+        audio = self._audio() if self._audio is not None else None
+        sender = pc.addTransceiver(audio or "audio", direction="sendrecv").sender
+        sender._enabled = self.audio_enabled
+        if self._fanout is not None:
+            self.video_track = self._fanout.track(f"{self.remote}#{generation}")
+            video = pc.addTransceiver(
+                self.video_track, direction="sendrecv" if self.receive_video else "sendonly"
+            )
+            hook_sender(video.sender, self._keyframe_requested)
+        else:
+            video = pc.addTransceiver(
+                "video", direction="recvonly" if self.receive_video else "inactive"
+            )
+        prefer_h264(video)
+
+        @pc.on("connectionstatechange")
+        def on_connection_state() -> None:
+            if self.pc is pc:
+                self._connection_changed(pc.connectionState)
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if self.pc is pc and self._on_track is not None:
+                self._on_track(self, track)
+
+        self._set_state("connecting")
+        return pc
+
+    def _keyframe_requested(self) -> None:
+        if self._fanout is not None:
+            self._fanout.request_keyframe(f"{self.remote} PLI/FIR")
+
+    def _connection_changed(self, state: str) -> None:
+        if state == "connected":
+            if self.video_track is not None:
+                self.video_track.activate()
+            self._set_state("connected")
+        elif state in ("failed", "closed") and not self._closed:
+            self._set_state("failed")
+
+    def _video_transceiver(self) -> RTCRtpTransceiver | None:
+        if self.pc is None:
+            return None
+        return next((t for t in self.pc.getTransceivers() if t.kind == "video"), None)
+
+    def _check_codec(self) -> None:
+        transceiver = self._video_transceiver()
+        if transceiver is None:
+            return
+        codec = negotiated_codec(transceiver)
+        self.video_codec = codec.mimeType if codec is not None else None
+        if self._fanout is None or self.video_track is None:
+            return
+        if needs_reencode(transceiver, self.remote):
+            old = self.video_track
+            self.video_track = self._fanout.track(old.name, decoded=True)
+            transceiver.sender.replaceTrack(self.video_track)
+            old.stop()
+
+    async def _offer(self, kind: str) -> None:
+        pc = await self._new_pc()
+        await pc.setLocalDescription(await pc.createOffer())
+        await self._signal({"kind": kind, "sdp": pc.localDescription.sdp})
+
+    async def _answer(self, sdp: str) -> None:
+        pc = await self._new_pc()
+        await pc.setRemoteDescription(RTCSessionDescription(self._strip(sdp), "offer"))
+        self._check_codec()
+        await pc.setLocalDescription(await pc.createAnswer())
+        await self._signal({"kind": "answer", "sdp": pc.localDescription.sdp})
+
+    async def restart(self, reason: str) -> None:
+        """Offerer only: a fresh connection for the pair (aiortc cannot restart ICE in place)."""
+        self.restarts += 1
+        logger.info("%r restarting (%s)", self, reason)
+        await self._offer("restart")
+
+    async def _signal(self, signal: Signal) -> None:
+        signal["generation"] = self.generation
+        try:
+            await self._send(signal)
+        except Exception as err:
+            # The server link may be down; the restart loop tries again later.
+            logger.warning("%r could not send %s: %s", self, signal.get("kind"), err)
+
+    def _strip(self, sdp: str) -> str:
+        sdp, dropped = strip_mdns(sdp, peer=self.remote)
+        self._mdns_dropped += dropped
+        return sdp
+
+    # -- inbound signals -----------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while True:
+            signal = await self._inbox.get()
+            try:
+                await self._handle(signal)
+            except Exception:
+                logger.exception("%r could not handle signal %s", self, signal.get("kind"))
+
+    async def _handle(self, signal: Signal) -> None:
+        kind = signal.get("kind")
+        if kind in ("offer", "restart"):
+            if not isinstance(signal.get("sdp"), str):
+                return
+            if self.offerer and kind == "offer":
+                logger.warning("%r got an offer but offers itself; ignored", self)
+                return
+            if kind == "restart":
+                self.restarts += 1
+            await self._answer(signal["sdp"])
+        elif kind == "answer":
+            pc = self.pc
+            if pc is None or pc.signalingState != "have-local-offer":
+                return
+            if signal.get("generation", self.generation) != self.generation:
+                return
+            await pc.setRemoteDescription(
+                RTCSessionDescription(self._strip(str(signal.get("sdp", ""))), "answer")
+            )
+            self._check_codec()
+        elif kind == "candidate":
+            await self._add_candidate(signal.get("candidate"))
+
+    async def _add_candidate(self, data: Any) -> None:
+        pc = self.pc
+        if pc is None or pc.remoteDescription is None:
+            return
+        if data is None or not data.get("candidate"):
+            # End of candidates: not when mDNS ones were dropped, peer-reflexive checks may follow.
+            if self._mdns_dropped == 0:
+                await pc.addIceCandidate(None)
+            return
+        line = str(data["candidate"]).removeprefix("a=")
+        if is_mdns_candidate(line):
+            self._mdns_dropped += 1
+            return
+        try:
+            candidate = candidate_from_sdp(line.removeprefix("candidate:"))
+        except (AssertionError, ValueError, IndexError):
+            logger.debug("%r ignored a malformed candidate %r", self, line)
+            return
+        candidate.sdpMid = data.get("sdpMid")
+        candidate.sdpMLineIndex = data.get("sdpMLineIndex")
+        if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
+            candidate.sdpMLineIndex = 0
+        await pc.addIceCandidate(candidate)
+
+    # -- liveness ------------------------------------------------------------------------
+
+    def _received_packets(self) -> int:
+        pc = self.pc
+        if pc is None:
+            return 0
+        total = 0
+        for transceiver in pc.getTransceivers():
+            if transceiver.mid is None:
+                continue
+            for stats in transceiver.receiver.transport._get_stats().values():
+                total += getattr(stats, "packetsReceived", 0) or 0
+            break
+        return total
+
+    async def _watch(self) -> None:
+        """Detects a dead link long before aioice's consent check and drives the restarts."""
+        loop = asyncio.get_running_loop()
+        last_count, last_change = -1, loop.time()
+        attempt_started = loop.time()
+        tick = min(0.5, self.stall_timeout / 4)
+        while True:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            count = self._received_packets()
+            if count != last_count:
+                last_count, last_change = count, now
+            if self.state == "connected" and now - last_change > self.stall_timeout:
+                self._set_state("disconnected")
+            if not self.offerer:
+                continue
+            if self.state == "connected":
+                attempt_started = now
+                continue
+            overdue = now - attempt_started >= self.restart_timeout
+            if self.state in ("disconnected", "failed") or (self.state == "connecting" and overdue):
+                attempt_started = now
+                last_count, last_change = -1, now
+                await self.restart(self.state)
+
+    def __repr__(self) -> str:
+        role = "offerer" if self.offerer else "answerer"
+        return f"Peer({self.remote}, {role}, gen {self.generation}, {self.state})"

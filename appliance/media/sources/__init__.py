@@ -1,0 +1,1 @@
+"""Video sources: one small interface (:class:`VideoSource`), chosen by config."""

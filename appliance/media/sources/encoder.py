@@ -1,0 +1,101 @@
+"""Software/V4L2-M2M H.264 encoding through PyAV, for the sources that capture raw pictures.
+
+Output is what passthrough needs: Annex-B, constrained baseline, SPS/PPS in front of every IDR, no
+B-frames, one access unit per picture, forced keyframes as IDR.
+"""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from typing import cast
+
+import av
+
+from appliance.errors import MediaError
+from appliance.media.annexb import is_keyframe
+
+logger = logging.getLogger(__name__)
+
+
+def available_codecs() -> set[str]:
+    return set(av.codecs_available)
+
+
+def choose_codec(preferred: tuple[str, ...] = ("h264_v4l2m2m", "libx264")) -> str:
+    """The first H.264 encoder of ``preferred`` that this PyAV build has."""
+    have = available_codecs()
+    for name in preferred:
+        if name in have:
+            return name
+    raise MediaError(f"no H.264 encoder available (wanted one of {', '.join(preferred)})")
+
+
+class H264Encoder:
+    """One PyAV encoder context; ``encode()`` is called from one worker thread only."""
+
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        framerate: float,
+        bitrate: int,
+        *,
+        codec: str = "libx264",
+        keyframe_interval: float = 2.0,
+    ) -> None:
+        self.codec_name = codec
+        try:
+            ctx = cast(av.VideoCodecContext, av.CodecContext.create(codec, "w"))
+        except (av.FFmpegError, ValueError) as err:
+            raise MediaError(f"cannot create H.264 encoder {codec!r}: {err}") from err
+        ctx.width = width
+        ctx.height = height
+        ctx.pix_fmt = "yuv420p"
+        ctx.bit_rate = bitrate
+        ctx.framerate = Fraction(round(framerate * 1000), 1000)
+        ctx.time_base = Fraction(1, 90000)
+        ctx.gop_size = max(1, round(framerate * keyframe_interval))
+        ctx.max_b_frames = 0
+        if codec == "libx264":
+            ctx.profile = "Baseline"
+            ctx.options = {
+                "preset": "ultrafast",
+                "tune": "zerolatency",
+                "level": "31",
+                "forced-idr": "1",
+                "x264-params": "scenecut=0:repeat-headers=1:aud=0",
+            }
+        else:
+            ctx.options = {"repeat_sequence_header": "1"}
+        try:
+            ctx.open()
+        except av.FFmpegError as err:
+            raise MediaError(f"cannot open H.264 encoder {codec!r}: {err}") from err
+        self._ctx = ctx
+        self.frames = 0
+
+    def encode(self, frame: av.VideoFrame, pts: int, force_keyframe: bool) -> list[bytes]:
+        """Encode one picture; returns the access units produced (usually exactly one)."""
+        frame.pts = pts
+        frame.time_base = Fraction(1, 90000)
+        frame.pict_type = (
+            av.video.frame.PictureType.I if force_keyframe else av.video.frame.PictureType.NONE
+        )
+        units = [bytes(packet) for packet in self._ctx.encode(frame)]
+        self.frames += 1
+        return units
+
+    def close(self) -> None:
+        try:
+            for _ in self._ctx.encode(None):
+                pass
+        except av.FFmpegError:
+            pass
+
+    @staticmethod
+    def keyframe(unit: bytes) -> bool:
+        return is_keyframe(unit)
+
+    def __repr__(self) -> str:
+        return f"H264Encoder({self.codec_name}, {self._ctx.width}x{self._ctx.height})"
