@@ -1,0 +1,183 @@
+"""Ring ledger and resync logic with the server's answers given as data (no network)."""
+
+from typing import Any
+
+from appliance.client.events import Event
+from appliance.client.models import CallInfo, CallResponse
+from appliance.client.resync import Resync, RingLedger
+from appliance.errors import NotFound
+
+ME = "bedside"
+
+
+def call(cid: str = "default:c1", session: str | None = "s1", **fields: Any) -> CallInfo:
+    call_type, call_id = cid.split(":")
+    body: dict[str, Any] = {"type": call_type, "id": call_id, "cid": cid}
+    if session is not None:
+        body["current_session_id"] = session
+        body["session"] = {"id": session, **fields}
+    return CallInfo.model_validate(body)
+
+
+def ring(cid: str = "default:c1", session: str = "s1", **fields: Any) -> Event:
+    return Event(type="call.ring", call_cid=cid, call=call(cid, session, **fields))
+
+
+def test_ledger_drops_a_replayed_ring_but_not_a_new_session() -> None:
+    ledger = RingLedger(ME)
+    assert ledger.admit(ring())
+    assert not ledger.admit(ring())
+    assert ledger.admit(ring(session="s2"))
+
+
+def test_ledger_never_redelivers_a_ring_that_ended() -> None:
+    ledger = RingLedger(ME)
+    assert ledger.admit(ring())
+    assert ledger.admit(
+        Event.model_validate(
+            {"type": "call.accepted", "call_cid": "default:c1", "user": {"id": "nurse"}}
+        )
+    )
+    assert ledger.ringing == {}
+    assert not ledger.admit(ring())
+
+
+def test_someone_elses_reject_does_not_end_my_ring() -> None:
+    ledger = RingLedger(ME)
+    ledger.admit(ring())
+    ledger.admit(
+        Event.model_validate(
+            {"type": "call.rejected", "call_cid": "default:c1", "user": {"id": "other"}}
+        )
+    )
+    assert "default:c1" in ledger.ringing
+    ledger.admit(
+        Event.model_validate({"type": "call.missed", "call_cid": "default:c1", "user": {"id": ME}})
+    )
+    assert ledger.ringing == {}
+
+
+class Server:
+    """The server's truth as the resync reads it."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, CallInfo] = {}
+        self.open: list[CallResponse] = []
+
+    async def get_call(self, cid: str) -> CallResponse:
+        if cid not in self.calls:
+            raise NotFound("no such call", cid=cid)
+        return CallResponse(call=self.calls[cid])
+
+    async def open_calls(self) -> list[CallResponse]:
+        return self.open
+
+
+def make_resync(
+    server: Server, ledger: RingLedger, snapshots: dict[str, CallInfo]
+) -> tuple[Resync, list[Event]]:
+    emitted: list[Event] = []
+    resync = Resync(
+        ME,
+        ledger,
+        snapshots,
+        get_call=server.get_call,
+        open_calls=server.open_calls,
+        admit=ledger.admit,
+        emit=emitted.append,
+    )
+    return resync, emitted
+
+
+async def test_ring_that_started_while_away_is_emitted_once_even_on_an_unknown_call() -> None:
+    server = Server()
+    server.open = [CallResponse(call=call("default:new", ringing=[ME], rung_by="door"))]
+    ledger = RingLedger(ME)
+    resync, emitted = make_resync(server, ledger, {})
+    assert await resync.run() == 1
+    assert [(e.type, e.cid, e.user.id if e.user else None, e.resynced) for e in emitted] == [
+        ("call.ring", "default:new", "door", True)
+    ]
+    server.calls["default:new"] = server.open[0].call
+    assert await resync.run() == 0
+    assert len(emitted) == 1
+    # The hub's own re-sent ring after the next reconnect is a replay too.
+    assert not ledger.admit(ring("default:new", ringing=[ME]))
+
+
+async def test_no_ring_when_i_am_not_ringing_or_the_session_ended() -> None:
+    server = Server()
+    server.open = [
+        CallResponse(call=call("default:a", ringing=["someone-else"])),
+        CallResponse(call=call("default:b", ringing=[ME], ended_at=1)),
+        CallResponse(call=call("default:c", session=None)),
+    ]
+    resync, emitted = make_resync(server, RingLedger(ME), {})
+    assert await resync.run() == 0
+    assert emitted == []
+
+
+async def test_ring_answered_elsewhere_while_away_stops_ringing_here() -> None:
+    server = Server()
+    ledger = RingLedger(ME)
+    ledger.admit(ring())
+    server.calls["default:c1"] = call(accepted_by={"nurse": 1})
+    resync, emitted = make_resync(server, ledger, {})
+    await resync.run()
+    assert [(e.type, e.user.id if e.user else None) for e in emitted] == [
+        ("call.accepted", "nurse")
+    ]
+    assert ledger.ringing == {}
+
+
+async def test_ring_missed_while_away() -> None:
+    server = Server()
+    ledger = RingLedger(ME)
+    ledger.admit(ring())
+    server.calls["default:c1"] = call(missed_by={ME: 1})
+    resync, emitted = make_resync(server, ledger, {})
+    await resync.run()
+    assert [e.type for e in emitted] == ["call.missed"]
+
+
+async def test_ring_whose_session_ended_while_away() -> None:
+    server = Server()
+    ledger = RingLedger(ME)
+    ledger.admit(ring())
+    server.calls["default:c1"] = call(ended_at=1)
+    resync, emitted = make_resync(server, ledger, {})
+    await resync.run()
+    assert [e.type for e in emitted] == ["call.ended"]
+    assert ledger.ringing == {}
+
+
+async def test_joined_call_participants_and_end_are_diffed() -> None:
+    server = Server()
+    before = call(
+        participants=[{"session_id": "p-me"}, {"session_id": "p-old", "user": {"id": "x"}}]
+    )
+    server.calls["default:c1"] = call(
+        participants=[{"session_id": "p-me"}, {"session_id": "p-new"}]
+    )
+    snapshots = {"default:c1": before}
+    resync, emitted = make_resync(server, RingLedger(ME), snapshots)
+    await resync.run()
+    assert sorted((e.type, e.participant.session_id) for e in emitted if e.participant) == [
+        ("call.session_participant_joined", "p-new"),
+        ("call.session_participant_left", "p-old"),
+    ]
+    assert snapshots["default:c1"] is server.calls["default:c1"]
+    emitted.clear()
+    server.calls["default:c1"] = call(session="s2")
+    await resync.run()
+    assert [e.type for e in emitted] == ["call.ended", "call.session_ended"]
+    assert emitted[1].session_id == "s1"
+
+
+async def test_deleted_call() -> None:
+    server = Server()
+    snapshots = {"default:c1": call()}
+    resync, emitted = make_resync(server, RingLedger(ME), snapshots)
+    await resync.run()
+    assert [e.type for e in emitted] == ["call.deleted"]
+    assert snapshots == {}
