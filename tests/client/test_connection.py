@@ -127,7 +127,7 @@ async def test_delays_double_while_the_server_refuses(hub_server: tuple[Scripted
         refreshed.append("tok-2")
         return "tok-2"
 
-    conn, events, rest = make(url, clock)
+    conn, _events, rest = make(url, clock)
     rest.token_provider = new_token
     hub.refuse = True
     conn.start()
@@ -155,7 +155,7 @@ async def test_heartbeats_and_a_silent_socket_is_declared_dead(
     await asyncio.sleep(0.05)  # let the heartbeat task start sleeping on the clock
     clock.advance(10.0)
     await until(lambda: any(f.get("type") == "health.check" for f in hub.frames))
-    assert [f for f in hub.frames if f.get("type") == "health.check"][0]["connection_id"] == "c1"
+    assert next(f for f in hub.frames if f.get("type") == "health.check")["connection_id"] == "c1"
     # The scripted server never sends anything: after dead_after (30 s) the client gives up on it.
     clock.advance(10.0)
     await asyncio.sleep(0.05)
@@ -172,7 +172,7 @@ async def test_send_signal_envelope_and_close_is_idempotent(
     hub_server: tuple[ScriptedHub, str],
 ) -> None:
     hub, url = hub_server
-    conn, events, rest = make(url, ManualClock())
+    conn, _events, rest = make(url, ManualClock())
     await conn.wait_connected(5)
     await conn.send_signal("default:x", "p-2", {"kind": "offer", "sdp": "v=0"})
     await until(lambda: len(hub.frames) == 2)
