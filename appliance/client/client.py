@@ -254,6 +254,22 @@ class Client:
                 self._observe(event.call)
         return True
 
+    async def _reattach(self) -> None:
+        """Bind my participants to the new connection before the grace period runs out."""
+        for call in list(self._joined_calls.values()):
+            if call.session_id is None:
+                continue
+            frame = {
+                "type": "participant.attach",
+                "call_cid": call.cid,
+                "session_id": call.session_id,
+            }
+            try:
+                await self.connection.send(frame)
+                logger.info("%r: re-attached %s to %s", self, call.session_id, call.cid)
+            except APIError as err:
+                logger.warning("%r: cannot re-attach %s (%s)", self, call.cid, err)
+
     async def _get_call(self, cid: str) -> CallResponse:
         call_type, call_id = cid.split(":", 1)
         return await Call(self, call_type, call_id).get()
@@ -264,6 +280,8 @@ class Client:
         return page.calls
 
     async def _on_connected(self, reconnected: bool) -> None:
+        if reconnected:
+            await self._reattach()
         # Also on the first connect: a ring may have started before the device came up.
         delay = 0.5
         while True:

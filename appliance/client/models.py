@@ -172,7 +172,7 @@ class IceServer(Model):
 class JoinResponse(CallResponse):
     """The answer of join: ``session_id`` is my participant session id (signaling address)."""
 
-    session_id: str
+    session_id: str = Field(validation_alias=AliasChoices("session_id", "user_session_id"))
     participants: list[Participant] = Field(default_factory=list)
     ice_servers: list[IceServer] = Field(default_factory=list)
 
