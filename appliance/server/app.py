@@ -1,0 +1,223 @@
+"""The call server as one ASGI app: ``create_app(settings, *, clock=None)``.
+
+The lifespan opens the store, writes the call types and seed users, builds the
+``ServerContext`` (``app.state.ctx``) and starts the realtime layer. Every error answer is JSON
+``{"code", "message", "StatusCode", "details"}``; a client's mistake is a 4xx naming the field,
+never a 500. The web console (``appliance/server/web``) is mounted at ``/`` after the API.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from appliance.clock import Clock, SystemClock
+from appliance.errors import (
+    API_ERRORS_BY_STATUS,
+    APIError,
+    InvalidRequest,
+    PayloadTooLarge,
+    StoreError,
+)
+from appliance.server import calltypes, realtime, routes_calls, routes_calltypes, routes_users
+from appliance.server.context import ServerContext, now_ns
+from appliance.server.settings import ServerSettings, ensure_secret
+from appliance.server.store import Store, database_url
+from appliance.server.users import UserRequest, upsert_user
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).parent / "web"
+
+
+def error_body(err: APIError) -> dict[str, Any]:
+    fields: dict[str, str] = {}
+    if err.field:
+        fields["field"] = err.field
+    if err.cid:
+        fields["cid"] = err.cid
+    return {
+        "code": err.code,
+        "message": str(err.message),
+        "StatusCode": err.status_code,
+        "details": list(err.details),
+        "exception_fields": fields,
+        "more_info": "",
+        "duration": "0.00ms",
+    }
+
+
+def _json_error(err: APIError) -> JSONResponse:
+    return JSONResponse(error_body(err), status_code=err.status_code)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else ("." if out else "") + str(p)
+    return out or "body"
+
+
+async def _on_api_error(request: Request, err: Exception) -> JSONResponse:
+    assert isinstance(err, APIError)
+    if err.status_code >= 500:
+        log.warning("%s %s: %s", request.method, request.url.path, err)
+    return _json_error(err)
+
+
+async def _on_validation(request: Request, err: Exception) -> JSONResponse:
+    assert isinstance(err, RequestValidationError)
+    errors = err.errors()
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+    field = _loc(tuple(first.get("loc", ())))
+    details = [f"{_loc(tuple(e.get('loc', ())))}: {e.get('msg')}" for e in errors[:20]]
+    return _json_error(InvalidRequest(f"{field}: {first.get('msg')}", field=field, details=details))
+
+
+async def _on_http(request: Request, err: Exception) -> JSONResponse:
+    assert isinstance(err, StarletteHTTPException)
+    kind = API_ERRORS_BY_STATUS.get(err.status_code, APIError)
+    message = "no such route" if err.status_code == 404 else str(err.detail)
+    api = kind(f"{message}: {request.method} {request.url.path}", status_code=err.status_code)
+    return _json_error(api)
+
+
+async def _on_store(request: Request, err: Exception) -> JSONResponse:
+    log.error("%s %s: database failure: %s", request.method, request.url.path, err)
+    return _json_error(APIError("the database is unavailable", status_code=503))
+
+
+async def _on_unexpected(request: Request, err: Exception) -> JSONResponse:
+    log.exception("%s %s failed", request.method, request.url.path)
+    return _json_error(APIError("internal server error", status_code=500))
+
+
+class RequestLimits:
+    """Refuse bodies over the limit with 413 and note when handling started (for ``duration``)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope.setdefault("state", {})["started"] = time.perf_counter()
+        limit = self.max_body_bytes
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > limit
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    err = PayloadTooLarge(f"request body over the limit of {limit} bytes")
+                    await _json_error(err)(scope, receive, send)
+                    return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise PayloadTooLarge(f"request body over the limit of {limit} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _optional_router(module: str) -> APIRouter | None:
+    """A router of a sibling layer that may not be installed yet in a partial checkout."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name != module:
+            raise
+        log.warning("%s is not available; its routes are not served", module)
+        return None
+    router: APIRouter = mod.router
+    return router
+
+
+def create_app(settings: ServerSettings, *, clock: Clock | None = None) -> FastAPI:
+    """The call server. Config mistakes (call-types file, secret) raise ``ConfigError`` here."""
+    settings = ensure_secret(settings)
+    the_clock: Clock = clock or SystemClock()
+    if settings.call_types is not None:
+        calltypes.load_file(settings.call_types)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = Store(database_url(settings.database, settings.state_dir))
+        await store.open()
+        ctx = ServerContext(store=store, clock=the_clock, settings=settings)
+        app.state.ctx = ctx
+        try:
+            now = now_ns(the_clock)
+            async with store.begin() as conn:
+                await calltypes.seed(conn, settings.call_types, now)
+                for user in settings.users:
+                    await upsert_user(conn, UserRequest.model_validate(user.model_dump()), now)
+            await realtime.start(ctx)
+            log.info("call server ready (%r, api_key %s)", store, settings.api_key)
+            try:
+                yield
+            finally:
+                await realtime.stop(ctx)
+        finally:
+            await store.close()
+
+    app = FastAPI(
+        title="appliance call server",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.add_middleware(RequestLimits, max_body_bytes=settings.limits.max_body_bytes)
+    app.add_exception_handler(APIError, _on_api_error)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(StoreError, _on_store)
+    app.add_exception_handler(Exception, _on_unexpected)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz(request: Request) -> dict[str, Any]:
+        ctx: ServerContext = request.app.state.ctx
+        try:
+            async with ctx.store.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as err:
+            raise StoreError(f"database check failed: {err}") from err
+        return {"ok": True, "time": now_ns(ctx.clock)}
+
+    app.include_router(routes_users.router)
+    app.include_router(routes_calls.router)
+    app.include_router(routes_calltypes.router)
+    query = _optional_router("appliance.server.routes_query")
+    if query is not None:
+        app.include_router(query)
+    realtime.install(app)
+    if WEB_DIR.is_dir():
+        app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
+    return app

@@ -1,0 +1,194 @@
+"""Authentication: HS256 JWTs signed with the app secret, checked against an injected clock.
+
+A *server token* carries no ``user_id`` (Stream's SDK signs literally ``{}``) and may do
+anything. A *user token* carries ``user_id`` and optionally ``exp``, ``iat`` and ``call_cids``
+(pinning a device's token to its own calls). ``exp``/``iat`` are checked with a leeway because a
+Pi has no real-time clock; a user's tokens issued before ``revoke_tokens_issued_before`` are
+refused. Every request also carries ``?api_key=`` which must be this server's.
+
+``authenticate`` is the one function both the REST dependency (``principal``) and the WebSocket
+layer (its first frame) use.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+from fastapi import Request
+from sqlalchemy import insert, select
+
+from appliance.clock import Clock
+from appliance.errors import AuthenticationError, PermissionDenied
+from appliance.server.context import ServerContext, now_ns
+from appliance.server.schema import users
+
+log = logging.getLogger(__name__)
+
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the server itself (``user_id is None``) or a user."""
+
+    user_id: str | None
+    role: str = "admin"
+    teams: tuple[str, ...] = ()
+    call_cids: tuple[str, ...] | None = None
+    claims: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def is_server(self) -> bool:
+        return self.user_id is None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.is_server or self.role == "admin"
+
+    def __repr__(self) -> str:
+        return "Principal(server)" if self.is_server else f"Principal(user={self.user_id})"
+
+
+SERVER = Principal(user_id=None)
+
+
+def create_token(
+    secret: str,
+    user_id: str | None = None,
+    *,
+    clock: Clock | None = None,
+    ttl: float | None = None,
+    call_cids: list[str] | None = None,
+    iat: bool = True,
+    **claims: Any,
+) -> str:
+    """A token for ``user_id`` (a server token when ``None``: literally ``{}`` like the SDK's)."""
+    body: dict[str, Any] = dict(claims)
+    if user_id is not None:
+        body["user_id"] = user_id
+        if clock is not None and iat:
+            body.setdefault("iat", int(clock.time()))
+        if clock is not None and ttl is not None:
+            body.setdefault("exp", int(clock.time() + ttl))
+        if call_cids is not None:
+            body["call_cids"] = list(call_cids)
+    return jwt.encode(body, secret, algorithm="HS256")
+
+
+def decode_token(token: str, secret: str, clock: Clock, leeway: float) -> dict[str, Any]:
+    """Verify signature and times; raises ``AuthenticationError`` naming the problem."""
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=["HS256"],
+            options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
+        )
+    except jwt.InvalidSignatureError:
+        raise AuthenticationError("token signature is not valid", field="Authorization") from None
+    except jwt.PyJWTError as err:
+        raise AuthenticationError(
+            f"token is not a valid JWT: {err}", field="Authorization"
+        ) from None
+    if not isinstance(claims, dict):
+        raise AuthenticationError("token payload is not an object", field="Authorization")
+    now = clock.time()
+    for name in ("exp", "iat", "nbf"):
+        if name in claims and not isinstance(claims[name], int | float):
+            raise AuthenticationError(f"token claim {name} is not a number", field="Authorization")
+    if "exp" in claims and now > claims["exp"] + leeway:
+        raise AuthenticationError("token has expired", field="Authorization")
+    if "iat" in claims and claims["iat"] > now + leeway:
+        raise AuthenticationError(
+            "token was issued in the future (check this device's clock)", field="Authorization"
+        )
+    if "nbf" in claims and claims["nbf"] > now + leeway:
+        raise AuthenticationError("token is not valid yet", field="Authorization")
+    uid = claims.get("user_id")
+    if uid is not None and (not isinstance(uid, str) or not uid):
+        raise AuthenticationError("token claim user_id must be a non-empty string")
+    cids = claims.get("call_cids")
+    if cids is not None and (
+        not isinstance(cids, list) or not all(isinstance(c, str) for c in cids)
+    ):
+        raise AuthenticationError("token claim call_cids must be a list of strings")
+    return claims
+
+
+async def authenticate(ctx: ServerContext, token: str | None, api_key: str | None) -> Principal:
+    """Check api key and token; for a user token, load (or create) the user and check revocation."""
+    settings = ctx.settings
+    if not api_key:
+        raise AuthenticationError("api_key query parameter is missing", field="api_key")
+    if api_key != settings.api_key:
+        raise AuthenticationError("api_key is not valid for this server", field="api_key")
+    if not token:
+        raise AuthenticationError("Authorization header is missing", field="Authorization")
+    claims = decode_token(token, settings.api_secret, ctx.clock, settings.token_leeway_seconds)
+    user_id = claims.get("user_id")
+    if user_id is None:
+        return Principal(user_id=None, claims=claims)
+    row = await _user_row(ctx, user_id)
+    revoked_before = row["revoke_tokens_issued_before"]
+    if revoked_before is not None:
+        iat = claims.get("iat")
+        if iat is None or iat * NS < revoked_before:
+            raise AuthenticationError(f"token of user {user_id} has been revoked")
+    cids = claims.get("call_cids")
+    return Principal(
+        user_id=user_id,
+        role=row["role"] or "user",
+        teams=tuple(row["teams"] or ()),
+        call_cids=tuple(cids) if cids is not None else None,
+        claims=claims,
+    )
+
+
+async def _user_row(ctx: ServerContext, user_id: str) -> dict[str, Any]:
+    cols = [users.c.role, users.c.teams, users.c.revoke_tokens_issued_before]
+    async with ctx.store.connect() as conn:
+        row = (await conn.execute(select(*cols).where(users.c.id == user_id))).mappings().first()
+    if row is not None:
+        return dict(row)
+    # A valid token for a user we have not seen yet: the user exists from now on, as a plain user.
+    now = now_ns(ctx.clock)
+    async with ctx.store.begin() as conn:
+        again = (await conn.execute(select(*cols).where(users.c.id == user_id))).mappings().first()
+        if again is not None:
+            return dict(again)
+        await conn.execute(
+            insert(users).values(
+                id=user_id, role="user", teams=[], custom={}, created_at=now, updated_at=now
+            )
+        )
+    log.info("user %s created on first authentication", user_id)
+    return {"role": "user", "teams": [], "revoke_tokens_issued_before": None}
+
+
+def token_from_headers(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    value = authorization.strip()
+    if value[:7].lower() == "bearer ":
+        value = value[7:].strip()
+    return value or None
+
+
+async def principal(request: Request) -> Principal:
+    """FastAPI dependency: the caller of this request."""
+    auth_type = request.headers.get("stream-auth-type")
+    if auth_type is not None and auth_type.lower() != "jwt":
+        raise AuthenticationError(
+            f"stream-auth-type {auth_type!r} is not supported (use jwt)", field="stream-auth-type"
+        )
+    ctx: ServerContext = request.app.state.ctx
+    token = token_from_headers(request.headers.get("authorization"))
+    return await authenticate(ctx, token, request.query_params.get("api_key"))
+
+
+def require_server(who: Principal, what: str) -> None:
+    if not who.is_server:
+        raise PermissionDenied(f"{what} needs a server token")

@@ -1,0 +1,181 @@
+"""``appliance serve | token | users``: run the call server, mint tokens, manage users."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+from typing import Any
+
+from appliance.clock import SystemClock
+from appliance.errors import ConfigError
+from appliance.server.auth import create_token
+from appliance.server.context import now_ns
+from appliance.server.settings import ServerSettings, ensure_secret, load_settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = "config/server.yaml"
+
+
+def register(subparsers: Any) -> None:
+    serve = subparsers.add_parser("serve", help="run the call server")
+    serve.add_argument("--config", default=DEFAULT_CONFIG, help="server YAML (default %(default)s)")
+    serve.add_argument("--host", help="listen address (overrides the config)")
+    serve.add_argument("--port", type=int, help="listen port (overrides the config)")
+    serve.set_defaults(func=cmd_serve)
+
+    token = subparsers.add_parser("token", help="print a user token (or a server token)")
+    token.add_argument("--config", default=DEFAULT_CONFIG)
+    who = token.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="user id the token is for")
+    who.add_argument("--server", action="store_true", help="a server token (full access)")
+    token.add_argument("--ttl", type=float, help="seconds until it expires (default: never)")
+    token.add_argument(
+        "--call",
+        action="append",
+        dest="call_cids",
+        metavar="CID",
+        help="pin the token to this call cid (repeatable)",
+    )
+    token.add_argument("--link", action="store_true", help="print a console sign-in link instead")
+    token.set_defaults(func=cmd_token)
+
+    users = subparsers.add_parser("users", help="add or list users")
+    users_sub = users.add_subparsers(dest="users_command", metavar="ACTION")
+    users_sub.required = True
+    add = users_sub.add_parser("add", help="create or update a user")
+    add.add_argument("id")
+    add.add_argument("--config", default=DEFAULT_CONFIG)
+    add.add_argument("--name")
+    add.add_argument("--role", default=None, help="user or admin")
+    add.add_argument("--team", action="append", dest="teams", metavar="TEAM")
+    add.add_argument(
+        "--custom",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="custom field; VALUE is JSON when it parses, else a string",
+    )
+    add.set_defaults(func=cmd_users_add)
+    ls = users_sub.add_parser("list", help="list users")
+    ls.add_argument("--config", default=DEFAULT_CONFIG)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_users_list)
+
+
+def _settings(args: argparse.Namespace) -> ServerSettings:
+    return ensure_secret(load_settings(args.config))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from appliance.server.app import create_app
+    from appliance.server.tls import tls_files
+
+    settings = load_settings(args.config)
+    update: dict[str, Any] = {}
+    if args.host:
+        update["host"] = args.host
+    if args.port is not None:
+        update["port"] = args.port
+    settings = settings.model_copy(update=update)
+    app = create_app(settings)
+    tls = tls_files(settings)
+    log.info("serving on %s", settings.public_base_url())
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=str(tls.cert) if tls else None,
+        ssl_keyfile=str(tls.key) if tls else None,
+        log_level=logging.getLevelName(logging.getLogger().level).lower(),
+        timeout_graceful_shutdown=5,
+        proxy_headers=True,
+    )
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    assert settings.api_secret
+    if args.server:
+        print(create_token(settings.api_secret))
+        return 0
+    token = create_token(
+        settings.api_secret, args.user, clock=SystemClock(), ttl=args.ttl, call_cids=args.call_cids
+    )
+    if args.link:
+        print(f"{settings.public_base_url()}/?api_key={settings.api_key}&token={token}")
+    else:
+        print(token)
+    return 0
+
+
+def _custom(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--custom {pair!r} is not KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+async def _with_store(settings: ServerSettings, work: Any) -> Any:
+    from appliance.server.store import Store, database_url
+
+    store = Store(database_url(settings.database, settings.state_dir))
+    await store.open()
+    try:
+        return await work(store)
+    finally:
+        await store.close()
+
+
+def cmd_users_add(args: argparse.Namespace) -> int:
+    from appliance.server.users import UserRequest, upsert_user
+
+    settings = _settings(args)
+    user = UserRequest(
+        id=args.id,
+        name=args.name,
+        role=args.role,
+        teams=args.teams,
+        custom=_custom(args.custom) or None,
+    )
+
+    async def work(store: Any) -> None:
+        async with store.begin() as conn:
+            await upsert_user(conn, user, now_ns(SystemClock()))
+
+    asyncio.run(_with_store(settings, work))
+    print(f"user {args.id} saved")
+    return 0
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from appliance.server.schema import users
+
+    settings = _settings(args)
+
+    async def work(store: Any) -> list[dict[str, Any]]:
+        async with store.connect() as conn:
+            rows = await conn.execute(select(users).order_by(users.c.id))
+            return [dict(r) for r in rows.mappings()]
+
+    rows = asyncio.run(_with_store(settings, work))
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    for r in rows:
+        teams = ",".join(r["teams"] or []) or "-"
+        print(f"{r['id']:<24} {r['role']:<8} teams={teams:<16} name={r['name'] or ''}")
+    return 0

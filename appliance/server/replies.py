@@ -1,0 +1,64 @@
+"""What every route does on the way out: the ``duration`` field, events, request timestamps."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from fastapi import Request
+
+from appliance.errors import InvalidRequest
+from appliance.server.context import ServerContext
+
+log = logging.getLogger(__name__)
+
+
+def ctx_of(request: Request) -> ServerContext:
+    ctx: ServerContext = request.app.state.ctx
+    return ctx
+
+
+def reply(request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    """Add Stream's ``duration`` (server time spent, e.g. ``"1.52ms"``)."""
+    started = getattr(request.state, "started", None)
+    spent = (time.perf_counter() - started) * 1000 if started is not None else 0.0
+    body["duration"] = f"{spent:.2f}ms"
+    return body
+
+
+async def publish(
+    ctx: ServerContext,
+    event: dict[str, Any],
+    *,
+    call_cid: str | None = None,
+    user_ids: Iterable[str] | None = None,
+) -> None:
+    """Hand an event to the realtime layer; a failing bus never fails the request that caused it."""
+    if ctx.bus is None:
+        log.debug("no event bus; %s not delivered", event.get("type"))
+        return
+    try:
+        await ctx.bus.publish(event, call_cid=call_cid, user_ids=user_ids)
+    except Exception:
+        log.exception("event %s for %s could not be published", event.get("type"), call_cid)
+
+
+def to_ns(value: datetime | int | str | None, field: str) -> int | None:
+    """A request timestamp (RFC 3339 or integer nanoseconds) as integer nanoseconds."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidRequest("a timestamp must be RFC 3339 or integer nanoseconds", field=field)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidRequest(f"{value!r} is not an RFC 3339 timestamp", field=field) from None
+    if value.tzinfo is None:
+        raise InvalidRequest("a timestamp needs a time zone (e.g. Z)", field=field)
+    return int(value.timestamp()) * 1_000_000_000 + value.microsecond * 1000

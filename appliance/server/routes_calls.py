@@ -1,0 +1,443 @@
+"""Call routes: get-or-create, get, update, update members, delete, custom events.
+
+Get-or-create on an existing call ignores ``data`` (members change through update members) but
+honours ``ring``. Events go out after the transaction commits; rings go to ``ctx.ringer``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from appliance.calls import events
+from appliance.calls.capabilities import Capability
+from appliance.calls.settings import effective_settings
+from appliance.errors import InvalidRequest, PermissionDenied, ServerUnavailable
+from appliance.server import calltypes
+from appliance.server.auth import Principal, principal
+from appliance.server.callstate import call_state, load_access
+from appliance.server.context import ServerContext, now_ns
+from appliance.server.customindex import remove_call_custom
+from appliance.server.members import (
+    MemberRequest,
+    check_members,
+    member_rows,
+    remove_members,
+    upsert_members,
+)
+from appliance.server.permissions import check_create
+from appliance.server.replies import ctx_of, publish, reply, to_ns
+from appliance.server.schema import call_members, calls
+from appliance.server.serialize import call_response, call_row, members_response, user_response
+from appliance.server.users import UserRequest, upsert_user, user_rows
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api/v2/video", tags=["calls"])
+
+CallTypeName = Annotated[str, Path(pattern=r"^[a-z0-9_-]{1,64}$")]
+CallId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class CallRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    created_by_id: str | None = Field(default=None, max_length=255)
+    created_by: UserRequest | None = None
+    members: list[MemberRequest] | None = None
+    custom: dict[str, Any] | None = None
+    settings_override: dict[str, Any] | None = None
+    starts_at: datetime | int | None = None
+    team: str | None = Field(default=None, max_length=255)
+    video: bool | None = None
+
+
+class GetOrCreateCallRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    data: CallRequest | None = None
+    ring: bool | None = None
+    notify: bool | None = None
+    video: bool | None = None
+    members_limit: int | None = Field(default=None, ge=0, le=100)
+
+
+class UpdateCallRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    custom: dict[str, Any] | None = None
+    settings_override: dict[str, Any] | None = None
+    starts_at: datetime | int | None = None
+
+
+class UpdateCallMembersRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    update_members: list[MemberRequest] | None = None
+    remove_members: list[str] | None = None
+
+
+class DeleteCallRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    hard: bool | None = None
+
+
+class SendCallEventRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    custom: dict[str, Any] | None = None
+    user_id: str | None = None
+    user: UserRequest | None = None
+
+
+def _check_custom(ctx: ServerContext, custom: dict[str, Any] | None, field: str) -> None:
+    if custom is None:
+        return
+    size = len(json.dumps(custom, separators=(",", ":")).encode())
+    if size > ctx.settings.limits.max_custom_bytes:
+        raise InvalidRequest(
+            f"custom data is {size} bytes, over the limit of {ctx.settings.limits.max_custom_bytes}",
+            field=field,
+        )
+
+
+def _check_settings(
+    type_settings: dict[str, Any], override: dict[str, Any] | None, field: str
+) -> None:
+    try:
+        effective_settings(type_settings, override)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidRequest(f"{field}.{where}: {first['msg']}", field=f"{field}.{where}") from None
+
+
+async def _ring(ctx: ServerContext, cid: str, caller: str, video: bool | None) -> None:
+    if ctx.ringer is None:
+        raise ServerUnavailable("ringing is not available on this server", cid=cid)
+    await ctx.ringer.ring(cid, caller, None, video)
+
+
+@router.post("/call/{type}/{id}")
+async def get_or_create_call(
+    type: CallTypeName,
+    id: CallId,
+    request: Request,
+    body: GetOrCreateCallRequest | None = None,
+    who: Principal = Depends(principal),
+) -> dict[str, Any]:
+    ctx = ctx_of(request)
+    body = body or GetOrCreateCallRequest()
+    data = body.data or CallRequest()
+    cid = f"{type}:{id}"
+    created = False
+    try:
+        async with ctx.store.begin() as conn:
+            ctype = await calltypes.get_row(conn, type)
+            existing = (await conn.execute(select(calls.c.cid).where(calls.c.cid == cid))).first()
+            if existing is None:
+                await _create(ctx, conn, who, type, id, ctype, data)
+                created = True
+    except IntegrityError:
+        log.info("Call(%s) created concurrently; answering the existing call", cid)
+    async with ctx.store.connect() as conn:
+        row, acc = await load_access(conn, who, cid)
+        acc.require_read()
+    if created:
+        async with ctx.store.connect() as conn:
+            state = await call_state(conn, ctx, who, row, acc, 0)
+            member_ids = [r["user_id"] for r in await _all_member_ids(conn, cid)]
+        await publish(
+            ctx,
+            {
+                "type": events.CALL_CREATED,
+                "call_cid": cid,
+                "call": state["call"],
+                "members": [],
+                "created_at": row["created_at"],
+            },
+            call_cid=cid,
+            user_ids=member_ids,
+        )
+    if body.ring:
+        acc.require(Capability.JOIN_CALL)
+        caller = (
+            who.user_id or data.created_by_id or (data.created_by.id if data.created_by else None)
+        )
+        await _ring(ctx, cid, caller or row["created_by_id"], body.video)
+    async with ctx.store.connect() as conn:
+        state = await call_state(conn, ctx, who, await call_row(conn, cid), acc, body.members_limit)
+    state["created"] = created
+    return reply(request, state)
+
+
+async def _all_member_ids(conn: Any, cid: str) -> list[Any]:
+    q = select(call_members.c.user_id).where(call_members.c.call_cid == cid)
+    return list((await conn.execute(q)).mappings())
+
+
+async def _create(
+    ctx: ServerContext,
+    conn: Any,
+    who: Principal,
+    type: str,
+    id: str,
+    ctype: dict[str, Any],
+    data: CallRequest,
+) -> str:
+    cid = f"{type}:{id}"
+    now = now_ns(ctx.clock)
+    if who.user_id is not None:
+        creator = who.user_id
+    else:
+        creator = data.created_by_id or (data.created_by.id if data.created_by else "")
+        if not creator:
+            raise InvalidRequest(
+                "data.created_by_id is required with a server token",
+                field="data.created_by_id",
+                cid=cid,
+            )
+        if data.created_by is not None and data.created_by.id == creator:
+            await upsert_user(conn, data.created_by, now)
+        elif not await user_rows(conn, [creator]):
+            raise InvalidRequest(
+                f"user {creator} does not exist", field="data.created_by_id", cid=cid
+            )
+    check_create(who, cid, data.team, ctype["grants"])
+    _check_custom(ctx, data.custom, "data.custom")
+    _check_settings(ctype["settings"], data.settings_override, "data.settings_override")
+    members = data.members or []
+    check_members(members, "data.members", ctx.settings.limits.max_members_per_request)
+    for m in members:
+        _check_custom(ctx, m.custom, f"data.members[{m.user_id}].custom")
+    await conn.execute(
+        calls.insert().values(
+            cid=cid,
+            type=type,
+            id=id,
+            created_by_id=creator,
+            team=data.team,
+            custom=data.custom or {},
+            settings_override=data.settings_override or {},
+            starts_at=to_ns(data.starts_at, "data.starts_at"),
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    await upsert_members(conn, cid, members, now, "data.members")
+    log.info("Call(%s) created by %s with %d members", cid, creator, len(members))
+    return creator
+
+
+@router.get("/call/{type}/{id}")
+async def get_call(
+    type: CallTypeName,
+    id: CallId,
+    request: Request,
+    members_limit: Annotated[int | None, Query(ge=0, le=100)] = None,
+    ring: bool | None = None,
+    notify: bool | None = None,
+    video: bool | None = None,
+    who: Principal = Depends(principal),
+) -> dict[str, Any]:
+    ctx = ctx_of(request)
+    cid = f"{type}:{id}"
+    async with ctx.store.connect() as conn:
+        row, acc = await load_access(conn, who, cid)
+    acc.require_read()
+    if ring:
+        acc.require(Capability.JOIN_CALL)
+        await _ring(ctx, cid, who.user_id or row["created_by_id"], video)
+    async with ctx.store.connect() as conn:
+        state = await call_state(conn, ctx, who, await call_row(conn, cid), acc, members_limit)
+    return reply(request, state)
+
+
+@router.patch("/call/{type}/{id}")
+async def update_call(
+    type: CallTypeName,
+    id: CallId,
+    body: UpdateCallRequest,
+    request: Request,
+    who: Principal = Depends(principal),
+) -> dict[str, Any]:
+    ctx = ctx_of(request)
+    cid = f"{type}:{id}"
+    async with ctx.store.begin() as conn:
+        row, acc = await load_access(conn, who, cid)
+        acc.require_read()
+        acc.require(Capability.UPDATE_CALL)
+        values: dict[str, Any] = {"updated_at": now_ns(ctx.clock)}
+        if body.custom is not None:
+            _check_custom(ctx, body.custom, "custom")
+            values["custom"] = body.custom
+        if body.settings_override is not None:
+            acc.require(Capability.UPDATE_CALL_SETTINGS)
+            ctype = await calltypes.get_row(conn, type)
+            _check_settings(ctype["settings"], body.settings_override, "settings_override")
+            values["settings_override"] = body.settings_override
+        if "starts_at" in body.model_fields_set:
+            values["starts_at"] = to_ns(body.starts_at, "starts_at")
+        await conn.execute(update(calls).where(calls.c.cid == cid).values(**values))
+    async with ctx.store.connect() as conn:
+        row = await call_row(conn, cid)
+        state = await call_state(conn, ctx, who, row, acc)
+        roles = await calltypes.get_row(conn, type)
+    await publish(
+        ctx,
+        {
+            "type": events.CALL_UPDATED,
+            "call_cid": cid,
+            "call": state["call"],
+            "capabilities_by_role": roles["grants"],
+            "created_at": row["updated_at"],
+        },
+        call_cid=cid,
+    )
+    return reply(request, state)
+
+
+@router.post("/call/{type}/{id}/members")
+async def update_call_members(
+    type: CallTypeName,
+    id: CallId,
+    body: UpdateCallMembersRequest,
+    request: Request,
+    who: Principal = Depends(principal),
+) -> dict[str, Any]:
+    ctx = ctx_of(request)
+    cid = f"{type}:{id}"
+    upserts = body.update_members or []
+    removals = body.remove_members or []
+    check_members(upserts, "update_members", ctx.settings.limits.max_members_per_request)
+    if len(removals) > ctx.settings.limits.max_members_per_request:
+        raise InvalidRequest("too many members to remove in one request", field="remove_members")
+    overlap = {m.user_id for m in upserts} & set(removals)
+    if overlap:
+        raise InvalidRequest(
+            f"users {sorted(overlap)} are both updated and removed", field="remove_members", cid=cid
+        )
+    for m in upserts:
+        _check_custom(ctx, m.custom, f"update_members[{m.user_id}].custom")
+    now = now_ns(ctx.clock)
+    async with ctx.store.begin() as conn:
+        _, acc = await load_access(conn, who, cid)
+        acc.require_read()
+        if upserts:
+            acc.require(Capability.UPDATE_CALL_MEMBER)
+        if removals:
+            acc.require(Capability.REMOVE_CALL_MEMBER)
+        added, updated = await upsert_members(conn, cid, upserts, now, "update_members")
+        removed = await remove_members(conn, cid, removals)
+        if upserts or removals:
+            await conn.execute(update(calls).where(calls.c.cid == cid).values(updated_at=now))
+    async with ctx.store.connect() as conn:
+        call = await call_response(conn, ctx, cid)
+        changed = await member_rows(conn, cid, len(upserts) + 1, added + updated) if upserts else []
+        out = await members_response(conn, ctx, changed)
+    by_id = {m["user_id"]: m for m in out}
+    for kind, ids in ((events.CALL_MEMBER_ADDED, added), (events.CALL_MEMBER_UPDATED, updated)):
+        if ids:
+            await publish(
+                ctx,
+                {
+                    "type": kind,
+                    "call_cid": cid,
+                    "call": call,
+                    "members": [by_id[i] for i in ids if i in by_id],
+                    "created_at": now,
+                },
+                call_cid=cid,
+            )
+    if removed:
+        await publish(
+            ctx,
+            {
+                "type": events.CALL_MEMBER_REMOVED,
+                "call_cid": cid,
+                "call": call,
+                "members": removed,
+                "created_at": now,
+            },
+            call_cid=cid,
+            user_ids=removed,
+        )
+    return reply(request, {"members": out})
+
+
+@router.post("/call/{type}/{id}/delete")
+async def delete_call(
+    type: CallTypeName,
+    id: CallId,
+    request: Request,
+    body: DeleteCallRequest | None = None,
+    who: Principal = Depends(principal),
+) -> dict[str, Any]:
+    """Delete a call with its members and session history (``hard`` is accepted; every delete is hard)."""
+    ctx = ctx_of(request)
+    cid = f"{type}:{id}"
+    async with ctx.store.connect() as conn:
+        row, acc = await load_access(conn, who, cid)
+        acc.require_read()
+        if not (
+            who.is_admin or (acc.can(Capability.END_CALL) and row["created_by_id"] == who.user_id)
+        ):
+            raise PermissionDenied(
+                "deleting a call needs a server token, an admin or its creator", cid=cid
+            )
+        call = await call_response(conn, ctx, cid, row)
+        member_ids = [r["user_id"] for r in await _all_member_ids(conn, cid)]
+    now = now_ns(ctx.clock)
+    async with ctx.store.begin() as conn:
+        await remove_call_custom(conn, cid)
+        await conn.execute(delete(calls).where(calls.c.cid == cid))
+    log.info("Call(%s) deleted by %r", cid, who)
+    call["ended_at"] = call["ended_at"] or now
+    await publish(
+        ctx,
+        {"type": events.CALL_DELETED, "call_cid": cid, "call": call, "created_at": now},
+        call_cid=cid,
+        user_ids=member_ids,
+    )
+    return reply(request, {"call": call, "task_id": None})
+
+
+@router.post("/call/{type}/{id}/event")
+async def send_call_event(
+    type: CallTypeName,
+    id: CallId,
+    body: SendCallEventRequest,
+    request: Request,
+    who: Principal = Depends(principal),
+) -> dict[str, Any]:
+    """A custom event to everyone watching the call (e.g. ``{"type": "unlock"}``)."""
+    ctx = ctx_of(request)
+    cid = f"{type}:{id}"
+    _check_custom(ctx, body.custom, "custom")
+    sender = who.user_id or body.user_id or (body.user.id if body.user else None)
+    if sender is None:
+        raise InvalidRequest("user_id is required with a server token", field="user_id", cid=cid)
+    async with ctx.store.connect() as conn:
+        _, acc = await load_access(conn, who, cid)
+        acc.require_read()
+        user = (await user_rows(conn, [sender])).get(sender)
+    now = now_ns(ctx.clock)
+    await publish(
+        ctx,
+        {
+            "type": events.CUSTOM,
+            "call_cid": cid,
+            "custom": body.custom or {},
+            "user": user_response(user, sender),
+            "created_at": now,
+        },
+        call_cid=cid,
+    )
+    return reply(request, {})

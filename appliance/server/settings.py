@@ -1,0 +1,175 @@
+"""The call server's settings (``config/server.yaml``), loaded once at the edge and handed down.
+
+``load_settings`` is the only place that reads the environment (``APPLIANCE_API_KEY``,
+``APPLIANCE_API_SECRET``); ``ensure_secret`` is the only place that reads or writes the
+generated secret file (``<state_dir>/api_secret``, mode 0600), so a server with no configured
+secret keeps the same one, and its tokens, across restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from appliance.errors import ConfigError
+from appliance.yamlload import load_yaml
+
+log = logging.getLogger(__name__)
+
+SECRET_FILE = "api_secret"
+DEFAULT_API_KEY = "appliance"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SeedUser(_Strict):
+    """A user created (or updated) at every start."""
+
+    id: str = Field(min_length=1, max_length=255)
+    name: str | None = None
+    role: str = "user"
+    teams: list[str] = Field(default_factory=list)
+    custom: dict[str, Any] = Field(default_factory=dict)
+
+
+class IceServer(_Strict):
+    """A STUN or TURN server handed to clients on join.
+
+    TURN with ``secret`` issues coturn ``use-auth-secret`` credentials: username
+    ``<expiry>:<user_id>``, password ``base64(HMAC-SHA1(secret, username))``, valid ``ttl_seconds``.
+    """
+
+    urls: list[str] = Field(min_length=1)
+    username: str | None = None
+    credential: str | None = None
+    secret: str | None = None
+    ttl_seconds: int = Field(default=86_400, ge=60)
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _one_url(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("urls")
+    @classmethod
+    def _schemes(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
+                raise ValueError(f"{url!r} is not a stun:, stuns:, turn: or turns: URL")
+        return value
+
+
+class TlsFiles(_Strict):
+    cert: Path
+    key: Path
+
+
+class Limits(_Strict):
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_members_per_request: int = Field(default=100, ge=1)
+    max_custom_bytes: int = Field(default=5_120, ge=16)
+
+
+class ServerSettings(_Strict):
+    api_key: str | None = None
+    api_secret: str | None = None
+    state_dir: Path = Path("state")
+    database: str = ""
+    call_types: Path | None = None
+    users: list[SeedUser] = Field(default_factory=list)
+    ice_servers: list[IceServer] = Field(default_factory=list)
+    tls: TlsFiles | Literal["self-signed"] | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=3030, ge=0, le=65535)
+    base_url: str | None = None
+    ws_grace_seconds: float = Field(default=20.0, ge=0)
+    ws_health_seconds: float = Field(default=10.0, gt=0)
+    ws_max_frame_bytes: int = Field(default=131_072, ge=1024)
+    token_leeway_seconds: float = Field(default=300.0, ge=0)
+    limits: Limits = Field(default_factory=Limits)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
+    def public_base_url(self, host: str | None = None, port: int | None = None) -> str:
+        """``base_url`` if configured, else what this server listens on."""
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        h = host or self.host
+        if h in ("0.0.0.0", "::", ""):
+            h = "127.0.0.1"
+        return f"{self.scheme}://{h}:{port if port is not None else self.port}"
+
+
+def load_settings(path: str | Path, env: Mapping[str, str] | None = None) -> ServerSettings:
+    """Read ``server.yaml``; relative paths in it are relative to the file; env fills api key/secret."""
+    doc = load_yaml(path)
+    if not isinstance(doc.data, dict):
+        raise doc.error((), "the server config must be a mapping")
+    settings = doc.validate(ServerSettings)
+    base = Path(path).resolve().parent
+    update: dict[str, Any] = {}
+    if not settings.state_dir.is_absolute():
+        update["state_dir"] = base / settings.state_dir
+    if settings.call_types is not None and not settings.call_types.is_absolute():
+        update["call_types"] = base / settings.call_types
+    if isinstance(settings.tls, TlsFiles):
+        update["tls"] = TlsFiles(
+            cert=base / settings.tls.cert
+            if not settings.tls.cert.is_absolute()
+            else settings.tls.cert,
+            key=base / settings.tls.key if not settings.tls.key.is_absolute() else settings.tls.key,
+        )
+    environ = os.environ if env is None else env
+    if environ.get("APPLIANCE_API_KEY"):
+        update["api_key"] = environ["APPLIANCE_API_KEY"]
+    if environ.get("APPLIANCE_API_SECRET"):
+        update["api_secret"] = environ["APPLIANCE_API_SECRET"]
+    return settings.model_copy(update=update)
+
+
+def ensure_secret(settings: ServerSettings) -> ServerSettings:
+    """Fill ``api_key`` and ``api_secret``: configured, else the generated secret in ``state_dir``."""
+    update: dict[str, Any] = {}
+    if not settings.api_key:
+        update["api_key"] = DEFAULT_API_KEY
+    if not settings.api_secret:
+        update["api_secret"] = _stored_secret(settings.state_dir)
+    return settings.model_copy(update=update) if update else settings
+
+
+def _stored_secret(state_dir: Path) -> str:
+    path = state_dir / SECRET_FILE
+    try:
+        secret = path.read_text(encoding="ascii").strip()
+        if secret:
+            return secret
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        raise ConfigError(f"cannot read the generated secret: {err}", file=str(path)) from err
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(secret + "\n")
+    except FileExistsError:
+        return _stored_secret(state_dir)
+    except OSError as err:
+        raise ConfigError(
+            f"cannot store a generated secret: {err}",
+            file=str(path),
+            hint="set api_secret in the config or APPLIANCE_API_SECRET",
+        ) from err
+    log.warning("no api_secret configured: generated one in %s (mode 0600)", path)
+    return secret
