@@ -2,9 +2,12 @@
 
 - ``install(app)`` adds the WebSocket endpoint ``/api/v2/connect`` and the session/ring routes
   (join, leave, ring, accept, reject, mark_ended);
-- ``start(ctx)`` sets ``ctx.bus`` (the event hub) and ``ctx.ringer``, ``ctx.extras["presence"]``,
-  and starts the background tasks (deadline scheduler, PostgreSQL fan-out);
+- ``start(ctx)`` builds the hub, ring engine, signaling relay and deadline scheduler, sets
+  ``ctx.bus``, ``ctx.ringer`` and ``ctx.extras["presence"]``, and starts the background tasks
+  (health checks, deadlines, PostgreSQL fan-out when the store is PostgreSQL);
 - ``stop(ctx)`` stops them and closes every WebSocket.
+
+The WebSocket protocol is written down in ``.notes/server-realtime.md`` and the README.
 """
 
 from __future__ import annotations
@@ -12,30 +15,160 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, WebSocket
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from appliance.server.context import ServerContext
+from appliance.errors import InvalidRequest
+from appliance.server import routes_realtime
+from appliance.server.context import ServerContext, now_ns
+from appliance.server.deadlines import Handlers, Scheduler
+from appliance.server.hub import Connection, Hub
+from appliance.server.outbox import Outbox, Transactor
+from appliance.server.ringer import RingEngine
+from appliance.server.schema import call_sessions, participants
+from appliance.server.services import KEY, Services, services
+from appliance.server.sessions import attach, connection_closed, end_session, leave_participant
+from appliance.server.signaling import Relay
 
 log = logging.getLogger(__name__)
 
-
-class _LocalBus:
-    """In-process event bus used until the hub is installed (no connections, nothing to reach)."""
-
-    async def publish(self, event: dict[str, Any], **_: Any) -> None:
-        log.debug("event %s published with no hub", event.get("type"))
+ATTACH = "participant.attach"
 
 
 def install(app: FastAPI) -> None:
     """Add the realtime routes and the WebSocket endpoint to ``app``."""
-    log.debug("realtime layer installed on %r", app)
+    app.include_router(routes_realtime.router)
+    app.add_api_websocket_route("/api/v2/connect", _connect)
+
+
+async def _connect(websocket: WebSocket) -> None:
+    ctx: ServerContext = websocket.app.state.ctx
+    await services(ctx).hub.serve(websocket)
 
 
 async def start(ctx: ServerContext) -> None:
     """Set ``ctx.bus``/``ctx.ringer`` and start the background tasks."""
-    ctx.bus = _LocalBus()
+    hub = Hub(ctx)
+    tx = Transactor(ctx, hub)
+    ringer = RingEngine(ctx, hub, tx)
+    relay = Relay(ctx, hub)
+
+    async def participant_gone(pid: str) -> None:
+        async def run(db: AsyncConnection, out: Outbox) -> None:
+            now = now_ns(ctx.clock)
+            row = (
+                (
+                    await db.execute(
+                        select(participants).where(
+                            participants.c.id == pid,
+                            participants.c.left_at.is_(None),
+                            participants.c.gone_at <= now,
+                        )
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if row is not None:
+                log.info("participant %s of %s: grace period over", pid, row["user_id"])
+                await leave_participant(db, dict(row), now, out, ringer.caller_left)
+
+        await tx(run)
+
+    async def session_too_long(sid: str) -> None:
+        async def run(db: AsyncConnection, out: Outbox) -> None:
+            now = now_ns(ctx.clock)
+            row = (
+                (
+                    await db.execute(
+                        select(call_sessions).where(
+                            call_sessions.c.id == sid,
+                            call_sessions.c.ended_at.is_(None),
+                            call_sessions.c.max_duration_at <= now,
+                        )
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if row is not None:
+                await end_session(db, dict(row), "max_duration", now, out)
+
+        await tx(run)
+
+    scheduler = Scheduler(
+        ctx,
+        Handlers(
+            attempt=ringer.expire_attempt,
+            callee=ringer.expire_callee,
+            participant=participant_gone,
+            max_duration=session_too_long,
+        ),
+    )
+    tx.wake = scheduler.wake
+
+    async def on_attach(conn: Connection, frame: dict[str, Any]) -> None:
+        cid = frame.get("call_cid")
+        pid = frame.get("session_id")
+        if not isinstance(cid, str) or not cid:
+            raise InvalidRequest("participant.attach needs call_cid", field="call_cid")
+        if not isinstance(pid, str) or not pid:
+            raise InvalidRequest(
+                "participant.attach needs session_id (your participant session id)",
+                field="session_id",
+            )
+
+        async def run(db: AsyncConnection, out: Outbox) -> None:
+            await attach(db, ctx, cid, pid, conn.user_id, conn.id, out)
+
+        await tx(run)
+        conn.send(
+            {
+                "type": "participant.attached",
+                "call_cid": cid,
+                "session_id": pid,
+                "connection_id": conn.id,
+                "reply_to": frame.get("id"),
+                "created_at": now_ns(ctx.clock),
+            }
+        )
+
+    async def on_close(conn: Connection) -> None:
+        async with ctx.store.begin() as db:
+            count = await connection_closed(db, ctx, conn.id)
+        if count:
+            log.info("%r closed: %d participants in their grace period", conn, count)
+            scheduler.wake()
+
+    hub.handlers["signal"] = relay.handle
+    hub.handlers[ATTACH] = on_attach
+    hub.on_close.append(on_close)
+    hub.on_open.append(ringer.resend_rings)
+
+    ctx.extras[KEY] = Services(hub=hub, tx=tx, ringer=ringer, relay=relay, scheduler=scheduler)
+    ctx.extras["presence"] = hub.presence
+    ctx.bus = hub
+    ctx.ringer = ringer
+    if not ctx.store.is_sqlite:
+        from appliance.server.pgnotify import Fanout
+
+        fanout = Fanout(ctx, hub)
+        await fanout.start()
+        ctx.extras["fanout"] = fanout
+    hub.start()
+    scheduler.start()
+    log.info("realtime layer started: %r", hub)
 
 
 async def stop(ctx: ServerContext) -> None:
     """Stop the background tasks and close every connection."""
-    log.debug("realtime layer stopped for %r", ctx)
+    svc = ctx.extras.get(KEY)
+    if not isinstance(svc, Services):
+        return
+    await svc.scheduler.stop()
+    fanout = ctx.extras.pop("fanout", None)
+    if fanout is not None:
+        await fanout.stop()
+    await svc.hub.stop()
+    log.info("realtime layer stopped")

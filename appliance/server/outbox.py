@@ -1,0 +1,97 @@
+"""Events decided inside a transaction and published after it commits.
+
+A ring, a join or an expired deadline changes the store and produces events; publishing them
+before the commit could announce a change that then rolls back. ``Outbox`` collects them,
+``flush`` adds the ``call`` (the CallResponse as committed) and hands them to the hub in order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from appliance.server.context import ServerContext, now_ns
+from appliance.server.hub import Hub, Target
+from appliance.server.serialize import call_response
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Item:
+    event: dict[str, Any]
+    target: Target
+    with_call: bool
+
+
+@dataclass
+class Outbox:
+    items: list[_Item] = field(default_factory=list)
+    # Set when a deadline was stored, so the scheduler re-plans after the commit.
+    deadlines_changed: bool = False
+
+    def add(
+        self,
+        event_type: str,
+        call_cid: str,
+        *,
+        target: Target | None = None,
+        with_call: bool = True,
+        **fields: Any,
+    ) -> None:
+        """An event for the members and participants of ``call_cid`` (or for ``target``)."""
+        event = {"type": event_type, "call_cid": call_cid, **fields}
+        self.items.append(_Item(event, target or Target(call_cid=call_cid), with_call))
+
+    async def flush(self, ctx: ServerContext, hub: Hub) -> None:
+        items, self.items = self.items, []
+        if not items:
+            return
+        calls: dict[str, dict[str, Any] | None] = {}
+        wanted = {i.event["call_cid"] for i in items if i.with_call}
+        if wanted:
+            async with ctx.store.connect() as conn:
+                for cid in wanted:
+                    try:
+                        calls[cid] = await call_response(conn, ctx, cid)
+                    except Exception:
+                        log.exception("Call(%s): cannot serialize for events", cid)
+                        calls[cid] = None
+        stamp = now_ns(ctx.clock)
+        for item in items:
+            event = item.event
+            event.setdefault("created_at", stamp)
+            if item.with_call:
+                event["call"] = calls.get(event["call_cid"])
+            try:
+                await hub.publish_to(event, item.target)
+            except Exception:
+                log.exception("event %s for %s not delivered", event["type"], event["call_cid"])
+
+
+class Transactor:
+    """Runs ``fn(db, out)`` in one transaction, then re-plans deadlines and publishes ``out``."""
+
+    def __init__(self, ctx: ServerContext, hub: Hub) -> None:
+        self.ctx = ctx
+        self.hub = hub
+        self.wake: Callable[[], None] = _nothing
+
+    async def __call__(self, fn: Callable[[AsyncConnection, Outbox], Awaitable[T]]) -> T:
+        out = Outbox()
+        async with self.ctx.store.begin() as db:
+            result = await fn(db, out)
+        if out.deadlines_changed:
+            self.wake()
+        await out.flush(self.ctx, self.hub)
+        return result
+
+
+def _nothing() -> None:
+    return None

@@ -1,0 +1,464 @@
+"""Server-authoritative ringing (DESIGN §4 "Ringing").
+
+A ring attempt has a caller and ringed users; their state lives in ``session_ring`` (one row
+per ringed user: ringing | accepted | rejected | missed | cancelled) and the attempt's
+deadline in ``call_sessions.auto_cancel_at``. Every transition is decided here inside one
+transaction and announced after it commits:
+
+- ring → ``call.ring {call, user: caller, members, session_id, video}`` to every connection of
+  every ringed user (and again on each new connection while the user still rings);
+- accept → ``call.accepted {user}``; the other ringed users stop ringing (``cancelled``);
+- reject → ``call.rejected {user, reason}``; nobody left ringing and nobody accepted →
+  ``call.ended {reason: "rejected"}`` (or ``"timeout"`` when some of them missed it);
+- the caller cancels (reject, or leaves before anyone accepted) → ``call.rejected {user:
+  caller, reason: "cancel"}``, ``call.ended {reason: "cancelled"}``;
+- per-callee deadline → ``call.missed {user}``; the attempt's deadline with nobody accepted →
+  ``call.missed`` for everyone still ringing, then ``call.ended {reason: "timeout"}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from appliance.calls import events as ev
+from appliance.errors import Conflict, InvalidRequest, NotFound
+from appliance.server.context import ServerContext, now_ns
+from appliance.server.hub import Connection, Hub, Target
+from appliance.server.members import member_rows
+from appliance.server.outbox import Outbox, Transactor
+from appliance.server.schema import call_members, call_sessions, session_ring
+from appliance.server.serialize import call_response, members_response, user_response
+from appliance.server.sessions import (
+    active_participants,
+    call_for_update,
+    end_session,
+    live_session,
+    open_session,
+    settings_of,
+)
+from appliance.server.users import user_rows
+
+log = logging.getLogger(__name__)
+
+NS = 1_000_000_000
+MS = 1_000_000
+REJECT_REASONS = ("decline", "busy", "cancel")
+# Members listed in a call.ring event (the full list of a huge call does not belong in it).
+RING_MEMBERS_LISTED = 100
+
+
+class RingEngine:
+    """The ``Ringer`` of ``context.py`` plus accept, reject and the ring deadlines."""
+
+    def __init__(self, ctx: ServerContext, hub: Hub, tx: Transactor) -> None:
+        self.ctx = ctx
+        self.hub = hub
+        self.tx = tx
+
+    def __repr__(self) -> str:
+        return "RingEngine()"
+
+    async def _user(self, db: AsyncConnection, user_id: str) -> dict[str, Any]:
+        row = (await user_rows(db, [user_id])).get(user_id)
+        return user_response(row, user_id, self.hub.presence.is_online(user_id))
+
+    # -- ring ---------------------------------------------------------------------------
+
+    async def ring(
+        self,
+        call_cid: str,
+        caller_id: str,
+        member_ids: list[str] | None,
+        video: bool | None,
+    ) -> None:
+        await self.ring_users(call_cid, caller_id, member_ids, video)
+
+    async def ring_users(
+        self,
+        call_cid: str,
+        caller_id: str,
+        member_ids: list[str] | None,
+        video: bool | None,
+    ) -> list[str]:
+        """Start a ring attempt; the user ids rung."""
+
+        async def run(db: AsyncConnection, out: Outbox) -> list[str]:
+            call = await call_for_update(db, call_cid)
+            if call is None:
+                raise NotFound(f"call {call_cid} not found", cid=call_cid)
+            return await self._ring(db, call, caller_id, member_ids, video, out)
+
+        return await self.tx(run)
+
+    async def _ring(
+        self,
+        db: AsyncConnection,
+        call: dict[str, Any],
+        caller_id: str,
+        member_ids: list[str] | None,
+        video: bool | None,
+        out: Outbox,
+    ) -> list[str]:
+        cid = call["cid"]
+        now = now_ns(self.ctx.clock)
+        session, _ = await open_session(db, call, now, out)
+        sid = session["id"]
+        member_q = select(call_members.c.user_id).where(call_members.c.call_cid == cid)
+        if member_ids is not None:
+            named = list(dict.fromkeys(member_ids))
+            found = set(
+                (await db.execute(member_q.where(call_members.c.user_id.in_(named)))).scalars()
+            )
+            missing = [u for u in named if u not in found]
+            if missing:
+                raise InvalidRequest(
+                    f"not members of call {cid}: {', '.join(missing)}", field="members_ids", cid=cid
+                )
+            ringed = [u for u in named if u != caller_id]
+        else:
+            present = {p["user_id"] for p in await active_participants(db, sid)}
+            ringed = [
+                u
+                for u in (await db.execute(member_q.order_by(call_members.c.user_id))).scalars()
+                if u != caller_id and u not in present
+            ]
+        if not ringed:
+            raise InvalidRequest(
+                f"nobody to ring in call {cid}: no member other than the caller {caller_id} "
+                "who is not already in the call",
+                field="members_ids",
+                cid=cid,
+            )
+        ring = (await settings_of(db, call)).ring
+        callee_deadline = (
+            now + ring.incoming_call_timeout_ms * MS if ring.incoming_call_timeout_ms else None
+        )
+        states = {
+            r["user_id"]: r["state"]
+            for r in (
+                await db.execute(select(session_ring).where(session_ring.c.session_id == sid))
+            ).mappings()
+        }
+        for user_id in ringed:
+            row_values = {
+                "state": "ringing",
+                "reason": None,
+                "deadline": callee_deadline,
+                "updated_at": now,
+            }
+            if user_id in states:
+                await db.execute(
+                    update(session_ring)
+                    .where(session_ring.c.session_id == sid, session_ring.c.user_id == user_id)
+                    .values(**row_values)
+                )
+            else:
+                await db.execute(
+                    session_ring.insert().values(session_id=sid, user_id=user_id, **row_values)
+                )
+        anyone_accepted = "accepted" in states.values()
+        values: dict[str, Any] = {
+            "rung_by_id": caller_id,
+            "ring_started_at": now,
+            "ring_video": video,
+        }
+        if not anyone_accepted and ring.auto_cancel_timeout_ms:
+            values["auto_cancel_at"] = now + ring.auto_cancel_timeout_ms * MS
+        await db.execute(update(call_sessions).where(call_sessions.c.id == sid).values(**values))
+        out.deadlines_changed = True
+        listed = await member_rows(db, cid, RING_MEMBERS_LISTED, ringed[:RING_MEMBERS_LISTED])
+        log.info("Call(%s) %s rings %d users in session %s", cid, caller_id, len(ringed), sid)
+        out.add(
+            ev.CALL_RING,
+            cid,
+            target=Target(user_ids=tuple(ringed)),
+            session_id=sid,
+            user=await self._user(db, caller_id),
+            members=await members_response(db, self.ctx, listed),
+            video=bool(video) if video is not None else bool(session.get("ring_video")),
+        )
+        return ringed
+
+    async def resend_rings(self, conn: Connection) -> None:
+        """A new connection of a user who is still being rung rings too."""
+        async with self.ctx.store.connect() as db:
+            q = (
+                select(call_sessions, session_ring.c.user_id.label("callee"))
+                .join(session_ring, session_ring.c.session_id == call_sessions.c.id)
+                .where(
+                    session_ring.c.user_id == conn.user_id,
+                    session_ring.c.state == "ringing",
+                    call_sessions.c.ended_at.is_(None),
+                )
+            )
+            pending = [dict(r) for r in (await db.execute(q)).mappings()]
+            for s in pending:
+                cid = s["call_cid"]
+                listed = await member_rows(db, cid, RING_MEMBERS_LISTED, [conn.user_id])
+                conn.send(
+                    {
+                        "type": ev.CALL_RING,
+                        "call_cid": cid,
+                        "call": await call_response(db, self.ctx, cid),
+                        "session_id": s["id"],
+                        "user": await self._user(db, s["rung_by_id"] or ""),
+                        "members": await members_response(db, self.ctx, listed),
+                        "video": bool(s["ring_video"]),
+                        "created_at": s["ring_started_at"],
+                    }
+                )
+                log.info("Call(%s) ring re-sent to %r", cid, conn)
+
+    # -- accept / reject ----------------------------------------------------------------
+
+    async def _live(self, db: AsyncConnection, cid: str, verb: str) -> dict[str, Any]:
+        call = await call_for_update(db, cid)
+        if call is None:
+            raise NotFound(f"call {cid} not found", cid=cid)
+        session = await live_session(db, call)
+        if session is None:
+            raise Conflict(f"call {cid} has no live session to {verb} (it has ended)", cid=cid)
+        return session
+
+    async def _rows(self, db: AsyncConnection, sid: str) -> dict[str, dict[str, Any]]:
+        q = select(session_ring).where(session_ring.c.session_id == sid)
+        return {r["user_id"]: dict(r) for r in (await db.execute(q)).mappings()}
+
+    async def _set(
+        self, db: AsyncConnection, sid: str, user_id: str, exists: bool, now: int, **values: Any
+    ) -> None:
+        values.update(updated_at=now, deadline=None)
+        if exists:
+            await db.execute(
+                update(session_ring)
+                .where(session_ring.c.session_id == sid, session_ring.c.user_id == user_id)
+                .values(**values)
+            )
+        else:
+            await db.execute(
+                session_ring.insert().values(session_id=sid, user_id=user_id, **values)
+            )
+
+    async def accept(self, call_cid: str, user_id: str) -> None:
+        async def run(db: AsyncConnection, out: Outbox) -> None:
+            session = await self._live(db, call_cid, "accept")
+            sid = session["id"]
+            now = now_ns(self.ctx.clock)
+            rows = await self._rows(db, sid)
+            mine = rows.get(user_id)
+            if mine is not None and mine["state"] == "accepted":
+                return
+            await self._set(db, sid, user_id, mine is not None, now, state="accepted", reason=None)
+            await db.execute(
+                update(session_ring)
+                .where(session_ring.c.session_id == sid, session_ring.c.state == "ringing")
+                .values(
+                    state="cancelled", reason="accepted_elsewhere", deadline=None, updated_at=now
+                )
+            )
+            await db.execute(
+                update(call_sessions).where(call_sessions.c.id == sid).values(auto_cancel_at=None)
+            )
+            out.deadlines_changed = True
+            log.info("Call(%s) %s accepted", call_cid, user_id)
+            out.add(
+                ev.CALL_ACCEPTED,
+                call_cid,
+                target=self._members_and(call_cid, session["rung_by_id"]),
+                session_id=sid,
+                user=await self._user(db, user_id),
+            )
+
+        await self.tx(run)
+
+    def _members_and(self, cid: str, *user_ids: str | None) -> Target:
+        return Target(call_cid=cid, user_ids=tuple(u for u in user_ids if u))
+
+    async def reject(self, call_cid: str, user_id: str, reason: str | None) -> None:
+        reason = reason or "decline"
+        if reason not in REJECT_REASONS:
+            raise InvalidRequest(
+                f"reason {reason!r} is not one of {', '.join(REJECT_REASONS)}", field="reason"
+            )
+
+        async def run(db: AsyncConnection, out: Outbox) -> None:
+            session = await self._live(db, call_cid, "reject")
+            now = now_ns(self.ctx.clock)
+            if user_id == session["rung_by_id"]:
+                if not await self._cancel(db, session, now, out):
+                    raise Conflict(
+                        f"the ring of call {call_cid} was already accepted; leave the call to "
+                        "hang up",
+                        cid=call_cid,
+                    )
+                return
+            if reason == "cancel":
+                raise InvalidRequest(
+                    "only the caller can cancel a ring; decline or busy", field="reason"
+                )
+            sid = session["id"]
+            rows = await self._rows(db, sid)
+            mine = rows.get(user_id)
+            if mine is not None and mine["state"] == "rejected":
+                return
+            await self._set(
+                db, sid, user_id, mine is not None, now, state="rejected", reason=reason
+            )
+            log.info("Call(%s) %s rejected (%s)", call_cid, user_id, reason)
+            user = await self._user(db, user_id)
+            out.add(
+                ev.CALL_REJECTED,
+                call_cid,
+                target=self._members_and(call_cid, session["rung_by_id"], user_id),
+                session_id=sid,
+                user=user,
+                reason=reason,
+            )
+            await self._maybe_over(db, session, now, out)
+
+        await self.tx(run)
+
+    async def _maybe_over(
+        self, db: AsyncConnection, session: dict[str, Any], now: int, out: Outbox
+    ) -> None:
+        """Nobody still ringing and nobody accepted: the attempt is over."""
+        if session["rung_by_id"] is None:
+            return
+        states = [r["state"] for r in (await self._rows(db, session["id"])).values()]
+        if not states or "ringing" in states or "accepted" in states:
+            return
+        if any(
+            p["user_id"] != session["rung_by_id"]
+            for p in await active_participants(db, session["id"])
+        ):
+            return
+        reason = "rejected" if all(s == "rejected" for s in states) else "timeout"
+        await end_session(db, session, reason, now, out)
+
+    async def _cancel(
+        self, db: AsyncConnection, session: dict[str, Any], now: int, out: Outbox
+    ) -> bool:
+        rows = await self._rows(db, session["id"])
+        states = [r["state"] for r in rows.values()]
+        if "accepted" in states:
+            return False
+        await db.execute(
+            update(session_ring)
+            .where(session_ring.c.session_id == session["id"], session_ring.c.state == "ringing")
+            .values(state="cancelled", reason="cancel", deadline=None, updated_at=now)
+        )
+        caller = session["rung_by_id"]
+        log.info("Call(%s) ring cancelled by %s", session["call_cid"], caller)
+        out.add(
+            ev.CALL_REJECTED,
+            session["call_cid"],
+            target=self._members_and(session["call_cid"], caller, *rows),
+            session_id=session["id"],
+            user=await self._user(db, caller),
+            reason="cancel",
+        )
+        await end_session(db, session, "cancelled", now, out)
+        return True
+
+    async def caller_left(
+        self, db: AsyncConnection, session: dict[str, Any], user_id: str, now: int, out: Outbox
+    ) -> bool:
+        """Hook for sessions: the caller leaving before anyone accepted cancels the ring."""
+        if session["rung_by_id"] != user_id:
+            return False
+        rows = await self._rows(db, session["id"])
+        states = [r["state"] for r in rows.values()]
+        if "ringing" not in states or "accepted" in states:
+            return False
+        if any(p["user_id"] == user_id for p in await active_participants(db, session["id"])):
+            return False  # the caller is still in the call on another connection
+        return await self._cancel(db, session, now, out)
+
+    # -- deadlines ----------------------------------------------------------------------
+
+    async def expire_callee(self, session_id: str, user_id: str) -> None:
+        async def run(db: AsyncConnection, out: Outbox) -> None:
+            now = now_ns(self.ctx.clock)
+            done = await db.execute(
+                update(session_ring)
+                .where(
+                    session_ring.c.session_id == session_id,
+                    session_ring.c.user_id == user_id,
+                    session_ring.c.state == "ringing",
+                    session_ring.c.deadline <= now,
+                )
+                .values(state="missed", reason="timeout", deadline=None, updated_at=now)
+            )
+            if done.rowcount == 0:
+                return
+            session = await self._session(db, session_id)
+            if session is None:
+                return
+            await self._missed(db, session, [user_id], out)
+            await self._maybe_over(db, session, now, out)
+
+        await self.tx(run)
+
+    async def expire_attempt(self, session_id: str) -> None:
+        async def run(db: AsyncConnection, out: Outbox) -> None:
+            now = now_ns(self.ctx.clock)
+            done = await db.execute(
+                update(call_sessions)
+                .where(
+                    call_sessions.c.id == session_id,
+                    call_sessions.c.ended_at.is_(None),
+                    call_sessions.c.auto_cancel_at <= now,
+                )
+                .values(auto_cancel_at=None)
+            )
+            if done.rowcount == 0:
+                return
+            session = await self._session(db, session_id)
+            if session is None:
+                return
+            rows = await self._rows(db, session_id)
+            if any(r["state"] == "accepted" for r in rows.values()):
+                return
+            still = sorted(u for u, r in rows.items() if r["state"] == "ringing")
+            await db.execute(
+                update(session_ring)
+                .where(session_ring.c.session_id == session_id, session_ring.c.state == "ringing")
+                .values(state="missed", reason="timeout", deadline=None, updated_at=now)
+            )
+            await self._missed(db, session, still, out)
+            await end_session(db, session, "timeout", now, out)
+
+        await self.tx(run)
+
+    async def _session(self, db: AsyncConnection, session_id: str) -> dict[str, Any] | None:
+        row = (
+            (
+                await db.execute(
+                    select(call_sessions).where(
+                        call_sessions.c.id == session_id, call_sessions.c.ended_at.is_(None)
+                    )
+                )
+            )
+            .mappings()
+            .first()
+        )
+        return dict(row) if row is not None else None
+
+    async def _missed(
+        self, db: AsyncConnection, session: dict[str, Any], user_ids: list[str], out: Outbox
+    ) -> None:
+        cid = session["call_cid"]
+        for user_id in user_ids:
+            log.info("Call(%s) %s missed the ring", cid, user_id)
+            out.add(
+                ev.CALL_MISSED,
+                cid,
+                target=self._members_and(cid, session["rung_by_id"], user_id),
+                session_id=session["id"],
+                user=await self._user(db, user_id),
+                caller=await self._user(db, session["rung_by_id"] or ""),
+            )

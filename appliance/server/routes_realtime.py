@@ -1,0 +1,322 @@
+"""Session and ring routes: join, leave, ring, accept, reject, mark_ended.
+
+Join binds the new participant to the caller's WebSocket: the body carries ``connection_id``
+(from ``connection.ok``). Without it the participant must be attached within the grace period
+(``participant.attach`` frame). A join that names ``session_id`` (a participant session id
+of the same user that has not left) re-attaches that participant instead of adding one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from appliance.calls import events as ev
+from appliance.calls.capabilities import Capability
+from appliance.errors import InvalidRequest, PermissionDenied
+from appliance.server import routes_calls
+from appliance.server.auth import Principal, principal
+from appliance.server.callstate import call_state, load_access
+from appliance.server.context import ServerContext, now_ns
+from appliance.server.iceservers import ice_servers_for
+from appliance.server.members import member_role
+from appliance.server.outbox import Outbox
+from appliance.server.replies import ctx_of, reply
+from appliance.server.schema import calls
+from appliance.server.serialize import call_row, user_response
+from appliance.server.services import services
+from appliance.server.sessions import (
+    active_participants,
+    call_for_update,
+    end_session,
+    join,
+    leave_participant,
+    live_session,
+    participant_dicts,
+)
+from appliance.server.users import user_rows
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api/v2/video", tags=["sessions"])
+
+CallTypeName = Annotated[str, Path(pattern=r"^[a-z0-9_-]{1,64}$")]
+CallId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class JoinCallRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    create: bool | None = None
+    data: routes_calls.CallRequest | None = None
+    ring: bool | None = None
+    notify: bool | None = None
+    video: bool | None = None
+    location: str | None = Field(default=None, max_length=255)
+    members_limit: int | None = Field(default=None, ge=0, le=100)
+    connection_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="connection_id of the caller's WebSocket (connection.ok)",
+    )
+    session_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="re-attach this participant session id instead of a new one",
+    )
+    user_id: str | None = Field(
+        default=None, max_length=255, description="the joining user (server token)"
+    )
+
+
+class LeaveCallRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    session_id: str | None = Field(default=None, max_length=64)
+    user_id: str | None = Field(default=None, max_length=255)
+
+
+class RingCallRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    members_ids: list[str] | None = Field(default=None, max_length=1000)
+    video: bool | None = None
+    user_id: str | None = Field(default=None, max_length=255)
+
+
+class RejectCallRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    reason: str | None = Field(default=None, max_length=32)
+
+
+class EndCallRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+def _acting_user(who: Principal, given: str | None, what: str) -> str:
+    if who.user_id is not None:
+        if given is not None and given != who.user_id:
+            raise PermissionDenied(f"a user token cannot {what} for another user", field="user_id")
+        return who.user_id
+    if not given:
+        raise InvalidRequest(f"with a server token, {what} needs user_id", field="user_id")
+    return given
+
+
+@router.post("/call/{type}/{id}/join")
+async def join_call(
+    type: CallTypeName,
+    id: CallId,
+    request: Request,
+    body: JoinCallRequest | None = None,
+    who: Principal = Depends(principal),
+) -> dict[str, Any]:
+    ctx = ctx_of(request)
+    svc = services(ctx)
+    body = body or JoinCallRequest()
+    cid = f"{type}:{id}"
+    user_id = _acting_user(who, body.user_id, "join")
+    if body.create:
+        await routes_calls.get_or_create_call(
+            type, id, request, routes_calls.GetOrCreateCallRequest(data=body.data), who
+        )
+    async with ctx.store.connect() as conn:
+        _, acc = await load_access(conn, who, cid)
+        acc.require_read()
+        acc.require(Capability.JOIN_CALL)
+        role = await member_role(conn, cid, user_id)
+    if body.connection_id is not None:
+        svc.check_connection(body.connection_id, user_id)
+
+    async def run(db: AsyncConnection, out: Outbox) -> Any:
+        call = await call_for_update(db, cid)
+        assert call is not None
+        return await join(db, ctx, call, user_id, role, body.connection_id, body.session_id, out)
+
+    joined = await svc.tx(run)
+    if body.ring:
+        await svc.ringer.ring(cid, user_id, None, body.video)
+    async with ctx.store.connect() as conn:
+        state = await call_state(conn, ctx, who, await call_row(conn, cid), acc, body.members_limit)
+        others = [
+            p
+            for p in await active_participants(conn, joined.session_id)
+            if p["id"] != joined.participant_id
+        ]
+        plist = await participant_dicts(conn, others, svc.hub.presence.is_online)
+    ice = ice_servers_for(ctx.settings.ice_servers, user_id, ctx.clock)
+    state.update(
+        session_id=joined.participant_id,
+        user_session_id=joined.participant_id,
+        call_session_id=joined.session_id,
+        reattached=joined.reattached,
+        participants=plist,
+        ice_servers=ice,
+        credentials={"ice_servers": ice, "server": None, "token": ""},
+    )
+    return reply(request, state)
+
+
+@router.post("/call/{type}/{id}/leave")
+async def leave_call(
+    type: CallTypeName,
+    id: CallId,
+    request: Request,
+    body: LeaveCallRequest | None = None,
+    who: Principal = Depends(principal),
+) -> dict[str, Any]:
+    ctx = ctx_of(request)
+    svc = services(ctx)
+    body = body or LeaveCallRequest()
+    cid = f"{type}:{id}"
+    async with ctx.store.connect() as conn:
+        _, acc = await load_access(conn, who, cid)
+        acc.require_read()
+    user_id = who.user_id if who.user_id is not None else body.user_id
+    if user_id is None and body.session_id is None:
+        raise InvalidRequest(
+            "with a server token, leave needs session_id or user_id", field="session_id"
+        )
+
+    async def run(db: AsyncConnection, out: Outbox) -> list[str]:
+        call = await call_for_update(db, cid)
+        assert call is not None
+        session = await live_session(db, call)
+        if session is None:
+            return []
+        now = now_ns(ctx.clock)
+        left = []
+        for p in await active_participants(db, session["id"]):
+            if body.session_id is not None and p["id"] != body.session_id:
+                continue
+            if user_id is not None and p["user_id"] != user_id:
+                if body.session_id is not None:
+                    raise PermissionDenied(
+                        f"participant {body.session_id} is not yours", field="session_id", cid=cid
+                    )
+                continue
+            if await leave_participant(db, p, now, out, svc.ringer.caller_left):
+                left.append(p["id"])
+        return left
+
+    left = await svc.tx(run)
+    return reply(request, {"left": left})
+
+
+@router.post("/call/{type}/{id}/ring")
+async def ring_call(
+    type: CallTypeName,
+    id: CallId,
+    request: Request,
+    body: RingCallRequest | None = None,
+    who: Principal = Depends(principal),
+) -> dict[str, Any]:
+    ctx = ctx_of(request)
+    svc = services(ctx)
+    body = body or RingCallRequest()
+    cid = f"{type}:{id}"
+    async with ctx.store.connect() as conn:
+        row, acc = await load_access(conn, who, cid)
+        acc.require_read()
+        acc.require(Capability.JOIN_CALL)
+    if who.user_id is not None:
+        caller = _acting_user(who, body.user_id, "ring")
+    else:
+        caller = body.user_id or row["created_by_id"]
+    ringed = await svc.ringer.ring_users(cid, caller, body.members_ids, body.video)
+    return reply(request, {"members_ids": ringed})
+
+
+def _user_only(who: Principal, verb: str) -> str:
+    if who.user_id is None:
+        raise PermissionDenied(f"{verb} needs a user token (the user who {verb}s)")
+    return who.user_id
+
+
+@router.post("/call/{type}/{id}/accept")
+async def accept_call(
+    type: CallTypeName,
+    id: CallId,
+    request: Request,
+    who: Principal = Depends(principal),
+) -> dict[str, Any]:
+    ctx = ctx_of(request)
+    user_id = _user_only(who, "accept")
+    cid = f"{type}:{id}"
+    async with ctx.store.connect() as conn:
+        _, acc = await load_access(conn, who, cid)
+        acc.require_read()
+        acc.require(Capability.JOIN_CALL)
+    await services(ctx).ringer.accept(cid, user_id)
+    return reply(request, {})
+
+
+@router.post("/call/{type}/{id}/reject")
+async def reject_call(
+    type: CallTypeName,
+    id: CallId,
+    request: Request,
+    body: RejectCallRequest | None = None,
+    who: Principal = Depends(principal),
+) -> dict[str, Any]:
+    ctx = ctx_of(request)
+    user_id = _user_only(who, "reject")
+    cid = f"{type}:{id}"
+    async with ctx.store.connect() as conn:
+        _, acc = await load_access(conn, who, cid)
+        acc.require_read()
+    await services(ctx).ringer.reject(cid, user_id, (body or RejectCallRequest()).reason)
+    return reply(request, {})
+
+
+@router.post("/call/{type}/{id}/mark_ended")
+async def mark_ended(
+    type: CallTypeName,
+    id: CallId,
+    request: Request,
+    body: EndCallRequest | None = None,
+    who: Principal = Depends(principal),
+) -> dict[str, Any]:
+    ctx = ctx_of(request)
+    svc = services(ctx)
+    cid = f"{type}:{id}"
+    async with ctx.store.connect() as conn:
+        _, acc = await load_access(conn, who, cid)
+        acc.require_read()
+        acc.require(Capability.END_CALL)
+        ender = await _ender(conn, ctx, who)
+
+    async def run(db: AsyncConnection, out: Outbox) -> None:
+        call = await call_for_update(db, cid)
+        assert call is not None
+        now = now_ns(ctx.clock)
+        session = await live_session(db, call)
+        if session is not None:
+            await end_session(db, session, "ended", now, out, user=ender)
+            return
+        if call["ended_at"] is None:
+            await db.execute(
+                update(calls).where(calls.c.cid == cid).values(ended_at=now, updated_at=now)
+            )
+        fields: dict[str, Any] = {"reason": "ended", "session_id": call["current_session_id"]}
+        if ender is not None:
+            fields["user"] = ender
+        out.add(ev.CALL_ENDED, cid, **fields)
+
+    await svc.tx(run)
+    log.info("Call(%s) ended by %r", cid, who)
+    return reply(request, {})
+
+
+async def _ender(
+    conn: AsyncConnection, ctx: ServerContext, who: Principal
+) -> dict[str, Any] | None:
+    if who.user_id is None:
+        return None
+    row = (await user_rows(conn, [who.user_id])).get(who.user_id)
+    return user_response(row, who.user_id, True)

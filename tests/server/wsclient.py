@@ -1,0 +1,107 @@
+"""A raw WebSocket client of ``/api/v2/connect`` for the realtime tests.
+
+``await WsClient.open(srv, "alice")`` authenticates and waits for ``connection.ok``.
+``await ws.next("call.ring")`` reads until a frame of that type (other frames are kept in
+``ws.seen``). ``await ws.settle()`` is a barrier: it sends ``health.check`` and returns every
+frame that arrived before the answer, so "nothing was delivered" is asserted without sleeping
+(the hub fills every recipient's queue before a publication returns).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from tests.support.server import ServerHandle
+
+TIMEOUT = 10.0
+
+
+class WsClient:
+    def __init__(self, ws: ClientConnection, user_id: str, hello: dict[str, Any]) -> None:
+        self.ws = ws
+        self.user_id = user_id
+        self.hello = hello
+        self.connection_id: str = hello.get("connection_id", "")
+        self.seen: list[dict[str, Any]] = []
+        self._backlog: list[dict[str, Any]] = []
+
+    @classmethod
+    async def open(
+        cls,
+        srv: ServerHandle,
+        user_id: str,
+        *,
+        token: str | None = None,
+        expect_ok: bool = True,
+    ) -> WsClient:
+        ws = await websockets.connect(srv.ws_url, max_size=None, open_timeout=TIMEOUT)
+        await ws.send(
+            json.dumps({"token": token or srv.user_token(user_id), "user_details": {"id": user_id}})
+        )
+        hello = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+        client = cls(ws, user_id, hello)
+        if expect_ok:
+            assert hello["type"] == "connection.ok", hello
+        return client
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(frame))
+
+    async def _recv(self) -> dict[str, Any]:
+        if self._backlog:
+            return self._backlog.pop(0)
+        frame: dict[str, Any] = json.loads(await asyncio.wait_for(self.ws.recv(), TIMEOUT))
+        return frame
+
+    async def next(self, kind: str | None = None) -> dict[str, Any]:
+        """The next frame (of type ``kind``), skipping server health checks."""
+        while True:
+            frame = await self._recv()
+            if frame.get("type") == "health.check":
+                continue
+            if kind is None or frame.get("type") == kind:
+                return frame
+            self.seen.append(frame)
+
+    async def settle(self) -> list[dict[str, Any]]:
+        """Every non-health frame that arrived before a health.check round trip."""
+        await self.send({"type": "health.check", "id": "settle"})
+        got: list[dict[str, Any]] = []
+        while True:
+            frame: dict[str, Any] = json.loads(await asyncio.wait_for(self.ws.recv(), TIMEOUT))
+            if frame.get("type") == "health.check":
+                if frame.get("reply_to") == "settle":
+                    break
+                continue
+            got.append(frame)
+        return self._take_backlog() + got
+
+    def _take_backlog(self) -> list[dict[str, Any]]:
+        out, self._backlog = self._backlog, []
+        return out
+
+    async def types(self) -> list[str]:
+        return [f["type"] for f in await self.settle()]
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+    async def __aenter__(self) -> WsClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def open_all(srv: ServerHandle, *user_ids: str) -> list[WsClient]:
+    return [await WsClient.open(srv, u) for u in user_ids]
+
+
+async def close_all(clients: list[WsClient]) -> None:
+    for c in clients:
+        await c.close()
