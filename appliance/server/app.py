@@ -131,18 +131,37 @@ class RequestLimits:
                     err = PayloadTooLarge(f"request body over the limit of {limit} bytes")
                     await _json_error(err)(scope, receive, send)
                     return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
+        if scope.get("method") not in ("POST", "PUT", "PATCH", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        # Bodies are small (JSON); reading one fully here lets an oversized one be answered 413
+        # before the framework starts parsing it (it would turn any read error into a 400).
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise PayloadTooLarge(f"request body over the limit of {limit} bytes")
-            return message
+            if message["type"] != "http.request":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                err = PayloadTooLarge(f"request body over the limit of {limit} bytes")
+                await _json_error(err)(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
 
-        await self.app(scope, counted, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 def _optional_router(module: str) -> APIRouter | None:

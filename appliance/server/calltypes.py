@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -28,6 +28,22 @@ log = logging.getLogger(__name__)
 NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 
 
+def _role(value: str) -> str:
+    if value not in ROLES:
+        raise ValueError(f"unknown role {value!r} (roles: {', '.join(sorted(ROLES))})")
+    return value
+
+
+def _capability(value: str) -> str:
+    if unknown_capabilities([value]):
+        raise ValueError(f"unknown capability {value!r}")
+    return value
+
+
+RoleName = Annotated[str, AfterValidator(_role)]
+CapabilityName = Annotated[str, AfterValidator(_capability)]
+
+
 class CallTypeSpec(BaseModel):
     """A call type as written in YAML or sent to ``POST /calltypes``."""
 
@@ -35,20 +51,9 @@ class CallTypeSpec(BaseModel):
 
     name: str = Field(pattern=NAME_RE.pattern)
     settings: dict[str, Any] = Field(default_factory=dict)
-    grants: dict[str, list[str]] | None = None
+    grants: dict[RoleName, list[CapabilityName]] | None = None
     notification_settings: dict[str, Any] | None = None
     external_storage: str | None = None
-
-    @field_validator("grants")
-    @classmethod
-    def _known(cls, grants: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
-        for role, caps in (grants or {}).items():
-            if role not in ROLES:
-                raise ValueError(f"unknown role {role!r} (roles: {', '.join(sorted(ROLES))})")
-            bad = unknown_capabilities(caps)
-            if bad:
-                raise ValueError(f"unknown capabilities for role {role}: {', '.join(bad)}")
-        return grants
 
 
 class CallTypesFile(BaseModel):
@@ -80,10 +85,12 @@ def load_file(path: Path) -> list[CallType]:
     parsed = doc.validate(CallTypesFile)
     out: list[CallType] = []
     for i, spec in enumerate(parsed.call_types):
+        base = BUILTIN_CALL_TYPES.get(spec.name) or BUILTIN_CALL_TYPES["default"]
         try:
-            out.append(build(spec))
-        except InvalidRequest as err:
-            raise doc.error(("call_types", i, "settings"), err.message) from None
+            CallSettings.model_validate(merge(base.settings, spec.settings))
+        except ValidationError as err:
+            raise doc.from_validation(err, prefix=("call_types", i, "settings")) from None
+        out.append(build(spec))
     names = [t.name for t in out]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

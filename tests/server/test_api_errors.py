@@ -1,0 +1,98 @@
+"""Error answers: JSON with code/message/StatusCode/details, the bad field named, never a 500."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.support.server import ServerHandle, running_server
+
+CALL = "/api/v2/video/call/default/door-1"
+
+
+def _is_error(r: httpx.Response, status: int) -> dict:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) >= {"code", "message", "StatusCode", "details"}
+    assert body["StatusCode"] == status
+    assert "Traceback" not in r.text
+    return body
+
+
+async def test_validation_error_names_the_field(server: ServerHandle) -> None:
+    async with server.client() as http:
+        r = await http.post(
+            CALL, json={"data": {"created_by_id": "alice", "members": [{"role": "x"}]}}
+        )
+    body = _is_error(r, 400)
+    assert body["code"] == 4
+    assert body["exception_fields"]["field"] == "data.members[0].user_id"
+    assert body["message"].startswith("data.members[0].user_id:")
+
+
+async def test_malformed_json_and_wrong_types(server: ServerHandle) -> None:
+    async with server.client() as http:
+        r = await http.post(
+            CALL, content=b"{not json", headers={"content-type": "application/json"}
+        )
+        _is_error(r, 400)
+        r = await http.post(CALL, json=[1, 2, 3])
+        _is_error(r, 400)
+        r = await http.get(CALL, params={"members_limit": "many"})
+        assert _is_error(r, 400)["exception_fields"]["field"] == "members_limit"
+        r = await http.post("/api/v2/video/call/default/bad id!", json={})
+        _is_error(r, 400)
+
+
+async def test_unknown_route_and_method(server: ServerHandle) -> None:
+    async with server.client() as http:
+        _is_error(await http.get("/api/v2/video/nothing-here"), 404)
+        _is_error(await http.delete(CALL), 405)
+
+
+async def test_unknown_call_and_call_type(server: ServerHandle) -> None:
+    async with server.client() as http:
+        body = _is_error(await http.get(CALL), 404)
+        assert body["exception_fields"]["cid"] == "default:door-1"
+        body = _is_error(
+            await http.post(
+                "/api/v2/video/call/nosuchtype/x", json={"data": {"created_by_id": "alice"}}
+            ),
+            404,
+        )
+        assert "nosuchtype" in body["message"]
+
+
+async def test_body_over_the_limit_is_413(tmp_path) -> None:
+    async with running_server(tmp_path, users=["alice"], limits={"max_body_bytes": 2048}) as srv:
+        async with srv.client() as http:
+            big = {"data": {"created_by_id": "alice", "custom": {"x": "y" * 5000}}}
+            body = _is_error(await http.post(CALL, json=big), 413)
+            assert body["code"] == 22
+
+            async def chunks():
+                for _ in range(10):
+                    yield b"x" * 1000
+
+            # no Content-Length: the limit is enforced while reading
+            r = await http.post(
+                CALL, content=chunks(), headers={"content-type": "application/json"}
+            )
+            _is_error(r, 413)
+
+
+async def test_custom_data_limit(server: ServerHandle) -> None:
+    async with server.client() as http:
+        r = await http.post(
+            CALL, json={"data": {"created_by_id": "alice", "custom": {"x": "y" * 6000}}}
+        )
+    assert _is_error(r, 400)["exception_fields"]["field"] == "data.custom"
+
+
+async def test_healthz_and_openapi(server: ServerHandle) -> None:
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        r = await http.get("/healthz")
+        assert r.status_code == 200 and r.json()["ok"] is True
+        spec = (await http.get("/openapi.json")).json()
+    assert "/api/v2/video/call/{type}/{id}" in spec["paths"]
+    post = spec["paths"]["/api/v2/video/call/{type}/{id}"]["post"]
+    assert "requestBody" in post
