@@ -24,7 +24,7 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
-from aiortc.sdp import candidate_from_sdp
+from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from appliance.media.keyframes import hook_sender
 from appliance.media.mdns import is_mdns_candidate, strip_mdns
@@ -132,27 +132,28 @@ class Peer:
         if pc is not None:
             await pc.close()
 
-    async def _new_pc(self) -> RTCPeerConnection:
+    async def _new_pc(self, kinds: tuple[str, ...] = ("audio", "video")) -> RTCPeerConnection:
+        """A fresh connection with our transceivers (answering: only the kinds the offer has)."""
         await self._close_pc()
         self.generation += 1
         self._mdns_dropped = 0
         generation = self.generation
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
         self.pc = pc
-        audio = self._audio() if self._audio is not None else None
-        sender = pc.addTransceiver(audio or "audio", direction="sendrecv").sender
-        sender._enabled = self.audio_enabled
-        if self._fanout is not None:
-            self.video_track = self._fanout.track(f"{self.remote}#{generation}")
-            video = pc.addTransceiver(
-                self.video_track, direction="sendrecv" if self.receive_video else "sendonly"
-            )
-            hook_sender(video.sender, self._keyframe_requested)
-        else:
-            video = pc.addTransceiver(
-                "video", direction="recvonly" if self.receive_video else "inactive"
-            )
-        prefer_h264(video)
+        if "audio" in kinds:
+            audio = self._audio() if self._audio is not None else None
+            sender = pc.addTransceiver(audio or "audio", direction="sendrecv").sender
+            sender._enabled = self.audio_enabled
+        if "video" in kinds:
+            if self._fanout is not None:
+                self.video_track = self._fanout.track(f"{self.remote}#{generation}")
+                direction = "sendrecv" if self.receive_video else "sendonly"
+                video = pc.addTransceiver(self.video_track, direction=direction)
+                hook_sender(video.sender, self._keyframe_requested)
+            else:
+                direction = "recvonly" if self.receive_video else "inactive"
+                video = pc.addTransceiver("video", direction=direction)
+            prefer_h264(video)
 
         @pc.on("connectionstatechange")
         def on_connection_state() -> None:
@@ -204,7 +205,8 @@ class Peer:
         await self._signal({"kind": kind, "sdp": pc.localDescription.sdp})
 
     async def _answer(self, sdp: str) -> None:
-        pc = await self._new_pc()
+        kinds = tuple(m.kind for m in SessionDescription.parse(sdp).media)
+        pc = await self._new_pc(kinds)
         await pc.setRemoteDescription(RTCSessionDescription(self._strip(sdp), "offer"))
         self._check_codec()
         await pc.setLocalDescription(await pc.createAnswer())

@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 class TestSource(VideoSource):
     kind = "test"
+    __test__ = False  # not a pytest class
 
     def __init__(
         self,

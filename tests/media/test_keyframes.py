@@ -1,0 +1,89 @@
+"""Keyframe requests: PLI from a real aiortc receiver reaches the source through the sender hook."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from appliance.clock import ManualClock
+from appliance.media.keyframes import KeyframeLimiter, hook_sender
+from appliance.media.negotiation import prefer_h264
+from appliance.media.passthrough import VideoFanout
+from appliance.media.sources.test import TestSource
+from tests.media.video_helpers import VideoReader, wait_until
+
+
+async def test_limiter_forwards_one_then_collapses_a_burst_into_one_deferred() -> None:
+    clock = ManualClock()
+    calls: list[float] = []
+    limiter = KeyframeLimiter(
+        lambda: calls.append(clock.monotonic()), min_interval=1.0, clock=clock
+    )
+    limiter.request("pli")
+    for _ in range(29):  # a peer that cannot decode: one PLI per frame
+        limiter.request("pli")
+        await asyncio.sleep(0)
+    assert calls == [0.0]
+    clock.advance(0.5)
+    await asyncio.sleep(0)
+    assert calls == [0.0]
+    clock.advance(0.5)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert calls == [0.0, 1.0]
+    assert (limiter.requested, limiter.forwarded) == (30, 2)
+    clock.advance(5)
+    limiter.request("fir")
+    assert calls == [0.0, 1.0, 6.0]
+    limiter.close()
+
+
+async def test_hook_keeps_aiortc_flag_and_is_installed_once() -> None:
+    pc = RTCPeerConnection()
+    sender = pc.addTransceiver("video").sender
+    hits: list[int] = []
+    hook_sender(sender, lambda: hits.append(1))
+    hook_sender(sender, lambda: hits.append(2))
+    sender._send_keyframe()
+    assert hits == [1]
+    assert sender._RTCRtpSender__force_keyframe is True  # type: ignore[attr-defined]
+    await pc.close()
+
+
+async def test_pli_from_a_real_receiver_reaches_the_source() -> None:
+    source = TestSource(width=192, height=160, framerate=15)
+    fanout = VideoFanout(source, gate_open=True, keyframe_interval=0.2)
+    track = fanout.track("receiver")
+    sender_pc, receiver_pc = RTCPeerConnection(), RTCPeerConnection()
+    transceiver = sender_pc.addTransceiver(track, direction="sendonly")
+    prefer_h264(transceiver)
+    hook_sender(transceiver.sender, lambda: fanout.request_keyframe("PLI"))
+    readers: list[VideoReader] = []
+    receiver_pc.on("track", lambda t: readers.append(VideoReader(t)))
+    try:
+        await source.start()
+        await sender_pc.setLocalDescription(await sender_pc.createOffer())
+        await receiver_pc.setRemoteDescription(sender_pc.localDescription)
+        await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
+        await sender_pc.setRemoteDescription(
+            RTCSessionDescription(receiver_pc.localDescription.sdp, "answer")
+        )
+        await wait_until(lambda: sender_pc.connectionState == "connected")
+        track.activate()
+        await wait_until(lambda: bool(readers))
+        await readers[0].wait_for(3)
+        await asyncio.sleep(0.3)  # past the limiter's interval of the activation request
+        before = (source.keyframe_requests, source.keyframes_delivered)
+        receiver = receiver_pc.getTransceivers()[0].receiver
+        await receiver._send_rtcp_pli(transceiver.sender._ssrc)
+        await wait_until(lambda: source.keyframe_requests > before[0])
+        await wait_until(lambda: source.keyframes_delivered > before[1])
+        assert fanout.limiter.reasons.get("PLI") == 1
+    finally:
+        for reader in readers:
+            await reader.close()
+        await sender_pc.close()
+        await receiver_pc.close()
+        await source.stop()
+        fanout.close()

@@ -1,0 +1,117 @@
+"""Helpers for the media video tests: a scripted source, a receiving consumer, in-memory signaling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from fractions import Fraction
+from typing import Any
+
+import av
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+from appliance.media.annexb import is_keyframe
+from appliance.media.peer import Peer
+from appliance.media.sources import blockcode
+from appliance.media.sources.base import EncodedFrame, VideoSource
+from appliance.media.sources.encoder import H264Encoder
+from appliance.media.sources.pattern import TestPattern
+
+
+class ScriptedSource(VideoSource):
+    """Real libx264 access units, pushed by the test (no thread): ``push(keyframe=...)``."""
+
+    kind = "scripted"
+
+    def __init__(self, width: int = 192, height: int = 160) -> None:
+        super().__init__(width=width, height=height, framerate=30, bitrate=300_000)
+        self._encoder = H264Encoder(width, height, 30, 300_000, keyframe_interval=100)
+        self._pattern = TestPattern(width, height)
+        self.counter = 0
+        self.force_next = False
+
+    async def _start(self) -> None:
+        pass
+
+    async def _stop(self) -> None:
+        pass
+
+    def _request_keyframe(self) -> None:
+        self.force_next = True
+
+    def push(self, keyframe: bool = False) -> EncodedFrame:
+        pts = self.counter * 3000
+        frame = self._pattern.frame(self.counter, 1_700_000_000.0 + self.counter / 30)
+        units = self._encoder.encode(frame, pts, keyframe or self.force_next)
+        self.force_next = False
+        self.counter += 1
+        data = b"".join(units)
+        encoded = EncodedFrame(data, pts, Fraction(1, 90000), is_keyframe(data), 0.0)
+        self._deliver(encoded)
+        return encoded
+
+
+class VideoReader:
+    """Consumes a received video track, reading the block code of every decoded picture."""
+
+    def __init__(self, track: MediaStreamTrack) -> None:
+        self.track = track
+        self.codes: list[blockcode.BlockCode] = []
+        self.frames = 0
+        self.changed = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await self.track.recv()
+                assert isinstance(frame, av.VideoFrame)
+                self.frames += 1
+                code = blockcode.read(frame.to_ndarray(format="gray"))
+                if code is not None:
+                    self.codes.append(code)
+                self.changed.set()
+
+    async def wait_for(self, count: int, timeout: float = 20.0) -> None:
+        async def wait() -> None:
+            while len(self.codes) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(wait(), timeout)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+async def drain(track: MediaStreamTrack) -> None:
+    with contextlib.suppress(MediaStreamError):
+        while True:
+            await track.recv()
+
+
+class Wire:
+    """In-memory signaling between two peers: each side's ``send`` delivers to the other."""
+
+    def __init__(self) -> None:
+        self.peers: dict[str, Peer] = {}
+        self.log: list[tuple[str, dict[str, Any]]] = []
+
+    def sender(self, to: str) -> Callable[[dict[str, Any]], Awaitable[None]]:
+        async def send(signal: dict[str, Any]) -> None:
+            self.log.append((to, dict(signal)))
+            self.peers[to].deliver(signal)
+
+        return send
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(poll(), timeout)
