@@ -1,0 +1,123 @@
+"""The daemon's vocabulary: call state and server link (kept apart, DESIGN §7), the normalized
+events the state machine consumes, and the small ports it drives (server link, media, sounds,
+panel). The real adapters live in :mod:`appliance.link`, :mod:`appliance.medialink`; tests hand
+in fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from appliance.config import CallConfig
+from appliance.hardware.relay import UnlockResult
+
+
+class CallState(StrEnum):
+    IDLE = "idle"
+    CALLING = "calling"
+    RINGING = "ringing"
+    CONNECTING = "connecting"
+    IN_CALL = "in_call"
+    ENDING = "ending"
+
+
+class LinkState(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+@dataclass(frozen=True)
+class LinkEvent:
+    """A server event reduced to what the state machine reads. ``type`` is the server's event
+    type, or ``link.online`` / ``link.offline`` for the connection itself."""
+
+    type: str
+    call_cid: str | None = None
+    user_id: str | None = None
+    reason: str | None = None
+    custom: dict[str, Any] | None = None
+    session_id: str | None = None
+    participant_session: str | None = None
+    resynced: bool = False
+
+
+@dataclass
+class Joined:
+    """What a join returned: my participant session id and who was already there."""
+
+    cid: str
+    session_id: str
+    participants: dict[str, str] = field(default_factory=dict)  # participant session → user id
+    handle: Any = None  # the client's Call object, for the media engine
+
+
+@dataclass(frozen=True)
+class MediaEvent:
+    kind: str  # peer_connected | peer_failed | peer_left | first_packet
+    peer: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Link(Protocol):
+    user_id: str
+
+    async def start(self, on_event: Callable[[LinkEvent], None]) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ring(self, call: CallConfig, call_id: str) -> str:
+        """Get-or-create the call with ``ring=true``; returns its cid."""
+
+    async def accept(self, cid: str) -> None: ...
+
+    async def reject(self, cid: str, reason: str) -> None: ...
+
+    async def join(self, cid: str, *, create: bool) -> Joined: ...
+
+    async def leave(self, cid: str) -> None: ...
+
+    async def send_event(self, cid: str, custom: dict[str, Any]) -> None: ...
+
+    async def member_role(self, cid: str, user_id: str) -> str | None: ...
+
+    async def participant_sessions(self, cid: str) -> set[str] | None:
+        """Participant session ids of the live session; ``None`` if no session is live."""
+
+
+class Media(Protocol):
+    """One call's media (the daemon's view of :class:`appliance.media.session.CallMedia`)."""
+
+    async def start(self) -> None: ...
+
+    def open_gate(self) -> None: ...
+
+    def set_muted(self, muted: bool) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+MediaFactory = Callable[[Joined, Callable[[MediaEvent], None]], Media]
+
+
+class Sounds(Protocol):
+    def play(self, name: str, *, loop: bool = False) -> None: ...
+
+    async def play_once(self, name: str) -> None:
+        """Play to the end (the pre-announce chime before an auto-answer)."""
+
+    def stop(self) -> None: ...
+
+
+class PanelPort(Protocol):
+    def show(self, state: str) -> None: ...
+
+    def camera_live(self, on: bool) -> None: ...
+
+    def unlock(self, by: str | None) -> UnlockResult: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
