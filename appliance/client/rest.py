@@ -38,6 +38,9 @@ def _field_of(body: dict[str, Any]) -> str | None:
     field = body.get("field")
     if isinstance(field, str):
         return field
+    exception_fields = body.get("exception_fields")
+    if isinstance(exception_fields, dict) and isinstance(exception_fields.get("field"), str):
+        return str(exception_fields["field"])
     for detail in body.get("details") or []:
         if isinstance(detail, dict):
             value = detail.get("field") or detail.get("loc")
