@@ -62,14 +62,19 @@ def create_token(
     clock: Clock | None = None,
     ttl: float | None = None,
     call_cids: list[str] | None = None,
-    iat: bool = True,
+    iat: bool | int = True,
     **claims: Any,
 ) -> str:
-    """A token for ``user_id`` (a server token when ``None``: literally ``{}`` like the SDK's)."""
+    """A token for ``user_id`` (a server token when ``None``: literally ``{}`` like the SDK's).
+
+    ``iat``: ``True`` stamps the clock's time, ``False`` leaves it out, an int is used as is.
+    """
     body: dict[str, Any] = dict(claims)
     if user_id is not None:
         body["user_id"] = user_id
-        if clock is not None and iat:
+        if not isinstance(iat, bool):
+            body["iat"] = iat
+        elif clock is not None and iat:
             body.setdefault("iat", int(clock.time()))
         if clock is not None and ttl is not None:
             body.setdefault("exp", int(clock.time() + ttl))
@@ -135,7 +140,8 @@ async def authenticate(ctx: ServerContext, token: str | None, api_key: str | Non
     revoked_before = row["revoke_tokens_issued_before"]
     if revoked_before is not None:
         iat = claims.get("iat")
-        if iat is None or iat * NS < revoked_before:
+        # iat has one-second resolution: a token of the revocation's own second is refused too.
+        if iat is None or iat * NS <= revoked_before:
             raise AuthenticationError(f"token of user {user_id} has been revoked")
     cids = claims.get("call_cids")
     return Principal(
