@@ -7,11 +7,16 @@ never by "not silent".
 
 from __future__ import annotations
 
+import asyncio
+import fractions
 from pathlib import Path
 
+import av
 import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 __all__ = [
+    "FedToneTrack",
     "dominant_frequency",
     "read_pcm",
     "tone_pcm",
@@ -83,3 +88,39 @@ def dominant_frequency(
         offset = 0.5 * (a - c) / denom if denom != 0 else 0.0
         return float((k + offset) * rate / x.size)
     return float(freqs[k])
+
+
+_PERIOD = 960
+
+
+class FedToneTrack(MediaStreamTrack):
+    """A remote-like track of 20 ms stereo 48 kHz tone frames (what aiortc's Opus decoder yields).
+
+    It hands out only as many frames as the test has released with :meth:`feed`.
+    """
+
+    kind = "audio"
+
+    def __init__(self, freq: float, periods: int) -> None:
+        super().__init__()
+        self._samples = tone_samples(freq, periods * 0.020, channels=2)
+        self._sent = 0
+        self._periods = periods
+        self._released = asyncio.Semaphore(0)
+
+    def feed(self, count: int = 1) -> None:
+        for _ in range(count):
+            self._released.release()
+
+    async def recv(self) -> av.AudioFrame:
+        await self._released.acquire()
+        if self._sent >= self._periods:
+            self.stop()
+            raise MediaStreamError
+        chunk = self._samples[self._sent * 2 * _PERIOD : (self._sent + 1) * 2 * _PERIOD]
+        frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="stereo")
+        frame.sample_rate = 48000
+        frame.pts = self._sent * _PERIOD
+        frame.time_base = fractions.Fraction(1, 48000)
+        self._sent += 1
+        return frame

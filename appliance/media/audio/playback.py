@@ -144,15 +144,14 @@ class AudioPlayback:
 
     def play(self, samples: np.ndarray, *, loop: bool = False, duck: bool = True) -> Voice:
         """Mix interleaved S16 ``samples`` (already at the device format) into the output."""
-        self.start()
-        assert self._loop is not None
-        voice = Voice(samples, loop=loop, duck=duck, loop_ref=self._loop)
+        voice = Voice(samples, loop=loop, duck=duck, loop_ref=asyncio.get_running_loop())
         if self._closed:
             voice.finish()
             return voice
         with self._lock:
             self._voices.append(voice)
         self.stats.sounds_played += 1
+        self.start()
         return voice
 
     @property
@@ -176,6 +175,12 @@ class AudioPlayback:
             voice.finish()
         self._pcm.close()
         logger.info("AudioPlayback(%s) stopped: %s", self._pcm.name, self.stats)
+
+    def close_device(self) -> None:
+        """Close the device of a playback that was never started (an aborted open)."""
+        if self._thread is None and not self._closed:
+            self._closed = True
+            self._pcm.close()
 
     async def _consume(self, track: MediaStreamTrack, buffer: _TrackBuffer) -> None:
         try:
@@ -220,27 +225,29 @@ class AudioPlayback:
         return np.clip(out, -32768, 32767).astype("<i2").tobytes()
 
     def _run(self) -> None:
-        silence = bytes(self._format.period_bytes)
         while self.pacer.wait(self._stop):
-            data = self._mix()
             try:
-                written = self._pcm.write(data)
-                if written < 0:
-                    self.stats.underruns += 1
-                    if self.stats.underruns % _LOG_EVERY == 1:
-                        logger.warning(
-                            "AudioPlayback(%s) underrun (%d so far)",
-                            self._pcm.name,
-                            self.stats.underruns,
-                        )
-                    self._pcm.write(silence)
-                    self._pcm.write(data)
+                self._write_period(self._mix())
             except AudioDeviceError as err:
                 logger.error("AudioPlayback(%s) device failed: %s", self._pcm.name, err)
                 self.error = err
                 return
             self.stats.periods += 1
             self.stats.frames_played += self._format.period_frames
+
+    def _write_period(self, data: bytes) -> None:
+        silence = bytes(self._format.period_bytes)
+        for _attempt in range(3):
+            if self._pcm.write(data) >= 0:
+                return
+            self.stats.underruns += 1
+            if self.stats.underruns % _LOG_EVERY == 1:
+                logger.warning(
+                    "AudioPlayback(%s) underrun (%d so far)", self._pcm.name, self.stats.underruns
+                )
+            # pyalsaaudio has re-prepared the device; a period of silence first gives it a
+            # cushion so the data that follows does not run dry at once.
+            self._pcm.write(silence)
 
     def __repr__(self) -> str:
         state = "stopped" if self._closed else "running" if self._thread else "idle"

@@ -6,6 +6,7 @@ The config loader embeds :class:`AudioSettings`; components receive it, they nev
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -48,6 +49,8 @@ class AudioSettings(BaseModel):
     """How much call audio is turned down while a chime plays over it."""
     half_duplex: HalfDuplexSettings | None = None
     """Set it for devices without acoustic echo cancellation (see the README, `pipewire`)."""
+    sounds: dict[str, Path] = Field(default_factory=dict)
+    """WAV files that replace or add to the packaged sounds (`chime`, `ringback`, `preannounce`)."""
 
     @field_validator("capture_device", "playback_device")
     @classmethod
@@ -57,6 +60,10 @@ class AudioSettings(BaseModel):
                 f"{value!r} is not an ALSA PCM name (e.g. default, pipewire, plughw:1,0)"
             )
         return value
+
+    @property
+    def buffer_periods(self) -> int:
+        return max(1, self.buffer_ms // self.period_ms)
 
     def capture_format(self) -> PcmFormat:
         return PcmFormat.for_period(rate=48000, channels=1, period_ms=self.period_ms)
