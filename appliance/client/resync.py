@@ -111,6 +111,7 @@ class Resync:
         self.open_calls = open_calls
         self.admit = admit
         self.emit = emit
+        self.passes = 0
 
     async def run(self) -> int:
         """One resync pass; returns the number of events emitted."""
@@ -128,6 +129,7 @@ class Resync:
         if self.user_id is not None:
             for response in await self.open_calls():
                 count += self._new_ring(response)
+        self.passes += 1
         logger.info("Resync(%s): %d event(s) from while away", self.user_id, count)
         return count
 
