@@ -30,6 +30,7 @@ from appliance.media.keyframes import hook_sender
 from appliance.media.mdns import is_mdns_candidate, strip_mdns
 from appliance.media.negotiation import needs_reencode, negotiated_codec, prefer_h264
 from appliance.media.passthrough import PassthroughTrack, VideoFanout
+from appliance.media.sources.base import EncodedFrame
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ Signal = dict[str, Any]
 SignalSender = Callable[[Signal], Awaitable[None]]
 StateListener = Callable[["Peer", str, str], None]
 TrackListener = Callable[["Peer", MediaStreamTrack], None]
+FirstPacketListener = Callable[["Peer", PassthroughTrack, EncodedFrame], None]
 
 
 class Peer:
@@ -54,6 +56,7 @@ class Peer:
         receive_video: bool = False,
         on_state: StateListener | None = None,
         on_track: TrackListener | None = None,
+        on_first_packet: FirstPacketListener | None = None,
         stall_timeout: float = 3.0,
         restart_timeout: float = 4.0,
     ) -> None:
@@ -66,6 +69,7 @@ class Peer:
         self.receive_video = receive_video
         self._on_state = on_state
         self._on_track = on_track
+        self._on_first_packet = on_first_packet
         self.stall_timeout = stall_timeout
         self.restart_timeout = restart_timeout
         self.state = "new"
@@ -147,6 +151,7 @@ class Peer:
         if "video" in kinds:
             if self._fanout is not None:
                 self.video_track = self._fanout.track(f"{self.remote}#{generation}")
+                self.video_track.on_first_packet = self._first_packet
                 direction = "sendrecv" if self.receive_video else "sendonly"
                 video = pc.addTransceiver(self.video_track, direction=direction)
                 hook_sender(video.sender, self._keyframe_requested)
@@ -167,6 +172,10 @@ class Peer:
 
         self._set_state("connecting")
         return pc
+
+    def _first_packet(self, track: PassthroughTrack, frame: EncodedFrame) -> None:
+        if self._on_first_packet is not None and track is self.video_track:
+            self._on_first_packet(self, track, frame)
 
     def _keyframe_requested(self) -> None:
         if self._fanout is not None:
@@ -196,6 +205,7 @@ class Peer:
         if needs_reencode(transceiver, self.remote):
             old = self.video_track
             self.video_track = self._fanout.track(old.name, decoded=True)
+            self.video_track.on_first_packet = self._first_packet
             transceiver.sender.replaceTrack(self.video_track)
             old.stop()
 

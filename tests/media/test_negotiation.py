@@ -10,7 +10,7 @@ import pytest
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from appliance.media.mdns import is_mdns_candidate, strip_mdns
-from appliance.media.negotiation import negotiated_codec, sdp_video_codecs, video_preferences
+from appliance.media.negotiation import sdp_video_codecs, video_preferences
 from appliance.media.passthrough import DecodedVideoTrack, VideoFanout
 from appliance.media.peer import Peer
 from appliance.media.sources.test import TestSource
@@ -101,7 +101,7 @@ async def _teardown(
 
 async def test_h264_wins_when_a_vp8_first_browser_offers() -> None:
     parts = await _answer_browser_offer(h264=True)
-    peer, browser, fanout, source, readers = parts
+    peer, browser, _fanout, _source, readers = parts
     try:
         transceiver = peer._video_transceiver()
         assert transceiver is not None and transceiver.direction == "sendonly"

@@ -9,6 +9,7 @@ from fractions import Fraction
 from typing import Any
 
 import av
+import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
@@ -74,13 +75,13 @@ class VideoReader:
                     self.codes.append(code)
                 self.changed.set()
 
-    async def wait_for(self, count: int, timeout: float = 20.0) -> None:
+    async def wait_for(self, count: int, within: float = 20.0) -> None:
         async def wait() -> None:
             while len(self.codes) < count:
                 self.changed.clear()
                 await self.changed.wait()
 
-        await asyncio.wait_for(wait(), timeout)
+        await asyncio.wait_for(wait(), within)
 
     async def close(self) -> None:
         self._task.cancel()
@@ -109,9 +110,70 @@ class Wire:
         return send
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0.02)
+async def wait_until(predicate: Callable[[], bool], within: float = 20.0) -> None:
+    """Poll ``predicate`` (state spread over aiortc objects has no single event to wait on)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        if loop.time() > deadline:
+            raise TimeoutError(f"condition not met within {within} s")
+        await asyncio.sleep(0.02)
 
-    await asyncio.wait_for(poll(), timeout)
+
+class ToneTrack(MediaStreamTrack):
+    """A paced 48 kHz mono sine in 20 ms frames: the stand-in microphone of these tests."""
+
+    kind = "audio"
+
+    def __init__(self, freq: float) -> None:
+        super().__init__()
+        self.freq = freq
+        self._pts = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time()
+        due = self._start + self._pts / 48000
+        if due > loop.time():
+            await asyncio.sleep(due - loop.time())
+        t = (np.arange(960) + self._pts) / 48000
+        samples = (np.sin(2 * np.pi * self.freq * t) * 0.3 * 32767).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = 48000
+        frame.pts = self._pts
+        frame.time_base = Fraction(1, 48000)
+        self._pts += 960
+        return frame
+
+
+class AudioReader:
+    """Consumes a received audio track and keeps its first channel as int16 samples."""
+
+    def __init__(self, track: MediaStreamTrack) -> None:
+        self.track = track
+        self.chunks: list[np.ndarray] = []
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await self.track.recv()
+                assert isinstance(frame, av.AudioFrame)
+                data = frame.to_ndarray().reshape(-1)
+                channels = len(frame.layout.channels)
+                self.chunks.append(data[::channels] if channels > 1 else data)
+
+    @property
+    def seconds(self) -> float:
+        return sum(len(c) for c in self.chunks) / 48000
+
+    def samples(self, last_seconds: float) -> np.ndarray:
+        data = np.concatenate(self.chunks) if self.chunks else np.zeros(0, dtype=np.int16)
+        return data[-round(last_seconds * 48000) :]
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task

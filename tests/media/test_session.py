@@ -1,0 +1,152 @@
+"""Two (and three) CallMedia sessions in one call through a REAL server and the real client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from appliance.client import Client
+from appliance.media.passthrough import DecodedVideoTrack
+from appliance.media.session import CallMedia, MediaEvent
+from appliance.media.signaling import CallSignaling
+from appliance.media.sources.test import TestSource
+from tests.media.video_helpers import AudioReader, ToneTrack, VideoReader, wait_until
+from tests.support.server import ServerHandle, running_server
+from tests.support.tone import dominant_frequency
+
+CALL_ID = "door-1"
+DOOR_TONE, ALICE_TONE = 697.0, 1209.0
+
+
+@pytest_asyncio.fixture
+async def srv(tmp_path: Path) -> AsyncIterator[ServerHandle]:
+    async with running_server(tmp_path, users=["door", "alice", "bob"]) as handle:
+        yield handle
+
+
+class Participant:
+    """One side of the call: a client, its CallMedia, what it received."""
+
+    def __init__(self, srv: ServerHandle, user: str, **media: object) -> None:
+        self.client = Client(srv.base_url, srv.api_key, srv.user_token(user))
+        self.video: list[VideoReader] = []
+        self.audio: list[AudioReader] = []
+        self.events: list[MediaEvent] = []
+        signaling = CallSignaling(self.client.call("default", CALL_ID), create=True)
+        self.media = CallMedia(
+            signaling,
+            on_audio=lambda t: self.audio.append(AudioReader(t)),
+            on_video=lambda t: self.video.append(VideoReader(t)),
+            name=user,
+            **media,  # type: ignore[arg-type]
+        )
+        self.media.add_listener(self.events.append)
+
+    def kinds(self, kind: str) -> list[MediaEvent]:
+        return [e for e in self.events if e.kind == kind]
+
+    async def close(self) -> None:
+        for reader in [*self.video, *self.audio]:
+            await reader.close()
+        await self.media.stop()
+        await self.client.aclose()
+
+
+async def test_two_sessions_exchange_h264_passthrough_and_audio(srv: ServerHandle) -> None:
+    source = TestSource(width=320, height=240, framerate=15)
+    door = Participant(srv, "door", video=source, audio=ToneTrack(DOOR_TONE))
+    alice = Participant(srv, "alice", audio=ToneTrack(ALICE_TONE), receive_video=True)
+    try:
+        await door.media.start()
+        info = await alice.media.start()  # the newcomer offers to the door
+        assert info.participants == [door.media.session_id]
+        assert alice.media.peers[door.media.session_id].offerer
+        await wait_until(lambda: len(door.kinds("peer.connected")) == 1)
+        await wait_until(lambda: len(alice.kinds("peer.connected")) == 1)
+        door_peer = door.media.peers[alice.media.session_id]
+
+        # The gate: connected, the camera runs, but nothing leaves until the daemon opens it.
+        await wait_until(lambda: door.media.fanout.frames_held >= 3)  # type: ignore[union-attr]
+        assert door_peer.video_track is not None and door_peer.video_track.packets_sent == 0
+        assert door.kinds("first_packet") == []
+        door.media.open_gate()
+        alice.media.open_gate()
+
+        # A device without a display: send-only video; H.264 negotiated and carried by passthrough.
+        video = door_peer._video_transceiver()
+        assert video is not None and video.currentDirection == "sendonly"
+        assert door_peer.video_codec == "video/H264"
+        await wait_until(lambda: len(alice.video) == 1)
+        await alice.video[0].wait_for(15)
+        counters = [c.counter for c in alice.video[0].codes]
+        assert counters == sorted(counters) and counters[-1] > counters[0]
+        track = door_peer.video_track
+        assert not isinstance(track, DecodedVideoTrack)
+        assert track.packets_sent >= 15 and track.first_packet_keyframe is True
+        first = door.kinds("first_packet")
+        assert [(e.peer, e.detail["keyframe"]) for e in first] == [(alice.media.session_id, True)]  # type: ignore[index]
+
+        # Audio both ways, found by its frequency.
+        await wait_until(lambda: bool(alice.audio) and alice.audio[0].seconds > 1.5)
+        await wait_until(lambda: bool(door.audio) and door.audio[0].seconds > 1.5)
+        assert dominant_frequency(alice.audio[0].samples(1.0)) == pytest.approx(DOOR_TONE, abs=5)
+        assert dominant_frequency(door.audio[0].samples(1.0)) == pytest.approx(ALICE_TONE, abs=5)
+
+        # A keyframe request from the receiver (a real RTCP PLI) reaches the source.
+        requests = source.keyframe_requests
+        alice_peer = alice.media.peers[door.media.session_id]
+        receiver = alice_peer._video_transceiver().receiver  # type: ignore[union-attr]
+        await receiver._send_rtcp_pli(video.sender._ssrc)
+        await wait_until(lambda: source.keyframe_requests > requests)
+        assert door.media.fanout.limiter.reasons.get(f"{alice.media.session_id} PLI/FIR")  # type: ignore[union-attr]
+
+        # Peer media survives the server going away.
+        seen = len(alice.video[0].codes)
+        await srv.stop()
+        await alice.video[0].wait_for(seen + 10)
+        assert door_peer.state == "connected"
+    finally:
+        await alice.close()
+        await door.close()
+
+
+async def test_late_joiner_first_packet_is_a_keyframe_and_mute_stops_sending(
+    srv: ServerHandle,
+) -> None:
+    source = TestSource(width=192, height=160, framerate=15, keyframe_interval=30.0)
+    door = Participant(srv, "door", video=source, gate_open=True)
+    alice = Participant(srv, "alice", receive_video=True, gate_open=True)
+    bob = Participant(srv, "bob", receive_video=True, gate_open=True)
+    try:
+        await door.media.start()
+        await alice.media.start()
+        await wait_until(lambda: len(alice.video) == 1)
+        await alice.video[0].wait_for(10)  # long past the first keyframe (none due for 30 s)
+        info = await bob.media.start()
+        assert sorted(info.participants) == sorted([door.media.session_id, alice.media.session_id])
+        await wait_until(lambda: len(bob.video) == 1)
+        await bob.video[0].wait_for(3)
+        bob_track = door.media.peers[bob.media.session_id].video_track
+        assert bob_track is not None and bob_track.first_packet_keyframe is True
+        assert bob.media.peers[alice.media.session_id].state == "connected"
+
+        # Camera mute: nothing is offered to the peers while the source keeps running.
+        door.media.mute_camera(True)
+        sent = bob_track.packets_sent
+        frames_in = door.media.fanout.frames_in  # type: ignore[union-attr]
+        await wait_until(lambda: door.media.fanout.frames_in >= frames_in + 5)  # type: ignore[union-attr]
+        assert bob_track.packets_sent == sent
+        door.media.mute_camera(False)
+        await bob.video[0].wait_for(len(bob.video[0].codes) + 3)
+
+        # Leaving: the others see the peer leave.
+        await bob.media.stop()
+        await wait_until(lambda: bool(door.kinds("peer.left")))
+        assert bob.media.session_id not in door.media.peers
+    finally:
+        await bob.close()
+        await alice.close()
+        await door.close()
