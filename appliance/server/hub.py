@@ -88,6 +88,7 @@ class Connection:
     )
     last_seen: float = 0.0
     closed: bool = False
+    close_code: int = 1000
 
     def send(self, frame: dict[str, Any]) -> bool:
         """Queue a frame; ``False`` (and the connection is closed) when the client lags too far."""
@@ -101,9 +102,10 @@ class Connection:
             return False
         return True
 
-    def close(self) -> None:
+    def close(self, code: int = 1000) -> None:
         if not self.closed:
             self.closed = True
+            self.close_code = code
             with contextlib.suppress(asyncio.QueueFull):
                 self.queue.put_nowait(None)
 
@@ -142,6 +144,8 @@ class Hub:
         self.on_open: list[Callable[[Connection], Awaitable[None]]] = []
         # Set by pgnotify when the store is PostgreSQL: sends a publication to other replicas.
         self.remote: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+        # Told when a user's first local connection opens (True) or last one closes (False).
+        self.presence_listeners: list[Callable[[str, bool], Awaitable[None]]] = []
         self._health_task: asyncio.Task[None] | None = None
 
     @property
@@ -253,6 +257,8 @@ class Hub:
                         .distinct()
                     )
                     found.update((await conn.execute(q)).scalars())
+        if target.sharing_with is not None:
+            found.discard(target.sharing_with)
         return found
 
     def send_to_connection(self, connection_id: str, frame: dict[str, Any]) -> bool:
@@ -362,6 +368,7 @@ class Hub:
             }
         )
         if first:
+            await self._tell_presence(conn.user_id, True)
             await self._presence_changed(conn.user_id, me)
         for hook in self.on_open:
             try:
@@ -383,14 +390,23 @@ class Hub:
                 await hook(conn)
             except Exception:
                 log.exception("%r: close hook failed", conn)
+        if conn.user_id not in self.by_user:
+            await self._tell_presence(conn.user_id, False)
         if conn.user_id not in self.by_user and not self.presence.is_online(conn.user_id):
             with contextlib.suppress(Exception):
                 await self._presence_changed(conn.user_id, await self._user_dict(conn.user_id))
 
+    async def _tell_presence(self, user_id: str, online: bool) -> None:
+        for listener in self.presence_listeners:
+            try:
+                await listener(user_id, online)
+            except Exception:
+                log.exception("%r: presence of %s not announced", self, user_id)
+
     async def _presence_changed(self, user_id: str, me: dict[str, Any]) -> None:
         await self.publish_to(
             {"type": ev.USER_PRESENCE_CHANGED, "user": me},
-            Target(user_ids=(user_id,), sharing_with=user_id),
+            Target(sharing_with=user_id),
         )
 
     async def _user_dict(self, user_id: str) -> dict[str, Any]:
@@ -409,7 +425,7 @@ class Hub:
                 conn.closed = True
                 break
         with contextlib.suppress(Exception):
-            await conn.websocket.close()
+            await conn.websocket.close(code=conn.close_code)
 
     async def _reader(self, conn: Connection) -> None:
         loop = asyncio.get_running_loop()
@@ -434,8 +450,7 @@ class Hub:
                         )
                     )
                 )
-                await asyncio.sleep(0)
-                conn.close()
+                conn.close(CLOSE_TOO_BIG)
                 return
             await self._dispatch(conn, text)
 

@@ -62,7 +62,7 @@ class WsClient:
         """The next frame (of type ``kind``), skipping server health checks."""
         while True:
             frame = await self._recv()
-            if frame.get("type") == "health.check":
+            if frame.get("type") == "health.check" and kind != "health.check":
                 continue
             if kind is None or frame.get("type") == kind:
                 return frame
@@ -105,3 +105,39 @@ async def open_all(srv: ServerHandle, *user_ids: str) -> list[WsClient]:
 async def close_all(clients: list[WsClient]) -> None:
     for c in clients:
         await c.close()
+
+
+async def create_call(
+    srv: ServerHandle,
+    cid: str,
+    members: list[str],
+    *,
+    by: str = "alice",
+    settings_override: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Create call ``cid`` ("type:id") as ``by`` with ``members``; the response body."""
+    ctype, cid_id = cid.split(":", 1)
+    data: dict[str, Any] = {"members": [{"user_id": m} for m in members]}
+    if settings_override is not None:
+        data["settings_override"] = settings_override
+    async with srv.client(by) as http:
+        r = await http.post(f"/api/v2/video/call/{ctype}/{cid_id}", json={"data": data})
+    assert r.status_code in (200, 201), r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+async def call_post(
+    srv: ServerHandle, user: str | None, cid: str, verb: str, body: dict[str, Any] | None = None
+) -> Any:
+    """POST ``/call/{type}/{id}/{verb}`` as ``user`` (server token when None); the httpx response."""
+    ctype, cid_id = cid.split(":", 1)
+    async with srv.client(user) as http:
+        return await http.post(f"/api/v2/video/call/{ctype}/{cid_id}/{verb}", json=body or {})
+
+
+async def join(srv: ServerHandle, ws: WsClient, cid: str, **body: Any) -> dict[str, Any]:
+    r = await call_post(srv, ws.user_id, cid, "join", {"connection_id": ws.connection_id, **body})
+    assert r.status_code == 200, r.text
+    joined: dict[str, Any] = r.json()
+    return joined

@@ -1,0 +1,175 @@
+"""The WebSocket: auth frame, connection.ok, health checks, bad frames, size limit, presence."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+import websockets
+from websockets.exceptions import ConnectionClosed
+
+from appliance.clock import ManualClock
+from tests.server.wsclient import WsClient, call_post, create_call
+from tests.support.server import ServerHandle, running_server
+
+USERS = [
+    {"id": "alice", "name": "Alice"},
+    {"id": "bob", "name": "Bob"},
+    {"id": "carol", "name": "Carol"},
+    {"id": "dave", "name": "Dave"},
+]
+
+
+@pytest_asyncio.fixture
+async def srv(tmp_path) -> AsyncIterator[ServerHandle]:
+    async with running_server(tmp_path, users=USERS, clock=ManualClock()) as handle:
+        yield handle
+
+
+async def _refused(srv: ServerHandle, first: str | bytes, url: str | None = None) -> dict:
+    async with websockets.connect(url or srv.ws_url) as ws:
+        await ws.send(first)
+        frame = json.loads(await ws.recv())
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+        frame["close_code"] = closed.value.rcvd.code if closed.value.rcvd else None
+        return frame
+
+
+async def test_connection_ok_carries_connection_id_and_me(srv: ServerHandle) -> None:
+    async with await WsClient.open(srv, "alice") as ws:
+        hello = ws.hello
+        assert hello["type"] == "connection.ok"
+        assert len(hello["connection_id"]) >= 32
+        assert hello["me"]["id"] == "alice"
+        assert hello["me"]["name"] == "Alice"
+        assert hello["me"]["online"] is True
+        assert hello["created_at"] == int(srv.clock.time() * 1e9)
+        assert srv.ctx.extras["presence"].is_online("alice")
+
+
+async def test_two_connections_of_one_user_have_distinct_ids(srv: ServerHandle) -> None:
+    a1 = await WsClient.open(srv, "alice")
+    a2 = await WsClient.open(srv, "alice")
+    assert a1.connection_id != a2.connection_id
+    await a1.close()
+    await a2.close()
+
+
+async def test_bad_token_is_refused_with_connection_error(srv: ServerHandle) -> None:
+    frame = await _refused(srv, json.dumps({"token": "not-a-jwt", "user_details": {"id": "alice"}}))
+    assert frame["type"] == "connection.error"
+    assert frame["StatusCode"] == 401
+    assert frame["error"]["StatusCode"] == 401
+    assert frame["close_code"] == 1008
+
+
+async def test_wrong_api_key_is_refused(srv: ServerHandle) -> None:
+    url = srv.ws_url.replace(f"api_key={srv.api_key}", "api_key=nope")
+    frame = await _refused(
+        srv, json.dumps({"token": srv.user_token("alice"), "user_details": {"id": "alice"}}), url
+    )
+    assert frame["StatusCode"] == 401
+    assert "api_key" in frame["message"]
+
+
+async def test_user_details_must_match_the_token(srv: ServerHandle) -> None:
+    frame = await _refused(
+        srv, json.dumps({"token": srv.user_token("alice"), "user_details": {"id": "bob"}})
+    )
+    assert frame["StatusCode"] == 401
+    assert frame["field"] == "user_details.id"
+
+
+async def test_first_frame_without_token_or_json_is_refused(srv: ServerHandle) -> None:
+    frame = await _refused(srv, json.dumps({"user_details": {"id": "alice"}}))
+    assert frame["field"] == "token"
+    frame = await _refused(srv, "{not json")
+    assert frame["StatusCode"] == 400
+
+
+async def test_server_token_connects_for_an_existing_user_only(srv: ServerHandle) -> None:
+    ws = await WsClient.open(srv, "bob", token=srv.server_token())
+    assert ws.hello["me"]["id"] == "bob"
+    await ws.close()
+    frame = await _refused(
+        srv, json.dumps({"token": srv.server_token(), "user_details": {"id": "nobody"}})
+    )
+    assert frame["StatusCode"] == 400
+
+
+async def test_health_check_is_answered_with_reply_to(srv: ServerHandle) -> None:
+    async with await WsClient.open(srv, "alice") as ws:
+        await ws.send({"type": "health.check", "id": "h1", "client_id": "x"})
+        frame = await ws.next("health.check")
+        assert frame["reply_to"] == "h1"
+        assert frame["connection_id"] == ws.connection_id
+
+
+async def test_bad_frames_get_error_frames_and_the_connection_stays(srv: ServerHandle) -> None:
+    async with await WsClient.open(srv, "alice") as ws:
+        await ws.ws.send("{oops")
+        err = await ws.next("error")
+        assert err["StatusCode"] == 400 and "JSON" in err["message"]
+        await ws.send({"type": "teleport", "id": 7})  # type: ignore[dict-item]
+        err = await ws.next("error")
+        assert err["field"] == "type" and err["reply_to"] == 7 and "teleport" in err["message"]
+        await ws.ws.send(json.dumps([1, 2]))
+        err = await ws.next("error")
+        assert "object" in err["message"]
+        await ws.ws.send(b"\x00\x01")
+        err = await ws.next("error")
+        assert "binary" in err["message"]
+        assert await ws.settle() == []
+
+
+async def test_oversized_frame_gets_413_and_close(srv: ServerHandle) -> None:
+    ws = await WsClient.open(srv, "alice")
+    await ws.send({"type": "signal", "blob": "x" * 200_000})
+    err = await ws.next("error")
+    assert err["StatusCode"] == 413
+    with pytest.raises(ConnectionClosed) as closed:
+        await ws.next()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+async def test_events_reach_members_without_a_watch(srv: ServerHandle) -> None:
+    await create_call(srv, "default:room", ["alice", "bob"])
+    bob = await WsClient.open(srv, "bob")
+    dave = await WsClient.open(srv, "dave")
+    r = await call_post(srv, "alice", "default:room", "mark_ended")
+    assert r.status_code == 200, r.text
+    ended = await bob.next("call.ended")
+    assert ended["call_cid"] == "default:room"
+    assert ended["reason"] == "ended"
+    assert ended["user"]["id"] == "alice"
+    assert ended["call"]["cid"] == "default:room"
+    assert ended["call"]["ended_at"] is not None
+    assert await dave.settle() == []
+    await bob.close()
+    await dave.close()
+
+
+async def test_presence_changes_go_to_users_sharing_a_call(srv: ServerHandle) -> None:
+    await create_call(srv, "default:p", ["alice", "bob"])
+    bob = await WsClient.open(srv, "bob")
+    dave = await WsClient.open(srv, "dave")
+    presence = srv.ctx.extras["presence"]
+    assert not presence.is_online("alice")
+    a1 = await WsClient.open(srv, "alice")
+    changed = await bob.next("user.presence.changed")
+    assert changed["user"]["id"] == "alice" and changed["user"]["online"] is True
+    assert presence.is_online("alice") and "alice" in presence.online_user_ids()
+    a2 = await WsClient.open(srv, "alice")  # a second connection changes nothing
+    await a1.close()
+    assert await bob.settle() == []  # still online through a2
+    assert presence.is_online("alice")
+    await a2.close()
+    changed = await bob.next("user.presence.changed")
+    assert changed["user"]["id"] == "alice" and changed["user"]["online"] is False
+    assert not presence.is_online("alice")
+    assert [f for f in await dave.settle() if f["type"] == "user.presence.changed"] == []
+    await bob.close()
+    await dave.close()
