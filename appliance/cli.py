@@ -22,6 +22,7 @@ EX_CONFIG = 78
 # Modules that contribute sub-commands through ``register(subparsers)``.
 COMMAND_MODULES: list[str] = [
     "appliance.server.cli",
+    "appliance.client.cli",
 ]
 
 
