@@ -8,9 +8,10 @@ temporary profile directory.
 Fixtures (import them into a ``conftest.py`` or a test module):
 
 - ``browser``: one Chromium process for the test.
-- ``page_guard``: a :class:`PageGuard` that opens pages pinned to one server origin; a request
-  or WebSocket to any other host is blocked *and fails the test* at teardown, as does an
-  uncaught exception in a page.
+- ``page_guard``: a :class:`PageGuard` that opens pages pinned to the origins it was told to
+  ``allow()``; a request or WebSocket to any other host is blocked *and fails the test* at
+  teardown, as does an uncaught exception in a page. ``guarded_browser()`` is the same as an
+  async context manager (wrap it in a fixture of your own name).
 
 Helpers: :meth:`PageGuard.console_lines` reads a page's console output, :func:`wait_for_js`
 polls a JavaScript expression.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -135,6 +137,14 @@ class PageGuard:
         self.foreign.append(ws.url)
         await ws.close(code=1008, reason="blocked by test")
 
+    def check(self) -> None:
+        """Fail the test on foreign requests or uncaught page errors seen so far."""
+        if self.page_errors:
+            pytest.fail("uncaught errors in the page:\n" + "\n".join(self.page_errors))
+        if self.foreign:
+            hosts = "\n".join(sorted(set(self.foreign)))
+            pytest.fail("the page made requests to other hosts:\n" + hosts)
+
     async def close(self) -> None:
         for context in self.contexts:
             try:
@@ -170,6 +180,21 @@ async def launch_chromium(playwright: Any, extra_args: list[str] | None = None) 
     return browser
 
 
+@asynccontextmanager
+async def guarded_browser(extra_args: list[str] | None = None) -> AsyncIterator[PageGuard]:
+    """Chromium plus a :class:`PageGuard`; on exit fails the test if a page reached another host
+    or threw an uncaught exception."""
+    async with async_playwright() as playwright:
+        chromium = await launch_chromium(playwright, extra_args)
+        guard = PageGuard(chromium)
+        try:
+            yield guard
+        finally:
+            await guard.close()
+            await chromium.close()
+    guard.check()
+
+
 @pytest_asyncio.fixture
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
@@ -181,16 +206,9 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @pytest_asyncio.fixture
-async def page_guard(browser: Browser) -> AsyncIterator[PageGuard]:
-    guard = PageGuard(browser)
-    yield guard
-    await guard.close()
-    if guard.page_errors:
-        pytest.fail("uncaught errors in the page:\n" + "\n".join(guard.page_errors))
-    if guard.foreign:
-        pytest.fail(
-            "the page made requests to other hosts:\n" + "\n".join(sorted(set(guard.foreign)))
-        )
+async def page_guard() -> AsyncIterator[PageGuard]:
+    async with guarded_browser() as guard:
+        yield guard
 
 
 async def wait_for_js(

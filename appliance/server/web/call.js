@@ -48,6 +48,7 @@ export class Call extends EventTarget {
     this.data = null; // the `call` object of the last response
     this.members = [];
     this.ownCapabilities = [];
+    this.membership = null;
     this.sessionId = null; // our participant session id while joined
     this.participants = new Map(); // session id -> participant (as the server sent it)
     this.peers = new Map(); // session id -> Peer
@@ -224,6 +225,7 @@ export class Call extends EventTarget {
     if (response?.call) this.data = response.call;
     if (response?.members) this.members = response.members;
     if (response?.own_capabilities) this.ownCapabilities = response.own_capabilities;
+    if (response?.membership) this.membership = response.membership;
     return response;
   }
 

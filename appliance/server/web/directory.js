@@ -1,0 +1,90 @@
+// The devices (users with custom.device) in the signed-in user's calls, with presence.
+
+import {displayName, el} from './view.js';
+
+export function isDevice(user) {
+  return Boolean(user && user.custom && user.custom.device);
+}
+
+export class Directory {
+  // onCall(device user, call cid) places a call to the device.
+  constructor({list, empty, me, onCall}) {
+    this.list = list;
+    this.empty = empty;
+    this.me = me;
+    this.onCall = onCall;
+    this.devices = new Map(); // user id -> {user, cids: [cid, …] (most recent call first)}
+    this.busy = false;
+  }
+
+  // callStates: [{call, members}] as query calls returns them, most recent first.
+  update(callStates) {
+    const devices = new Map();
+    for (const state of callStates) {
+      for (const member of state.members || []) {
+        const user = member.user;
+        if (!isDevice(user) || user.id === this.me) continue;
+        const entry = devices.get(user.id) || {user, cids: []};
+        if (!entry.cids.includes(state.call.cid)) entry.cids.push(state.call.cid);
+        devices.set(user.id, entry);
+      }
+    }
+    this.devices = devices;
+    this.render();
+  }
+
+  // user.presence.changed: {user: {id, online, …}}.
+  presence(user) {
+    const entry = this.devices.get(user?.id);
+    if (!entry) return;
+    entry.user = {...entry.user, ...user};
+    this.render();
+  }
+
+  device(userId) {
+    return this.devices.get(userId)?.user || null;
+  }
+
+  setBusy(busy) {
+    this.busy = busy;
+    this.render();
+  }
+
+  render() {
+    const items = [...this.devices.values()].sort((a, b) =>
+      displayName(a.user).localeCompare(displayName(b.user)),
+    );
+    this.list.replaceChildren(...items.map((entry) => this._item(entry)));
+    this.empty.hidden = items.length > 0;
+  }
+
+  _item({user, cids}) {
+    const device = user.custom.device || {};
+    const online = Boolean(user.online);
+    const name = displayName(user);
+    const details = [device.model, device.location || user.custom.location].filter(Boolean).join(' · ');
+    return el(
+      'li',
+      {class: 'device', dataset: {userId: user.id, online: String(online)}},
+      el('span', {class: `presence ${online ? 'online' : 'offline'}`, 'aria-hidden': 'true'}),
+      el(
+        'span',
+        {class: 'who'},
+        el('span', {class: 'name'}, name),
+        el('span', {class: 'status'}, online ? 'online' : 'offline', details ? ` · ${details}` : ''),
+      ),
+      el(
+        'button',
+        {
+          type: 'button',
+          class: 'primary call-device',
+          disabled: !online || this.busy || !cids.length,
+          title: online ? `Call ${name}` : `${name} is offline`,
+          'aria-label': `Call ${name}`,
+          onclick: () => this.onCall(user, cids[0]),
+        },
+        'Call',
+      ),
+    );
+  }
+}

@@ -1,0 +1,187 @@
+// The in-call view: remote video large, own preview small, mute, camera off, hang up, Unlock
+// for a door with a relay, the call's duration and a connection-quality hint.
+
+import {formatDuration} from './view.js';
+
+const STATS_EVERY_MS = 2000;
+const RESULT_SHOWN_MS = 6000;
+
+// RTT and packet loss → a word a person understands.
+export function quality(stats) {
+  if (!stats || stats.rttMs === null) return {level: 'unknown', text: ''};
+  const rtt = Math.round(stats.rttMs);
+  const loss = stats.lossPct ?? 0;
+  let level = 'good';
+  if (rtt > 400 || loss > 8) level = 'poor';
+  else if (rtt > 150 || loss > 2) level = 'fair';
+  const word = {good: 'Good', fair: 'Fair', poor: 'Poor'}[level];
+  return {level, text: `${word} connection · ${rtt} ms · ${loss.toFixed(1)} % loss`};
+}
+
+export class InCallView extends EventTarget {
+  constructor(root) {
+    super();
+    this.root = root;
+    this.remote = root.querySelector('#remote-video');
+    this.local = root.querySelector('#local-video');
+    this.waiting = root.querySelector('#remote-waiting');
+    this.title = root.querySelector('#call-title');
+    this.duration = root.querySelector('#call-duration');
+    this.quality = root.querySelector('#call-quality');
+    this.message = root.querySelector('#call-message');
+    this.mic = root.querySelector('#btn-mic');
+    this.cam = root.querySelector('#btn-cam');
+    this.unlockButton = root.querySelector('#btn-unlock');
+    this.hangup = root.querySelector('#btn-hangup');
+    this.call = null;
+    this.media = null;
+    this._timers = [];
+    this.mic.addEventListener('click', () => this.toggle('audio'));
+    this.cam.addEventListener('click', () => this.toggle('video'));
+    this.unlockButton.addEventListener('click', () => this.unlock());
+    this.hangup.addEventListener('click', () => this.dispatchEvent(new Event('hangup')));
+    document.addEventListener('keydown', (event) => this._key(event));
+  }
+
+  get active() {
+    return this.call !== null;
+  }
+
+  // call: a joined (or joining) Call; canUnlock: show the Unlock button.
+  show(call, {title, canUnlock}) {
+    this.call = call;
+    this.startedAt = null;
+    this.root.hidden = false;
+    this.root.dataset.state = 'connecting';
+    this.title.textContent = title;
+    this.duration.textContent = '0:00';
+    this.quality.textContent = '';
+    this.waiting.hidden = false;
+    this.waiting.textContent = 'Connecting…';
+    this.message.hidden = true;
+    this.unlockButton.hidden = !canUnlock;
+    this.unlockButton.disabled = false;
+    this._listen(call);
+    this._renderControls();
+    this._timers.push(setInterval(() => this._tick(), 1000));
+    this._timers.push(setInterval(() => this._stats(), STATS_EVERY_MS));
+    this.hangup.focus();
+  }
+
+  attachLocal(media) {
+    this.media = media || null;
+    this.local.srcObject = media?.stream || null;
+    this.local.hidden = !media?.stream || !media.track('video');
+    this._renderControls();
+  }
+
+  hide() {
+    for (const timer of this._timers) clearInterval(timer);
+    this._timers = [];
+    clearTimeout(this._messageTimer);
+    this.call = null;
+    this.media = null;
+    this.root.hidden = true;
+    this.remote.srcObject = null;
+    this.local.srcObject = null;
+  }
+
+  say(text, kind = 'info', ms = 0) {
+    this.message.textContent = text;
+    this.message.dataset.kind = kind;
+    this.message.hidden = false;
+    clearTimeout(this._messageTimer);
+    if (ms) this._messageTimer = setTimeout(() => (this.message.hidden = true), ms);
+  }
+
+  toggle(kind) {
+    const media = this.media || this.call?.media;
+    if (!media || !media.track(kind)) return;
+    media.setEnabled(kind, !media.enabled[kind]);
+    this._renderControls();
+  }
+
+  async unlock() {
+    if (!this.call || this.unlockButton.hidden) return;
+    this.unlockButton.disabled = true;
+    this.say('Unlocking…');
+    try {
+      await this.call.unlock();
+    } catch (err) {
+      this.unlockButton.disabled = false;
+      this.say(`Unlock could not be sent: ${err.message}`, 'error', RESULT_SHOWN_MS);
+    }
+  }
+
+  _listen(call) {
+    call.addEventListener('track', (event) => {
+      if (this.call !== call) return;
+      if (this.remote.srcObject !== event.detail.stream) this.remote.srcObject = event.detail.stream;
+      this.remote.play().catch(() => {});
+    });
+    call.addEventListener('peer.state', (event) => {
+      if (this.call !== call) return;
+      const state = event.detail.state;
+      if (state === 'connected') {
+        this.root.dataset.state = 'connected';
+        this.waiting.hidden = true;
+        if (this.startedAt === null) this.startedAt = Date.now();
+      } else if (state === 'disconnected' || state === 'failed') {
+        this.root.dataset.state = 'reconnecting';
+        this.waiting.hidden = false;
+        this.waiting.textContent = 'Connection lost, reconnecting…';
+      }
+    });
+    call.addEventListener('custom', (event) => {
+      if (this.call !== call) return;
+      const custom = event.detail.custom || {};
+      if (custom.type !== 'unlock.result') return;
+      this.unlockButton.disabled = false;
+      if (custom.ok) this.say('Door unlocked', 'ok', RESULT_SHOWN_MS);
+      else this.say(`Unlock refused${custom.reason ? `: ${custom.reason}` : ''}`, 'error', RESULT_SHOWN_MS);
+    });
+  }
+
+  _renderControls() {
+    const media = this.media || this.call?.media;
+    const mic = media?.track('audio');
+    const cam = media?.track('video');
+    this.mic.disabled = !mic;
+    this.cam.disabled = !cam;
+    const micOff = !mic || !media.enabled.audio;
+    const camOff = !cam || !media.enabled.video;
+    this.mic.setAttribute('aria-pressed', String(Boolean(mic) && micOff));
+    this.cam.setAttribute('aria-pressed', String(Boolean(cam) && camOff));
+    this.mic.textContent = !mic ? 'No microphone' : micOff ? 'Unmute' : 'Mute';
+    this.cam.textContent = !cam ? 'No camera' : camOff ? 'Camera on' : 'Camera off';
+    this.local.classList.toggle('off', camOff);
+  }
+
+  _tick() {
+    if (this.startedAt !== null) this.duration.textContent = formatDuration(Date.now() - this.startedAt);
+  }
+
+  async _stats() {
+    const call = this.call;
+    if (!call) return;
+    try {
+      const q = quality(await call.stats());
+      if (this.call !== call) return;
+      this.quality.textContent = q.text;
+      this.quality.dataset.level = q.level;
+    } catch {
+      // a peer closing mid-read; the next tick tries again
+    }
+  }
+
+  _key(event) {
+    if (!this.active || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.target.closest && event.target.closest('input, textarea')) return;
+    const action = {m: () => this.toggle('audio'), v: () => this.toggle('video'), u: () => this.unlock(),
+      h: () => this.dispatchEvent(new Event('hangup'))}[event.key.toLowerCase()];
+    if (action) {
+      event.preventDefault();
+      action();
+    }
+  }
+}

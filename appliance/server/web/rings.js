@@ -1,0 +1,157 @@
+// Ring cards: incoming rings (Accept / Decline) and the outgoing "Calling …" card (Cancel).
+//
+// Ringing is server-authoritative: a card goes away the moment the server says anyone accepted,
+// this user declined or missed it (on any tab), the caller cancelled, or the call ended.
+
+import {customEntries, displayName, el} from './view.js';
+
+function sessionKey(event) {
+  const call = event.call || {};
+  return `${event.call_cid}/${call.session?.id || call.current_session_id || ''}`;
+}
+
+export class Rings extends EventTarget {
+  constructor({container, template, ringtone, me}) {
+    super();
+    this.container = container;
+    this.template = template;
+    this.ringtone = ringtone;
+    this.me = me;
+    this.cards = new Map(); // cid -> {key, node, direction, caller, call}
+    this.seen = new Set(); // session keys already rung (the hub re-sends rings on reconnect)
+  }
+
+  get ringing() {
+    return [...this.cards.values()].filter((card) => card.direction === 'in');
+  }
+
+  // call.ring {call, user: caller, members}
+  incoming(event) {
+    const caller = event.user || {};
+    if (caller.id === this.me) return;
+    const key = sessionKey(event);
+    if (this.seen.has(key) && this.cards.has(event.call_cid)) return;
+    this.seen.add(key);
+    this.remove(event.call_cid);
+    const node = this.template.content.firstElementChild.cloneNode(true);
+    const name = displayName(caller);
+    node.dataset.cid = event.call_cid;
+    node.dataset.direction = 'in';
+    node.setAttribute('aria-label', `Incoming call from ${name}`);
+    node.querySelector('.ring-kind').textContent = 'Incoming call';
+    node.querySelector('.ring-caller').textContent = name;
+    this._custom(node, event.call?.custom);
+    const accept = node.querySelector('.accept');
+    const decline = node.querySelector('.decline');
+    accept.addEventListener('click', () => this._act('accept', event, node));
+    decline.addEventListener('click', () => this._act('decline', event, node));
+    this.cards.set(event.call_cid, {key, node, direction: 'in', caller, call: event.call});
+    this.container.append(node);
+    this._sound();
+    accept.focus();
+    this.dispatchEvent(new CustomEvent('change'));
+  }
+
+  // The card shown while this user calls a device. Returns the card's node.
+  outgoing(cid, device, custom) {
+    this.remove(cid);
+    const node = this.template.content.firstElementChild.cloneNode(true);
+    const name = displayName(device);
+    node.dataset.cid = cid;
+    node.dataset.direction = 'out';
+    node.setAttribute('aria-label', `Calling ${name}`);
+    node.querySelector('.ring-kind').textContent = 'Calling';
+    node.querySelector('.ring-caller').textContent = name;
+    this._custom(node, custom);
+    node.querySelector('.accept').remove();
+    const cancel = node.querySelector('.decline');
+    cancel.textContent = 'Cancel';
+    cancel.addEventListener('click', () => {
+      this.dispatchEvent(new CustomEvent('cancel', {detail: {cid}}));
+    });
+    this.cards.set(cid, {key: cid, node, direction: 'out', caller: null, call: null});
+    this.container.append(node);
+    cancel.focus();
+    this.dispatchEvent(new CustomEvent('change'));
+    return node;
+  }
+
+  setState(cid, text) {
+    const card = this.cards.get(cid);
+    if (card) card.node.querySelector('.ring-state').textContent = text;
+  }
+
+  // Any call event: stop ringing when the server says so.
+  handle(event) {
+    const card = this.cards.get(event.call_cid);
+    if (!card || card.direction !== 'in') return;
+    const who = event.user?.id;
+    switch (event.type) {
+      case 'call.accepted':
+        this.remove(event.call_cid, who === this.me ? 'accepted' : 'answered elsewhere');
+        break;
+      case 'call.rejected':
+        if (who === this.me || who === card.caller?.id) {
+          this.remove(event.call_cid, who === this.me ? 'declined' : 'cancelled');
+        }
+        break;
+      case 'call.missed':
+        if (who === this.me) this.remove(event.call_cid, 'missed');
+        break;
+      case 'call.ended':
+      case 'call.session_ended':
+      case 'call.deleted':
+        this.remove(event.call_cid, 'ended');
+        break;
+      default:
+    }
+  }
+
+  // After a reconnect: keep only cards whose call still rings this user.
+  reconcile(callStates) {
+    for (const [cid, card] of this.cards) {
+      if (card.direction !== 'in') continue;
+      const state = callStates.find((s) => s.call.cid === cid);
+      const session = state?.call.session;
+      if (!state || state.call.ended_at || !(session?.ringing || []).includes(this.me)) {
+        this.remove(cid, 'ended');
+      }
+    }
+  }
+
+  remove(cid, reason = '') {
+    const card = this.cards.get(cid);
+    if (!card) return;
+    this.cards.delete(cid);
+    card.node.remove();
+    if (!this.ringing.length) this.ringtone.stop();
+    this.dispatchEvent(new CustomEvent('removed', {detail: {cid, reason, direction: card.direction}}));
+    this.dispatchEvent(new CustomEvent('change'));
+  }
+
+  _sound() {
+    this.ringtone.start();
+  }
+
+  _custom(node, custom) {
+    const list = node.querySelector('.ring-custom');
+    const entries = customEntries(custom);
+    list.replaceChildren(...entries.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
+    list.hidden = entries.length === 0;
+  }
+
+  _act(action, event, node) {
+    for (const button of node.querySelectorAll('button')) button.disabled = true;
+    node.querySelector('.ring-state').textContent = action === 'accept' ? 'Answering…' : 'Declining…';
+    this.ringtone.stop();
+    this.dispatchEvent(new CustomEvent(action, {detail: {cid: event.call_cid, event}}));
+  }
+
+  // An action failed: let the user try again.
+  failed(cid, message) {
+    const card = this.cards.get(cid);
+    if (!card) return;
+    for (const button of card.node.querySelectorAll('button')) button.disabled = false;
+    card.node.querySelector('.ring-state').textContent = message;
+  }
+}

@@ -1,0 +1,416 @@
+"""The web console in headless Chromium against a real call server (issue #6).
+
+The devices here are stand-ins: a WebSocket (presence) or a second Chromium page running the
+call module (``/probe.html``) as the device user, with the fake camera. The full flow with the
+appliance daemon is in ``test_console_daemon.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import websockets
+from playwright.async_api import Page, expect
+
+from tests.support.browser import DESKTOP, PHONE, PageGuard, guarded_browser, wait_for_js
+from tests.support.server import ServerHandle, running_server
+
+pytestmark = pytest.mark.e2e
+
+WEB_DIR = Path(__file__).resolve().parents[2] / "appliance" / "server" / "web"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+USERS = [
+    {"id": "alice", "name": "Alice", "teams": ["north"]},
+    {"id": "bob", "name": "Bob", "teams": ["north"]},
+    {"id": "eve", "name": "Eve", "teams": ["south"]},
+    {
+        "id": "door-1",
+        "name": "Front door",
+        "teams": ["north"],
+        "custom": {"device": {"relay": True, "model": "intercom"}},
+    },
+    {
+        "id": "gate-9",
+        "name": "Yard gate",
+        "teams": ["south"],
+        "custom": {"device": {"relay": True, "model": "intercom"}},
+    },
+]
+DOOR = "/api/v2/video/call/default/door-1"
+GATE = "/api/v2/video/call/default/gate-9"
+SHORT_RING = {"ring": {"incoming_call_timeout_ms": 2500, "auto_cancel_timeout_ms": 20000}}
+
+
+@pytest_asyncio.fixture
+async def srv(tmp_path: Path) -> AsyncIterator[ServerHandle]:
+    async with running_server(tmp_path, users=USERS) as handle:
+        async with handle.client() as admin:
+            for path, members, team, custom in (
+                (DOOR, ["alice", "bob", "door-1"], "north", {"location": "Main entrance"}),
+                (GATE, ["eve", "gate-9"], "south", {"location": "Back yard"}),
+            ):
+                device = path.rsplit("/", 1)[1]
+                r = await admin.post(
+                    path,
+                    json={
+                        "data": {
+                            "created_by_id": device,
+                            "members": [{"user_id": m} for m in members],
+                            "team": team,
+                            "custom": custom,
+                            "settings_override": SHORT_RING,
+                        }
+                    },
+                )
+                assert r.status_code == 201 or r.status_code == 200, r.text
+        yield handle
+
+
+@pytest_asyncio.fixture
+async def guard() -> AsyncIterator[PageGuard]:
+    async with guarded_browser() as pages:
+        yield pages
+
+
+async def sign_in(guard: PageGuard, srv: ServerHandle, user: str, **kwargs: Any) -> Page:
+    guard.allow(srv.base_url)
+    page = await guard.new_page(**kwargs)
+    await page.goto(f"{srv.base_url}/?api_key={srv.api_key}&token={srv.user_token(user)}")
+    await expect(page.locator("#link-state")).to_have_text("online")
+    return page
+
+
+async def ring_from(srv: ServerHandle, device: str, path: str) -> dict[str, Any]:
+    async with srv.client(device) as http:
+        r = await http.post(f"{path}/ring", json={"video": True})
+        assert r.status_code == 200, r.text
+        got = await http.get(path)
+        result: dict[str, Any] = got.json()
+        return result
+
+
+def _in_two_seconds() -> str:
+    return (datetime.now(UTC) + timedelta(seconds=2)).isoformat().replace("+00:00", "Z")
+
+
+def ring_card(page: Page, cid: str = "default:door-1") -> Any:
+    return page.locator(f'.ring-card[data-cid="{cid}"]')
+
+
+class DeviceSocket:
+    """A device's event connection: it makes the device *online* while open."""
+
+    def __init__(self, srv: ServerHandle, user: str) -> None:
+        self.srv = srv
+        self.user = user
+        self.ws: Any = None
+
+    async def __aenter__(self) -> DeviceSocket:
+        self.ws = await websockets.connect(self.srv.ws_url)
+        await self.ws.send(
+            json.dumps({"token": self.srv.user_token(self.user), "user_details": {"id": self.user}})
+        )
+        first = json.loads(await self.ws.recv())
+        assert first["type"] == "connection.ok", first
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.ws.close()
+
+
+# The device stand-in: a page running call.js as the device user, with the fake camera/mic.
+DEVICE_JS = """
+async ([apiKey, token, type, id, answer]) => {
+  await new Promise((r) => (window.appliance ? r() : addEventListener('appliance-ready', r)));
+  const {Connection, Call} = window.appliance;
+  const connection = new Connection({apiKey, token});
+  await connection.open();
+  const call = new Call(connection, type, id);
+  window.device = {call, unlocks: 0};
+  call.addEventListener('track', (e) => { window.appliance.video.srcObject = e.detail.stream; });
+  call.addEventListener('custom', async (e) => {
+    if (e.detail.custom?.type !== 'unlock') return;
+    window.device.unlocks += 1;
+    await call.sendEvent({type: 'unlock.result', ok: true, reason: 'relay pulsed'});
+  });
+  if (answer) {
+    connection.addEventListener('call.ring', async (e) => {
+      if (e.detail.call_cid !== call.cid) return;
+      await call.accept();
+      await call.join({});
+    });
+  }
+  return connection.connectionId;
+}
+"""
+
+
+async def device_page(guard: PageGuard, srv: ServerHandle, user: str, *, answer: bool) -> Page:
+    guard.allow(srv.base_url)
+    page = await guard.new_page()
+    await page.goto(f"{srv.base_url}/probe.html")
+    await page.evaluate(DEVICE_JS, [srv.api_key, srv.user_token(user), "default", user, answer])
+    return page
+
+
+MIC_SENDER_IS_EMPTY = """
+[...window.applianceConsole.call.peers.values()][0].pc.getTransceivers()
+  .filter((t) => t.receiver.track.kind === 'audio').every((t) => t.sender.track === null)
+"""
+
+
+# --- sign-in ----------------------------------------------------------------------------------
+
+
+async def test_sign_in_from_link_lists_devices_and_their_presence(
+    srv: ServerHandle, guard: PageGuard
+) -> None:
+    page = await sign_in(guard, srv, "alice")
+    # The token leaves the address bar and stays in this tab's storage.
+    assert "token=" not in page.url
+    stored = await page.evaluate("sessionStorage.getItem('appliance.signin')")
+    assert json.loads(stored)["apiKey"] == srv.api_key
+    await expect(page.locator("#me")).to_have_text("Alice")
+    door = page.locator('.device[data-user-id="door-1"]')
+    await expect(door).to_have_attribute("data-online", "false")
+    await expect(door.locator(".status")).to_contain_text("offline")
+    await expect(door.locator("button.call-device")).to_be_disabled()
+
+    async with DeviceSocket(srv, "door-1"):
+        await expect(door).to_have_attribute("data-online", "true")
+        await expect(door.locator("button.call-device")).to_be_enabled()
+    await expect(door).to_have_attribute("data-online", "false")
+    await expect(door.locator(".status")).to_contain_text("offline")
+
+    # A reload keeps the sign-in (same tab); sign-out forgets it.
+    await page.reload()
+    await expect(page.locator("#link-state")).to_have_text("online")
+    await page.locator("#signout").click()
+    await expect(page.locator("#signin")).to_be_visible()
+    await expect(page.locator("#signin-reason")).to_contain_text("signed out")
+    assert await page.evaluate("sessionStorage.getItem('appliance.signin')") is None
+
+
+async def test_bad_expired_and_revoked_tokens_show_the_sign_in_screen(
+    srv: ServerHandle, guard: PageGuard
+) -> None:
+    guard.allow(srv.base_url)
+    page = await guard.new_page()
+    await page.goto(f"{srv.base_url}/?api_key={srv.api_key}&token=not-a-token")
+    await expect(page.locator("#signin")).to_be_visible()
+    await expect(page.locator("#signin-reason")).to_contain_text("token")
+    await expect(page.locator("#app")).to_be_hidden()
+
+    expired = srv.user_token("alice", ttl=-3600)
+    await page.goto(f"{srv.base_url}/?api_key={srv.api_key}&token={expired}")
+    await expect(page.locator("#signin-reason")).to_contain_text("expired")
+
+    # A forged token (wrong secret) is refused by the server.
+    forged = srv.user_token("alice").rsplit(".", 1)[0] + ".AAAA"
+    await page.goto(f"{srv.base_url}/?api_key={srv.api_key}&token={forged}")
+    await expect(page.locator("#signin-reason")).to_contain_text("no longer valid")
+
+    # Signed in, then the user's tokens are revoked (a lost phone): back to sign-in.
+    page = await sign_in(guard, srv, "bob")
+    async with srv.client() as admin:
+        r = await admin.post(
+            "/api/v2/users/revoke_tokens",
+            json={"user_ids": ["bob"], "revoke_tokens_issued_before": _in_two_seconds()},
+        )
+        assert r.status_code in (200, 201), r.text
+    await page.reload()
+    await expect(page.locator("#signin")).to_be_visible()
+    await expect(page.locator("#signin-reason")).to_contain_text("no longer valid")
+
+    # Pasting a good link into the form signs in.
+    link = f"{srv.base_url}/?api_key={srv.api_key}&token={srv.user_token('alice')}"
+    await page.locator("#signin-link").fill(link)
+    await page.locator("#signin-link").press("Enter")
+    await expect(page.locator("#link-state")).to_have_text("online")
+    await expect(page.locator("#me")).to_have_text("Alice")
+
+
+# --- ringing ----------------------------------------------------------------------------------
+
+
+async def test_every_tab_of_every_member_rings_and_stops_when_one_accepts(
+    srv: ServerHandle, guard: PageGuard
+) -> None:
+    context = await guard.new_context()
+    alice_1 = await sign_in(guard, srv, "alice", context=context)
+    alice_2 = await sign_in(guard, srv, "alice", context=context)
+    bob = await sign_in(guard, srv, "bob")
+    # One gesture on the first tab lets it play the ringtone.
+    await alice_1.locator("#devices-title").click()
+
+    await ring_from(srv, "door-1", DOOR)
+    for page in (alice_1, alice_2, bob):
+        card = ring_card(page)
+        await expect(card).to_be_visible()
+        await expect(card.locator(".ring-caller")).to_have_text("Front door")
+        await expect(card.locator(".ring-custom")).to_contain_text("Main entrance")
+    assert await alice_1.evaluate("window.applianceConsole.ringtone.playing")
+
+    await ring_card(bob).locator("button.accept").click()
+    for page in (alice_1, alice_2):
+        await expect(ring_card(page)).to_have_count(0)
+    assert not await alice_1.evaluate("window.applianceConsole.ringtone.playing")
+    await expect(bob.locator("#incall")).to_be_visible()
+    await bob.locator("#btn-hangup").click()
+    await expect(bob.locator("#incall")).to_be_hidden()
+
+
+async def test_caller_cancel_stops_ringing_everywhere(srv: ServerHandle, guard: PageGuard) -> None:
+    alice = await sign_in(guard, srv, "alice")
+    bob = await sign_in(guard, srv, "bob")
+    await ring_from(srv, "door-1", DOOR)
+    await expect(ring_card(alice)).to_be_visible()
+    await expect(ring_card(bob)).to_be_visible()
+    async with srv.client("door-1") as door:
+        r = await door.post(f"{DOOR}/reject", json={"reason": "cancel"})
+        assert r.status_code == 200, r.text
+    await expect(ring_card(alice)).to_have_count(0)
+    await expect(ring_card(bob)).to_have_count(0)
+
+
+async def test_decline_on_one_tab_stops_that_users_other_tabs(
+    srv: ServerHandle, guard: PageGuard
+) -> None:
+    context = await guard.new_context()
+    alice_1 = await sign_in(guard, srv, "alice", context=context)
+    alice_2 = await sign_in(guard, srv, "alice", context=context)
+    bob = await sign_in(guard, srv, "bob")
+    await ring_from(srv, "door-1", DOOR)
+    await expect(ring_card(alice_2)).to_be_visible()
+    await ring_card(alice_1).locator("button.decline").click()
+    await expect(ring_card(alice_1)).to_have_count(0)
+    await expect(ring_card(alice_2)).to_have_count(0)
+    # Bob is still asked.
+    await expect(ring_card(bob)).to_be_visible()
+
+
+async def test_missed_ring_is_marked_in_recent_calls(srv: ServerHandle, guard: PageGuard) -> None:
+    alice = await sign_in(guard, srv, "alice")
+    await ring_from(srv, "door-1", DOOR)
+    await expect(ring_card(alice)).to_be_visible()
+    # incoming_call_timeout_ms is 2.5 s on this call: the server stops the ring.
+    await expect(ring_card(alice)).to_have_count(0, timeout=15000)
+    row = alice.locator('.recent[data-cid="default:door-1"]')
+    await expect(row).to_have_attribute("data-outcome", "missed")
+    await expect(row.locator(".outcome")).to_have_text("Missed")
+
+
+async def test_a_user_of_another_team_sees_neither_the_device_nor_its_calls(
+    srv: ServerHandle, guard: PageGuard
+) -> None:
+    await ring_from(srv, "door-1", DOOR)
+    eve = await sign_in(guard, srv, "eve")
+    await expect(eve.locator('.device[data-user-id="gate-9"]')).to_be_visible()
+    await expect(eve.locator('.recent[data-cid="default:gate-9"]')).to_have_count(0)
+    await expect(eve.locator(".device")).to_have_count(1)
+    assert await eve.locator('[data-cid="default:door-1"]').count() == 0
+    assert await eve.locator('[data-user-id="door-1"]').count() == 0
+    # Nor does a ring of the other team reach her.
+    alice = await sign_in(guard, srv, "alice")
+    await ring_from(srv, "door-1", DOOR)
+    await expect(ring_card(alice)).to_be_visible()
+    await ring_from(srv, "gate-9", GATE)
+    await expect(ring_card(eve, "default:gate-9")).to_be_visible()
+    assert await ring_card(eve).count() == 0
+    assert await alice.locator('[data-cid="default:gate-9"]').count() == 0
+    # Asking the server directly does not help either.
+    async with srv.client("eve") as http:
+        r = await http.get(DOOR)
+        assert r.status_code in (403, 404), r.text
+
+
+# --- in call ------------------------------------------------------------------------------------
+
+
+async def _screenshot(page: Page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    await page.screenshot(path=str(path))
+    return path
+
+
+async def test_call_a_device_talk_unlock_and_hang_up(srv: ServerHandle, guard: PageGuard) -> None:
+    door = await device_page(guard, srv, "door-1", answer=True)
+    alice = await sign_in(guard, srv, "alice")
+    call_button = alice.locator('.device[data-user-id="door-1"] button.call-device')
+    await expect(call_button).to_be_enabled()
+    await call_button.click()
+    # The device answers; the console shows the call with the device's video.
+    await expect(alice.locator("#incall")).to_be_visible()
+    await expect(alice.locator("#incall")).to_have_attribute("data-state", "connected")
+    await wait_for_js(alice, "document.querySelector('#remote-video').videoWidth > 0")
+    stats = await alice.evaluate("window.applianceConsole.call.stats()")
+    assert stats["videoCodec"] == "video/H264"
+    await expect(alice.locator("#call-quality")).to_contain_text("connection", timeout=8000)
+    await expect(alice.locator("#call-duration")).not_to_have_text("0:00", timeout=5000)
+
+    await alice.locator("#btn-mic").click()
+    await expect(alice.locator("#btn-mic")).to_have_attribute("aria-pressed", "true")
+    assert await alice.evaluate(MIC_SENDER_IS_EMPTY)
+    await alice.keyboard.press("m")
+    await expect(alice.locator("#btn-mic")).to_have_attribute("aria-pressed", "false")
+
+    unlock = alice.locator("#btn-unlock")
+    await expect(unlock).to_be_visible()
+    await unlock.click()
+    await expect(alice.locator("#call-message")).to_have_text(re.compile("Door unlocked"))
+    assert await door.evaluate("window.device.unlocks") == 1
+
+    await alice.locator("#btn-hangup").click()
+    await expect(alice.locator("#incall")).to_be_hidden()
+    await expect(alice.locator("#devices")).to_be_visible()
+
+
+async def test_screenshots_of_ring_card_and_call_at_desktop_and_phone_sizes(
+    srv: ServerHandle, guard: PageGuard
+) -> None:
+    door = await device_page(guard, srv, "door-1", answer=False)
+    alice = await sign_in(guard, srv, "alice")
+    await door.evaluate("window.device.call.join({})")
+    await ring_from(srv, "door-1", DOOR)
+    await expect(ring_card(alice)).to_be_visible()
+    for size, name in ((DESKTOP, "desktop"), (PHONE, "phone")):
+        await alice.set_viewport_size(size)  # type: ignore[arg-type]
+        shot = await _screenshot(alice, f"console-ring-{name}")
+        assert shot.stat().st_size > 10_000
+    await alice.set_viewport_size(DESKTOP)  # type: ignore[arg-type]
+    await ring_card(alice).locator("button.accept").click()
+    await expect(alice.locator("#incall")).to_have_attribute("data-state", "connected")
+    await wait_for_js(alice, "document.querySelector('#remote-video').videoWidth > 0")
+    await wait_for_js(alice, "document.querySelector('#local-video').videoWidth > 0")
+    await expect(alice.locator("#call-duration")).not_to_have_text("0:00", timeout=5000)
+    await expect(alice.locator("#call-quality")).to_contain_text("connection", timeout=8000)
+    for size, name in ((DESKTOP, "desktop"), (PHONE, "phone")):
+        await alice.set_viewport_size(size)  # type: ignore[arg-type]
+        await _screenshot(alice, f"console-call-{name}")
+    await alice.locator("#btn-hangup").click()
+    await expect(alice.locator("#incall")).to_be_hidden()
+
+
+# --- static checks ------------------------------------------------------------------------------
+
+
+def test_console_files_reference_nothing_outside_the_server() -> None:
+    external = re.compile(r"""(?:src|href|url)\s*[=(]\s*["']?(?:https?:)?//""", re.I)
+    imports = re.compile(r"""^(?:import|export)\s[^;'"]*?from\s*["']([^"']+)["']""", re.M)
+    for path in WEB_DIR.iterdir():
+        if path.suffix not in (".html", ".css", ".js"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        assert not external.search(text), f"{path.name} references another host"
+        for target in imports.findall(text):
+            assert target.startswith("./"), f"{path.name} imports {target!r}"
+            assert (WEB_DIR / target[2:]).exists(), f"{path.name} imports missing {target!r}"
