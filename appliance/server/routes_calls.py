@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from appliance.calls import events
 from appliance.calls.capabilities import Capability
-from appliance.calls.settings import effective_settings
+from appliance.calls.settings import effective_settings, merge
 from appliance.errors import InvalidRequest, PermissionDenied, ServerUnavailable
 from appliance.server import calltypes
 from appliance.server.auth import Principal, principal
@@ -281,8 +281,10 @@ async def update_call(
         if body.settings_override is not None:
             acc.require(Capability.UPDATE_CALL_SETTINGS)
             ctype = await calltypes.get_row(conn, type)
-            _check_settings(ctype["settings"], body.settings_override, "settings_override")
-            values["settings_override"] = body.settings_override
+            # A partial override merges onto the call's earlier one (Stream's update semantics).
+            override = merge(row["settings_override"] or {}, body.settings_override)
+            _check_settings(ctype["settings"], override, "settings_override")
+            values["settings_override"] = override
         if "starts_at" in body.model_fields_set:
             values["starts_at"] = to_ns(body.starts_at, "starts_at")
         await conn.execute(update(calls).where(calls.c.cid == cid).values(**values))
