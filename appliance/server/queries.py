@@ -1,0 +1,462 @@
+"""Query members, calls and users: parsed filters compiled to SQL, keyset pagination.
+
+Pages of members and calls are cut by *keyset*, not offset: the ``next`` cursor holds the sort
+key (plus a unique tiebreaker) of the last row returned, ``prev`` that of the first, and the
+next page is "rows strictly after that key in this order". Rows inserted meanwhile never shift a
+page or repeat a row, and every page is an index range scan, however deep. A cursor is opaque
+to clients (URL-safe base64 of JSON) and carries the sort it was made for, so a cursor reused
+with another sort is refused rather than silently misread.
+
+Users are paged by ``offset`` (and ``id_gt``/``id_lt``…) as Stream's query users is.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    true,
+    tuple_,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from appliance.calls.filters import CALLS, MEMBERS, USERS, Condition, Group, Node, Query, SortKey
+from appliance.errors import InvalidRequest
+from appliance.server.auth import Principal
+from appliance.server.filtersql import (
+    call_compiler,
+    column_condition,
+    compile_node,
+    index_match,
+    is_negative,
+    member_compiler,
+    unindexed,
+    user_compiler,
+)
+from appliance.server.schema import (
+    call_member_custom_index,
+    call_members,
+    calls,
+    user_custom_index,
+    users,
+)
+
+MEMBERS_DEFAULT_SORT = (SortKey("created_at", 1),)
+CALLS_DEFAULT_SORT = (SortKey("created_at", -1),)
+USERS_DEFAULT_SORT = (SortKey("id", 1),)
+MAX_USERS_OFFSET = 10_000
+READ_CAPABILITIES = frozenset({"read-call", "join-call"})
+
+
+@dataclass
+class Page:
+    rows: list[dict[str, Any]]
+    next: str | None = None
+    prev: str | None = None
+
+
+@dataclass(frozen=True)
+class Keyset:
+    """The ordering of a query: sort expressions, directions, and their names for cursors."""
+
+    columns: tuple[ColumnElement[Any], ...]
+    directions: tuple[int, ...]
+    names: tuple[str, ...]
+    signature: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        sig = ",".join(f"{n}:{d}" for n, d in zip(self.names, self.directions, strict=True))
+        object.__setattr__(self, "signature", sig)
+
+
+def keyset_for(
+    sort: Sequence[SortKey], columns: Mapping[str, ColumnElement[Any]], tiebreaker: str
+) -> Keyset:
+    names = [k.field for k in sort]
+    directions = [k.direction for k in sort]
+    if tiebreaker not in names:
+        # The tiebreaker follows the last key's direction: one row-value comparison then
+        # covers the whole key, which the planner turns into a single index range.
+        names.append(tiebreaker)
+        directions.append(directions[-1] if directions else 1)
+    return Keyset(tuple(columns[n] for n in names), tuple(directions), tuple(names))
+
+
+def encode_cursor(keyset: Keyset, values: Sequence[Any]) -> str:
+    raw = json.dumps({"s": keyset.signature, "k": list(values)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(keyset: Keyset, cursor: str, where: str) -> list[Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (ValueError, UnicodeError, binascii.Error) as err:
+        raise InvalidRequest(f"{where}: not a cursor of this server", field=where) from err
+    if not isinstance(data, dict) or not isinstance(data.get("k"), list):
+        raise InvalidRequest(f"{where}: not a cursor of this server", field=where)
+    if data.get("s") != keyset.signature:
+        raise InvalidRequest(f"{where}: cursor was made for a different sort", field=where)
+    values = data["k"]
+    if len(values) != len(keyset.columns) or not all(
+        isinstance(v, str | int) and not isinstance(v, bool) for v in values
+    ):
+        raise InvalidRequest(f"{where}: cursor does not fit this query", field=where)
+    return values
+
+
+def beyond(
+    keyset: Keyset, values: Sequence[Any], forward: bool, *, plain: bool = False
+) -> ColumnElement[bool]:
+    """Rows strictly after ``values`` in the keyset's order (before, when not ``forward``).
+    ``plain`` compares expressions no index matches (see ``page_statement``)."""
+    sign = 1 if forward else -1
+    binds = [bindparam(None, v, type_=c.type) for c, v in zip(keyset.columns, values, strict=True)]
+    dirs = [d * sign for d in keyset.directions]
+    if plain:
+        keyset = Keyset(
+            tuple(unindexed(c) for c in keyset.columns), keyset.directions, keyset.names
+        )
+    if len(set(dirs)) == 1:
+        left: ColumnElement[Any] = tuple_(*keyset.columns) if len(binds) > 1 else keyset.columns[0]
+        right: Any = tuple_(*binds) if len(binds) > 1 else binds[0]
+        return left > right if dirs[0] == 1 else left < right
+    alternatives = []
+    for i, (col, bind, d) in enumerate(zip(keyset.columns, binds, dirs, strict=True)):
+        equal = [keyset.columns[j] == binds[j] for j in range(i)]
+        alternatives.append(and_(*equal, col > bind if d == 1 else col < bind))
+    return or_(*alternatives)
+
+
+def page_statement(
+    base: Select[Any],
+    keyset: Keyset,
+    limit: int,
+    cursor: Sequence[Any] | None = None,
+    *,
+    forward: bool = True,
+    sort_in_memory: bool = False,
+) -> Select[Any]:
+    """The SELECT of one page: ``limit + 1`` rows beyond ``cursor``, with the key columns
+    labelled ``_k0…`` (the extra row tells whether there is more).
+
+    ``sort_in_memory`` orders by expressions no index provides: for a query known to match
+    few rows, it stops the planner from walking a whole sort index to skip the sort.
+    """
+    stmt = base
+    if cursor is not None:
+        stmt = stmt.where(beyond(keyset, cursor, forward, plain=sort_in_memory))
+    keys = [c.label(f"_k{i}") for i, c in enumerate(keyset.columns)]
+    sort_by = [unindexed(c) for c in keyset.columns] if sort_in_memory else keyset.columns
+    order = [
+        c.asc() if d * (1 if forward else -1) == 1 else c.desc()
+        for c, d in zip(sort_by, keyset.directions, strict=True)
+    ]
+    return stmt.add_columns(*keys).order_by(*order).limit(limit + 1)
+
+
+async def page_by_keyset(
+    conn: AsyncConnection,
+    base: Select[Any],
+    keyset: Keyset,
+    limit: int,
+    next_cursor: str | None = None,
+    prev_cursor: str | None = None,
+    *,
+    sort_in_memory: bool = False,
+) -> Page:
+    """Run ``base`` (already filtered) for one page in ``keyset`` order, with cursors."""
+    if next_cursor and prev_cursor:
+        raise InvalidRequest("next, prev: give one cursor, not both", field="next")
+    forward = not prev_cursor
+    cursor = next_cursor or prev_cursor
+    values = decode_cursor(keyset, cursor, "next" if forward else "prev") if cursor else None
+    stmt = page_statement(
+        base, keyset, limit, values, forward=forward, sort_in_memory=sort_in_memory
+    )
+    found = [dict(r) for r in (await conn.execute(stmt)).mappings()]
+    more = len(found) > limit
+    found = found[:limit]
+    if not forward:
+        found.reverse()
+    width = len(keyset.columns)
+    key_values = [[row.pop(f"_k{i}") for i in range(width)] for row in found]
+    page = Page(found)
+    if not found:
+        return page
+    first, last = key_values[0], key_values[-1]
+    if forward:
+        page.next = encode_cursor(keyset, last) if more else None
+        if cursor and await _any(conn, base, keyset, first, False, sort_in_memory):
+            page.prev = encode_cursor(keyset, first)
+    else:
+        page.prev = encode_cursor(keyset, first) if more else None
+        if await _any(conn, base, keyset, last, True, sort_in_memory):
+            page.next = encode_cursor(keyset, last)
+    return page
+
+
+async def _any(
+    conn: AsyncConnection,
+    base: Select[Any],
+    keyset: Keyset,
+    values: Sequence[Any],
+    forward: bool,
+    sort_in_memory: bool,
+) -> bool:
+    """Is there a row beyond ``values``? (Asked as a one-row page, so it gets the page's plan.)"""
+    stmt = page_statement(base, keyset, 0, values, forward=forward, sort_in_memory=sort_in_memory)
+    return (await conn.execute(stmt)).first() is not None
+
+
+async def explain(conn: AsyncConnection, stmt: Select[Any]) -> list[str]:
+    """The database's plan for ``stmt``, one line a step (for tests that check index use)."""
+    sql = stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+    if conn.dialect.name == "sqlite":
+        rows = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")
+        return [str(tuple(r)[-1]) for r in rows]
+    rows = await conn.exec_driver_sql(f"EXPLAIN {sql}")
+    return [str(r[0]) for r in rows]
+
+
+# -- members ------------------------------------------------------------------------------
+
+
+RARE_MATCHES = 500
+"""A member condition matching at most this many rows drives the query by user id."""
+
+
+def _probe(call_cid: str, cond: Condition) -> Select[Any] | None:
+    """The user ids a positive, indexed member condition matches (``None``: not probeable)."""
+    if is_negative(cond) or (cond.op == "$exists" and cond.field not in ("custom", "user.custom")):
+        return None
+    if cond.field == "custom":
+        t = call_member_custom_index
+        return select(t.c.user_id).where(t.c.call_cid == call_cid, index_match(t, cond))
+    if cond.field == "user.custom":
+        t = user_custom_index
+        return select(t.c.user_id).where(index_match(t, cond))
+    if cond.field in ("role", "user_id") and cond.op in ("$eq", "$in"):
+        m = call_members
+        col = m.c.role if cond.field == "role" else m.c.user_id
+        return select(m.c.user_id).where(
+            m.c.call_cid == call_cid, column_condition(col, cond, False)
+        )
+    return None
+
+
+async def _resolve(conn: AsyncConnection, call_cid: str, node: Node) -> set[str] | None:
+    """The user ids ``node`` matches if they are few and cheap to find, else ``None``."""
+    if isinstance(node, Condition):
+        probe = _probe(call_cid, node)
+        if probe is None:
+            return None
+        result = await conn.execute(probe.distinct().limit(RARE_MATCHES + 1))
+        matched = {row[0] for row in result}
+        return matched if len(matched) <= RARE_MATCHES else None
+    if node.op != "$or":
+        return None
+    union: set[str] = set()
+    for item in node.items:
+        ids = await _resolve(conn, call_cid, item)
+        if ids is None:
+            return None
+        union |= ids
+        if len(union) > RARE_MATCHES:
+            return None
+    return union
+
+
+async def rare_drivers(
+    conn: AsyncConnection, call_cid: str, node: Node | None
+) -> dict[Node, Collection[str]]:
+    """Resolve the rarest top-level condition to its user ids when it matches few members.
+
+    Planners cannot know that ``custom.badge = 'rare'`` matches 1 row of 100,000 (SQLite keeps
+    no per-value statistics), so they walk the sort index and test every member. Probing the
+    index first (at most ``RARE_MATCHES + 1`` entries) and handing the planner the ids turns
+    that walk into a handful of primary-key seeks. Common values keep the walk, which stops
+    after one page.
+    """
+    if node is None:
+        return {}
+    candidates = list(node.items) if isinstance(node, Group) and node.op == "$and" else [node]
+    best: tuple[Node, set[str]] | None = None
+    for candidate in candidates:
+        ids = await _resolve(conn, call_cid, candidate)
+        if ids is not None and (best is None or len(ids) < len(best[1])):
+            best = (candidate, ids)
+    return {best[0]: best[1]} if best else {}
+
+
+def members_statement(
+    call_cid: str, query: Query, drivers: Mapping[Node, Collection[str]] | None = None
+) -> tuple[Select[Any], Keyset]:
+    m = call_members
+    stmt = select(m).where(m.c.call_cid == call_cid)
+    if query.filter is not None:
+        stmt = stmt.where(compile_node(query.filter, member_compiler(call_cid), drivers))
+    columns = {"user_id": m.c.user_id, "role": m.c.role}
+    columns |= {"created_at": m.c.created_at, "updated_at": m.c.updated_at}
+    keyset = keyset_for(query.sort or MEMBERS_DEFAULT_SORT, columns, "user_id")
+    return stmt, keyset
+
+
+async def query_members(
+    conn: AsyncConnection,
+    call_cid: str,
+    query: Query,
+    *,
+    next: str | None = None,
+    prev: str | None = None,
+) -> Page:
+    """Members of ``call_cid`` (``call_members`` rows) matching ``query``, one page."""
+    if query.entity is not MEMBERS:
+        raise TypeError(f"not a members query: {query.entity.name}")
+    drivers = await rare_drivers(conn, call_cid, query.filter)
+    stmt, keyset = members_statement(call_cid, query, drivers)
+    return await page_by_keyset(
+        conn, stmt, keyset, query.limit, next, prev, sort_in_memory=bool(drivers)
+    )
+
+
+async def explain_members(conn: AsyncConnection, call_cid: str, query: Query) -> list[str]:
+    """The plan of the first page ``query_members`` runs for ``query`` (probe included)."""
+    drivers = await rare_drivers(conn, call_cid, query.filter)
+    stmt, keyset = members_statement(call_cid, query, drivers)
+    page = page_statement(stmt, keyset, query.limit, sort_in_memory=bool(drivers))
+    return await explain(conn, page)
+
+
+# -- calls --------------------------------------------------------------------------------
+
+
+def visible_calls(
+    who: Principal, grants_by_type: Mapping[str, Mapping[str, Iterable[str]]]
+) -> ColumnElement[bool]:
+    """The calls ``who`` may read, as a condition (see ``permissions.py`` for the rules)."""
+    if who.is_server:
+        return true()
+    c, m = calls, call_members
+    fences: list[ColumnElement[bool]] = []
+    if who.call_cids is not None:
+        fences.append(c.c.cid.in_(list(who.call_cids)))
+    fences.append(c.c.team.in_(list(who.teams)) if who.teams else c.c.team.is_(None))
+    mine = and_(m.c.call_cid == c.c.cid, m.c.user_id == who.user_id)
+    per_type: list[ColumnElement[bool]] = []
+    for name, grants in grants_by_type.items():
+        readable = sorted(r for r, caps in grants.items() if READ_CAPABILITIES & set(caps))
+        if who.role == "admin" and "admin" in readable:
+            per_type.append(c.c.type == name)
+            continue
+        ways: list[ColumnElement[bool]] = []
+        if readable:
+            ways.append(exists().where(mine, m.c.role.in_(readable)))
+        if "user" in readable:
+            ways.append(not_(exists().where(mine)))
+        if ways:
+            per_type.append(and_(c.c.type == name, or_(*ways)))
+    return and_(*fences, or_(false(), *per_type))
+
+
+def calls_statement(
+    query: Query, visible: ColumnElement[bool] | None = None
+) -> tuple[Select[Any], Keyset]:
+    c = calls
+    stmt = select(c)
+    if visible is not None:
+        stmt = stmt.where(visible)
+    if query.filter is not None:
+        stmt = stmt.where(compile_node(query.filter, call_compiler()))
+    columns: dict[str, ColumnElement[Any]] = {
+        "created_at": c.c.created_at,
+        "updated_at": c.c.updated_at,
+        # Calls without a start or an end sort first (ascending), as if at time -1.
+        "starts_at": func.coalesce(c.c.starts_at, -1),
+        "ended_at": func.coalesce(c.c.ended_at, -1),
+        "cid": c.c.cid,
+        "type": c.c.type,
+        "id": c.c.id,
+    }
+    keyset = keyset_for(query.sort or CALLS_DEFAULT_SORT, columns, "cid")
+    return stmt, keyset
+
+
+async def query_calls(
+    conn: AsyncConnection,
+    query: Query,
+    *,
+    visible: ColumnElement[bool] | None = None,
+    next: str | None = None,
+    prev: str | None = None,
+) -> Page:
+    """Calls (``calls`` rows) matching ``query`` among those ``visible``, one page."""
+    if query.entity is not CALLS:
+        raise TypeError(f"not a calls query: {query.entity.name}")
+    stmt, keyset = calls_statement(query, visible)
+    return await page_by_keyset(conn, stmt, keyset, query.limit, next, prev)
+
+
+# -- users --------------------------------------------------------------------------------
+
+
+def users_statement(
+    query: Query,
+    online_ids: Callable[[], Collection[str]],
+    id_range: Mapping[str, str | None] | None = None,
+) -> Select[Any]:
+    u = users
+    stmt = select(u)
+    if query.filter is not None:
+        stmt = stmt.where(compile_node(query.filter, user_compiler(online_ids)))
+    ops = {"id_gt": u.c.id.__gt__, "id_gte": u.c.id.__ge__, "id_lt": u.c.id.__lt__}
+    ops["id_lte"] = u.c.id.__le__
+    for name, value in (id_range or {}).items():
+        if value is not None:
+            stmt = stmt.where(ops[name](value))
+    columns: dict[str, ColumnElement[Any]] = {
+        "id": u.c.id,
+        "name": func.coalesce(u.c.name, ""),
+        "role": u.c.role,
+        "created_at": u.c.created_at,
+        "updated_at": u.c.updated_at,
+        "last_active": func.coalesce(u.c.last_active, -1),
+    }
+    keyset = keyset_for(query.sort or USERS_DEFAULT_SORT, columns, "id")
+    order = [
+        c.asc() if d == 1 else c.desc()
+        for c, d in zip(keyset.columns, keyset.directions, strict=True)
+    ]
+    return stmt.order_by(*order)
+
+
+async def query_users(
+    conn: AsyncConnection,
+    query: Query,
+    *,
+    online_ids: Callable[[], Collection[str]] = frozenset,
+    offset: int = 0,
+    id_range: Mapping[str, str | None] | None = None,
+) -> list[dict[str, Any]]:
+    """Users (``users`` rows) matching ``query``; ``online_ids`` answers the ``online`` filter."""
+    if query.entity is not USERS:
+        raise TypeError(f"not a users query: {query.entity.name}")
+    if offset < 0 or offset > MAX_USERS_OFFSET:
+        raise InvalidRequest(f"offset: must be between 0 and {MAX_USERS_OFFSET}", field="offset")
+    stmt = users_statement(query, online_ids, id_range).offset(offset).limit(query.limit)
+    return [dict(r) for r in (await conn.execute(stmt)).mappings()]
