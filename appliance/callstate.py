@@ -75,10 +75,6 @@ class Link(Protocol):
 
     async def reject(self, cid: str, reason: str) -> None: ...
 
-    async def join(self, cid: str, *, create: bool) -> Joined: ...
-
-    async def leave(self, cid: str) -> None: ...
-
     async def send_event(self, cid: str, custom: dict[str, Any]) -> None: ...
 
     async def member_role(self, cid: str, user_id: str) -> str | None: ...
@@ -88,20 +84,23 @@ class Link(Protocol):
 
 
 class Media(Protocol):
-    """One call's media (the daemon's view of :class:`appliance.media.session.CallMedia`)."""
+    """One call's media (the daemon's view of :class:`appliance.media.session.CallMedia`): it
+    joins the call (the participant is bound to the media's signaling) and leaves on stop."""
 
-    async def start(self) -> None: ...
+    async def start(self) -> Joined: ...
 
     def open_gate(self) -> None: ...
 
     def set_muted(self, muted: bool) -> None: ...
 
-    async def stop(self) -> None: ...
+    async def stop(self) -> None:
+        """Close every peer and leave the call (idempotent)."""
 
     def stats(self) -> dict[str, Any]: ...
 
 
-MediaFactory = Callable[[Joined, Callable[[MediaEvent], None]], Media]
+MediaFactory = Callable[[str, bool, Callable[[MediaEvent], None]], Media]
+"""``factory(cid, create, on_event)``: media for one join of ``cid``."""
 
 
 class Sounds(Protocol):

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from appliance.errors import ConfigError
+from appliance.media.audio.settings import AudioSettings
 from appliance.yamlload import YamlDocument, load_yaml
 
 ID_RE = re.compile(r"^[A-Za-z0-9@_.-]{1,64}$")
@@ -330,22 +331,14 @@ class CameraConfig(Model):
         return self
 
 
-class AudioConfig(Model):
-    capture: str | None = "default"
-    playback: str | None = "default"
-    capture_volume: float = Field(default=1.0, ge=0, le=4)
-    playback_volume: float = Field(default=1.0, ge=0, le=4)
-    half_duplex: bool = False
-
-
 class MediaConfig(Model):
     camera: CameraConfig = Field(default_factory=CameraConfig)
     display: bool = False
-    audio: AudioConfig = Field(default_factory=AudioConfig)
+    audio: AudioSettings = Field(default_factory=AudioSettings)
 
 
 class SoundsConfig(Model):
-    """WAV files; ``builtin`` uses the tones shipped with the package, ``none`` stays silent."""
+    """WAV files; ``builtin`` uses the sounds shipped with the package, ``none`` stays silent."""
 
     chime: str = "builtin"
     ringback: str = "builtin"
@@ -403,6 +396,15 @@ class DeviceConfig(Model):
             if dup:
                 raise ValueError(f"two buttons share the {what} {sorted(dup)[0]!r}")
         return value
+
+    def sound_files(self) -> dict[str, Path]:
+        """Overrides for the chime player (its names: chime, ringback, preannounce)."""
+        names = {"chime": "chime", "ringback": "ringback", "pre_announce": "preannounce"}
+        return {
+            player_name: Path(value)
+            for field_name, player_name in names.items()
+            if (value := getattr(self.sounds, field_name)) not in ("builtin", "none")
+        }
 
     def button(self, name: str) -> ButtonConfig | None:
         return next((b for b in self.buttons if b.name == name), None)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from appliance.callstate import (
@@ -71,6 +71,7 @@ class Daemon:
         self.transitions: list[tuple[float, str, str, str]] = []
         self.unlocks: list[dict[str, Any]] = []
         self.first_packet_at: float | None = None
+        self.audio_stats: Callable[[], dict[str, Any]] | None = None
         self._since = clock.monotonic()
         self._call_tasks: set[asyncio.Task[Any]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -304,13 +305,12 @@ class Daemon:
         self.cid = cid
         if self.call_state is not S.CONNECTING:
             self.transition(S.CONNECTING, "joining")
-        joined = await self.link.join(cid, create=create)
-        self.joined = joined
-        media = self._media_factory(joined, self.on_media_event)
+        media = self._media_factory(cid, create, self.on_media_event)
         self.media = media
         self.first_packet_at = None
         media.set_muted(self.muted)
-        await media.start()
+        joined = await media.start()
+        self.joined = joined
         self.panel.camera_live(self._video_leaves())
         self.gate_open = True
         media.open_gate()
@@ -331,17 +331,16 @@ class Daemon:
         log.info("Daemon(%s) hung up (%s)", self.me, reason)
 
     async def _teardown(self, *, leave: bool, reject: bool, reason: str = "cancel") -> None:
+        """``leave`` is informational: stopping the media leaves the call when it joined."""
         cid, media = self.cid, self.media
         self.transition(S.ENDING, "hanging up")
         self.media = None
         self.gate_open = False
         try:
             if media is not None:
-                await media.stop()
+                await media.stop()  # closes the peers and leaves the call
             if cid is not None and reject:
                 await self.link.reject(cid, reason)
-            if cid is not None and leave and self.joined is not None:
-                await self.link.leave(cid)
         except (APIError, OSError) as err:
             log.warning("Daemon(%s) %s: could not tell the server: %s", self.me, cid, err)
         finally:
@@ -470,7 +469,9 @@ class Daemon:
             "simulated_panel": panel.get("simulated"),
             "participants": sorted(set(self.joined.participants.values())) if self.joined else [],
             "unlocks": self.unlocks[-5:],
-            "audio": self.media.stats() if self.media is not None else None,
+            "audio": self.media.stats()
+            if self.media is not None
+            else (self.audio_stats() if self.audio_stats is not None else None),
             "last_error": self.last_error,
             "transitions": [
                 {"at": at, "from": old, "to": new, "reason": why}

@@ -85,8 +85,8 @@ async def build(cfg: DeviceConfig) -> AsyncIterator[Rig]:
     factory = MockFactory()
     rig_holder: list[Rig] = []
 
-    def media_factory(joined: Any, on_event: Any) -> FakeMedia:
-        m = FakeMedia(joined, on_event, rig_holder[0].media_log)
+    def media_factory(cid: str, create: bool, on_event: Any) -> FakeMedia:
+        m = FakeMedia(link, cid, create, on_event, rig_holder[0].media_log)
         rig_holder[0].medias.append(m)
         return m
 

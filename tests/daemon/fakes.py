@@ -69,16 +69,28 @@ class FakeLink:
 
 
 class FakeMedia:
+    """Joins through the fake link's script (as CallMedia joins through the client)."""
+
     def __init__(
-        self, joined: Joined, on_event: Callable[[MediaEvent], None], log: list[str]
+        self,
+        link: FakeLink,
+        cid: str,
+        create: bool,
+        on_event: Callable[[MediaEvent], None],
+        log: list[str],
     ) -> None:
-        self.joined = joined
+        self.link = link
+        self.cid = cid
+        self.create = create
         self.on_event = on_event
         self.log = log
         self.muted = False
+        self.joined: Joined | None = None
 
-    async def start(self) -> None:
+    async def start(self) -> Joined:
         self.log.append("start")
+        self.joined = await self.link.join(self.cid, create=self.create)
+        return self.joined
 
     def open_gate(self) -> None:
         self.log.append("gate")
@@ -89,6 +101,8 @@ class FakeMedia:
 
     async def stop(self) -> None:
         self.log.append("stop")
+        if self.joined is not None:
+            await self.link.leave(self.cid)
 
     def stats(self) -> dict[str, Any]:
         return {"frames_captured": 1}

@@ -1,0 +1,130 @@
+"""``appliance run | check | press | status``: the daemon's sub-commands.
+
+A config mistake exits 78 (EX_CONFIG; the units carry ``RestartPreventExitStatus=78``) with the
+one-line ``file:line: key: problem`` message and never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from appliance.config import DeviceConfig, load_config
+
+DEFAULT_SYSTEM_STATE = Path("/var/lib/appliance")
+
+
+def register(subparsers: Any) -> None:
+    run = subparsers.add_parser("run", help="run the appliance daemon")
+    run.add_argument("--config", required=True, help="device YAML (e.g. config/intercom.yaml)")
+    run.add_argument("--no-banner", action="store_true", help="do not print the console links")
+    run.set_defaults(func=cmd_run)
+
+    check = subparsers.add_parser("check", help="check a device config; exit 78 if it is wrong")
+    check.add_argument("--config", required=True)
+    check.set_defaults(func=cmd_check)
+
+    press = subparsers.add_parser("press", help="press a button of the running daemon's panel")
+    press.add_argument("button", help="button name from the config, e.g. call")
+    press.add_argument("--hold", action="store_true", help="hold it (the button's hold action)")
+    _where(press)
+    press.set_defaults(func=cmd_press)
+
+    status = subparsers.add_parser("status", help="the running daemon's state")
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    _where(status)
+    status.set_defaults(func=cmd_status)
+
+
+def _where(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="device YAML of the daemon (finds its state dir)")
+    parser.add_argument("--state-dir", type=Path, help="the daemon's state dir")
+
+
+def default_state_dir(env: dict[str, str] | None = None) -> Path:
+    environ = dict(os.environ) if env is None else env
+    for name in ("APPLIANCE_STATE_DIR", "STATE_DIRECTORY"):
+        if environ.get(name):
+            return Path(environ[name].split(":")[0]).resolve()
+    local = Path("state").resolve()
+    if not local.exists() and DEFAULT_SYSTEM_STATE.exists():
+        return DEFAULT_SYSTEM_STATE
+    return local
+
+
+def _load(path: str) -> DeviceConfig:
+    return load_config(path, state_dir=default_state_dir())
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    server = "embedded" if cfg.server.embedded else cfg.server.url
+    print(
+        f"{args.config}: ok — device {cfg.device.id}, mode {cfg.mode.value}, "
+        f"call {cfg.call.type}:{cfg.call_id or '<fresh>'}, server {server}, "
+        f"{len(cfg.buttons)} button(s), pins {cfg.pin_factory}"
+    )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from appliance.sdnotify import Notifier
+    from appliance.service import serve
+
+    cfg = _load(args.config)
+    notifier = Notifier.from_env()
+    try:
+        return asyncio.run(serve(cfg, notifier, banner=not args.no_banner))
+    finally:
+        notifier.close()
+
+
+def _socket(args: argparse.Namespace) -> Path:
+    from appliance.control import SOCKET_NAME
+
+    if args.config:
+        cfg = _load(args.config)
+        if cfg.control.socket is not None:
+            return cfg.control.socket
+        assert cfg.state_dir is not None
+        return cfg.state_dir / SOCKET_NAME
+    return (args.state_dir or default_state_dir()) / SOCKET_NAME
+
+
+def cmd_press(args: argparse.Namespace) -> int:
+    from appliance.control import request
+
+    reply = request(_socket(args), {"cmd": "press", "button": args.button, "hold": args.hold})
+    status = reply.get("status", {})
+    print(f"pressed {args.button}{' (hold)' if args.hold else ''}: {status.get('call_state')}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from appliance.control import request
+
+    status = request(_socket(args), {"cmd": "status"})["status"]
+    if args.json:
+        print(json.dumps(status, sort_keys=True))
+        return 0
+    leds = status.get("leds") or {}
+    relay = status.get("relay") or {}
+    lines = [
+        f"device       {status['device']} ({status['mode']})",
+        f"call         {status['call_state']}"
+        + (f" {status['call_cid']}" if status["call_cid"] else ""),
+        f"server link  {status['server_link']}",
+        f"status LED   {leds.get('status')} ({leds.get('status_pattern')})",
+        f"camera live  {'on' if leds.get('camera_live') else 'off'}",
+        f"muted        {'yes' if status['muted'] else 'no'}",
+        f"relay        {relay.get('pulses', 0)} pulse(s)" if relay else "relay        none",
+    ]
+    if status.get("last_error"):
+        lines.append(f"last error   {status['last_error']}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0

@@ -1,0 +1,112 @@
+"""``server: embedded``: the call server running inside the daemon's own loop (uvicorn.Server),
+so a stand-alone intercom needs no other machine. The device's user (with ``custom.device``),
+the configured users and the call's members are seeded; the device gets a user token minted
+with the server's secret, which never leaves this process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from appliance.clock import Clock
+from appliance.config import DeviceConfig
+from appliance.errors import ConfigError, HardwareError
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedServer:
+    def __init__(self, cfg: DeviceConfig, clock: Clock) -> None:
+        assert cfg.server.embedded is not None and cfg.state_dir is not None
+        from appliance.server.settings import ServerSettings, ensure_secret
+
+        e = cfg.server.embedded
+        self.cfg = cfg
+        self.clock = clock
+        users: dict[str, dict[str, Any]] = {}
+        for member in cfg.call.members:
+            users[member.user_id] = {"id": member.user_id}
+        for seed in e.users:
+            users[seed.id] = seed.model_dump(exclude_none=True)
+        device = cfg.device
+        users[device.id] = {
+            "id": device.id,
+            "name": device.name or device.id,
+            "teams": [device.team] if device.team else [],
+            "custom": {"device": cfg.device_custom()},
+        }
+        data: dict[str, Any] = {
+            "api_key": e.api_key,
+            "state_dir": cfg.state_dir / "server",
+            "call_types": e.call_types,
+            "users": list(users.values()),
+            "host": e.host,
+            "port": e.port,
+            "base_url": e.public_url,
+        }
+        if e.database:
+            data["database"] = e.database
+        if e.secret_file is not None and e.secret_file.exists():
+            data["api_secret"] = e.secret_file.read_text().strip()
+        try:
+            settings = ServerSettings.model_validate(
+                {k: v for k, v in data.items() if v is not None}
+            )
+        except ValueError as err:
+            raise ConfigError(f"embedded server settings: {err}", key="server.embedded") from err
+        self.settings = ensure_secret(settings)
+        self._server: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self.port = e.port
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.public_base_url(port=self.port)
+
+    def token(self, user_id: str, ttl: float | None = None) -> str:
+        from appliance.server.auth import create_token
+
+        assert self.settings.api_secret
+        return create_token(self.settings.api_secret, user_id, clock=self.clock, ttl=ttl)
+
+    def login_link(self, user_id: str) -> str:
+        token = self.token(user_id, ttl=7 * 86400)
+        return f"{self.base_url}/?api_key={self.settings.api_key}&token={token}"
+
+    async def start(self) -> None:
+        import uvicorn
+
+        from appliance.server.app import create_app
+
+        app = create_app(self.settings, clock=self.clock)
+        config = uvicorn.Config(
+            app,
+            host=self.settings.host,
+            port=self.settings.port,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+        )
+        self._server = uvicorn.Server(config)
+        # the daemon owns the signals
+        self._server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+        self._task = asyncio.get_running_loop().create_task(self._server.serve())
+        while not self._server.started:
+            if self._task.done():
+                err = self._task.exception()
+                raise HardwareError(f"embedded server did not start: {err or 'exited'}")
+            await asyncio.sleep(0.02)
+        sockets = [s for srv in self._server.servers for s in srv.sockets]
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        log.info("embedded call server on %s", self.base_url)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._task, 10)
+            self._task = None

@@ -1,0 +1,153 @@
+"""The daemon's server link over :class:`appliance.client.Client` (the :class:`Link` port).
+
+It reduces the client's typed events to :class:`LinkEvent` for the state machine, and re-raises
+network failures as our :class:`ServerUnavailable` so the state machine sees one error tree.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from appliance.callstate import LinkEvent
+from appliance.client import CONNECTION_LOST, CONNECTION_OK, Call, Client, Event
+from appliance.config import CallConfig, DeviceConfig
+from appliance.errors import APIError, ServerUnavailable
+
+log = logging.getLogger(__name__)
+
+EVENTS = (
+    CONNECTION_OK,
+    CONNECTION_LOST,
+    "call.ring",
+    "call.accepted",
+    "call.rejected",
+    "call.missed",
+    "call.ended",
+    "call.session_participant_joined",
+    "call.session_participant_left",
+    "custom",
+)
+
+
+def to_link_event(event: Event) -> LinkEvent:
+    if event.type == CONNECTION_OK:
+        return LinkEvent("link.online")
+    if event.type == CONNECTION_LOST:
+        return LinkEvent("link.offline")
+    participant = event.participant
+    user_id = event.user.id if event.user is not None else None
+    if user_id is None and participant is not None:
+        user_id = participant.user_id
+    return LinkEvent(
+        event.type,
+        call_cid=event.cid,
+        user_id=user_id,
+        reason=event.reason,
+        custom=event.custom,
+        session_id=event.call_session_id,
+        participant_session=participant.session_id if participant is not None else None,
+        resynced=event.resynced,
+    )
+
+
+class ClientLink:
+    def __init__(self, client: Client, cfg: DeviceConfig) -> None:
+        self.client = client
+        self.cfg = cfg
+        self.user_id = cfg.device.id
+        self._calls: dict[str, Call] = {}
+        self._remove: Callable[[], None] | None = None
+
+    async def start(self, on_event: Callable[[LinkEvent], None]) -> None:
+        self._remove = self.client.on(EVENTS, lambda e: on_event(to_link_event(e)))
+
+    async def close(self) -> None:
+        if self._remove is not None:
+            self._remove()
+        await self.client.aclose()
+
+    def _call(self, cid: str) -> Call:
+        call = self._calls.get(cid)
+        if call is None:
+            call_type, call_id = cid.split(":", 1)
+            call = self.client.call(call_type, call_id)
+            self._calls[cid] = call
+        return call
+
+    async def _guarded(self, what: str, cid: str, work: Any) -> Any:
+        try:
+            return await work
+        except APIError:
+            raise
+        except (httpx.HTTPError, OSError) as err:
+            raise ServerUnavailable(f"{what}: {err}", cid=cid) from err
+
+    async def ring(self, call: CallConfig, call_id: str) -> str:
+        handle = self.client.call(call.type, call_id)
+        self._calls[handle.cid] = handle
+        members = [m.model_dump() for m in call.members]
+        if not any(m["user_id"] == self.user_id for m in members):
+            members.append({"user_id": self.user_id, "role": "call_member", "custom": {}})
+        ring_all = call.ring is None
+        await self._guarded(
+            "ring",
+            handle.cid,
+            handle.create(
+                members=members,
+                custom=call.custom or None,
+                settings=call.settings_override or None,
+                starts_at=call.starts_at,
+                team=self.cfg.device.team,
+                ring=ring_all,
+                video=call.video,
+            ),
+        )
+        if not ring_all:
+            await self._guarded("ring", handle.cid, handle.ring(call.ring, video=call.video))
+        return handle.cid
+
+    async def accept(self, cid: str) -> None:
+        await self._guarded("accept", cid, self._call(cid).accept())
+
+    async def reject(self, cid: str, reason: str) -> None:
+        await self._guarded("reject", cid, self._call(cid).reject(reason))
+
+    async def send_event(self, cid: str, custom: dict[str, Any]) -> None:
+        await self._guarded("event", cid, self._call(cid).send_event(custom))
+
+    async def member_role(self, cid: str, user_id: str) -> str | None:
+        page = await self._guarded(
+            "query members",
+            cid,
+            self._call(cid).query_members({"user_id": {"$eq": user_id}}, limit=1),
+        )
+        return page.members[0].role if page.members else None
+
+    async def participant_sessions(self, cid: str) -> set[str] | None:
+        response = await self._guarded("get", cid, self._call(cid).get())
+        session = response.call.live_session
+        if session is None:
+            return None
+        return {p.session_id for p in session.participants}
+
+    async def publish_device(self) -> None:
+        """Set ``custom.device`` on our user (DESIGN §4 "Devices"); a fleet server may not let a
+        device token do that (then an admin seeds it), which is logged, not fatal."""
+        user = {
+            "id": self.user_id,
+            "name": self.cfg.device.name,
+            "custom": {"device": self.cfg.device_custom()},
+        }
+        if self.cfg.device.team:
+            user["teams"] = [self.cfg.device.team]
+        try:
+            await self.client.upsert_users({k: v for k, v in user.items() if v is not None})
+        except (APIError, httpx.HTTPError, OSError) as err:
+            log.warning("Device(%s): cannot publish custom.device: %s", self.user_id, err)
+
+    def __repr__(self) -> str:
+        return f"<ClientLink {self.user_id} {self.client!r}>"

@@ -1,0 +1,175 @@
+"""``appliance run``: config → (embedded server) → hardware → client → state machine, as one
+async context; systemd is told READY=1 once the server link is up, then kept fed by a
+health-gated watchdog task."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.clock import Clock, SystemClock
+from appliance.config import DeviceConfig
+from appliance.control import ControlServer
+from appliance.daemon import Daemon
+from appliance.errors import AudioDeviceError
+from appliance.sdnotify import Notifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Running:
+    daemon: Daemon
+    control: ControlServer
+    embedded: Any = None
+    base_url: str = ""
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    cfg: DeviceConfig,
+    *,
+    notifier: Notifier | None = None,
+    clock: Clock | None = None,
+    factory: Any = None,
+) -> AsyncIterator[Running]:
+    from appliance.client import Client
+    from appliance.embedded import EmbeddedServer
+    from appliance.hardware.panel import Panel
+    from appliance.hardware.pins import make_pin_factory
+    from appliance.link import ClientLink
+    from appliance.media.audio import AudioDevices
+    from appliance.medialink import ChimeSounds, DaemonMedia
+
+    clock = clock or SystemClock()
+    notifier = notifier or Notifier(None)
+    loop = asyncio.get_running_loop()
+    assert cfg.state_dir is not None
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    async with contextlib.AsyncExitStack() as stack:
+        embedded = None
+        if cfg.server.embedded is not None:
+            notifier.status("starting the embedded call server")
+            embedded = EmbeddedServer(cfg, clock)
+            await embedded.start()
+            stack.push_async_callback(embedded.stop)
+            base_url, api_key = embedded.base_url, embedded.settings.api_key
+            token = embedded.token(cfg.device.id)
+        else:
+            base_url, api_key = cfg.server.url or "", cfg.server.api_key or ""
+            token = cfg.server.token or ""
+            if cfg.server.token_file is not None:
+                token = cfg.server.token_file.read_text().strip()
+        client = Client(base_url, api_key, token, user_id=cfg.device.id, clock=clock)
+        link = ClientLink(client, cfg)
+        settings = cfg.media.audio
+        settings = settings.model_copy(update={"sounds": {**settings.sounds, **cfg.sound_files()}})
+        try:
+            audio = AudioDevices.open(settings, clock=clock)
+            stack.push_async_callback(audio.close)
+        except AudioDeviceError as err:
+            log.error("audio unavailable, calls carry no sound: %s", err)
+            audio = None
+        sounds = ChimeSounds(audio, cfg)
+        factory = factory if factory is not None else make_pin_factory(cfg.pin_factory)
+        box: list[Daemon] = []
+        panel = Panel(cfg, factory, clock, loop, lambda e: box[0].on_button(e))
+        stack.callback(panel.close)
+
+        def media_factory(cid: str, create: bool, on_event: Any) -> DaemonMedia:
+            return DaemonMedia(client, cid, create, on_event, cfg=cfg, audio=audio, clock=clock)
+
+        daemon = Daemon(cfg, link, media_factory, panel, sounds, clock)
+        box.append(daemon)
+        if audio is not None:
+            daemon.audio_stats = audio.stats
+
+        async def handle(request: dict[str, Any]) -> dict[str, Any]:
+            cmd = request.get("cmd")
+            if cmd == "status":
+                return {"ok": True, "status": daemon.status()}
+            if cmd == "press":
+                await panel.press(str(request.get("button")), hold=bool(request.get("hold")))
+                return {"ok": True, "status": daemon.status()}
+            return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+        control = ControlServer(cfg.state_dir, handle, cfg.control.socket)
+        await control.start()
+        stack.push_async_callback(control.close)
+        await daemon.start()
+        stack.push_async_callback(daemon.stop)
+        if embedded is None:
+            daemon.spawn(link.publish_device())
+        yield Running(daemon, control, embedded, base_url)
+
+
+async def serve(cfg: DeviceConfig, notifier: Notifier, *, banner: bool = True) -> int:
+    """Run until SIGTERM/SIGINT. READY=1 once the server link is up."""
+    clock = SystemClock()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with running(cfg, notifier=notifier, clock=clock) as run:
+        daemon = run.daemon
+        notifier.status(f"connecting to {run.base_url}")
+        waiter = asyncio.ensure_future(daemon.wait_online())
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            waiter.cancel()
+            return 0
+        notifier.ready(f"{daemon.call_state.value}, server {daemon.link_state.value}")
+        if banner:
+            print_banner(cfg, run)
+        watchdog = asyncio.ensure_future(
+            notifier.run_watchdog(daemon.healthy, clock, None if notifier.watchdog_s else 0)
+        )
+        status_task = asyncio.ensure_future(_status_lines(daemon, notifier))
+        await stopper
+        notifier.stopping()
+        watchdog.cancel()
+        status_task.cancel()
+    return 0
+
+
+async def _status_lines(daemon: Daemon, notifier: Notifier) -> None:
+    last = ""
+    while True:
+        line = f"{daemon.call_state.value}, server {daemon.link_state.value}"
+        if daemon.cid:
+            line += f", call {daemon.cid}"
+        if line != last:
+            notifier.status(line)
+            last = line
+        await asyncio.sleep(1.0)
+
+
+def print_banner(cfg: DeviceConfig, run: Running) -> None:
+    lines = [f"appliance {cfg.device.id} ({cfg.mode.value}) is ready."]
+    if run.embedded is not None:
+        lines.append(f"  console:      {run.base_url}/")
+        people = [m.user_id for m in cfg.call.members] or [
+            u.id for u in (cfg.server.embedded.users if cfg.server.embedded else [])
+        ]
+        for user in people[:3]:
+            lines.append(f"  log in as {user}: {run.embedded.login_link(user)}")
+    else:
+        lines.append(f"  server:       {run.base_url}")
+    buttons = ", ".join(b.name for b in cfg.buttons) or "none"
+    config_arg = ""
+    lines.append(f"  buttons:      {buttons}")
+    if cfg.buttons:
+        name = cfg.buttons[0].name
+        lines.append(
+            f"  press one:    appliance press {name}{config_arg}   (add --hold to hold it)"
+        )
+    lines.append("  state:        appliance status --json")
+    print("\n".join(lines), file=sys.stdout, flush=True)
