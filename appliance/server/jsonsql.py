@@ -41,18 +41,22 @@ class _JsonPath(ColumnElement[Any]):
 
 
 class JsonText(_JsonPath):
+    inherit_cache = False
     type = String()
 
 
 class JsonNumber(_JsonPath):
+    inherit_cache = False
     type = Float()
 
 
 class JsonPresent(_JsonPath):
+    inherit_cache = False
     type = Boolean()
 
 
 class JsonIsNull(_JsonPath):
+    inherit_cache = False
     type = Boolean()
 
 

@@ -452,11 +452,15 @@ async def query_users(
     online_ids: Callable[[], Collection[str]] = frozenset,
     offset: int = 0,
     id_range: Mapping[str, str | None] | None = None,
+    extra: ColumnElement[bool] | None = None,
 ) -> list[dict[str, Any]]:
     """Users (``users`` rows) matching ``query``; ``online_ids`` answers the ``online`` filter."""
     if query.entity is not USERS:
         raise TypeError(f"not a users query: {query.entity.name}")
     if offset < 0 or offset > MAX_USERS_OFFSET:
         raise InvalidRequest(f"offset: must be between 0 and {MAX_USERS_OFFSET}", field="offset")
-    stmt = users_statement(query, online_ids, id_range).offset(offset).limit(query.limit)
+    stmt = users_statement(query, online_ids, id_range)
+    if extra is not None:
+        stmt = stmt.where(extra)
+    stmt = stmt.offset(offset).limit(query.limit)
     return [dict(r) for r in (await conn.execute(stmt)).mappings()]
