@@ -34,6 +34,19 @@ from appliance.client.models import CallResponse, MembersPage
 from appliance.errors import ConfigError
 
 
+class _VerbParser(argparse.ArgumentParser):
+    """Lets ``--sort -created_at`` through: the verbs have no single-dash options but ``-h``."""
+
+    def _parse_optional(self, arg_string: str) -> Any:
+        if (
+            arg_string.startswith("-")
+            and not arg_string.startswith("--")
+            and arg_string not in self._option_string_actions
+        ):
+            return None
+        return super()._parse_optional(arg_string)
+
+
 def _connection_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("server (flags, else environment, else --config)")
     group.add_argument("--url", help="server base URL (APPLIANCE_URL)")
@@ -47,7 +60,7 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: Any) -> None:
     call = subparsers.add_parser("call", help="create, inspect and change calls")
-    verbs = call.add_subparsers(dest="verb", metavar="VERB")
+    verbs = call.add_subparsers(dest="verb", metavar="VERB", parser_class=_VerbParser)
     verbs.required = True
 
     def verb(name: str, help_text: str, *, optional_id: bool = False) -> argparse.ArgumentParser:
@@ -64,6 +77,7 @@ def register(subparsers: Any) -> None:
     create.add_argument("--member", action="append", default=[], metavar="USER[:ROLE]")
     create.add_argument("--custom", action="append", default=[], metavar="KEY=VALUE")
     create.add_argument("--team")
+    create.add_argument("--created-by", metavar="USER", help="needed with a server token")
     create.add_argument("--starts-at", metavar="ISO", help="RFC 3339, e.g. 2030-01-02T09:00:00Z")
     create.add_argument("--ring", action="store_true", help="ring the members")
     create.add_argument("--video", action=argparse.BooleanOptionalAction, default=None)
@@ -175,6 +189,7 @@ async def _create(client: Client, args: argparse.Namespace) -> int:
         members=[parse_member(m) for m in args.member],
         custom=parse_custom(args.custom) or None,
         team=args.team,
+        created_by_id=args.created_by,
         starts_at=args.starts_at,
         ring=args.ring,
         video=args.video,
