@@ -82,8 +82,13 @@ class VideoSource(ABC):
         if self._running:
             return
         self._loop = asyncio.get_running_loop()
-        await self._start()
+        # Running before _start(): a camera may deliver its first keyframe while starting.
         self._running = True
+        try:
+            await self._start()
+        except BaseException:
+            self._running = False
+            raise
         logger.info("%r started", self)
 
     async def stop(self) -> None:

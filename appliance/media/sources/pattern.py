@@ -14,6 +14,7 @@ from appliance.media.sources import blockcode
 
 class TestPattern:
     """Pictures of a fixed size; ``frame(counter, capture_time)`` returns a yuv420p frame."""
+
     __test__ = False  # not a pytest class
 
     def __init__(self, width: int, height: int) -> None:
