@@ -22,7 +22,7 @@ class _Strict(BaseModel):
 class TargetResolution(_Strict):
     width: int = Field(default=1280, ge=16, le=7680)
     height: int = Field(default=720, ge=16, le=4320)
-    bitrate: int | None = Field(default=None, ge=0)
+    bitrate: int | None = Field(default=None, ge=0, le=100_000_000)
 
 
 class NoiseCancellation(_Strict):
@@ -56,18 +56,18 @@ class RingSettings(_Strict):
 
 class BackstageSettings(_Strict):
     enabled: bool = False
-    join_ahead_time_seconds: int = Field(default=0, ge=0)
+    join_ahead_time_seconds: int = Field(default=0, ge=0, le=86_400 * 7)
 
 
 class LimitsSettings(_Strict):
-    max_participants: int | None = Field(default=None, ge=1)
-    max_duration_seconds: int | None = Field(default=None, ge=1)
+    max_participants: int | None = Field(default=None, ge=1, le=10_000)
+    max_duration_seconds: int | None = Field(default=None, ge=1, le=86_400 * 365)
     max_participants_exclude_owner: bool | None = None
     max_participants_exclude_roles: list[str] = Field(default_factory=list)
 
 
 class SessionSettings(_Strict):
-    inactivity_timeout_seconds: int = Field(default=0, ge=0)
+    inactivity_timeout_seconds: int = Field(default=0, ge=0, le=86_400)
 
 
 class ScreensharingSettings(_Strict):

@@ -53,7 +53,7 @@ def to_ns(value: datetime | int | str | None, field: str) -> int | None:
     if isinstance(value, bool):
         raise InvalidRequest("a timestamp must be RFC 3339 or integer nanoseconds", field=field)
     if isinstance(value, int):
-        return value
+        return _in_range(value, field)
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -61,4 +61,18 @@ def to_ns(value: datetime | int | str | None, field: str) -> int | None:
             raise InvalidRequest(f"{value!r} is not an RFC 3339 timestamp", field=field) from None
     if value.tzinfo is None:
         raise InvalidRequest("a timestamp needs a time zone (e.g. Z)", field=field)
-    return int(value.timestamp()) * 1_000_000_000 + value.microsecond * 1000
+    try:
+        seconds = int(value.timestamp())
+    except (OverflowError, OSError, ValueError):
+        raise InvalidRequest("timestamp is out of range", field=field) from None
+    return _in_range(seconds * 1_000_000_000 + value.microsecond * 1000, field)
+
+
+# Nanoseconds in a signed 64-bit column: up to the year 2262.
+MAX_NS = 2**63 - 1
+
+
+def _in_range(ns: int, field: str) -> int:
+    if not 0 <= ns <= MAX_NS:
+        raise InvalidRequest("timestamp is out of range (1970 to 2262)", field=field)
+    return ns
