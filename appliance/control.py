@@ -92,8 +92,10 @@ class ControlServer:
             return {"ok": False, "error": "wrong token"}
         try:
             return await self._handler(request)
-        except (KeyError, ValueError, ApplianceError) as err:
-            return {"ok": False, "error": str(err).strip("'\"")}
+        except KeyError as err:
+            return {"ok": False, "error": str(err.args[0]) if err.args else "not found"}
+        except (ValueError, ApplianceError) as err:
+            return {"ok": False, "error": str(err)}
 
     async def close(self) -> None:
         if self._server is not None:
