@@ -8,7 +8,6 @@ never a 500. The web console (``appliance/server/web``) is mounted at ``/`` afte
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -32,7 +31,14 @@ from appliance.errors import (
     PayloadTooLarge,
     StoreError,
 )
-from appliance.server import calltypes, realtime, routes_calls, routes_calltypes, routes_users
+from appliance.server import (
+    calltypes,
+    realtime,
+    routes_calls,
+    routes_calltypes,
+    routes_query,
+    routes_users,
+)
 from appliance.server.context import ServerContext, now_ns
 from appliance.server.settings import ServerSettings, ensure_secret
 from appliance.server.store import Store, database_url
@@ -164,19 +170,6 @@ class RequestLimits:
         await self.app(scope, replay, send)
 
 
-def _optional_router(module: str) -> APIRouter | None:
-    """A router of a sibling layer that may not be installed yet in a partial checkout."""
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as err:
-        if err.name != module:
-            raise
-        log.warning("%s is not available; its routes are not served", module)
-        return None
-    router: APIRouter = mod.router
-    return router
-
-
 def create_app(settings: ServerSettings, *, clock: Clock | None = None) -> FastAPI:
     """The call server. Config mistakes (call-types file, secret) raise ``ConfigError`` here."""
     settings = ensure_secret(settings)
@@ -233,9 +226,7 @@ def create_app(settings: ServerSettings, *, clock: Clock | None = None) -> FastA
     app.include_router(routes_users.router)
     app.include_router(routes_calls.router)
     app.include_router(routes_calltypes.router)
-    query = _optional_router("appliance.server.routes_query")
-    if query is not None:
-        app.include_router(query)
+    app.include_router(routes_query.router)
     realtime.install(app)
     if WEB_DIR.is_dir():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")

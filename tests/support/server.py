@@ -40,6 +40,7 @@ from appliance.server.app import create_app
 from appliance.server.auth import create_token
 from appliance.server.context import ServerContext
 from appliance.server.settings import ServerSettings
+from appliance.server.tls import tls_files
 
 API_KEY = "test-key"
 STARTUP_TIMEOUT = 20.0
@@ -153,6 +154,7 @@ class ServerHandle:
 
     async def _start_inprocess(self) -> None:
         self.app = create_app(self.settings, clock=self._injected_clock)
+        tls = tls_files(self.settings)
         config = uvicorn.Config(
             self.app,
             host="127.0.0.1",
@@ -161,6 +163,8 @@ class ServerHandle:
             log_level="warning",
             timeout_graceful_shutdown=2,
             ws_ping_interval=None,
+            ssl_certfile=str(tls.cert) if tls else None,
+            ssl_keyfile=str(tls.key) if tls else None,
         )
         self._server = uvicorn.Server(config)
         sock = _bind(self.port)

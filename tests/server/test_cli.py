@@ -1,0 +1,80 @@
+"""``appliance serve | token | users``: real commands, real processes for ``serve``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import jwt
+import pytest
+
+from appliance.cli import EX_CONFIG, main
+from tests.support.server import running_server
+
+
+@pytest.fixture
+def config(tmp_path):
+    cfg = tmp_path / "server.yaml"
+    cfg.write_text(
+        "api_key: cli-key\napi_secret: cli-secret-long-enough-for-hs256-signing\n"
+        "state_dir: state\nport: 3999\nbase_url: https://door.example.org\n"
+        "users:\n  - {id: alice, name: Alice}\n"
+    )
+    return cfg
+
+
+def test_token_and_link(config, capsys) -> None:
+    assert main(["token", "--config", str(config), "--user", "alice", "--ttl", "60"]) == 0
+    token = capsys.readouterr().out.strip()
+    claims = jwt.decode(token, "cli-secret-long-enough-for-hs256-signing", algorithms=["HS256"])
+    assert claims["user_id"] == "alice" and claims["exp"] - claims["iat"] == 60
+    assert main(["token", "--config", str(config), "--user", "bob", "--link"]) == 0
+    link = capsys.readouterr().out.strip()
+    assert link.startswith("https://door.example.org/?api_key=cli-key&token=")
+    assert main(["token", "--config", str(config), "--server"]) == 0
+    server = capsys.readouterr().out.strip()
+    assert (
+        jwt.decode(server, "cli-secret-long-enough-for-hs256-signing", algorithms=["HS256"]) == {}
+    )
+
+
+def test_users_add_and_list(config, capsys) -> None:
+    args = ["users", "add", "door-1", "--config", str(config), "--name", "Front door"]
+    args += ["--team", "blue", "--custom", 'device={"relay": true}', "--custom", "floor=2"]
+    assert main(args) == 0
+    assert main(["users", "list", "--config", str(config), "--json"]) == 0
+    out = capsys.readouterr().out.splitlines()[-1]
+    users = {u["id"]: u for u in json.loads(out)}
+    assert users["door-1"]["custom"] == {"device": {"relay": True}, "floor": 2}
+    assert users["door-1"]["teams"] == ["blue"] and users["door-1"]["name"] == "Front door"
+
+
+def test_config_mistake_is_one_line_and_exit_78(tmp_path) -> None:
+    cfg = tmp_path / "server.yaml"
+    cfg.write_text("api_key: k\nprot: 1\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "appliance", "serve", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == EX_CONFIG
+    assert "Traceback" not in run.stderr
+    assert f"{cfg}:2: prot: unknown key" in run.stderr
+
+
+@pytest.mark.e2e
+async def test_serve_survives_kill_9(tmp_path) -> None:
+    async with running_server(tmp_path, users=["alice"], subprocess=True) as srv:
+        async with srv.client() as http:
+            r = await http.post(
+                "/api/v2/video/call/default/door-1",
+                json={"data": {"created_by_id": "alice", "custom": {"n": 1}}},
+            )
+            assert r.status_code == 200
+        await srv.kill()
+        await srv.start()
+        async with srv.client("alice") as http:
+            r = await http.get("/api/v2/video/call/default/door-1")
+        assert r.status_code == 200 and r.json()["call"]["custom"] == {"n": 1}
