@@ -160,3 +160,43 @@ async def test_restart_mid_ring_delivers_each_ring_exactly_once(tmp_path: Path) 
         finally:
             await caller.aclose()
             await device.aclose()
+
+
+async def test_joined_participant_is_reattached_after_a_restart(tmp_path: Path) -> None:
+    async with running_server(tmp_path, users=USERS) as srv:
+        clock = ManualClock()
+        door = Client(
+            srv.base_url,
+            srv.api_key,
+            srv.user_token("door"),
+            clock=clock,
+            backoff=Backoff(base=1.0, cap=1.0, random=FixedRandom()),
+        )
+        alice = Client(srv.base_url, srv.api_key, srv.user_token("alice"))
+        try:
+            call = door.call("default", "door-1")
+            await call.create(member_ids=["alice"], members=[DOOR_ADMIN])
+            joined = await call.join()
+            link = door.events({"connection.lost", "connection.ok", "participant.attached"})
+            signals = door.events({"call.signal"})
+            await srv.restart()
+            assert (await next_event(link)).type == "connection.lost"
+            clock.advance(1.0)
+            assert (await next_event(link)).type == "connection.ok"
+            attached = await next_event(link)
+            assert (attached.type, attached.session_id) == (
+                "participant.attached",
+                joined.session_id,
+            )
+            assert attached.connection_id == door.connection.connection_id
+
+            alice_join = await alice.call("default", "door-1").join()
+            assert joined.session_id in {p.session_id for p in alice_join.participants}
+            await alice.send_signal(
+                "default:door-1", joined.session_id, {"kind": "offer", "sdp": "x"}
+            )
+            offer = await next_event(signals)
+            assert offer.from_ == alice_join.session_id
+        finally:
+            await alice.aclose()
+            await door.aclose()
