@@ -45,7 +45,9 @@ class Scheduler:
         self._task: asyncio.Task[None] | None = None
         # Number of passes over due deadlines (tests wait on it instead of sleeping).
         self.passes = 0
-        self._idle = asyncio.Event()
+        self._sleeping = False
+        self._woken = False
+        self._stopping = False
 
     def __repr__(self) -> str:
         return f"Scheduler(passes={self.passes})"
@@ -54,6 +56,7 @@ class Scheduler:
         self._task = asyncio.create_task(self._run(), name="deadline-scheduler")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -62,6 +65,9 @@ class Scheduler:
 
     def wake(self) -> None:
         self._wake.set()
+        if self._sleeping and not self._woken and self._task is not None:
+            self._woken = True
+            self._task.cancel()
 
     async def next_deadline(self) -> int | None:
         async with self.ctx.store.connect() as db:
@@ -105,14 +111,24 @@ class Scheduler:
                 await self._sleep(delay)
 
     async def _sleep(self, seconds: float) -> None:
-        sleeper = asyncio.ensure_future(self.ctx.clock.sleep(seconds))
-        waker = asyncio.ensure_future(self._wake.wait())
+        """Sleep on the injected clock until ``seconds`` pass or ``wake()`` is called.
+
+        The clock's sleep is awaited directly (not in a side task) so that it is registered in
+        the same step that read the time: a test's ``ManualClock.advance`` cannot slip in
+        between and leave the scheduler asleep past a due deadline.
+        """
+        self._sleeping = True
         try:
-            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+            await self.ctx.clock.sleep(seconds)
+        except asyncio.CancelledError:
+            if self._stopping or not self._woken:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
         finally:
-            for task in (sleeper, waker):
-                if not task.done():
-                    task.cancel()
+            self._sleeping = False
+            self._woken = False
 
     async def process_due(self) -> None:
         """Hand every due deadline to its handler (each checks and claims its row)."""

@@ -89,6 +89,8 @@ class Connection:
     last_seen: float = 0.0
     closed: bool = False
     close_code: int = 1000
+    # Set once the hub has forgotten the connection and run its close hooks.
+    unregistered: bool = False
 
     def send(self, frame: dict[str, Any]) -> bool:
         """Queue a frame; ``False`` (and the connection is closed) when the client lags too far."""
@@ -395,6 +397,7 @@ class Hub:
         if conn.user_id not in self.by_user and not self.presence.is_online(conn.user_id):
             with contextlib.suppress(Exception):
                 await self._presence_changed(conn.user_id, await self._user_dict(conn.user_id))
+        conn.unregistered = True
 
     async def _tell_presence(self, user_id: str, online: bool) -> None:
         for listener in self.presence_listeners:

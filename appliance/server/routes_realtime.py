@@ -238,6 +238,20 @@ def _user_only(who: Principal, verb: str) -> str:
     return who.user_id
 
 
+async def _require_member(
+    conn: AsyncConnection, cid: str, user_id: str, verb: str, *, allow_caller: bool = False
+) -> None:
+    """Only members are rung, so only members (and the caller, to cancel) accept or reject."""
+    if await member_role(conn, cid, user_id) is not None:
+        return
+    if allow_caller:
+        call = await call_for_update(conn, cid)
+        session = await live_session(conn, call) if call is not None else None
+        if session is not None and session["rung_by_id"] == user_id:
+            return
+    raise PermissionDenied(f"user {user_id} is not a member of call {cid}: cannot {verb}", cid=cid)
+
+
 @router.post("/call/{type}/{id}/accept")
 async def accept_call(
     type: CallTypeName,
@@ -252,6 +266,7 @@ async def accept_call(
         _, acc = await load_access(conn, who, cid)
         acc.require_read()
         acc.require(Capability.JOIN_CALL)
+        await _require_member(conn, cid, user_id, "accept")
     await services(ctx).ringer.accept(cid, user_id)
     return reply(request, {})
 
@@ -270,6 +285,7 @@ async def reject_call(
     async with ctx.store.connect() as conn:
         _, acc = await load_access(conn, who, cid)
         acc.require_read()
+        await _require_member(conn, cid, user_id, "reject", allow_caller=True)
     await services(ctx).ringer.reject(cid, user_id, (body or RejectCallRequest()).reason)
     return reply(request, {})
 

@@ -163,7 +163,7 @@ async def test_presence_changes_go_to_users_sharing_a_call(srv: ServerHandle) ->
     assert changed["user"]["id"] == "alice" and changed["user"]["online"] is True
     assert presence.is_online("alice") and "alice" in presence.online_user_ids()
     a2 = await WsClient.open(srv, "alice")  # a second connection changes nothing
-    await a1.close()
+    await a1.close_and_wait(srv)
     assert await bob.settle() == []  # still online through a2
     assert presence.is_online("alice")
     await a2.close()

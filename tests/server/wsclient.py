@@ -91,6 +91,16 @@ class WsClient:
     async def close(self) -> None:
         await self.ws.close()
 
+    async def close_and_wait(self, srv: ServerHandle) -> None:
+        """Close, and return once the server has processed the close (its hooks ran)."""
+        conn = srv.ctx.extras["realtime"].hub.connections[self.connection_id]
+        await self.ws.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TIMEOUT
+        while not conn.unregistered:
+            assert loop.time() < deadline, "the server did not notice the close"
+            await asyncio.sleep(0.005)
+
     async def __aenter__(self) -> WsClient:
         return self
 
