@@ -152,7 +152,7 @@ async def get_or_create_call(
         acc.require_read()
     if created:
         async with ctx.store.connect() as conn:
-            state = await call_state(conn, ctx, who, row, acc, 0)
+            state = await call_state(conn, ctx, who, row, acc)
             member_ids = [r["user_id"] for r in await _all_member_ids(conn, cid)]
         await publish(
             ctx,
@@ -160,7 +160,7 @@ async def get_or_create_call(
                 "type": events.CALL_CREATED,
                 "call_cid": cid,
                 "call": state["call"],
-                "members": [],
+                "members": state["members"],
                 "created_at": row["created_at"],
             },
             call_cid=cid,

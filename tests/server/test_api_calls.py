@@ -193,6 +193,7 @@ async def test_events_reach_members(server: ServerHandle) -> None:
         await _create(server, {"data": {"created_by_id": "alice", "members": [{"user_id": "bob"}]}})
         created = await _next_event(bob, "call.created")
         assert created["call"]["cid"] == "default:door-1"
+        assert [m["user_id"] for m in created["members"]] == ["bob"]
         async with server.client() as http:
             await http.patch(CALL, json={"custom": {"n": 1}})
             updated = await _next_event(bob, "call.updated")
