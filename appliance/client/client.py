@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 # Calls whose last known state is kept for the resync (joined calls, rung calls, fetched calls).
 _SNAPSHOT_LIMIT = 256
+# Open calls read by a resync, 100 a page (a device is a member of a handful).
+_OPEN_CALL_PAGES = 10
 
 
 class ClientConfig(BaseModel):
@@ -275,9 +277,19 @@ class Client:
         return await Call(self, call_type, call_id).get()
 
     async def _open_calls(self) -> list[CallResponse]:
+        """The calls I am a member of that have not ended (where a ring for me can be live)."""
         filters = {"members": {"$in": [self.user_id]}, "ended_at": {"$exists": False}}
-        page = await self.query_calls(filters, sort=[("created_at", -1)], limit=100)
-        return page.calls
+        found: list[CallResponse] = []
+        cursor: str | None = None
+        for _ in range(_OPEN_CALL_PAGES):
+            page = await self.query_calls(
+                filters, sort=[("created_at", -1)], limit=100, next=cursor
+            )
+            found.extend(page.calls)
+            if not page.next or not page.calls:
+                break
+            cursor = page.next
+        return found
 
     async def _on_connected(self, reconnected: bool) -> None:
         if reconnected:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from appliance.client import Client
+from appliance.client import Backoff, Client
 from appliance.errors import (
     AuthenticationError,
     Conflict,
@@ -104,3 +104,23 @@ async def test_stopped_server_is_server_unavailable(
         await client.call("default", "door-1").get()
     assert info.value.cid == "default:door-1"
     assert isinstance(info.value, ConnectionError)
+
+
+async def test_refused_websocket_token_is_refreshed_and_the_connection_comes_up(
+    srv: ServerHandle,
+) -> None:
+    refreshed: list[str] = []
+
+    async def fresh_token() -> str:
+        refreshed.append("refresh")
+        return srv.user_token("door")
+
+    async with Client(
+        srv.base_url,
+        srv.api_key,
+        forged_token("door"),
+        token_provider=fresh_token,
+        backoff=Backoff(base=0.05, cap=0.1),
+    ) as client:
+        assert await client.connect(10)
+        assert refreshed == ["refresh"]
