@@ -186,8 +186,11 @@ class Peer:
             if self.video_track is not None:
                 self.video_track.activate()
             self._set_state("connected")
-        elif state in ("failed", "closed") and not self._closed:
+        elif state == "failed" and not self._closed:
             self._set_state("failed")
+        elif state == "closed" and not self._closed:
+            # The remote closed its side (it is leaving or restarting): not a failure yet.
+            self._set_state("disconnected")
 
     def _video_transceiver(self) -> RTCRtpTransceiver | None:
         if self.pc is None:

@@ -8,17 +8,18 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from appliance.client import Client
 from appliance.media.passthrough import DecodedVideoTrack
-from appliance.media.session import CallMedia, MediaEvent
-from appliance.media.signaling import CallSignaling
 from appliance.media.sources.test import TestSource
-from tests.media.video_helpers import AudioReader, ToneTrack, VideoReader, wait_until
+from tests.media.video_helpers import Participant, ToneTrack, wait_until
 from tests.support.server import ServerHandle, running_server
 from tests.support.tone import dominant_frequency
 
 CALL_ID = "door-1"
 DOOR_TONE, ALICE_TONE = 697.0, 1209.0
+
+
+def participant(srv: ServerHandle, user: str, **media: object) -> Participant:
+    return Participant(srv.base_url, srv.api_key, srv.user_token(user), user, CALL_ID, **media)
 
 
 @pytest_asyncio.fixture
@@ -27,38 +28,10 @@ async def srv(tmp_path: Path) -> AsyncIterator[ServerHandle]:
         yield handle
 
 
-class Participant:
-    """One side of the call: a client, its CallMedia, what it received."""
-
-    def __init__(self, srv: ServerHandle, user: str, **media: object) -> None:
-        self.client = Client(srv.base_url, srv.api_key, srv.user_token(user))
-        self.video: list[VideoReader] = []
-        self.audio: list[AudioReader] = []
-        self.events: list[MediaEvent] = []
-        signaling = CallSignaling(self.client.call("default", CALL_ID), create=True)
-        self.media = CallMedia(
-            signaling,
-            on_audio=lambda t: self.audio.append(AudioReader(t)),
-            on_video=lambda t: self.video.append(VideoReader(t)),
-            name=user,
-            **media,  # type: ignore[arg-type]
-        )
-        self.media.add_listener(self.events.append)
-
-    def kinds(self, kind: str) -> list[MediaEvent]:
-        return [e for e in self.events if e.kind == kind]
-
-    async def close(self) -> None:
-        for reader in [*self.video, *self.audio]:
-            await reader.close()
-        await self.media.stop()
-        await self.client.aclose()
-
-
 async def test_two_sessions_exchange_h264_passthrough_and_audio(srv: ServerHandle) -> None:
     source = TestSource(width=320, height=240, framerate=15)
-    door = Participant(srv, "door", video=source, audio=ToneTrack(DOOR_TONE))
-    alice = Participant(srv, "alice", audio=ToneTrack(ALICE_TONE), receive_video=True)
+    door = participant(srv, "door", video=source, audio=ToneTrack(DOOR_TONE))
+    alice = participant(srv, "alice", audio=ToneTrack(ALICE_TONE), receive_video=True)
     try:
         await door.media.start()
         info = await alice.media.start()  # the newcomer offers to the door
@@ -117,9 +90,9 @@ async def test_late_joiner_first_packet_is_a_keyframe_and_mute_stops_sending(
     srv: ServerHandle,
 ) -> None:
     source = TestSource(width=192, height=160, framerate=15, keyframe_interval=30.0)
-    door = Participant(srv, "door", video=source, gate_open=True)
-    alice = Participant(srv, "alice", receive_video=True, gate_open=True)
-    bob = Participant(srv, "bob", receive_video=True, gate_open=True)
+    door = participant(srv, "door", video=source, gate_open=True)
+    alice = participant(srv, "alice", receive_video=True, gate_open=True)
+    bob = participant(srv, "bob", receive_video=True, gate_open=True)
     try:
         await door.media.start()
         await alice.media.start()

@@ -13,8 +13,12 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from appliance.client import Client
+from appliance.client.backoff import Backoff
 from appliance.media.annexb import is_keyframe
 from appliance.media.peer import Peer
+from appliance.media.session import CallMedia, MediaEvent
+from appliance.media.signaling import CallSignaling
 from appliance.media.sources import blockcode
 from appliance.media.sources.base import EncodedFrame, VideoSource
 from appliance.media.sources.encoder import H264Encoder
@@ -177,3 +181,33 @@ class AudioReader:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+
+
+class Participant:
+    """One side of a call: a real client, its CallMedia, what it received."""
+
+    def __init__(
+        self, base_url: str, api_key: str, token: str, user: str, call_id: str, **media: Any
+    ) -> None:
+        self.client = Client(base_url, api_key, token, backoff=Backoff(base=0.2, cap=1.0))
+        self.video: list[VideoReader] = []
+        self.audio: list[AudioReader] = []
+        self.events: list[MediaEvent] = []
+        signaling = CallSignaling(self.client.call("default", call_id), create=True)
+        self.media = CallMedia(
+            signaling,
+            on_audio=lambda t: self.audio.append(AudioReader(t)),
+            on_video=lambda t: self.video.append(VideoReader(t)),
+            name=user,
+            **media,
+        )
+        self.media.add_listener(self.events.append)
+
+    def kinds(self, kind: str) -> list[MediaEvent]:
+        return [e for e in self.events if e.kind == kind]
+
+    async def close(self) -> None:
+        for reader in [*self.video, *self.audio]:
+            await reader.close()
+        await self.media.stop()
+        await self.client.aclose()
