@@ -211,3 +211,14 @@ async def test_events_reach_members(server: ServerHandle) -> None:
             assert removed["members"] == ["bob"]
     finally:
         await bob.close()
+
+
+async def test_concurrent_get_or_create_creates_once(server: ServerHandle) -> None:
+    body = {"data": {"created_by_id": "alice", "members": [{"user_id": "bob"}]}}
+    async with server.client() as http:
+        answers = await asyncio.gather(*(http.post(CALL, json=body) for _ in range(8)))
+    assert [r.status_code for r in answers] == [200] * 8
+    assert sorted(r.json()["created"] for r in answers) == [False] * 7 + [True]
+    assert {r.json()["call"]["created_at"] for r in answers} == {
+        answers[0].json()["call"]["created_at"]
+    }
