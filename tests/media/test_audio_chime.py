@@ -83,6 +83,7 @@ async def test_chime_plays_at_its_frequency_and_wait_returns(
     chimes = ChimePlayer(playback)
     voice = chimes.play("ringback")
     try:
+        await _until(lambda: playback.stats.periods >= 1)  # the first period is due at once
         for n in range(2, 153):  # one 3 s ringback cycle (150 periods) and its end
             clock.advance(0.020)
             await _until(lambda n=n: playback.stats.periods >= n)
@@ -102,6 +103,7 @@ async def test_looping_ringtone_runs_until_stopped(alsa: AlsaSandbox, tmp_path: 
     chimes = ChimePlayer(playback)
     voice = chimes.play("preannounce", loop=True)  # 0.66 s long
     try:
+        await _until(lambda: playback.stats.periods >= 1)
         for n in range(2, 102):  # 2 s: three times round
             clock.advance(0.020)
             await _until(lambda n=n: playback.stats.periods >= n)
@@ -124,6 +126,7 @@ async def test_chime_ducks_call_audio_and_mixes_on_top(alsa: AlsaSandbox, tmp_pa
     consumer = playback.attach(call)
     call.feed(1)
     await _until(lambda: playback.stats.frames_received >= PERIOD)
+    await _until(lambda: playback.stats.periods >= 1)  # the first period is due at once
     try:
         for n in range(1, 61):
             if n == 20:

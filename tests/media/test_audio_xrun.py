@@ -76,6 +76,7 @@ async def test_playback_survives_and_counts_underruns(alsa: AlsaSandbox, tmp_pat
     playback = AudioPlayback(pcm, clock=clock)
     voice = playback.play(tone_samples(784.0, 0.5))  # 25 periods
     try:
+        await _until(lambda: playback.stats.periods >= 1)  # the first period is due at once
         for written in range(2, 32):
             clock.advance(0.020)
             await _until(lambda n=written: playback.stats.periods >= n)

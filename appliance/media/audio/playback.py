@@ -5,7 +5,7 @@ buffers grow without bound when a received track is left unread), resampled to t
 with :class:`av.AudioResampler` and cut into periods in a small bounded buffer that drops its oldest
 period when full. A named writer thread, paced by our clock (clockless devices would swallow
 audio as fast as it is written), mixes one period of every buffer and every playing sound and
-writes it. Sounds *duck* the call: while a chime marked ``duck`` plays, call audio is turned down
+writes it, after a cushion of ``prefill_periods`` of silence. Sounds *duck* the call: while a chime marked ``duck`` plays, call audio is turned down
 by ``duck_db`` and the chime is mixed on top, so a chime during a call is heard without cutting the
 caller off. An underrun (``-EPIPE``) is counted; the writer then puts one period of silence in
 front of the data to give the device a cushion again.
@@ -89,6 +89,7 @@ class AudioPlayback:
         duplex: HalfDuplex | None = None,
         buffer_periods: int = 6,
         duck_db: float = 12.0,
+        prefill_periods: int = 2,
     ) -> None:
         self._pcm = pcm
         self._format = pcm.format
@@ -96,6 +97,7 @@ class AudioPlayback:
         self._duplex = duplex
         self._buffer_periods = buffer_periods
         self._duck_gain = 10.0 ** (-duck_db / 20.0)
+        self._prefill = prefill_periods
         self._buffers: dict[str, _TrackBuffer] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._voices: list[Voice] = []
@@ -131,6 +133,8 @@ class AudioPlayback:
         """Consume ``track`` until it ends and play it. Returns the consuming task."""
         if track.kind != "audio":
             raise ValueError(f"AudioPlayback attaches audio tracks, got a {track.kind} track")
+        if track.id in self._tasks:
+            return self._tasks[track.id]
         self.start()
         buffer = _TrackBuffer(track.id, self._format, self._buffer_periods, self.stats)
         with self._lock:
@@ -225,6 +229,15 @@ class AudioPlayback:
         return np.clip(out, -32768, 32767).astype("<i2").tobytes()
 
     def _run(self) -> None:
+        try:
+            # A device that starts on its first write would otherwise hold a single period and
+            # run dry at the first scheduling hiccup; this silence is the cushion we keep.
+            for _ in range(self._prefill):
+                self._write_period(bytes(self._format.period_bytes))
+        except AudioDeviceError as err:
+            logger.error("AudioPlayback(%s) device failed: %s", self._pcm.name, err)
+            self.error = err
+            return
         while self.pacer.wait(self._stop):
             try:
                 self._write_period(self._mix())
