@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 _SNAPSHOT_LIMIT = 256
 # Open calls read by a resync, 100 a page (a device is a member of a handful).
 _OPEN_CALL_PAGES = 10
+# Frame id prefix of participant.attach, so that a refusal can be matched to its call.
+_ATTACH = "attach:"
 
 
 class ClientConfig(BaseModel):
@@ -249,6 +251,8 @@ class Client:
     def _admit(self, event: Event) -> bool:
         if not self.ledger.admit(event):
             return False
+        if event.type == "error":
+            self._attach_refused(event)
         if event.call is not None:
             if event.type == "call.ring":
                 self._track(event.call)
@@ -263,6 +267,7 @@ class Client:
                 continue
             frame = {
                 "type": "participant.attach",
+                "id": f"{_ATTACH}{call.cid}",
                 "call_cid": call.cid,
                 "session_id": call.session_id,
             }
@@ -271,6 +276,17 @@ class Client:
                 logger.info("%r: re-attached %s to %s", self, call.session_id, call.cid)
             except APIError as err:
                 logger.warning("%r: cannot re-attach %s (%s)", self, call.cid, err)
+
+    def _attach_refused(self, event: Event) -> None:
+        extra = event.model_extra or {}
+        reply_to = extra.get("reply_to")
+        if not isinstance(reply_to, str) or not reply_to.startswith(_ATTACH):
+            return
+        call = self._joined_calls.pop(reply_to[len(_ATTACH) :], None)
+        if call is not None:
+            # Too late (grace period over, or the session ended): the resync reports the rest.
+            logger.warning("%r: %s not re-attached (%s)", self, call, extra.get("message"))
+            call.session_id = None
 
     async def _get_call(self, cid: str) -> CallResponse:
         call_type, call_id = cid.split(":", 1)

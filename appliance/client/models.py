@@ -166,7 +166,9 @@ class CallResponse(Model):
 class IceServer(Model):
     urls: list[str] = Field(default_factory=list)
     username: str | None = None
-    credential: str | None = None
+    credential: str | None = Field(
+        default=None, validation_alias=AliasChoices("credential", "password")
+    )
 
 
 class JoinResponse(CallResponse):

@@ -200,3 +200,41 @@ async def test_joined_participant_is_reattached_after_a_restart(tmp_path: Path) 
         finally:
             await alice.aclose()
             await door.aclose()
+
+
+async def test_participant_gone_while_away_is_not_reattached_and_resync_says_so(
+    tmp_path: Path,
+) -> None:
+    async with running_server(tmp_path, users=USERS, ws_grace_seconds=0.0) as srv:
+        clock = ManualClock()
+        door = Client(
+            srv.base_url,
+            srv.api_key,
+            srv.user_token("door"),
+            clock=clock,
+            backoff=Backoff(base=1.0, cap=1.0, random=FixedRandom()),
+        )
+        try:
+            call = door.call("default", "door-1")
+            await call.create(member_ids=["alice"], members=[DOOR_ADMIN])
+            await call.join()
+            events = door.events({"connection.ok", "call.ended", "error"})
+            await srv.restart()
+            await until(lambda: not door.connection.connected)
+            # No grace: the server ends the session of its only, disconnected participant.
+            async with Client(srv.base_url, srv.api_key, srv.server_token()) as admin:
+                for _ in range(200):
+                    if (await admin.call("default", "door-1").get()).call.ended_at:
+                        break
+                    await asyncio.sleep(0.05)
+                else:
+                    raise AssertionError("the server did not end the abandoned session")
+            clock.advance(1.0)
+            assert (await next_event(events)).type == "connection.ok"
+            refusal = await next_event(events)
+            assert refusal.type == "error"
+            ended = await next_event(events)
+            assert (ended.type, ended.cid, ended.resynced) == ("call.ended", "default:door-1", True)
+            assert call.session_id is None
+        finally:
+            await door.aclose()

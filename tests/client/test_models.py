@@ -54,11 +54,12 @@ def test_join_response_participants_accept_stream_and_our_names() -> None:
         {"user_session_id": "p-1", "user": {"id": "bob"}, "joined_at": NS},
         {"session_id": "p-2", "user": {"id": "carol"}},
     ]
-    body["ice_servers"] = [{"urls": ["turn:127.0.0.1"], "username": "u", "credential": "c"}]
+    body["ice_servers"] = [{"urls": ["turn:127.0.0.1"], "username": "u", "password": "c"}]
     join = JoinResponse.model_validate(body)
     assert [p.session_id for p in join.participants] == ["p-1", "p-2"]
     assert join.participants[0].user_id == "bob"
     assert join.ice_servers[0].urls == ["turn:127.0.0.1"]
+    assert join.ice_servers[0].credential == "c"
 
 
 def test_event_of_unexpected_shape_still_has_its_type() -> None:
