@@ -154,6 +154,8 @@ export class Call extends EventTarget {
     this._keep(response);
     this.sessionId = response.user_session_id || response.session_id;
     this.iceServers = iceServersFrom(response);
+    // Our own participant_joined event may have come before this response.
+    this.participants.delete(this.sessionId);
     this.log.info(`Call(${this.cid}): joined as ${this.sessionId}`);
     // The newcomer offers to everyone already there.
     for (const participant of response.participants || response.call?.session?.participants || []) {

@@ -307,6 +307,12 @@ class ConsoleApp {
     const title = device ? displayName(device) : call.data?.custom?.name || call.id;
     this.view.show(call, {title, canUnlock: this.canUnlock(device, call.cid)});
     if (call.media) this.view.attachLocal(call.media);
+    // When everyone else has left (the device hung up), hang up too.
+    call.addEventListener('call.session_participant_left', () => {
+      if (this.call !== call || !call.joined || call.participants.size > 0) return;
+      this.view.say('The other side hung up');
+      setTimeout(() => this.call === call && this.hangUp(), 800);
+    });
     call.addEventListener('left', (e) => {
       if (this.call !== call) return;
       const reason = e.detail.reason;
