@@ -6,6 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from appliance.client import Backoff, Client, Event, MemberRequest
 from appliance.clock import ManualClock
 from tests.client.conftest import USERS, MakeClient, next_event
@@ -101,8 +103,13 @@ async def test_signal_reaches_the_addressed_participant(make_client: MakeClient)
     assert drain(door_signals) == [] and drain(alice_signals) == []
 
 
-async def test_restart_mid_ring_delivers_each_ring_exactly_once(tmp_path: Path) -> None:
-    async with running_server(tmp_path, users=USERS) as srv:
+@pytest.mark.parametrize(
+    "crash", [False, pytest.param(True, marks=pytest.mark.e2e, id="kill-9")], ids=["restart", None]
+)
+async def test_restart_mid_ring_delivers_each_ring_exactly_once(
+    tmp_path: Path, crash: bool
+) -> None:
+    async with running_server(tmp_path, users=USERS, subprocess=crash) as srv:
         clock = ManualClock()
         device = Client(
             srv.base_url,
@@ -131,7 +138,11 @@ async def test_restart_mid_ring_delivers_each_ring_exactly_once(tmp_path: Path) 
             )
             assert (await next_event(rings)).cid == "default:door-2"
 
-            await srv.restart()
+            if crash:
+                await srv.kill()
+                await srv.start()
+            else:
+                await srv.restart()
             assert (await next_event(link)).type == "connection.lost"
             # The server is back; the device waits on its (manual) backoff clock meanwhile.
             await caller.call("default", "never-seen").create(member_ids=["alice"], ring=True)
