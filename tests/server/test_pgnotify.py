@@ -1,0 +1,155 @@
+"""Fan-out across two server replicas sharing one PostgreSQL database (LISTEN/NOTIFY)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from appliance.clock import ManualClock
+from appliance.server.pgnotify import CHUNK_BYTES, Reassembler, chunks
+from tests.server.wsclient import WsClient, call_post, create_call, join
+from tests.support.pgcluster import PostgresCluster
+from tests.support.server import ServerHandle, running_server
+
+pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
+
+USERS = ["alice", "bob", "carol"]
+CID = "default:fleet"
+
+
+def test_chunks_reassemble_in_order_and_fit_notify() -> None:
+    text = "".join(chr(32 + i % 90) for i in range(3 * CHUNK_BYTES + 123))
+    parts = chunks(text)
+    assert len(parts) == 4
+    assert all(len(p.encode()) < 8000 for p in parts)
+    r = Reassembler()
+    assert [r.feed(p) for p in parts[:-1]] == [None, None, None]
+    assert r.feed(parts[-1]) == text
+    assert Reassembler().feed(chunks("short")[0]) == "short"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[PostgresCluster]:
+    found = PostgresCluster.find()
+    if found is None:
+        pytest.skip("PostgreSQL binaries are not installed")
+    found.start()
+    try:
+        yield found
+    finally:
+        found.stop()
+
+
+@pytest_asyncio.fixture
+async def replicas(
+    tmp_path: Path, cluster: PostgresCluster
+) -> AsyncIterator[tuple[ServerHandle, ServerHandle]]:
+    url = cluster.create_database("t" + uuid.uuid4().hex[:10])
+    clock = ManualClock()  # one clock for the fleet, so both schedulers see the same time
+    common = {
+        "users": USERS,
+        "clock": clock,
+        "database": url,
+        "api_secret": "fleet-secret-of-at-least-32-bytes-long",
+    }
+    async with AsyncExitStack() as stack:
+        a = await stack.enter_async_context(running_server(tmp_path / "a", **common))  # type: ignore[arg-type]
+        b = await stack.enter_async_context(running_server(tmp_path / "b", **common))  # type: ignore[arg-type]
+        yield a, b
+
+
+async def _until(check, what: str) -> None:  # type: ignore[no-untyped-def]
+    """Wait for an asynchronous NOTIFY to land (a state, not a timer)."""
+    for _ in range(1000):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def test_ring_on_one_replica_rings_a_socket_on_the_other(
+    replicas: tuple[ServerHandle, ServerHandle],
+) -> None:
+    a, b = replicas
+    await create_call(a, CID, USERS)
+    bob_on_b = await WsClient.open(b, "bob")
+    carol_on_a = await WsClient.open(a, "carol")
+    r = await call_post(a, "alice", CID, "ring", {"members_ids": ["bob", "carol"]})
+    assert r.status_code == 200, r.text
+    ring_b = await bob_on_b.next("call.ring")
+    ring_a = await carol_on_a.next("call.ring")
+    assert ring_b["session_id"] == ring_a["session_id"]
+    assert ring_b["user"]["id"] == "alice"
+    assert ring_b["call"]["cid"] == CID
+    # accept on replica B reaches carol on replica A
+    r = await call_post(b, "bob", CID, "accept")
+    assert r.status_code == 200, r.text
+    assert (await carol_on_a.next("call.accepted"))["user"]["id"] == "bob"
+
+
+async def test_presence_is_known_fleet_wide(replicas: tuple[ServerHandle, ServerHandle]) -> None:
+    a, b = replicas
+    await create_call(a, CID, USERS)
+    alice_on_a = await WsClient.open(a, "alice")
+    presence_a = a.ctx.extras["presence"]
+    bob_on_b = await WsClient.open(b, "bob")
+    changed = await alice_on_a.next("user.presence.changed")
+    assert changed["user"]["id"] == "bob" and changed["user"]["online"] is True
+    await _until(lambda: presence_a.is_online("bob"), "replica A sees bob online")
+    await bob_on_b.close()
+    await _until(lambda: not presence_a.is_online("bob"), "replica A sees bob offline")
+
+
+async def test_large_signal_crosses_replicas_in_chunks(
+    replicas: tuple[ServerHandle, ServerHandle],
+) -> None:
+    a, b = replicas
+    await create_call(a, CID, USERS)
+    alice_on_a = await WsClient.open(a, "alice")
+    bob_on_b = await WsClient.open(b, "bob")
+    ja = await join(a, alice_on_a, CID)
+    jb = await join(b, bob_on_b, CID)  # bob's join goes to the replica holding his socket
+    assert [p["user_session_id"] for p in jb["participants"]] == [ja["session_id"]]
+    sdp = "v=0\r\n" + "".join(
+        f"a=candidate:{i} 1 udp 2122260223 10.0.0.{i % 250} 5000{i % 10} typ host\r\n"
+        for i in range(600)
+    )
+    assert len(sdp) > 3 * 8000
+    await alice_on_a.send(
+        {
+            "type": "signal",
+            "call_cid": CID,
+            "to": jb["session_id"],
+            "signal": {"kind": "offer", "sdp": sdp},
+        }
+    )
+    got = await bob_on_b.next("call.signal")
+    assert got["signal"]["sdp"] == sdp
+    assert got["from"] == ja["session_id"]
+    fanout = b.ctx.extras["fanout"]
+    assert fanout.received > 0
+
+
+async def test_a_deadline_fires_once_in_the_fleet(
+    replicas: tuple[ServerHandle, ServerHandle],
+) -> None:
+    a, b = replicas
+    ring = {"ring": {"incoming_call_timeout_ms": 10_000, "auto_cancel_timeout_ms": 60_000}}
+    await create_call(a, CID, USERS, settings_override=ring)
+    bob_on_b = await WsClient.open(b, "bob")
+    r = await call_post(a, "alice", CID, "ring", {"members_ids": ["bob", "carol"]})
+    assert r.status_code == 200
+    await bob_on_b.next("call.ring")
+    assert isinstance(a.clock, ManualClock)
+    a.clock.advance(11)  # both replicas' schedulers wake for the same deadlines
+    missed = [await bob_on_b.next("call.missed"), await bob_on_b.next("call.missed")]
+    assert sorted(m["user"]["id"] for m in missed) == ["bob", "carol"]
+    assert (await bob_on_b.next("call.ended"))["reason"] == "timeout"
+    rest = await bob_on_b.settle()
+    assert [f["type"] for f in rest if f["type"] in ("call.missed", "call.ended")] == []
