@@ -36,6 +36,7 @@ from appliance.server import (
     realtime,
     routes_calls,
     routes_calltypes,
+    routes_members,
     routes_query,
     routes_users,
 )
@@ -225,6 +226,7 @@ def create_app(settings: ServerSettings, *, clock: Clock | None = None) -> FastA
 
     app.include_router(routes_users.router)
     app.include_router(routes_calls.router)
+    app.include_router(routes_members.router)
     app.include_router(routes_calltypes.router)
     app.include_router(routes_query.router)
     realtime.install(app)

@@ -6,117 +6,46 @@ honours ``ring``. Events go out after the transaction commits; rings go to ``ctx
 
 from __future__ import annotations
 
-import json
 import logging
-from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from appliance.calls import events
 from appliance.calls.capabilities import Capability
-from appliance.calls.settings import effective_settings, merge
+from appliance.calls.settings import merge
 from appliance.errors import InvalidRequest, PermissionDenied, ServerUnavailable
 from appliance.server import calltypes
 from appliance.server.auth import Principal, principal
+from appliance.server.callrequests import (
+    CallId,
+    CallRequest,
+    CallTypeName,
+    DeleteCallRequest,
+    GetOrCreateCallRequest,
+    SendCallEventRequest,
+    UpdateCallRequest,
+    all_member_ids,
+    check_custom,
+    check_settings,
+)
 from appliance.server.callstate import call_state, load_access
 from appliance.server.context import ServerContext, now_ns
 from appliance.server.customindex import remove_call_custom
 from appliance.server.members import (
-    MemberRequest,
     check_members,
-    member_rows,
-    remove_members,
     upsert_members,
 )
 from appliance.server.permissions import check_create
 from appliance.server.replies import ctx_of, publish, reply, to_ns
-from appliance.server.schema import call_members, calls
-from appliance.server.serialize import call_response, call_row, members_response, user_response
-from appliance.server.users import UserRequest, upsert_user, user_rows
+from appliance.server.schema import calls
+from appliance.server.serialize import call_response, call_row, user_response
+from appliance.server.users import upsert_user, user_rows
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v2/video", tags=["calls"])
-
-CallTypeName = Annotated[str, Path(pattern=r"^[a-z0-9_-]{1,64}$")]
-CallId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-
-
-class CallRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    created_by_id: str | None = Field(default=None, max_length=255)
-    created_by: UserRequest | None = None
-    members: list[MemberRequest] | None = None
-    custom: dict[str, Any] | None = None
-    settings_override: dict[str, Any] | None = None
-    starts_at: datetime | int | None = None
-    team: str | None = Field(default=None, max_length=255)
-    video: bool | None = None
-
-
-class GetOrCreateCallRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    data: CallRequest | None = None
-    ring: bool | None = None
-    notify: bool | None = None
-    video: bool | None = None
-    members_limit: int | None = Field(default=None, ge=0, le=100)
-
-
-class UpdateCallRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    custom: dict[str, Any] | None = None
-    settings_override: dict[str, Any] | None = None
-    starts_at: datetime | int | None = None
-
-
-class UpdateCallMembersRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    update_members: list[MemberRequest] | None = None
-    remove_members: list[str] | None = None
-
-
-class DeleteCallRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    hard: bool | None = None
-
-
-class SendCallEventRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    custom: dict[str, Any] | None = None
-    user_id: str | None = None
-    user: UserRequest | None = None
-
-
-def _check_custom(ctx: ServerContext, custom: dict[str, Any] | None, field: str) -> None:
-    if custom is None:
-        return
-    size = len(json.dumps(custom, separators=(",", ":")).encode())
-    if size > ctx.settings.limits.max_custom_bytes:
-        raise InvalidRequest(
-            f"custom data is {size} bytes, over the limit of {ctx.settings.limits.max_custom_bytes}",
-            field=field,
-        )
-
-
-def _check_settings(
-    type_settings: dict[str, Any], override: dict[str, Any] | None, field: str
-) -> None:
-    try:
-        effective_settings(type_settings, override)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidRequest(f"{field}.{where}: {first['msg']}", field=f"{field}.{where}") from None
 
 
 async def _ring(ctx: ServerContext, cid: str, caller: str, video: bool | None) -> None:
@@ -153,7 +82,7 @@ async def get_or_create_call(
     if created:
         async with ctx.store.connect() as conn:
             state = await call_state(conn, ctx, who, row, acc)
-            member_ids = [r["user_id"] for r in await _all_member_ids(conn, cid)]
+            member_ids = await all_member_ids(conn, cid)
         await publish(
             ctx,
             {
@@ -176,11 +105,6 @@ async def get_or_create_call(
         state = await call_state(conn, ctx, who, await call_row(conn, cid), acc, body.members_limit)
     state["created"] = created
     return reply(request, state)
-
-
-async def _all_member_ids(conn: Any, cid: str) -> list[Any]:
-    q = select(call_members.c.user_id).where(call_members.c.call_cid == cid)
-    return list((await conn.execute(q)).mappings())
 
 
 async def _create(
@@ -211,12 +135,12 @@ async def _create(
                 f"user {creator} does not exist", field="data.created_by_id", cid=cid
             )
     check_create(who, cid, data.team, ctype["grants"])
-    _check_custom(ctx, data.custom, "data.custom")
-    _check_settings(ctype["settings"], data.settings_override, "data.settings_override")
+    check_custom(ctx, data.custom, "data.custom")
+    check_settings(ctype["settings"], data.settings_override, "data.settings_override")
     members = data.members or []
     check_members(members, "data.members", ctx.settings.limits.max_members_per_request)
     for m in members:
-        _check_custom(ctx, m.custom, f"data.members[{m.user_id}].custom")
+        check_custom(ctx, m.custom, f"data.members[{m.user_id}].custom")
     await conn.execute(
         calls.insert().values(
             cid=cid,
@@ -276,14 +200,14 @@ async def update_call(
         acc.require(Capability.UPDATE_CALL)
         values: dict[str, Any] = {"updated_at": now_ns(ctx.clock)}
         if body.custom is not None:
-            _check_custom(ctx, body.custom, "custom")
+            check_custom(ctx, body.custom, "custom")
             values["custom"] = body.custom
         if body.settings_override is not None:
             acc.require(Capability.UPDATE_CALL_SETTINGS)
             ctype = await calltypes.get_row(conn, type)
             # A partial override merges onto the call's earlier one (Stream's update semantics).
             override = merge(row["settings_override"] or {}, body.settings_override)
-            _check_settings(ctype["settings"], override, "settings_override")
+            check_settings(ctype["settings"], override, "settings_override")
             values["settings_override"] = override
         if "starts_at" in body.model_fields_set:
             values["starts_at"] = to_ns(body.starts_at, "starts_at")
@@ -304,74 +228,6 @@ async def update_call(
         call_cid=cid,
     )
     return reply(request, state)
-
-
-@router.post("/call/{type}/{id}/members")
-async def update_call_members(
-    type: CallTypeName,
-    id: CallId,
-    body: UpdateCallMembersRequest,
-    request: Request,
-    who: Principal = Depends(principal),
-) -> dict[str, Any]:
-    ctx = ctx_of(request)
-    cid = f"{type}:{id}"
-    upserts = body.update_members or []
-    removals = body.remove_members or []
-    check_members(upserts, "update_members", ctx.settings.limits.max_members_per_request)
-    if len(removals) > ctx.settings.limits.max_members_per_request:
-        raise InvalidRequest("too many members to remove in one request", field="remove_members")
-    overlap = {m.user_id for m in upserts} & set(removals)
-    if overlap:
-        raise InvalidRequest(
-            f"users {sorted(overlap)} are both updated and removed", field="remove_members", cid=cid
-        )
-    for m in upserts:
-        _check_custom(ctx, m.custom, f"update_members[{m.user_id}].custom")
-    now = now_ns(ctx.clock)
-    async with ctx.store.begin() as conn:
-        _, acc = await load_access(conn, who, cid)
-        acc.require_read()
-        if upserts:
-            acc.require(Capability.UPDATE_CALL_MEMBER)
-        if removals:
-            acc.require(Capability.REMOVE_CALL_MEMBER)
-        added, updated = await upsert_members(conn, cid, upserts, now, "update_members")
-        removed = await remove_members(conn, cid, removals)
-        if upserts or removals:
-            await conn.execute(update(calls).where(calls.c.cid == cid).values(updated_at=now))
-    async with ctx.store.connect() as conn:
-        call = await call_response(conn, ctx, cid)
-        changed = await member_rows(conn, cid, len(upserts) + 1, added + updated) if upserts else []
-        out = await members_response(conn, ctx, changed)
-    by_id = {m["user_id"]: m for m in out}
-    for kind, ids in ((events.CALL_MEMBER_ADDED, added), (events.CALL_MEMBER_UPDATED, updated)):
-        if ids:
-            await publish(
-                ctx,
-                {
-                    "type": kind,
-                    "call_cid": cid,
-                    "call": call,
-                    "members": [by_id[i] for i in ids if i in by_id],
-                    "created_at": now,
-                },
-                call_cid=cid,
-            )
-    if removed:
-        await publish(
-            ctx,
-            {
-                "type": events.CALL_MEMBER_REMOVED,
-                "call_cid": cid,
-                "call": call,
-                "members": removed,
-                "created_at": now,
-            },
-            call_cid=cid,
-            user_ids=removed,
-        )
-    return reply(request, {"members": out})
 
 
 @router.post("/call/{type}/{id}/delete")
@@ -395,7 +251,7 @@ async def delete_call(
                 "deleting a call needs a server token, an admin or its creator", cid=cid
             )
         call = await call_response(conn, ctx, cid, row)
-        member_ids = [r["user_id"] for r in await _all_member_ids(conn, cid)]
+        member_ids = await all_member_ids(conn, cid)
     now = now_ns(ctx.clock)
     async with ctx.store.begin() as conn:
         await remove_call_custom(conn, cid)
@@ -422,7 +278,7 @@ async def send_call_event(
     """A custom event to everyone watching the call (e.g. ``{"type": "unlock"}``)."""
     ctx = ctx_of(request)
     cid = f"{type}:{id}"
-    _check_custom(ctx, body.custom, "custom")
+    check_custom(ctx, body.custom, "custom")
     sender = who.user_id or body.user_id or (body.user.id if body.user else None)
     if sender is None:
         raise InvalidRequest("user_id is required with a server token", field="user_id", cid=cid)
