@@ -328,6 +328,8 @@ class CameraConfig(Model):
     def _file(self) -> CameraConfig:
         if self.source == "file" and self.file is None:
             raise ValueError("source 'file' needs file: PATH (an H.264 elementary stream)")
+        if self.source == "test" and (self.width < 128 or self.height < 144):
+            raise ValueError("the test source draws a 128x144 block code: use at least 128x144")
         return self
 
 
@@ -355,6 +357,7 @@ class Timings(Model):
     ring_timeout_s: float = Field(default=60.0, gt=0)
     missed_s: float = Field(default=60.0, ge=0)
     connect_timeout_s: float = Field(default=20.0, gt=0)
+    accept_join_wait_s: float = Field(default=3.0, ge=0, le=30)
     rejoin_min_s: float = Field(default=1.0, gt=0)
     rejoin_max_s: float = Field(default=30.0, gt=0)
     watchdog_s: float = Field(default=10.0, gt=0)

@@ -76,6 +76,8 @@ class Daemon:
         self._call_tasks: set[asyncio.Task[Any]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._idle_event = asyncio.Event()
+        self._arrived: set[str] = set()
+        self._arrival = asyncio.Event()
         self._ever_online = asyncio.Event()
         from appliance.modes import ModeRunner
 
@@ -140,6 +142,7 @@ class Daemon:
                     task.cancel()
             self.cid = self.caller = None
             self.joined = None
+            self._arrived.clear()
             self._idle_event.set()
         if new is not S.IDLE:
             self._idle_event.clear()
@@ -287,6 +290,21 @@ class Daemon:
         self.transition(S.CONNECTING, "auto-answer" if auto else "answer pressed")
         self._call_task(self._accept_and_join(self.cid))
 
+    async def _join_after(self, cid: str, accepter: str | None) -> None:
+        """Join once the accepter is in the session (it joins right after accepting): two
+        participants joining at the same instant would both see the other and both offer."""
+        deadline = self.clock.monotonic() + self.cfg.timings.accept_join_wait_s
+        while accepter not in self._arrived and self.clock.monotonic() < deadline:
+            self._arrival.clear()
+            waker = asyncio.ensure_future(self._arrival.wait())
+            sleeper = asyncio.ensure_future(self.clock.sleep(deadline - self.clock.monotonic()))
+            try:
+                await asyncio.wait({waker, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waker.cancel()
+                sleeper.cancel()
+        await self.join(cid, create=False)
+
     async def _accept_and_join(self, cid: str) -> None:
         await self.link.accept(cid)
         await self.join(cid, create=False)
@@ -379,7 +397,8 @@ class Daemon:
         elif kind == "call.accepted" and mine:
             if state is S.CALLING and event.user_id != self.me:
                 audit("accepted", self.cid, event.user_id, "answered by")
-                self._call_task(self.join(self.cid or "", create=False))
+                self.transition(S.CONNECTING, f"accepted by {event.user_id}")
+                self._call_task(self._join_after(self.cid or "", event.user_id))
             elif state is S.RINGING and event.user_id != self.me:
                 self.transition(S.IDLE, f"answered elsewhere by {event.user_id}")
         elif kind == "call.rejected" and mine and state is S.RINGING:
@@ -396,9 +415,12 @@ class Daemon:
                 self.transition(S.IDLE, f"ended ({event.reason})")
             else:
                 self.end_locally("call.ended")
-        elif kind == "call.session_participant_joined" and mine and self.joined is not None:
-            if event.participant_session and event.user_id:
+        elif kind == "call.session_participant_joined" and mine:
+            if self.joined is not None and event.participant_session and event.user_id:
                 self.joined.participants[event.participant_session] = event.user_id
+            if event.user_id is not None:
+                self._arrived.add(event.user_id)
+                self._arrival.set()
         elif kind == "call.session_participant_left" and mine and self.joined is not None:
             self._on_participant_left(event)
         elif kind == "custom" and mine and event.user_id != self.me:

@@ -137,15 +137,14 @@ class ClientLink:
     async def publish_device(self) -> None:
         """Set ``custom.device`` on our user (DESIGN §4 "Devices"); a fleet server may not let a
         device token do that (then an admin seeds it), which is logged, not fatal."""
-        user = {
-            "id": self.user_id,
-            "name": self.cfg.device.name,
-            "custom": {"device": self.cfg.device_custom()},
-        }
-        if self.cfg.device.team:
-            user["teams"] = [self.cfg.device.team]
+        user: dict[str, Any] = {"id": self.user_id, "custom": {"device": self.cfg.device_custom()}}
+        if self.cfg.device.name:
+            user["name"] = self.cfg.device.name
         try:
-            await self.client.upsert_users({k: v for k, v in user.items() if v is not None})
+            # role and teams are the server's business: a device token may not set them
+            await self.client.rest.request(
+                "POST", "/api/v2/users", json={"users": {self.user_id: user}}
+            )
         except (APIError, httpx.HTTPError, OSError) as err:
             log.warning("Device(%s): cannot publish custom.device: %s", self.user_id, err)
 

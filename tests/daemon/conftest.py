@@ -121,6 +121,9 @@ async def into_call(rig: Rig, cid: str = "default:door-door-1", peer: str = "ali
     rig.link.participants = {f"{peer}-s": peer}
     await rig.press("call")
     rig.link.emit("call.accepted", cid, user_id=peer)
+    rig.link.emit(
+        "call.session_participant_joined", cid, user_id=peer, participant_session=f"{peer}-s"
+    )
     await rig.settle()
     rig.medias[-1].on_event(MediaEvent("peer_connected", peer=f"{peer}-s"))
     await rig.settle()

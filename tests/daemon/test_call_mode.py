@@ -38,6 +38,11 @@ async def test_accept_joins_then_media_connects(rig: Rig) -> None:
     rig.link.emit("call.accepted", CID, user_id="alice")
     await rig.settle()
     assert rig.state == "connecting"
+    assert "join" not in rig.link.verbs()  # the accepter joins first
+    rig.link.emit(
+        "call.session_participant_joined", CID, user_id="alice", participant_session="alice-s"
+    )
+    await rig.settle()
     assert ("join", CID, False) in rig.link.calls
     assert rig.media_log == ["muted=False", "start", "gate"]
     assert rig.panel.camera_led.on
@@ -69,3 +74,12 @@ async def test_hold_hangs_up_while_calling(rig: Rig) -> None:
     await rig.press("call", hold=True)
     assert rig.state == "idle"
     assert ("reject", CID, "cancel") in rig.link.calls
+
+
+async def test_accepter_never_seen_joining_we_join_anyway(rig: Rig) -> None:
+    await rig.press("call")
+    rig.link.emit("call.accepted", CID, user_id="alice")
+    await rig.advance(2.5)
+    assert "join" not in rig.link.verbs()
+    await rig.advance(0.5)
+    assert ("join", CID, False) in rig.link.calls

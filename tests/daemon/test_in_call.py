@@ -117,6 +117,7 @@ async def test_link_drop_keeps_the_call_and_shows_offline_only_when_idle(rig: Ri
 async def test_no_media_within_connect_timeout_hangs_up(rig: Rig) -> None:
     await rig.press("call")
     rig.link.emit("call.accepted", CID, user_id="alice")
+    rig.link.emit("call.session_participant_joined", CID, user_id="alice", participant_session="a")
     await rig.settle()
     assert rig.state == "connecting"
     await rig.advance(20)
