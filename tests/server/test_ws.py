@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -173,3 +174,21 @@ async def test_presence_changes_go_to_users_sharing_a_call(srv: ServerHandle) ->
     assert [f for f in await dave.settle() if f["type"] == "user.presence.changed"] == []
     await bob.close()
     await dave.close()
+
+
+async def test_server_health_checks_and_closes_silent_clients(tmp_path) -> None:
+    # Transport liveness runs on the event loop's clock (not the injected one): a short
+    # interval here, and the test waits for frames, not for time.
+    async with running_server(tmp_path, users=USERS, ws_health_seconds=0.05) as srv:
+        ws = await WsClient.open(srv, "alice")
+        ping = json.loads(await ws.ws.recv())
+        assert ping["type"] == "health.check" and ping["connection_id"] == ws.connection_id
+        with pytest.raises(ConnectionClosed):
+            while True:  # we never answer: after three silent intervals the server hangs up
+                await ws.ws.recv()
+        presence = srv.ctx.extras["presence"]
+        for _ in range(500):  # the hub forgets the connection right after closing it
+            if not presence.is_online("alice"):
+                break
+            await asyncio.sleep(0.01)
+        assert not presence.is_online("alice")
