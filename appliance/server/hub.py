@@ -263,13 +263,6 @@ class Hub:
             found.discard(target.sharing_with)
         return found
 
-    def send_to_connection(self, connection_id: str, frame: dict[str, Any]) -> bool:
-        conn = self.connections.get(connection_id)
-        return conn.send(frame) if conn is not None else False
-
-    def user_connection_ids(self, user_id: str) -> set[str]:
-        return set(self.by_user.get(user_id, ()))
-
     # -- one WebSocket ------------------------------------------------------------------
 
     async def serve(self, websocket: WebSocket) -> None:

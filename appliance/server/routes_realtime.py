@@ -21,6 +21,7 @@ from appliance.calls.capabilities import Capability
 from appliance.errors import InvalidRequest, PermissionDenied
 from appliance.server import routes_calls
 from appliance.server.auth import Principal, principal
+from appliance.server.callrequests import CallRequest, GetOrCreateCallRequest
 from appliance.server.callstate import call_state, load_access
 from appliance.server.context import ServerContext, now_ns
 from appliance.server.iceservers import ice_servers_for
@@ -52,7 +53,7 @@ class JoinCallRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     create: bool | None = None
-    data: routes_calls.CallRequest | None = None
+    data: CallRequest | None = None
     ring: bool | None = None
     notify: bool | None = None
     video: bool | None = None
@@ -123,7 +124,7 @@ async def join_call(
     user_id = _acting_user(who, body.user_id, "join")
     if body.create:
         await routes_calls.get_or_create_call(
-            type, id, request, routes_calls.GetOrCreateCallRequest(data=body.data), who
+            type, id, request, GetOrCreateCallRequest(data=body.data), who
         )
     async with ctx.store.connect() as conn:
         _, acc = await load_access(conn, who, cid)

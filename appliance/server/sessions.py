@@ -303,12 +303,6 @@ async def leave_participant(
     return True
 
 
-async def participants_of_user(
-    db: AsyncConnection, session_id: str, user_id: str
-) -> list[dict[str, Any]]:
-    return [p for p in await active_participants(db, session_id) if p["user_id"] == user_id]
-
-
 async def attach(
     db: AsyncConnection,
     ctx: ServerContext,
