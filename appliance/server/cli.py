@@ -8,8 +8,10 @@ import json
 import logging
 from typing import Any
 
+from pydantic import ValidationError
+
 from appliance.clock import SystemClock
-from appliance.errors import ConfigError
+from appliance.errors import ConfigError, InvalidRequest
 from appliance.server.auth import create_token
 from appliance.server.context import now_ns
 from appliance.server.settings import ServerSettings, ensure_secret, load_settings
@@ -142,13 +144,18 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     from appliance.server.users import UserRequest, upsert_user
 
     settings = _settings(args)
-    user = UserRequest(
-        id=args.id,
-        name=args.name,
-        role=args.role,
-        teams=args.teams,
-        custom=_custom(args.custom) or None,
-    )
+    try:
+        user = UserRequest(
+            id=args.id,
+            name=args.name,
+            role=args.role,
+            teams=args.teams,
+            custom=_custom(args.custom) or None,
+        )
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidRequest(f"{where}: {first['msg']}", field=where) from None
 
     async def work(store: Any) -> None:
         async with store.begin() as conn:

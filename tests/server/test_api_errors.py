@@ -96,3 +96,11 @@ async def test_healthz_and_openapi(server: ServerHandle) -> None:
     assert "/api/v2/video/call/{type}/{id}" in spec["paths"]
     post = spec["paths"]["/api/v2/video/call/{type}/{id}"]["post"]
     assert "requestBody" in post
+
+
+async def test_console_is_served_after_the_api(server: ServerHandle) -> None:
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        page = await http.get("/")
+        missing = await http.get("/api/v2/video/nothing")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert missing.status_code == 404 and missing.json()["StatusCode"] == 404

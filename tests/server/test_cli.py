@@ -78,3 +78,16 @@ async def test_serve_survives_kill_9(tmp_path) -> None:
         async with srv.client("alice") as http:
             r = await http.get("/api/v2/video/call/default/door-1")
         assert r.status_code == 200 and r.json()["call"]["custom"] == {"n": 1}
+
+
+def test_user_mistakes_are_one_line(config) -> None:
+    for args in (["users", "add", "bad id!"], ["users", "add", "x", "--role", "king"]):
+        run = subprocess.run(
+            [sys.executable, "-m", "appliance", *args, "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 1, run.stderr
+        assert "Traceback" not in run.stderr
+        assert run.stderr.strip().splitlines()[-1].startswith("appliance: InvalidRequest: ")
