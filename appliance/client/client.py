@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -199,7 +199,7 @@ class Client:
         self.connection.start()
         return sub
 
-    def on(self, types: Iterable[str] | str | None, callback: Callback) -> Any:
+    def on(self, types: Iterable[str] | str | None, callback: Callback) -> Callable[[], None]:
         """Call ``callback(event)`` for each matching event; returns the function that removes it."""
         remove = self.hub.on(types, callback)
         self.connection.start()

@@ -189,9 +189,10 @@ class Connection:
             heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(ws))
             hook: asyncio.Task[None] | None = None
             try:
-                self.hub.emit(Event.parse(first))
+                self.hub.emit(Event.parse({**first, "reconnected": reconnected}))
                 if self.on_connected is not None:
                     hook = asyncio.get_running_loop().create_task(self.on_connected(reconnected))
+                    hook.add_done_callback(self._hook_done)
                 async for raw in ws:
                     self._handle(raw)
             except websockets.ConnectionClosed:
@@ -204,6 +205,10 @@ class Connection:
                         task.cancel()
                 logger.info("%r: online -> offline", self)
             return True
+
+    def _hook_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("%r: on_connected failed", self, exc_info=task.exception())
 
     def _handle(self, raw: str | bytes) -> None:
         self._last_rx = self.clock.monotonic()

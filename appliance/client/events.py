@@ -46,6 +46,8 @@ class Event(Model):
     signal: dict[str, Any] | None = None
     # Synthesized by the client from the server's state after a reconnect.
     resynced: bool = False
+    # connection.ok: whether this is a reconnect (the resync follows).
+    reconnected: bool | None = None
 
     @property
     def cid(self) -> str | None:

@@ -101,7 +101,8 @@ async def test_reconnects_after_the_backoff_delay_and_not_before(
     sub = events.subscribe({"connection.ok", "connection.lost"})
     assert await conn.wait_connected(5) == "c1"
     assert hub.frames[0] == {"token": "tok-1", "user_details": {"id": "door"}}
-    assert (await sub.get()).connection_id == "c1"
+    first = await sub.get()
+    assert (first.connection_id, first.reconnected) == ("c1", False)
 
     await hub.connections[0].close()
     assert (await sub.get()).type == "connection.lost"
@@ -112,7 +113,7 @@ async def test_reconnects_after_the_backoff_delay_and_not_before(
     assert len(hub.connections) == 1
     clock.advance(0.02)
     event = await asyncio.wait_for(sub.get(), 5)
-    assert (event.type, event.connection_id) == ("connection.ok", "c2")
+    assert (event.type, event.connection_id, event.reconnected) == ("connection.ok", "c2", True)
     assert conn.backoff.attempt == 0
     await conn.close()
     await rest.aclose()
