@@ -178,3 +178,30 @@ async def test_a_full_track_buffer_drops_its_oldest_periods(
         assert playback.stats.dropped == 14
     finally:
         await playback.stop()
+
+
+async def test_a_standing_backlog_is_trimmed_to_the_target_level(
+    alsa: AlsaSandbox, tmp_path: Path
+) -> None:
+    clock = ManualClock()
+    playback = AudioPlayback(
+        open_playback(alsa.null("speaker")), clock=clock, buffer_periods=6, target_periods=2
+    )
+    call = FedToneTrack(300.0, periods=200)
+    playback.attach(call)
+    await _until(lambda: playback.stats.periods >= 1)
+    call.feed(5)  # a burst at the start of the call: 100 ms of standing delay
+    await _until(lambda: playback.stats.frames_received >= 5 * PERIOD)
+    levels = []
+    try:
+        for n in range(2, 102):
+            call.feed(1)
+            await _until(lambda n=n: playback.stats.frames_received >= (n + 4) * PERIOD)
+            clock.advance(0.020)
+            await _until(lambda n=n: playback.stats.periods >= n)
+            levels.append(playback.buffered_periods())
+    finally:
+        await playback.stop()
+    assert playback.stats.trimmed == 3
+    assert levels[0] == 5 and levels[-1] == 2
+    assert playback.stats.dropped == 0 and playback.stats.starved == 0

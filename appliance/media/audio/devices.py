@@ -45,6 +45,7 @@ class AudioDevices:
             clock=self._clock,
             duplex=self.duplex,
             buffer_periods=settings.buffer_periods,
+            target_periods=settings.target_periods,
             duck_db=settings.duck_db,
         )
         self.chimes = ChimePlayer(self.playback, settings.sounds)

@@ -3,7 +3,8 @@
 Every attached remote track is read by its own asyncio task for as long as it lives (aiortc
 buffers grow without bound when a received track is left unread), resampled to the device format
 with :class:`av.AudioResampler` and cut into periods in a small bounded buffer that drops its oldest
-period when full. A named writer thread, paced by our clock (clockless devices would swallow
+period when full and skips one whenever it has stayed above its target level (``target_periods``)
+for half a second, so a burst at the start of a call does not become latency for the rest of it. A named writer thread, paced by our clock (clockless devices would swallow
 audio as fast as it is written), mixes one period of every buffer and every playing sound and
 writes it, after a cushion of ``prefill_periods`` of silence. Sounds *duck* the call: while a chime marked ``duck`` plays, call audio is turned down
 by ``duck_db`` and the chime is mixed on top, so a chime during a call is heard without cutting the
@@ -35,12 +36,20 @@ __all__ = ["AudioPlayback"]
 logger = logging.getLogger(__name__)
 
 _LOG_EVERY = 100
+_TRIM_AFTER = 25  # periods above target before one is skipped (0.5 s at 20 ms)
 
 
 class _TrackBuffer:
     """Periods of one remote track at the device format; filled on the loop, drained by the writer."""
 
-    def __init__(self, track_id: str, fmt: PcmFormat, max_periods: int, stats: PlaybackStats):
+    def __init__(
+        self,
+        track_id: str,
+        fmt: PcmFormat,
+        max_periods: int,
+        stats: PlaybackStats,
+        target_periods: int = 2,
+    ):
         self.track_id = track_id
         self._fmt = fmt
         self._samples = fmt.period_frames * fmt.channels
@@ -51,6 +60,8 @@ class _TrackBuffer:
         self._periods: deque[np.ndarray] = deque()
         self._max = max_periods
         self._stats = stats
+        self._target = max(1, min(target_periods, max_periods))
+        self._over_target = 0
         self._lock = threading.Lock()
         self.started = False
 
@@ -72,7 +83,19 @@ class _TrackBuffer:
 
     def pop(self) -> np.ndarray | None:
         with self._lock:
-            return self._periods.popleft() if self._periods else None
+            if not self._periods:
+                self._over_target = 0
+                return None
+            # The writer drains one period per period, so whatever burst first filled the buffer
+            # would stay as latency for the whole call. Above target for half a second: skip one.
+            self._over_target = (
+                self._over_target + 1 if len(self._periods) > self._target + 1 else 0
+            )
+            if self._over_target >= _TRIM_AFTER:
+                self._periods.popleft()
+                self._stats.trimmed += 1
+                self._over_target = 0
+            return self._periods.popleft()
 
     def __len__(self) -> int:
         return len(self._periods)
@@ -88,6 +111,7 @@ class AudioPlayback:
         clock: Clock | None = None,
         duplex: HalfDuplex | None = None,
         buffer_periods: int = 6,
+        target_periods: int = 2,
         duck_db: float = 12.0,
         prefill_periods: int = 2,
     ) -> None:
@@ -96,6 +120,7 @@ class AudioPlayback:
         self._clock = clock or SystemClock()
         self._duplex = duplex
         self._buffer_periods = buffer_periods
+        self._target_periods = target_periods
         self._duck_gain = 10.0 ** (-duck_db / 20.0)
         self._prefill = prefill_periods
         self._buffers: dict[str, _TrackBuffer] = {}
@@ -136,7 +161,9 @@ class AudioPlayback:
         if track.id in self._tasks:
             return self._tasks[track.id]
         self.start()
-        buffer = _TrackBuffer(track.id, self._format, self._buffer_periods, self.stats)
+        buffer = _TrackBuffer(
+            track.id, self._format, self._buffer_periods, self.stats, self._target_periods
+        )
         with self._lock:
             self._buffers[track.id] = buffer
         task = asyncio.get_running_loop().create_task(
@@ -161,6 +188,11 @@ class AudioPlayback:
     @property
     def tracks(self) -> list[str]:
         return list(self._buffers)
+
+    def buffered_periods(self) -> int:
+        """Periods waiting in the fullest remote-track buffer (the playout delay, in periods)."""
+        with self._lock:
+            return max((len(b) for b in self._buffers.values()), default=0)
 
     async def stop(self) -> None:
         """Stop consuming, stop and join the writer, close the device. Idempotent."""

@@ -45,6 +45,8 @@ class AudioSettings(BaseModel):
     period_ms: int = Field(20, ge=5, le=100)
     buffer_ms: int = Field(120, ge=20, le=2000)
     """Bound of the playback buffer of each remote track; older audio is dropped beyond it."""
+    jitter_ms: int = Field(40, ge=0, le=1000)
+    """Level the playback buffer is kept at; more absorbs network jitter, less is less delay."""
     duck_db: float = Field(12.0, ge=0.0, le=120.0)
     """How much call audio is turned down while a chime plays over it."""
     half_duplex: HalfDuplexSettings | None = None
@@ -64,6 +66,10 @@ class AudioSettings(BaseModel):
     @property
     def buffer_periods(self) -> int:
         return max(1, self.buffer_ms // self.period_ms)
+
+    @property
+    def target_periods(self) -> int:
+        return max(1, self.jitter_ms // self.period_ms)
 
     def capture_format(self) -> PcmFormat:
         return PcmFormat.for_period(rate=48000, channels=1, period_ms=self.period_ms)

@@ -40,6 +40,8 @@ class PlaybackStats:
     """Writes that reported ``-EPIPE`` (the device ran dry); the period was written again."""
     dropped: int = 0
     """Periods dropped, oldest first, because a remote track's buffer was full."""
+    trimmed: int = 0
+    """Periods skipped to bring a remote track's buffer back to its target level (latency)."""
     starved: int = 0
     """Periods in which an attached remote track had nothing buffered (silence was played)."""
     sounds_played: int = 0
