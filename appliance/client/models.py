@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 
 def _to_datetime(value: Any) -> Any:
@@ -62,13 +62,16 @@ class Participant(Model):
     """A participant of a live session; ``session_id`` is what signaling addresses."""
 
     session_id: str = Field(validation_alias=AliasChoices("user_session_id", "session_id", "id"))
+    user_id: str | None = None
     user: User | None = None
     role: str | None = None
     joined_at: Timestamp | None = None
 
-    @property
-    def user_id(self) -> str | None:
-        return self.user.id if self.user else None
+    @model_validator(mode="after")
+    def _user_id_from_user(self) -> Participant:
+        if self.user_id is None and self.user is not None:
+            self.user_id = self.user.id
+        return self
 
 
 class CallSession(Model):
