@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from aiortc.mediastreams import MediaStreamError
 
 from appliance.clock import ManualClock
+from appliance.errors import AudioDeviceError
 from appliance.media.audio import (
     EPIPE,
+    PCM,
     AudioCapture,
     AudioPlayback,
     XrunInjectingPcm,
@@ -99,3 +103,60 @@ async def _until(predicate: Callable[[], bool], within: float = 5.0) -> None:
     async with asyncio.timeout(within):
         while not predicate():  # noqa: ASYNC110 - the counter moves on the writer thread
             await asyncio.sleep(0.002)
+
+
+class _BreaksAfter:
+    """A real PCM that fails like an unplugged USB device after ``calls`` reads/writes."""
+
+    def __init__(self, inner: PCM, calls: int) -> None:
+        self._inner = inner
+        self._left = calls
+        self.name = inner.name
+        self.format = inner.format
+
+    def _tick(self) -> None:
+        self._left -= 1
+        if self._left < 0:
+            raise AudioDeviceError(f"ALSA device {self.name!r} failed: No such device")
+
+    def read(self) -> tuple[int, bytes]:
+        self._tick()
+        return self._inner.read()
+
+    def write(self, data: bytes) -> int:
+        self._tick()
+        return self._inner.write(data)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+async def test_a_failing_microphone_ends_the_track(alsa: AlsaSandbox, tmp_path: Path) -> None:
+    mic = alsa.capture_from("mic", write_tone_file(tmp_path / "in.raw", 440.0, 1.0))
+    clock = ManualClock()
+    capture = AudioCapture(_BreaksAfter(open_capture(mic), 2), clock=clock)
+    assert (await asyncio.wait_for(capture.recv(), 5.0)).pts == 0
+    clock.advance(0.020)
+    assert (await asyncio.wait_for(capture.recv(), 5.0)).pts == PERIOD
+    clock.advance(0.020)
+    with pytest.raises(MediaStreamError):
+        await asyncio.wait_for(capture.recv(), 5.0)
+    assert capture.readyState == "ended"
+    assert isinstance(capture.error, AudioDeviceError)
+    assert not [t for t in threading.enumerate() if t.name.startswith("audio-capture:")]
+    capture.stop()  # idempotent
+
+
+async def test_a_failing_speaker_stops_its_writer(alsa: AlsaSandbox) -> None:
+    clock = ManualClock()
+    playback = AudioPlayback(
+        _BreaksAfter(open_playback(alsa.null("speaker")), 3), clock=clock, prefill_periods=2
+    )
+    playback.start()
+    await _until(lambda: playback.stats.periods >= 1)
+    clock.advance(0.020)
+    await _until(lambda: playback.error is not None)
+    assert playback.stats.periods == 1
+    assert "No such device" in str(playback.error)
+    await playback.stop()
+    assert not [t for t in threading.enumerate() if t.name.startswith("audio-playback:")]
