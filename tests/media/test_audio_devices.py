@@ -157,3 +157,25 @@ async def test_a_bad_configured_sound_fails_the_open(alsa: AlsaSandbox, tmp_path
     settings = AudioSettings(playback_device=alsa.null("speaker"), sounds={"chime": broken})
     with pytest.raises(ConfigError, match=r"broken\.wav"):
         AudioDevices.open(settings)
+
+
+def test_public_names_and_the_alsa_seam() -> None:
+    import ast
+
+    import appliance
+    import appliance.media.audio as audio
+
+    assert sorted(audio.__all__) == sorted(set(audio.__all__))
+    for name in audio.__all__:
+        assert hasattr(audio, name), name
+    importers = []
+    for path in Path(appliance.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(n.split(".")[0] == "alsaaudio" for n in names):
+                importers.append(path.relative_to(Path(appliance.__file__).parent).as_posix())
+    assert importers == ["media/audio/pcm.py"]
