@@ -359,7 +359,7 @@ async def test_call_a_device_talk_unlock_and_hang_up(srv: ServerHandle, guard: P
 
     await alice.locator("#btn-mic").click()
     await expect(alice.locator("#btn-mic")).to_have_attribute("aria-pressed", "true")
-    assert await alice.evaluate(MIC_SENDER_IS_EMPTY)
+    await wait_for_js(alice, MIC_SENDER_IS_EMPTY)
     await alice.keyboard.press("m")
     await expect(alice.locator("#btn-mic")).to_have_attribute("aria-pressed", "false")
 

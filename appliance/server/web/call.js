@@ -234,6 +234,7 @@ export class Call extends EventTarget {
   _peer(sessionId, userId, offerer) {
     const peer = new Peer({
       sessionId,
+      localId: this.sessionId,
       userId,
       offerer,
       iceServers: this.iceServers,

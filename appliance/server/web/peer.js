@@ -47,9 +47,10 @@ function applyCodecPreferences(transceiver, log) {
 
 export class Peer extends EventTarget {
   // options: {sessionId, userId, offerer, iceServers, media (LocalMedia), signal(fn), log}
-  constructor({sessionId, userId, offerer, iceServers, media, signal, log}) {
+  constructor({sessionId, localId, userId, offerer, iceServers, media, signal, log}) {
     super();
     this.sessionId = sessionId;
+    this.localId = localId || '';
     this.userId = userId;
     this.offerer = offerer;
     this.iceServers = iceServers || [];
@@ -88,6 +89,7 @@ export class Peer extends EventTarget {
     switch (signal.kind) {
       case 'offer':
       case 'restart':
+        if (this._glare(signal)) return;
         await this._answer(signal);
         break;
       case 'answer':
@@ -246,6 +248,22 @@ export class Peer extends EventTarget {
     await pc.setLocalDescription(answer);
     this._send({kind: 'answer', sdp: pc.localDescription.sdp, generation: this.generation});
     await this._flushCandidates();
+  }
+
+  // Both sides offered (two joins raced). The smaller participant id keeps its offer; the
+  // larger one gives its own up and answers. Returns true when the incoming offer is ignored.
+  _glare(signal) {
+    if (signal.kind !== 'offer' || !this.offerer || this.pc?.signalingState !== 'have-local-offer') {
+      return false;
+    }
+    if (this.localId < this.sessionId) {
+      this.log.info(`${this.name}: both offered; keeping ours`);
+      return true;
+    }
+    this.log.info(`${this.name}: both offered; answering theirs`);
+    this.offerer = false;
+    this._teardown();
+    return false;
   }
 
   _renew(signal) {
