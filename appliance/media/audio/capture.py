@@ -5,6 +5,10 @@ clockless devices (alsa-lib ``file``/``null``, some virtual PCMs) would otherwis
 fast as the thread can read. Overruns (``-EPIPE``) are counted and the lost period goes out as
 silence, so timestamps keep matching wall time. Frames cross to the event loop with
 ``call_soon_threadsafe`` into a small queue that drops the oldest period when the consumer lags.
+
+On a real sound card, whose own clock drifts a few tens of ppm from ours, a blocking ``read``
+simply waits when the card is slower; when it is faster its buffer (``periods`` x 20 ms) fills over
+tens of minutes and one overrun (counted, one period of silence) resets it. Calls are shorter.
 """
 
 from __future__ import annotations
