@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+from pathlib import Path
 from typing import Any
 
 from appliance.clock import Clock
@@ -15,6 +18,24 @@ from appliance.config import DeviceConfig
 from appliance.errors import ConfigError, HardwareError
 
 log = logging.getLogger(__name__)
+
+
+def _secret(path: Path) -> str:
+    """The configured secret file's content, created (random, 0600) on first start."""
+    try:
+        if path.exists():
+            secret = path.read_text().strip()
+            if secret:
+                return secret
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret + "\n")
+        log.warning("embedded server: generated a new API secret in %s (mode 0600)", path)
+        return secret
+    except OSError as err:
+        raise ConfigError(f"cannot use the secret file: {err}", file=str(path)) from err
 
 
 class EmbeddedServer:
@@ -48,8 +69,8 @@ class EmbeddedServer:
         }
         if e.database:
             data["database"] = e.database
-        if e.secret_file is not None and e.secret_file.exists():
-            data["api_secret"] = e.secret_file.read_text().strip()
+        if e.secret_file is not None:
+            data["api_secret"] = _secret(e.secret_file)
         try:
             settings = ServerSettings.model_validate(
                 {k: v for k, v in data.items() if v is not None}

@@ -26,6 +26,8 @@ class Notifier:
         self._sock: socket.socket | None = None
         if address:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # a datagram socket blocks when the reader's queue is full: never stall the loop
+            self._sock.setblocking(False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Notifier:
@@ -51,6 +53,9 @@ class Notifier:
             addr = "\0" + addr[1:]
         try:
             self._sock.sendto(message.encode(), addr)
+        except BlockingIOError:
+            log.warning("sd_notify to %s: queue full, %r dropped", self.address, message)
+            return False
         except OSError as err:
             log.warning("sd_notify to %s failed: %s", self.address, err)
             return False
