@@ -11,6 +11,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from appliance.media.annexb import access_units, is_keyframe, nal_types, nal_units
 from appliance.media.negotiation import negotiated_codec, prefer_h264
 from appliance.media.passthrough import VideoFanout
+from appliance.media.sources.base import EncodedFrame
 from appliance.media.sources.test import TestSource
 from tests.media.video_helpers import ScriptedSource, VideoReader, wait_until
 
@@ -102,7 +103,7 @@ async def test_gate_and_camera_mute_hold_every_packet() -> None:
 
 
 def test_access_units_split_an_elementary_stream() -> None:
-    encoded = []
+    encoded: list[EncodedFrame] = []
     source = ScriptedSource()
     source._running = True
     source.add_sink(encoded.append)

@@ -207,7 +207,8 @@ class Participant:
         return [e for e in self.events if e.kind == kind]
 
     async def close(self) -> None:
-        for reader in [*self.video, *self.audio]:
+        readers: list[VideoReader | AudioReader] = [*self.video, *self.audio]
+        for reader in readers:
             await reader.close()
         await self.media.stop()
         await self.client.aclose()

@@ -14,6 +14,7 @@ cell's centre. Layout (the browser reader in the web console uses the same one):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -64,7 +65,7 @@ def draw(luma: npt.NDArray[np.uint8], code: BlockCode) -> None:
     luma[:HEIGHT, :WIDTH] = np.kron(cells, np.ones((CELL, CELL), dtype=np.uint8))
 
 
-def read(luma: npt.NDArray[np.uint8]) -> BlockCode | None:
+def read(luma: npt.NDArray[Any]) -> BlockCode | None:
     """Read a code from a luma plane; ``None`` when absent or damaged (checksum mismatch)."""
     if luma.shape[0] < HEIGHT or luma.shape[1] < WIDTH:
         return None
