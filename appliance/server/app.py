@@ -9,6 +9,7 @@ never a 500. The web console (``appliance/server/web``) is mounted at ``/`` afte
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -115,6 +116,10 @@ async def _on_unexpected(request: Request, err: Exception) -> JSONResponse:
     return _json_error(APIError("internal server error", status_code=500))
 
 
+# A JSON \u0000 escape (not an escaped backslash followed by "u0000"): PostgreSQL cannot store it.
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
 class RequestLimits:
     """Refuse bodies over the limit with 413 and note when handling started (for ``duration``)."""
 
@@ -159,6 +164,10 @@ class RequestLimits:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if _NUL_ESCAPE.search(body):
+            err = InvalidRequest("strings may not contain NUL (\\u0000) characters")
+            await _json_error(err)(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> Message:

@@ -113,8 +113,8 @@ def decode_token(token: str, secret: str, clock: Clock, leeway: float) -> dict[s
     if "nbf" in claims and claims["nbf"] > now + leeway:
         raise AuthenticationError("token is not valid yet", field="Authorization")
     uid = claims.get("user_id")
-    if uid is not None and (not isinstance(uid, str) or not uid):
-        raise AuthenticationError("token claim user_id must be a non-empty string")
+    if uid is not None and (not isinstance(uid, str) or not 0 < len(uid) <= 255 or "\x00" in uid):
+        raise AuthenticationError("token claim user_id must be a string of 1 to 255 characters")
     cids = claims.get("call_cids")
     if cids is not None and (
         not isinstance(cids, list) or not all(isinstance(c, str) for c in cids)

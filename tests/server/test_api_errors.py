@@ -104,3 +104,17 @@ async def test_console_is_served_after_the_api(server: ServerHandle) -> None:
         missing = await http.get("/api/v2/video/nothing")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert missing.status_code == 404 and missing.json()["StatusCode"] == 404
+
+
+async def test_nul_characters_and_overlong_token_user_are_refused(server: ServerHandle) -> None:
+    async with server.client() as http:
+        r = await http.post(
+            CALL, json={"data": {"created_by_id": "alice", "custom": {"x": "a\x00b"}}}
+        )
+        assert _is_error(r, 400)["message"].startswith("strings may not contain NUL")
+        r = await http.post(
+            CALL, json={"data": {"created_by_id": "alice", "custom": {"x": "a\\u0000"}}}
+        )
+        assert r.status_code == 200  # an escaped backslash followed by "u0000" is fine
+    async with server.client(token=server.user_token("u" * 256)) as http:
+        _is_error(await http.get(CALL), 401)

@@ -26,6 +26,7 @@ from tests.server.test_api_calls import (
     test_update_call,
 )
 from tests.server.test_api_users import test_upsert_creates_and_updates
+from tests.server.test_schemathesis import fuzz_server
 from tests.support.pgcluster import PostgresCluster
 from tests.support.server import ServerHandle, running_server
 
@@ -67,5 +68,16 @@ async def server(tmp_path: Path, cluster: PostgresCluster) -> AsyncIterator[Serv
         async with running_server(tmp_path, users=DEFAULT_USERS, database=url) as srv:
             assert srv.ctx.store.engine.dialect.name == "postgresql"
             yield srv
+    finally:
+        cluster.drop_database(name)
+
+
+async def test_no_server_errors_on_postgres(tmp_path: Path, cluster: PostgresCluster) -> None:
+    """schemathesis on PostgreSQL: it refuses what SQLite takes (NUL characters, long keys)."""
+    name = f"fuzz{next(_names)}"
+    url = cluster.create_database(name)
+    try:
+        async with running_server(tmp_path, users=["alice", "bob"], database=url) as srv:
+            await fuzz_server(srv)
     finally:
         cluster.drop_database(name)

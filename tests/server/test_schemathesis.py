@@ -81,11 +81,16 @@ async def _seeded(srv: ServerHandle) -> None:
         assert r.status_code == 200
 
 
+async def fuzz_server(srv: ServerHandle) -> None:
+    """Fuzz every operation of ``srv`` (users alice and bob) with a server and a user token."""
+    await _seeded(srv)
+    for token in (srv.server_token(), srv.user_token("alice")):
+        sent, ok, problems = await asyncio.to_thread(_fuzz, srv.base_url, srv.api_key, token)
+        assert sent >= 100
+        assert ok >= 20, f"only {ok} of {sent} fuzzed requests succeeded"  # not all 4xx
+        assert problems == [], "\n".join(problems[:10])
+
+
 async def test_no_server_errors_with_server_and_user_tokens(tmp_path) -> None:
     async with running_server(tmp_path, users=["alice", "bob"]) as srv:
-        await _seeded(srv)
-        for token in (srv.server_token(), srv.user_token("alice")):
-            sent, ok, problems = await asyncio.to_thread(_fuzz, srv.base_url, srv.api_key, token)
-            assert sent >= 100
-            assert ok >= 20, f"only {ok} of {sent} fuzzed requests succeeded"  # not all 4xx
-            assert problems == [], "\n".join(problems[:10])
+        await fuzz_server(srv)
