@@ -1,34 +1,28 @@
-"""The event hub: one ``Connection`` per WebSocket, event fan-out, presence.
+"""The event hub: this replica's connections, event fan-out, presence.
 
-A client opens ``/api/v2/connect?api_key=KEY`` and sends ``{token, user_details: {id}}`` as
-its first frame; the hub answers ``connection.ok {connection_id, me}``. From then on the hub
-delivers the events of every call the user is a member (or a participant) of — ring events
-need no prior watch — and routes the client's frames (``health.check``, ``signal``,
-``participant.attach``) to their handlers. ``Hub.publish`` implements the ``EventBus`` of
-``context.py``; with a PostgreSQL store the same publication reaches the other replicas
-through ``pgnotify.Fanout`` and every replica resolves its own recipients.
-
-Each connection has a bounded send queue drained by its own writer task, so a slow client
-never blocks a publisher; a client that falls that far behind is disconnected.
+``Hub.publish`` implements the ``EventBus`` of ``context.py``: an event goes to every
+connection of the members (and live participants) of a call, and of named users — ring events
+need no prior watch. With a PostgreSQL store the same publication reaches the other replicas
+through ``pgnotify.Fanout`` and every replica resolves the ``Target`` against its own
+connections. Presence: a user is online while any connection is up; ``user.presence.changed``
+goes to the users who share a call with them. The WebSocket itself is ``connection.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from fastapi import WebSocket, WebSocketDisconnect
+from fastapi import WebSocket
 from sqlalchemy import select
 
 from appliance.calls import events as ev
-from appliance.errors import APIError, AuthenticationError, InvalidRequest, PayloadTooLarge
-from appliance.server.auth import authenticate
+from appliance.server.connection import Connection, Endpoint
 from appliance.server.context import ServerContext, now_ns
 from appliance.server.presence import Presence
 from appliance.server.schema import call_members, participants, users
@@ -36,13 +30,9 @@ from appliance.server.serialize import user_response
 
 log = logging.getLogger(__name__)
 
-SEND_QUEUE_FRAMES = 1000
-AUTH_TIMEOUT_SECONDS = 10.0
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
 CHUNK = 500
 
-FrameHandler = Callable[["Connection", dict[str, Any]], Awaitable[None]]
+FrameHandler = Callable[[Connection, dict[str, Any]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -76,60 +66,6 @@ class Target:
         )
 
 
-@dataclass(eq=False)
-class Connection:
-    """One WebSocket of one user."""
-
-    id: str
-    user_id: str
-    websocket: WebSocket
-    queue: asyncio.Queue[str | None] = field(
-        default_factory=lambda: asyncio.Queue(SEND_QUEUE_FRAMES)
-    )
-    last_seen: float = 0.0
-    closed: bool = False
-    close_code: int = 1000
-    # Set once the hub has forgotten the connection and run its close hooks.
-    unregistered: bool = False
-
-    def send(self, frame: dict[str, Any]) -> bool:
-        """Queue a frame; ``False`` (and the connection is closed) when the client lags too far."""
-        if self.closed:
-            return False
-        try:
-            self.queue.put_nowait(json.dumps(frame, separators=(",", ":")))
-        except asyncio.QueueFull:
-            log.warning("%r is %d frames behind: disconnecting it", self, SEND_QUEUE_FRAMES)
-            self.close()
-            return False
-        return True
-
-    def close(self, code: int = 1000) -> None:
-        if not self.closed:
-            self.closed = True
-            self.close_code = code
-            with contextlib.suppress(asyncio.QueueFull):
-                self.queue.put_nowait(None)
-
-    def __repr__(self) -> str:
-        return f"Connection({self.id[:8]} user={self.user_id})"
-
-
-def error_frame(err: APIError, **context: Any) -> dict[str, Any]:
-    """The WebSocket form of an API error: ``{"type": "error", code, message, StatusCode, ...}``."""
-    frame: dict[str, Any] = {
-        "type": ev.ERROR,
-        "code": err.code,
-        "message": err.message,
-        "StatusCode": err.status_code,
-        "details": list(err.details),
-    }
-    if err.field:
-        frame["field"] = err.field
-    frame.update({k: v for k, v in context.items() if v is not None})
-    return frame
-
-
 class Hub:
     """Connections of this replica, event delivery and presence (the server's ``EventBus``)."""
 
@@ -149,6 +85,7 @@ class Hub:
         # Told when a user's first local connection opens (True) or last one closes (False).
         self.presence_listeners: list[Callable[[str, bool], Awaitable[None]]] = []
         self._health_task: asyncio.Task[None] | None = None
+        self.endpoint = Endpoint(self)
 
     @property
     def health_seconds(self) -> float:
@@ -263,91 +200,13 @@ class Hub:
             found.discard(target.sharing_with)
         return found
 
-    # -- one WebSocket ------------------------------------------------------------------
+    # -- connections --------------------------------------------------------------------
 
     async def serve(self, websocket: WebSocket) -> None:
         """Run one WebSocket from accept to close."""
-        await websocket.accept()
-        try:
-            conn = await self._authenticate(websocket)
-        except (WebSocketDisconnect, RuntimeError):
-            return
-        if conn is None:
-            return
-        writer = asyncio.create_task(self._writer(conn), name=f"ws-writer-{conn.id[:8]}")
-        try:
-            await self._register(conn)
-            await self._reader(conn)
-        finally:
-            conn.close()
-            await self._unregister(conn)
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(writer, 5.0)
+        await self.endpoint.serve(websocket)
 
-    async def _authenticate(self, websocket: WebSocket) -> Connection | None:
-        api_key = websocket.query_params.get("api_key")
-        try:
-            text = await asyncio.wait_for(websocket.receive_text(), AUTH_TIMEOUT_SECONDS)
-        except TimeoutError:
-            await self._refuse(websocket, AuthenticationError("no auth frame within 10 s"))
-            return None
-        except KeyError:
-            # A binary frame: receive_text() finds no "text" key.
-            await self._refuse(websocket, InvalidRequest("the auth frame must be text JSON"))
-            return None
-        try:
-            if len(text) > self.max_frame_bytes:
-                raise PayloadTooLarge(f"frame of {len(text)} bytes exceeds {self.max_frame_bytes}")
-            frame = _parse(text)
-            token = frame.get("token")
-            if not isinstance(token, str) or not token:
-                raise AuthenticationError("the first frame must carry a token", field="token")
-            details = frame.get("user_details") or {}
-            if not isinstance(details, dict):
-                raise InvalidRequest("user_details must be an object", field="user_details")
-            who = await authenticate(self.ctx, token, api_key)
-            user_id = who.user_id
-            asked = details.get("id")
-            if asked is not None and not isinstance(asked, str):
-                raise InvalidRequest("user_details.id must be a string", field="user_details.id")
-            if user_id is None:
-                # A server token connects on behalf of the user it names (tools, benchmarks).
-                if not asked:
-                    raise InvalidRequest(
-                        "a server token must name the user in user_details.id",
-                        field="user_details.id",
-                    )
-                user_id = asked
-                await self._ensure_user(user_id)
-            elif asked and asked != user_id:
-                raise AuthenticationError(
-                    f"user_details.id {asked!r} does not match the token's user {user_id!r}",
-                    field="user_details.id",
-                )
-        except APIError as err:
-            await self._refuse(websocket, err)
-            return None
-        conn = Connection(id=str(uuid.uuid4()), user_id=user_id, websocket=websocket)
-        conn.last_seen = asyncio.get_running_loop().time()
-        return conn
-
-    async def _refuse(self, websocket: WebSocket, err: APIError) -> None:
-        log.info("WebSocket refused: %s", err.message)
-        with contextlib.suppress(Exception):
-            frame = error_frame(err)
-            frame["type"] = ev.CONNECTION_ERROR
-            frame["error"] = {k: frame[k] for k in ("code", "message", "StatusCode", "details")}
-            await websocket.send_text(json.dumps(frame))
-            code = CLOSE_TOO_BIG if isinstance(err, PayloadTooLarge) else CLOSE_POLICY
-            await websocket.close(code=code, reason=err.message[:120])
-
-    async def _ensure_user(self, user_id: str) -> None:
-        async with self.ctx.store.connect() as db:
-            found = (await db.execute(select(users.c.id).where(users.c.id == user_id))).first()
-        if found is None:
-            raise InvalidRequest(f"user {user_id!r} does not exist", field="user_details.id")
-
-    async def _register(self, conn: Connection) -> None:
+    async def register(self, conn: Connection) -> None:
         self.connections[conn.id] = conn
         first = not self.by_user.get(conn.user_id)
         self.by_user.setdefault(conn.user_id, set()).add(conn.id)
@@ -371,7 +230,7 @@ class Hub:
             except Exception:
                 log.exception("%r: open hook failed", conn)
 
-    async def _unregister(self, conn: Connection) -> None:
+    async def unregister(self, conn: Connection) -> None:
         self.connections.pop(conn.id, None)
         ids = self.by_user.get(conn.user_id)
         if ids is not None:
@@ -410,80 +269,6 @@ class Hub:
             row = (await db.execute(select(users).where(users.c.id == user_id))).mappings().first()
         return user_response(dict(row) if row else None, user_id, self.presence.is_online(user_id))
 
-    async def _writer(self, conn: Connection) -> None:
-        while True:
-            text = await conn.queue.get()
-            if text is None:
-                break
-            try:
-                await conn.websocket.send_text(text)
-            except Exception:
-                conn.closed = True
-                break
-        with contextlib.suppress(Exception):
-            await conn.websocket.close(code=conn.close_code)
-
-    async def _reader(self, conn: Connection) -> None:
-        loop = asyncio.get_running_loop()
-        while not conn.closed:
-            try:
-                message = await conn.websocket.receive()
-            except (WebSocketDisconnect, RuntimeError):
-                return
-            if message["type"] == "websocket.disconnect":
-                return
-            conn.last_seen = loop.time()
-            text = message.get("text")
-            if text is None:
-                conn.send(error_frame(InvalidRequest("frames must be text JSON, not binary")))
-                continue
-            if len(text.encode()) > self.max_frame_bytes:
-                conn.send(
-                    error_frame(
-                        PayloadTooLarge(
-                            f"frame of {len(text.encode())} bytes exceeds the limit of "
-                            f"{self.max_frame_bytes} bytes"
-                        )
-                    )
-                )
-                conn.close(CLOSE_TOO_BIG)
-                return
-            await self._dispatch(conn, text)
-
-    async def _dispatch(self, conn: Connection, text: str) -> None:
-        reply_to: Any = None
-        kind: Any = None
-        try:
-            frame = _parse(text)
-            reply_to = frame.get("id")
-            kind = frame.get("type")
-            if kind == ev.HEALTH_CHECK:
-                reply = {
-                    "type": ev.HEALTH_CHECK,
-                    "connection_id": conn.id,
-                    "created_at": now_ns(self.ctx.clock),
-                }
-                if reply_to is not None:
-                    reply["reply_to"] = reply_to
-                conn.send(reply)
-                return
-            handler = self.handlers.get(kind) if isinstance(kind, str) else None
-            if handler is None:
-                known = ", ".join(sorted([ev.HEALTH_CHECK, *self.handlers]))
-                raise InvalidRequest(f"unknown frame type {kind!r} (known: {known})", field="type")
-            await handler(conn, frame)
-        except APIError as err:
-            conn.send(error_frame(err, reply_to=reply_to, frame_type=kind))
-        except Exception:
-            log.exception("%r: frame %r failed", conn, kind)
-            conn.send(
-                error_frame(
-                    APIError("the server failed to handle this frame", status_code=500),
-                    reply_to=reply_to,
-                    frame_type=kind,
-                )
-            )
-
     async def _health_loop(self) -> None:
         """``health.check`` to every connection; close those silent for three intervals.
 
@@ -502,13 +287,3 @@ class Hub:
                     conn.close()
                     continue
                 conn.send({"type": ev.HEALTH_CHECK, "connection_id": conn.id, "created_at": stamp})
-
-
-def _parse(text: str) -> dict[str, Any]:
-    try:
-        frame = json.loads(text)
-    except ValueError as err:
-        raise InvalidRequest(f"frame is not valid JSON: {err}") from None
-    if not isinstance(frame, dict):
-        raise InvalidRequest("frame must be a JSON object")
-    return frame

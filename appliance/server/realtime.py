@@ -21,9 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance.errors import InvalidRequest
 from appliance.server import routes_realtime
+from appliance.server.connection import Connection
 from appliance.server.context import ServerContext, now_ns
 from appliance.server.deadlines import Handlers, Scheduler
-from appliance.server.hub import Connection, Hub
+from appliance.server.hub import Hub
 from appliance.server.outbox import Outbox, Transactor
 from appliance.server.ringer import RingEngine
 from appliance.server.schema import call_sessions, participants

@@ -26,8 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance.calls import events as ev
 from appliance.errors import Conflict, InvalidRequest, NotFound
+from appliance.server.connection import Connection
 from appliance.server.context import ServerContext, now_ns
-from appliance.server.hub import Connection, Hub, Target
+from appliance.server.hub import Hub, Target
 from appliance.server.members import member_rows
 from appliance.server.outbox import Outbox, Transactor
 from appliance.server.schema import call_members, call_sessions, session_ring

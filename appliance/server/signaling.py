@@ -22,8 +22,9 @@ from sqlalchemy import select
 
 from appliance.calls import events as ev
 from appliance.errors import Conflict, InvalidRequest, NotFound
+from appliance.server.connection import Connection
 from appliance.server.context import ServerContext, now_ns
-from appliance.server.hub import Connection, Hub, Target
+from appliance.server.hub import Hub, Target
 from appliance.server.schema import call_sessions, calls, participants
 
 log = logging.getLogger(__name__)
