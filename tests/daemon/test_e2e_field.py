@@ -1,0 +1,244 @@
+"""Issue #5, the field unit: auto_join stays joined through a killed server and a dropped link."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from appliance.config import load_config
+from appliance.server.auth import create_token
+from appliance.service import running
+from tests.support.netns import VethPair, veth_pair
+from tests.support.server import ServerHandle, running_server
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+FIELD: dict[str, Any] = {
+    "device": {"id": "field-1", "name": "Pump 1"},
+    "call": {"type": "default", "id": "site-1"},
+    "mode": "auto_join",
+    "buttons": [{"name": "join", "pin": 17, "press": "join"}],
+    "leds": {"status": {"pin": 27}, "camera_live": {"pin": 22}},
+    "pin_factory": "mock",
+    "sounds": {"chime": "none", "ringback": "none", "pre_announce": "none"},
+    "timings": {"rejoin_min_s": 0.5, "rejoin_max_s": 2},
+}
+
+MEDIA = {
+    "camera": {"source": "test", "width": 320, "height": 240, "fps": 10, "bitrate": 200000},
+    "audio": {"capture_device": "null", "playback_device": "null"},
+}
+
+
+async def wait_for(what: str, check: Callable[[], Any], seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def participants(srv: ServerHandle, call_id: str) -> list[str]:
+    async with srv.client() as http:
+        r = await http.get(f"/api/v2/video/call/default/{call_id}")
+    if r.status_code != 200:
+        return []
+    call = r.json()["call"]
+    session = call.get("session") or {}
+    if session.get("ended_at"):
+        return []
+    return [p["user"]["id"] for p in session.get("participants", [])]
+
+
+async def test_auto_join_rejoins_after_server_is_killed_and_restarted(tmp_path: Path) -> None:
+    async with running_server(
+        tmp_path / "server", users=["field-1", "alice"], subprocess=True
+    ) as srv:
+        data = {
+            **FIELD,
+            "server": {
+                "url": srv.base_url,
+                "api_key": srv.api_key,
+                "token": srv.user_token("field-1"),
+            },
+            "state_dir": str(tmp_path / "state"),
+            "media": MEDIA,
+        }
+        path = tmp_path / "field.yaml"
+        path.write_text(yaml.safe_dump(data))
+        async with running(load_config(path)) as run:
+            d = run.daemon
+            await wait_for("joined", lambda: d.call_state.value == "in_call")
+            await wait_for("participant on the server", lambda: _has(srv, "field-1"))
+
+            await srv.kill()
+            await wait_for("server link lost", lambda: d.link_state.value == "offline")
+            assert d.call_state.value == "in_call"  # the call keeps its media meanwhile
+            assert d.panel.snapshot()["leds"]["status"] == "in_call"  # type: ignore[attr-defined]
+
+            await srv.start()
+            await wait_for("server link back", lambda: d.link_state.value == "online", 60)
+            await wait_for("joined again", lambda: _has(srv, "field-1"), 60)
+            assert d.call_state.value == "in_call"
+
+
+async def _has(srv: ServerHandle, user: str) -> bool:
+    return user in await participants(srv, "site-1")
+
+
+# --------------------------------------------------------------------------- netns link drop
+
+
+def _status(state: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "appliance", "status", "--json", "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return json.loads(done.stdout) if done.returncode == 0 else {}
+
+
+def _frames_received(status: dict[str, Any]) -> int:
+    audio = status.get("audio") or {}
+    return int((audio.get("playback") or {}).get("frames_received", 0))
+
+
+@pytest.fixture
+def net() -> Any:
+    with veth_pair(subnet="10.97.0") as pair:
+        yield pair
+
+
+async def test_field_link_drop_recovers_with_nothing_ringing(tmp_path: Path, net: VethPair) -> None:
+    secret = "field-test-secret-" + os.urandom(8).hex()
+    server_yaml = tmp_path / "server.yaml"
+    server_yaml.write_text(
+        yaml.safe_dump(
+            {
+                "api_key": "k",
+                "api_secret": secret,
+                "state_dir": str(tmp_path / "server-state"),
+                "host": net.a.address,
+                "port": 3939,
+                "users": [{"id": "hq"}, {"id": "field-1"}],
+                "ws_grace_seconds": 30,
+            }
+        )
+    )
+    base_url = f"http://{net.a.address}:3939"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    server = net.a.popen(
+        [sys.executable, "-m", "appliance", "serve", "--config", str(server_yaml)],
+        stdout=(logs / "server.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+    def daemon(ns: Any, user: str, display: bool) -> tuple[Path, Any]:
+        folder = tmp_path / user
+        folder.mkdir()
+        data = {
+            **FIELD,
+            "device": {"id": user},
+            "server": {"url": base_url, "api_key": "k", "token": create_token(secret, user)},
+            "state_dir": str(folder / "state"),
+            "media": {**MEDIA, "display": display},
+        }
+        cfg = folder / "device.yaml"
+        cfg.write_text(yaml.safe_dump(data))
+        proc = ns.popen(
+            [sys.executable, "-m", "appliance", "run", "--config", str(cfg), "--no-banner"],
+            stdout=(logs / f"{user}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        return folder / "state", proc
+
+    await _wait_http(net, base_url)
+    hq_state, _hq = daemon(net.a, "hq", True)
+    field_state, _field = daemon(net.b, "field-1", True)
+
+    def both(check: Callable[[dict[str, Any]], bool]) -> Callable[[], bool]:
+        return lambda: check(_status(hq_state)) and check(_status(field_state))
+
+    def connected(s: dict[str, Any]) -> bool:
+        peers = (s.get("audio") or {}).get("peers") or {}
+        return (
+            s.get("call_state") == "in_call"
+            and bool(peers)
+            and all(v == "connected" for v in peers.values())
+        )
+
+    try:
+        await wait_for("both joined and connected", both(connected), 90)
+        await wait_for(
+            "audio flowing to the field unit",
+            lambda: _frames_received(_status(field_state)) > 0,
+            30,
+        )
+
+        net.link_down()
+        await asyncio.sleep(10)  # the acceptance scenario: the link is gone for 10 s
+        during = _status(field_state)
+        assert during.get("call_state") == "in_call"
+        net.link_up()
+
+        await wait_for("media recovered", both(connected), 90)
+        before = _frames_received(_status(field_state))
+        await wait_for(
+            "audio flowing again",
+            lambda: _frames_received(_status(field_state)) > before + 4800,
+            30,
+        )
+        for s in (_status(hq_state), _status(field_state)):
+            assert s["call_state"] == "in_call" and s["server_link"] == "online"
+            assert s["leds"]["status"] == "in_call"
+        # the server lives in namespace a: ask it from there
+        ringing = net.a.run(
+            [
+                sys.executable,
+                "-c",
+                "import httpx,sys,json;r=httpx.get(sys.argv[1]+'/api/v2/video/call/default/site-1',"
+                "params={'api_key':'k'},headers={'Authorization':sys.argv[2],'stream-auth-type':'jwt'});"
+                "print(json.dumps(r.json()['call']['session']))",
+                base_url,
+                create_token(secret),
+            ]
+        )
+        session = json.loads(ringing.stdout)
+        assert session.get("ringing", []) == []
+        assert sorted(p["user"]["id"] for p in session["participants"]) == ["field-1", "hq"]
+    finally:
+        for log in logs.iterdir():
+            print(f"--- {log.name}\n" + log.read_text(errors="replace")[-3000:])
+        server.terminate()
+
+
+async def _wait_http(net: VethPair, base_url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        probe = net.b.run(
+            [
+                sys.executable,
+                "-c",
+                f"import httpx;httpx.get('{base_url}/healthz').raise_for_status()",
+            ]
+        )
+        if probe.returncode == 0:
+            return
+        await asyncio.sleep(0.3)
+    raise AssertionError("server in namespace a not reachable from b")
