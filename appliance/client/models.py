@@ -88,6 +88,7 @@ class CallSession(Model):
     ring_started_at: Timestamp | None = None
     started_at: Timestamp | None = None
     ended_at: Timestamp | None = None
+    end_reason: str | None = None
 
     @property
     def live(self) -> bool:

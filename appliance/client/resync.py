@@ -143,35 +143,44 @@ class Resync:
         return Event(type=kind, call_cid=call.cid, call=call, resynced=True, **fields)
 
     def _diff(self, old: CallInfo | None, call: CallInfo) -> int:
-        cid = call.cid
         count = 0
-        if cid in self.ledger.ringing:
-            count += self._ring_outcome(cid, call)
+        if call.cid in self.ledger.ringing:
+            count += self._ring_outcome(call, tracked=old is not None)
         if old is not None:
             count += self._session_changes(old, call)
-            self.snapshots[cid] = call
+            self.snapshots[call.cid] = call
         return count
 
-    def _ring_outcome(self, cid: str, call: CallInfo) -> int:
-        key = self.ledger.ringing[cid]
+    def _ring_outcome(self, call: CallInfo, *, tracked: bool) -> int:
+        """How a ring delivered here ended while away: accepted (by anyone), or rejected or
+        missed by me; then the end of its session, unless the snapshot diff reports that."""
+        key = self.ledger.ringing[call.cid]
         session = call.session
-        if session is None or session.id != key[1] or not session.live:
-            return self._emit(self._event("call.ended", call, reason=None))
-        me = self.user_id or ""
-        for uid in session.accepted_by:
-            return self._emit(self._event("call.accepted", call, user=User(id=uid)))
-        if me in session.rejected_by:
-            return self._emit(self._event("call.rejected", call, user=User(id=me)))
-        if me in session.missed_by:
-            return self._emit(self._event("call.missed", call, user=User(id=me)))
-        return 0
+        same = session is not None and session.id == key[1]
+        count = 0
+        if same and session is not None:
+            me = self.user_id or ""
+            if session.accepted_by:
+                uid = next(iter(session.accepted_by))
+                count += self._emit(self._event("call.accepted", call, user=User(id=uid)))
+            elif me in session.rejected_by:
+                count += self._emit(self._event("call.rejected", call, user=User(id=me)))
+            elif me in session.missed_by:
+                count += self._emit(self._event("call.missed", call, user=User(id=me)))
+        over = not same or session is None or not session.live
+        if over and not tracked:
+            reason = session.end_reason if same and session is not None else None
+            count += self._emit(self._event("call.ended", call, reason=reason))
+        return count
 
     def _session_changes(self, old: CallInfo, new: CallInfo) -> int:
         count = 0
         old_session = old.live_session
         new_session = new.live_session
         if old_session is not None and (new_session is None or new_session.id != old_session.id):
-            count += self._emit(self._event("call.ended", new, reason=None))
+            ended = new.session if new.session and new.session.id == old_session.id else None
+            reason = ended.end_reason if ended is not None else None
+            count += self._emit(self._event("call.ended", new, reason=reason))
             count += self._emit(self._event("call.session_ended", new, session_id=old_session.id))
             return count
         if new_session is None:

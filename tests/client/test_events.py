@@ -249,3 +249,54 @@ async def test_participant_gone_while_away_is_not_reattached_and_resync_says_so(
             assert call.session_id is None
         finally:
             await door.aclose()
+
+
+async def test_ring_that_times_out_while_away_is_reported_not_replayed(tmp_path: Path) -> None:
+    server_clock = ManualClock()
+    async with running_server(tmp_path, users=USERS, clock=server_clock) as srv:
+        clock = ManualClock()
+        device = Client(
+            srv.base_url,
+            srv.api_key,
+            srv.user_token("alice"),
+            clock=clock,
+            backoff=Backoff(base=1.0, cap=1.0, random=FixedRandom()),
+        )
+        caller = Client(srv.base_url, srv.api_key, srv.user_token("door"))
+        rings = device.events({"call.ring"})
+        outcomes = device.events({"call.missed", "call.ended"})
+        link = device.events({"connection.ok", "connection.lost"})
+        try:
+            await device.connect()
+            await until(lambda: device.resync.passes == 1)
+            await caller.call("default", "door-1").create(
+                member_ids=["alice"],
+                members=[DOOR_ADMIN],
+                settings={
+                    "ring": {"incoming_call_timeout_ms": 5000, "auto_cancel_timeout_ms": 8000}
+                },
+                ring=True,
+            )
+            assert (await next_event(rings)).cid == "default:door-1"
+            await srv.restart()
+            assert (await next_event(link)).type == "connection.ok"
+            assert (await next_event(link)).type == "connection.lost"
+            server_clock.advance(9.0)
+            for _ in range(200):
+                if (await caller.call("default", "door-1").get()).call.ended_at:
+                    break
+                await asyncio.sleep(0.05)
+            clock.advance(1.0)
+            assert (await next_event(link)).type == "connection.ok"
+            missed = await next_event(outcomes)
+            assert (missed.type, missed.user.id if missed.user else None) == (
+                "call.missed",
+                "alice",
+            )
+            ended = await next_event(outcomes)
+            assert (ended.type, ended.reason, ended.resynced) == ("call.ended", "timeout", True)
+            await until(lambda: device.resync.passes == 2)
+            assert drain(rings) == [] and drain(outcomes) == []
+        finally:
+            await caller.aclose()
+            await device.aclose()

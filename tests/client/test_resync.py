@@ -181,3 +181,21 @@ async def test_deleted_call() -> None:
     await resync.run()
     assert [e.type for e in emitted] == ["call.deleted"]
     assert snapshots == {}
+
+
+async def test_rung_call_that_timed_out_while_away_reports_missed_then_one_end() -> None:
+    server = Server()
+    ledger = RingLedger(ME)
+    rung = ring(ringing=[ME])
+    assert rung.call is not None
+    ledger.admit(rung)
+    snapshots = {"default:c1": rung.call}
+    server.calls["default:c1"] = call(missed_by={ME: 1}, ended_at=2, end_reason="timeout")
+    resync, emitted = make_resync(server, ledger, snapshots)
+    await resync.run()
+    assert [(e.type, e.reason) for e in emitted] == [
+        ("call.missed", None),
+        ("call.ended", "timeout"),
+        ("call.session_ended", None),
+    ]
+    assert await resync.run() == 0
