@@ -1,0 +1,399 @@
+"""Call-server benchmark: a real ``appliance serve`` on loopback, measured over HTTP and WebSocket.
+
+1. query members at 100,000 members in one call (seeded by direct bulk inserts into a temp
+   SQLite file before the server starts): p50/p95 of an indexed filter + sort
+   (``role`` + ``created_at``, paging with ``next``) and of a member custom-field filter whose
+   value only 5 members have;
+2. ring fan-out: 100 members connected over WebSocket, ``create`` with ``ring`` → time until
+   ``call.ring`` arrives on each member's socket, p50/p99 over all rounds;
+3. RSS of the server process with 1,000 distinct users connected over WebSocket and idle.
+
+Prints a table; the last line is one JSON object. Targets (issue #2): ≤ 10 ms and ≤ 100 ms p95,
+≤ 100 ms p99, ≤ 300 MB. Nothing here asserts: it measures.
+
+    .venv/bin/python bench/server.py [--members 100000] [--queries 300] [--ring-rounds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import secrets
+import socket
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+import yaml
+
+from appliance.server.auth import create_token
+from appliance.server.customindex import flatten_custom
+from appliance.server.store import Store
+
+API_KEY = "bench-key"
+CID = "default:bench"
+T0 = 1_767_000_000_000_000_000
+RARE_VALUE = "vip"
+RARE_COUNT = 5
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+def _raise_nofile(want: int) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+async def seed(db: Path, members: int, extra_users: list[str]) -> float:
+    """Create the schema, then bulk-insert users, one call and its members with custom data."""
+    started = time.perf_counter()
+    store = Store(f"sqlite+aiosqlite:///{db}")
+    await store.open()
+    await store.close()
+    await asyncio.to_thread(_bulk_insert, db, members, extra_users)
+    return time.perf_counter() - started
+
+
+def _bulk_insert(db: Path, members: int, extra_users: list[str]) -> None:
+    rare = {members // (RARE_COUNT + 1) * (k + 1) for k in range(RARE_COUNT)}
+    conn = sqlite3.connect(db)
+    try:
+        user_ids = [f"m{i:06d}" for i in range(members)] + extra_users
+        conn.executemany(
+            "INSERT INTO users (id, name, role, teams, custom, created_at, updated_at) "
+            "VALUES (?, ?, 'user', '[]', '{}', ?, ?)",
+            ((uid, uid, T0, T0) for uid in user_ids),
+        )
+        conn.execute(
+            "INSERT INTO calls (cid, type, id, created_by_id, custom, settings_override, "
+            "created_at, updated_at) VALUES (?, 'default', 'bench', 'm000000', '{}', '{}', ?, ?)",
+            (CID, T0, T0),
+        )
+        rows = []
+        index_rows = []
+        for i in range(members):
+            custom: dict[str, Any] = {"colour": ("red", "green", "blue")[i % 3], "flat": i % 500}
+            if i in rare:
+                custom["badge"] = RARE_VALUE
+            role = "host" if i % 100 == 0 else "call_member"
+            created = T0 + i * 1_000_000
+            rows.append((CID, f"m{i:06d}", role, json.dumps(custom), created, created))
+            index_rows.extend((CID, f"m{i:06d}", p, t, n) for p, t, n in flatten_custom(custom))
+        conn.executemany(
+            "INSERT INTO call_members (call_cid, user_id, role, custom, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        conn.executemany(
+            "INSERT INTO call_member_custom_index (call_cid, user_id, path, value_text, value_num) "
+            "VALUES (?, ?, ?, ?, ?)",
+            index_rows,
+        )
+        conn.commit()
+    finally:
+        conn.close()
+
+
+class Server:
+    """``python -m appliance serve`` in a subprocess."""
+
+    def __init__(self, root: Path, db: Path, secret: str) -> None:
+        self.port = _free_port()
+        self.config = root / "server.yaml"
+        data = {
+            "api_key": API_KEY,
+            "api_secret": secret,
+            "state_dir": str(root / "state"),
+            "database": str(db),
+            "host": "127.0.0.1",
+            "port": self.port,
+            # The caller plus 100 ringed members in one create.
+            "limits": {"max_members_per_request": 200},
+        }
+        self.config.write_text(yaml.safe_dump(data), encoding="utf-8")
+        self.log = root / "server.log"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/api/v2/connect?api_key={API_KEY}"
+
+    async def start(self) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "APPLIANCE_LOG_LEVEL": "WARNING"}
+        with self.log.open("wb") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                *("-m", "appliance", "serve", "--config", str(self.config)),
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+            )
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            for _ in range(600):
+                if self.proc.returncode is not None:
+                    raise RuntimeError(f"server exited:\n{self.log.read_text()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"{self.base_url}/healthz")).status_code == 200:
+                        return
+                await asyncio.sleep(0.1)
+        raise TimeoutError(f"server did not start:\n{self.log.read_text()}")
+
+    def rss_mb(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+async def bench_query(
+    http: httpx.AsyncClient, body: dict[str, Any], count: int, follow_next: int
+) -> tuple[list[float], int]:
+    """Latencies (ms) of ``count`` query-members requests; every ``follow_next``-th page restarts
+    from the first, the others follow ``next`` (deeper pages are keyset seeks too)."""
+    latencies: list[float] = []
+    matched = 0
+    cursor: str | None = None
+    for i in range(count + 10):
+        req = dict(body, next=cursor) if cursor else body
+        started = time.perf_counter()
+        r = await http.post("/api/v2/video/call/members", json=req)
+        spent = (time.perf_counter() - started) * 1000
+        r.raise_for_status()
+        out = r.json()
+        if i >= 10:  # the first ten warm caches and connections
+            latencies.append(spent)
+        matched = max(matched, len(out["members"]))
+        cursor = out["next"] if (i + 1) % follow_next else None
+    return latencies, matched
+
+
+async def _connect(url: str, token: str, user_id: str) -> websockets.ClientConnection:
+    ws = await websockets.connect(url, max_size=2**22, open_timeout=30)
+    await ws.send(json.dumps({"token": token, "user_details": {"id": user_id}}))
+    while True:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+        if frame.get("type") == "connection.ok":
+            return ws
+        if frame.get("type") == "error":
+            raise RuntimeError(f"{user_id}: {frame}")
+
+
+async def bench_ring(
+    server: Server, http: httpx.AsyncClient, token: str, ringed: list[str], rounds: int
+) -> tuple[list[float], int]:
+    sockets = await asyncio.gather(*(_connect(server.ws_url, token, uid) for uid in ringed))
+    arrivals: dict[str, dict[str, float]] = {}
+    complete: dict[str, asyncio.Event] = {}
+
+    async def reader(ws: websockets.ClientConnection, uid: str) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for raw in ws:
+                frame = json.loads(raw)
+                if frame.get("type") == "call.ring":
+                    cid = frame.get("call_cid") or frame.get("call", {}).get("cid")
+                    got = arrivals.setdefault(cid, {})
+                    got.setdefault(uid, time.perf_counter())
+                    if len(got) == len(ringed):
+                        complete.setdefault(cid, asyncio.Event()).set()
+
+    readers = [
+        asyncio.create_task(reader(ws, uid)) for ws, uid in zip(sockets, ringed, strict=True)
+    ]
+    latencies: list[float] = []
+    creates: list[float] = []
+    missing = 0
+    try:
+        for n in range(rounds):
+            cid_id = f"ring-{n}-{secrets.token_hex(3)}"
+            cid = f"default:{cid_id}"
+            members = [{"user_id": "ring-caller"}] + [{"user_id": u} for u in ringed]
+            body = {"data": {"created_by_id": "ring-caller", "members": members}, "ring": True}
+            done = complete.setdefault(cid, asyncio.Event())
+            started = time.perf_counter()
+            r = await http.post(f"/api/v2/video/call/default/{cid_id}", json=body)
+            creates.append((time.perf_counter() - started) * 1000)
+            if r.status_code != 200:
+                raise RuntimeError(f"create with ring: {r.status_code} {r.text}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 10)
+            got = arrivals.get(cid, {})
+            missing += len(ringed) - len(got)
+            latencies.extend((t - started) * 1000 for t in got.values())
+            with contextlib.suppress(httpx.HTTPError):
+                await http.post(f"/api/v2/video/call/default/{cid_id}/mark_ended", json={})
+            await asyncio.sleep(0.2)
+    finally:
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    return latencies, missing, creates
+
+
+async def bench_idle(server: Server, token: str, users: int) -> tuple[float, float, int]:
+    before = server.rss_mb()
+    sockets: list[websockets.ClientConnection] = []
+    gate = asyncio.Semaphore(50)
+
+    async def one(i: int) -> None:
+        async with gate:
+            sockets.append(await _connect(server.ws_url, token, f"idle-{i:04d}"))
+
+    try:
+        await asyncio.gather(*(one(i) for i in range(users)))
+        await asyncio.sleep(3)  # idle: let allocations settle
+        after = server.rss_mb()
+    finally:
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    return before, after, len(sockets)
+
+
+async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    nofile = _raise_nofile(args.idle_users * 2 + 1024)
+    db = root / "bench.db"
+    secret = secrets.token_urlsafe(32)
+    ringed = [f"r{i:03d}" for i in range(args.ring_members)]
+    idle = [f"idle-{i:04d}" for i in range(args.idle_users)]
+    seconds = await seed(db, args.members, ["ring-caller", *ringed, *idle])
+    print(f"seeded {args.members:,} members in {seconds:.1f} s; open-files limit {nofile}")
+    server = Server(root, db, secret)
+    await server.start()
+    token = create_token(secret)
+    results: dict[str, Any] = {}
+    try:
+        async with httpx.AsyncClient(
+            base_url=server.base_url,
+            params={"api_key": API_KEY},
+            headers={"Authorization": token, "stream-auth-type": "jwt"},
+            timeout=30,
+        ) as http:
+            indexed = {
+                "type": "default",
+                "id": "bench",
+                "filter_conditions": {"role": "call_member"},
+                "sort": [{"field": "created_at", "direction": -1}],
+                "limit": 25,
+            }
+            custom = {
+                "type": "default",
+                "id": "bench",
+                "filter_conditions": {"custom.badge": RARE_VALUE},
+                "sort": [{"field": "created_at", "direction": 1}],
+                "limit": 25,
+            }
+            results["indexed"] = await bench_query(http, indexed, args.queries, follow_next=10)
+            results["custom"] = await bench_query(http, custom, args.queries, follow_next=1)
+            results["ring"] = await bench_ring(server, http, token, ringed, args.ring_rounds)
+        results["idle"] = await bench_idle(server, token, args.idle_users)
+    finally:
+        await server.stop()
+    return results
+
+
+def report(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
+    idx, idx_rows = results["indexed"]
+    cus, cus_rows = results["custom"]
+    ring, missing, creates = results["ring"]
+    before, after, connected = results["idle"]
+    rows = [
+        (
+            f"query members, role=$eq + sort created_at ({args.members:,})",
+            idx,
+            10.0,
+            f"{idx_rows} rows/page",
+        ),
+        (f"query members, custom.badge={RARE_VALUE} (rare)", cus, 100.0, f"{cus_rows} rows"),
+    ]
+    print()
+    print(f"{'measure':<52}{'n':>6}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'target':>10}  note")
+    for name, values, target, note in rows:
+        print(
+            f"{name:<52}{len(values):>6}{statistics.median(values):>10.2f}"
+            f"{_pct(values, 95):>10.2f}{_pct(values, 99):>10.2f}{'≤' + str(target):>10}  {note}"
+        )
+    print(
+        f"{'ring fan-out to ' + str(args.ring_members) + ' sockets (create+ring → call.ring)':<52}"
+        f"{len(ring):>6}{statistics.median(ring) if ring else float('nan'):>10.2f}"
+        f"{_pct(ring, 95):>10.2f}{_pct(ring, 99):>10.2f}{'≤100 p99':>10}  {missing} missing"
+    )
+    print(
+        f"{'  of which the create+ring request itself':<52}{len(creates):>6}"
+        f"{statistics.median(creates) if creates else float('nan'):>10.2f}"
+        f"{_pct(creates, 95):>10.2f}{_pct(creates, 99):>10.2f}{'':>10}  HTTP response time"
+    )
+    print(
+        f"{'server RSS, ' + str(connected) + ' users connected and idle':<52}{'':>6}"
+        f"{after:>10.1f} MB{'':>16}{'≤300':>8}  {before:.1f} MB before connecting"
+    )
+    figures = {
+        "query_members_indexed_p50_ms": round(statistics.median(idx), 2),
+        "query_members_indexed_p95_ms": round(_pct(idx, 95), 2),
+        "query_members_custom_p50_ms": round(statistics.median(cus), 2),
+        "query_members_custom_p95_ms": round(_pct(cus, 95), 2),
+        "ring_fanout_p50_ms": round(statistics.median(ring), 2) if ring else None,
+        "ring_fanout_p99_ms": round(_pct(ring, 99), 2) if ring else None,
+        "ring_missing": missing,
+        "ring_create_request_p50_ms": round(statistics.median(creates), 2) if creates else None,
+        "rss_1000_idle_mb": round(after, 1),
+        "rss_before_mb": round(before, 1),
+        "idle_connected": connected,
+        "members": args.members,
+    }
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--ring-members", type=int, default=100)
+    parser.add_argument("--ring-rounds", type=int, default=10)
+    parser.add_argument("--idle-users", type=int, default=1000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="appliance-bench-") as tmp:
+        results = asyncio.run(run(args, Path(tmp)))
+    figures = report(args, results)
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
