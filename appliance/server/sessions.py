@@ -28,6 +28,7 @@ from appliance.calls.settings import CallSettings, effective_settings
 from appliance.errors import Conflict
 from appliance.server import calltypes
 from appliance.server.context import ServerContext, now_ns
+from appliance.server.hub import Target
 from appliance.server.outbox import Outbox
 from appliance.server.schema import call_sessions, calls, participants, session_ring
 from appliance.server.serialize import user_response
@@ -130,11 +131,14 @@ async def end_session(
     cid = session["call_cid"]
     await db.execute(update(calls).where(calls.c.cid == cid).values(ended_at=now, updated_at=now))
     log.info("Call(%s) session %s ended: %s", cid, session["id"], reason)
-    out.add(ev.CALL_SESSION_ENDED, cid, session_id=session["id"])
+    # The caller hears the end even when not a member (a device ringing residents).
+    caller = session.get("rung_by_id")
+    target = Target(call_cid=cid, user_ids=(caller,) if caller else ())
+    out.add(ev.CALL_SESSION_ENDED, cid, target=target, session_id=session["id"])
     fields: dict[str, Any] = {"session_id": session["id"], "reason": reason}
     if user is not None:
         fields["user"] = user
-    out.add(ev.CALL_ENDED, cid, **fields)
+    out.add(ev.CALL_ENDED, cid, target=target, **fields)
     return True
 
 

@@ -268,3 +268,18 @@ async def test_ring_mistakes_are_4xx(srv: ServerHandle) -> None:
     assert r.status_code == 403  # not a member, default type is members-only for join
     r = await call_post(srv, "alice", "default:nope", "ring")
     assert r.status_code == 404
+
+
+async def test_a_caller_who_is_not_a_member_hears_every_outcome(srv: ServerHandle) -> None:
+    dave = await WsClient.open(srv, "dave")  # a door device ringing residents it is not one of
+    async with srv.client("dave") as http:
+        r = await http.post(
+            "/api/v2/video/call/default/door-9",
+            json={"ring": True, "data": {"members": [{"user_id": "bob"}]}},
+        )
+    assert r.status_code in (200, 201), r.text
+    r = await call_post(srv, "bob", "default:door-9", "reject", {"reason": "busy"})
+    assert r.status_code == 200, r.text
+    rejected = await dave.next("call.rejected")
+    assert rejected["user"]["id"] == "bob" and rejected["reason"] == "busy"
+    assert (await dave.next("call.ended"))["reason"] == "rejected"
