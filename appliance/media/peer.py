@@ -49,6 +49,7 @@ class Peer:
         remote: str,
         *,
         offerer: bool,
+        local: str = "",
         send: SignalSender,
         ice_servers: list[RTCIceServer],
         fanout: VideoFanout | None = None,
@@ -61,6 +62,7 @@ class Peer:
         restart_timeout: float = 4.0,
     ) -> None:
         self.remote = remote
+        self.local = local
         self.offerer = offerer
         self._send = send
         self._ice_servers = ice_servers
@@ -74,6 +76,8 @@ class Peer:
         self.restart_timeout = restart_timeout
         self.state = "new"
         self.generation = -1
+        """The pair's generation on the wire: the offerer counts it up, the answerer adopts it."""
+        self.connections = 0
         self.pc: RTCPeerConnection | None = None
         self.video_track: PassthroughTrack | None = None
         self.video_codec: str | None = None
@@ -139,9 +143,9 @@ class Peer:
     async def _new_pc(self, kinds: tuple[str, ...] = ("audio", "video")) -> RTCPeerConnection:
         """A fresh connection with our transceivers (answering: only the kinds the offer has)."""
         await self._close_pc()
-        self.generation += 1
+        self.connections += 1
         self._mdns_dropped = 0
-        generation = self.generation
+        number = self.connections
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
         self.pc = pc
         if "audio" in kinds:
@@ -150,7 +154,7 @@ class Peer:
             sender._enabled = self.audio_enabled
         if "video" in kinds:
             if self._fanout is not None:
-                self.video_track = self._fanout.track(f"{self.remote}#{generation}")
+                self.video_track = self._fanout.track(f"{self.remote}#{number}")
                 self.video_track.on_first_packet = self._first_packet
                 direction = "sendrecv" if self.receive_video else "sendonly"
                 video = pc.addTransceiver(self.video_track, direction=direction)
@@ -214,12 +218,14 @@ class Peer:
 
     async def _offer(self, kind: str) -> None:
         pc = await self._new_pc()
+        self.generation += 1
         await pc.setLocalDescription(await pc.createOffer())
         await self._signal({"kind": kind, "sdp": pc.localDescription.sdp})
 
-    async def _answer(self, sdp: str) -> None:
+    async def _answer(self, sdp: str, generation: Any) -> None:
         kinds = tuple(m.kind for m in SessionDescription.parse(sdp).media)
         pc = await self._new_pc(kinds)
+        self.generation = generation if isinstance(generation, int) else self.generation + 1
         await pc.setRemoteDescription(RTCSessionDescription(self._strip(sdp), "offer"))
         self._check_codec()
         await pc.setLocalDescription(await pc.createAnswer())
@@ -259,12 +265,11 @@ class Peer:
         if kind in ("offer", "restart"):
             if not isinstance(signal.get("sdp"), str):
                 return
-            if self.offerer and kind == "offer":
-                logger.warning("%r got an offer but offers itself; ignored", self)
+            if self.offerer and kind == "offer" and self._keeps_own_offer():
                 return
             if kind == "restart":
                 self.restarts += 1
-            await self._answer(signal["sdp"])
+            await self._answer(signal["sdp"], signal.get("generation"))
         elif kind == "answer":
             pc = self.pc
             if pc is None or pc.signalingState != "have-local-offer":
@@ -277,6 +282,17 @@ class Peer:
             self._check_codec()
         elif kind == "candidate":
             await self._add_candidate(signal.get("candidate"))
+
+    def _keeps_own_offer(self) -> bool:
+        """Glare (both sides offered, DESIGN §4 plus web.md): the smaller participant session id
+        keeps its offer; the larger one drops its own and answers, and stops being the offerer."""
+        pc = self.pc
+        if pc is not None and pc.signalingState == "have-local-offer" and self.local < self.remote:
+            logger.info("%r glare: keeping our offer, ignoring theirs", self)
+            return True
+        logger.info("%r glare: answering their offer, they own restarts now", self)
+        self.offerer = False
+        return False
 
     async def _add_candidate(self, data: Any) -> None:
         pc = self.pc

@@ -213,6 +213,7 @@ class CallMedia:
         peer = Peer(
             remote,
             offerer=offerer,
+            local=self.session_id or "",
             send=lambda signal: self._signaling.send(remote, signal),
             ice_servers=self.join_info.ice_servers if self.join_info else [],
             fanout=self.fanout,

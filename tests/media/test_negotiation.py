@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -14,7 +15,7 @@ from appliance.media.negotiation import sdp_video_codecs, video_preferences
 from appliance.media.passthrough import DecodedVideoTrack, VideoFanout
 from appliance.media.peer import Peer
 from appliance.media.sources.test import TestSource
-from tests.media.video_helpers import VideoReader, wait_until
+from tests.media.video_helpers import VideoReader, Wire, wait_until
 
 
 def browser_like(pc: RTCPeerConnection, *, h264: bool = True) -> None:
@@ -211,3 +212,40 @@ async def test_mdns_candidates_never_reach_aioice_resolver(monkeypatch: pytest.M
         assert peer._mdns_dropped == 2 and resolved == []
     finally:
         await _teardown(*parts)
+
+
+async def test_glare_the_smaller_session_id_keeps_its_offer() -> None:
+    """Both sides believe they are the newcomer (a join race): they still connect, once."""
+    wire = Wire()
+    source = TestSource(width=192, height=160, framerate=15)
+    fanout = VideoFanout(source, gate_open=True)
+    a = Peer(
+        "b-2", local="a-1", offerer=True, send=wire.sender("b-2"), ice_servers=[], fanout=fanout
+    )
+    b = Peer(
+        "a-1",
+        local="b-2",
+        offerer=True,
+        send=wire.sender("a-1"),
+        ice_servers=[],
+        receive_video=True,
+    )
+    wire.peers = {"a-1": a, "b-2": b}
+    readers: list[VideoReader] = []
+    b._on_track = lambda _peer, track: readers.append(VideoReader(track))
+    try:
+        await source.start()
+        await asyncio.gather(a.start(), b.start())
+        await wait_until(lambda: a.state == "connected" and b.state == "connected")
+        assert (a.offerer, b.offerer) == (True, False)
+        assert (a.generation, b.generation) == (0, 0)
+        assert (a.connections, b.connections) == (1, 2)  # b dropped its own offer, answered anew
+        video = next(r for r in readers if r.track.kind == "video")
+        await video.wait_for(3)
+    finally:
+        for reader in readers:
+            await reader.close()
+        await a.close()
+        await b.close()
+        await source.stop()
+        fanout.close()
