@@ -70,7 +70,7 @@ class ConsoleApp {
       'The server did not accept your sign-in: it is no longer valid (expired or revoked) or it never was. Ask for a new sign-in link.',
     ));
     connection.addEventListener('state', (e) => this._linkState(e.detail.state));
-    connection.addEventListener('reconnected', () => this.refresh());
+    connection.addEventListener('reconnected', () => this.refresh({reconcile: true}));
     connection.addEventListener('event', (e) => this._onEvent(e.detail));
     try {
       const ok = await connection.open();
@@ -143,7 +143,9 @@ class ConsoleApp {
 
   // --- data -----------------------------------------------------------------------------------
 
-  async refresh() {
+  // reconcile: after a reconnect, drop ring cards whose ring ended while we were away (a
+  // refresh right after a ring event may read the call before the ring is stored).
+  async refresh({reconcile = false} = {}) {
     const connection = this.connection;
     if (!connection) return;
     try {
@@ -156,7 +158,7 @@ class ConsoleApp {
       this.states = page.calls || [];
       this.directory.update(this.states);
       this.history.update(this.states);
-      this.rings.reconcile(this.states);
+      if (reconcile) this.rings.reconcile(this.states);
     } catch (err) {
       if (!(err instanceof ApiError && err.isAuth)) console.warn(`recent calls: ${err.message}`);
     }
@@ -175,6 +177,7 @@ class ConsoleApp {
     if (!event.call_cid || !this.rings) return;
     if (event.type === 'call.ring') {
       this.rings.incoming(event);
+      this._refreshSoon();
       return;
     }
     this.rings.handle(event);
