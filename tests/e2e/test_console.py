@@ -414,3 +414,21 @@ def test_console_files_reference_nothing_outside_the_server() -> None:
         for target in imports.findall(text):
             assert target.startswith("./"), f"{path.name} imports {target!r}"
             assert (WEB_DIR / target[2:]).exists(), f"{path.name} imports missing {target!r}"
+
+
+async def test_console_comes_back_after_the_server_restarts(
+    srv: ServerHandle, guard: PageGuard
+) -> None:
+    alice = await sign_in(guard, srv, "alice")
+    await ring_from(srv, "door-1", DOOR)
+    await expect(ring_card(alice)).to_be_visible()
+    async with srv.client("door-1") as door:
+        r = await door.post(f"{DOOR}/reject", json={"reason": "cancel"})
+        assert r.status_code == 200, r.text
+    await expect(ring_card(alice)).to_have_count(0)
+    await srv.restart()
+    await expect(alice.locator("#link-state")).to_have_text("online", timeout=20000)
+    # The reconnected console still rings (same tab, no new sign-in).
+    await ring_from(srv, "door-1", DOOR)
+    await expect(ring_card(alice)).to_be_visible()
+    await expect(alice.locator("#signin")).to_be_hidden()
