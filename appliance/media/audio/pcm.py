@@ -92,8 +92,10 @@ class AlsaPcm:
     """A pyalsaaudio PCM opened with our format; ALSA errors become :class:`AudioDeviceError`."""
 
     def __init__(self, device: str, fmt: PcmFormat, *, capture: bool) -> None:
-        import alsaaudio  # the only import of alsaaudio in the package
-
+        try:
+            import alsaaudio  # the only import of alsaaudio in the package
+        except ImportError as err:  # libasound missing: no audio, but the appliance still runs
+            raise AudioDeviceError(f"ALSA is not available (pyalsaaudio): {err}") from err
         self._alsa: Any = alsaaudio
         self._device = device
         self._format = fmt
