@@ -96,3 +96,22 @@ async def test_playback_writes_one_period_per_clock_period(
     # Two periods of silence prefill the device, then one period per period of our clock.
     assert (tmp_path / "out.raw").stat().st_size == (2 + 5) * 960 * 2
     assert not [t for t in threading.enumerate() if t.name.startswith("audio-playback:")]
+
+
+async def test_an_unread_capture_drops_its_oldest_periods(
+    alsa: AlsaSandbox, tmp_path: Path
+) -> None:
+    mic = alsa.capture_from("mic", write_tone_file(tmp_path / "in.raw", 440.0, 2.0))
+    clock = ManualClock()
+    capture = AudioCapture(open_capture(mic), clock=clock, queue_periods=5)
+    try:
+        assert (await asyncio.wait_for(capture.recv(), 5.0)).pts == 0
+        for n in range(2, 13):  # 11 periods nobody reads
+            clock.advance(0.020)
+            await _until(lambda n=n: capture.stats.periods >= n)
+        await _until(lambda: capture.stats.dropped == 6)
+        # What is left is the newest audio, still in order.
+        pts = [(await capture.recv()).pts for _ in range(5)]
+    finally:
+        capture.stop()
+    assert pts == [n * 960 for n in range(7, 12)]
