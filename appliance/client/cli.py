@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from typing import Any
@@ -128,9 +129,17 @@ def register(subparsers: Any) -> None:
 
 def _run(command: Any) -> Any:
     def func(args: argparse.Namespace) -> int:
+        _quiet_libraries()
         return int(asyncio.run(_with_client(args, command)) or 0)
 
     return func
+
+
+def _quiet_libraries() -> None:
+    """At the default level, stderr carries only the one-line error (no request log lines)."""
+    if logging.getLogger().getEffectiveLevel() >= logging.INFO:
+        for name in ("httpx", "appliance.client"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 async def _with_client(args: argparse.Namespace, command: Any) -> int:
