@@ -16,6 +16,7 @@ here: timestamps (RFC 3339 strings or integer nanoseconds) become integer nanose
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ DEFAULT_LIMIT = 25
 MAX_IN_VALUES = 1000
 MAX_CONDITIONS = 100
 MAX_DEPTH = 8
+MAX_TEXT = 4096
+INT64 = 2**63
 
 
 class Kind(Enum):
@@ -187,6 +190,8 @@ def _parse_object(entity: Entity, obj: Any, where: str, depth: int, counter: lis
     for key, value in obj.items():
         if not isinstance(key, str):
             raise _bad(where, "keys must be strings")
+        if "\x00" in key:
+            raise _bad(where, "field names may not contain NUL characters")
         here = f"{where}.{key}"
         if key in GROUPS:
             if not isinstance(value, list) or not value:
@@ -277,15 +282,31 @@ def _value(kind: Kind, op: str, value: Any, where: str, nullable: bool) -> Scala
     if kind in (Kind.TEXT, Kind.LIST):
         if not isinstance(value, str):
             raise _bad(where, "must be a string")
-        return value
+        return _text(value, where)
     # CUSTOM: any JSON scalar; a range needs something ordered.
-    if isinstance(value, Mapping | list):
-        raise _bad(where, "must be a string, number, boolean or null")
-    if op in _RANGE and isinstance(value, bool):
-        raise _bad(where, "a range needs a string or a number")
-    if isinstance(value, float) and value != value:  # NaN
-        raise _bad(where, "NaN is not a valid value")
-    return value  # type: ignore[no-any-return]
+    if isinstance(value, str):
+        return _text(value, where)
+    if isinstance(value, bool):
+        if op in _RANGE:
+            raise _bad(where, "a range needs a string or a number")
+        return value
+    if isinstance(value, int | float):
+        try:
+            number = float(value)
+        except OverflowError:
+            raise _bad(where, "number out of range") from None
+        if not math.isfinite(number):
+            raise _bad(where, "number must be finite")
+        return value
+    raise _bad(where, "must be a string, number, boolean or null")
+
+
+def _text(value: str, where: str) -> str:
+    if "\x00" in value:
+        raise _bad(where, "text may not contain NUL characters")
+    if len(value) > MAX_TEXT:
+        raise _bad(where, f"text longer than {MAX_TEXT} characters")
+    return value
 
 
 _FRACTION = re.compile(r"\.(\d+)")
@@ -295,10 +316,12 @@ def parse_time_ns(value: Any, where: str) -> int:
     """RFC 3339 text or integer nanoseconds since the epoch → integer nanoseconds."""
     if isinstance(value, bool):
         raise _bad(where, "must be an RFC 3339 time or integer nanoseconds")
-    if isinstance(value, int):
-        return value
     if isinstance(value, float) and value.is_integer():
-        return int(value)
+        value = int(value)
+    if isinstance(value, int):
+        if not -INT64 <= value < INT64:
+            raise _bad(where, "time out of range (integer nanoseconds since the epoch)")
+        return value
     if not isinstance(value, str):
         raise _bad(where, "must be an RFC 3339 time or integer nanoseconds")
     text = value.strip()
@@ -314,7 +337,10 @@ def parse_time_ns(value: Any, where: str) -> int:
         raise _bad(where, f"not an RFC 3339 time: {value!r}") from err
     if moment.tzinfo is None:
         raise _bad(where, f"RFC 3339 time needs a zone offset (e.g. Z): {value!r}")
-    return int(moment.timestamp()) * 1_000_000_000 + fraction_ns
+    ns = int(moment.timestamp()) * 1_000_000_000 + fraction_ns
+    if not -INT64 <= ns < INT64:
+        raise _bad(where, "time out of range (1677..2262)")
+    return ns
 
 
 def parse_sort(entity: Entity, sort: Any) -> tuple[SortKey, ...]:

@@ -34,8 +34,9 @@ class _JsonPath(ColumnElement[Any]):
 
     def __init__(self, column: ColumnElement[Any], path: Sequence[str]) -> None:
         for key in path:
-            if '"' in key or not key:
-                raise InvalidRequest(f"custom.{'.'.join(path)}: keys may not contain '\"'")
+            if '"' in key or "\x00" in key or not key:
+                where = f"filter_conditions.custom.{'.'.join(path)}"
+                raise InvalidRequest(f"{where}: keys may not contain '\"'", field=where)
         self.column = column
         self.path = tuple(path)
 

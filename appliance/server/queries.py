@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Select,
+    String,
     and_,
     bindparam,
     exists,
@@ -114,10 +115,17 @@ def decode_cursor(keyset: Keyset, cursor: str, where: str) -> list[Any]:
         raise InvalidRequest(f"{where}: cursor was made for a different sort", field=where)
     values = data["k"]
     if len(values) != len(keyset.columns) or not all(
-        isinstance(v, str | int) and not isinstance(v, bool) for v in values
+        _fits(col, v) for col, v in zip(keyset.columns, values, strict=False)
     ):
         raise InvalidRequest(f"{where}: cursor does not fit this query", field=where)
     return values
+
+
+def _fits(column: ColumnElement[Any], value: Any) -> bool:
+    """A cursor value of the column's type (a forged cursor must not reach the database)."""
+    if isinstance(column.type, String):
+        return isinstance(value, str) and "\x00" not in value
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
 
 
 def beyond(

@@ -35,11 +35,14 @@ router = APIRouter(tags=["query"])
 CURSOR_MAX = 4096
 
 
+NO_NUL = r"^[^\x00]*$"
+
+
 class QueryMembersRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    type: str = Field(min_length=1, max_length=64)
-    id: str = Field(min_length=1, max_length=255)
+    type: str = Field(min_length=1, max_length=64, pattern=NO_NUL)
+    id: str = Field(min_length=1, max_length=255, pattern=NO_NUL)
     filter_conditions: dict[str, Any] | None = None
     sort: list[Any] | None = None
     limit: int | None = None
@@ -65,10 +68,10 @@ class QueryUsersPayload(BaseModel):
     sort: list[Any] | None = None
     limit: int | None = None
     offset: int | None = Field(None, ge=0, le=queries.MAX_USERS_OFFSET)
-    id_gt: str | None = None
-    id_gte: str | None = None
-    id_lt: str | None = None
-    id_lte: str | None = None
+    id_gt: str | None = Field(None, max_length=255, pattern=NO_NUL)
+    id_gte: str | None = Field(None, max_length=255, pattern=NO_NUL)
+    id_lt: str | None = Field(None, max_length=255, pattern=NO_NUL)
+    id_lte: str | None = Field(None, max_length=255, pattern=NO_NUL)
     presence: bool | None = None
     include_deactivated_users: bool | None = None
 

@@ -115,6 +115,19 @@ def test_times_are_nanoseconds() -> None:
         (USERS, {"user.custom.a": 1}, "filter_conditions.user.custom.a", "unknown field"),
         (USERS, {"online": {"$in": [True]}}, "filter_conditions.online.$in", "not supported"),
         (USERS, [1], "filter_conditions", "must be an object"),
+        (MEMBERS, {"custom.a": 10**400}, "filter_conditions.custom.a.$eq", "out of range"),
+        (MEMBERS, {"custom.a": float("inf")}, "filter_conditions.custom.a.$eq", "finite"),
+        (MEMBERS, {"custom.a": float("nan")}, "filter_conditions.custom.a.$eq", "finite"),
+        (MEMBERS, {"created_at": 2**64}, "filter_conditions.created_at.$eq", "out of range"),
+        (
+            MEMBERS,
+            {"created_at": "9999-01-01T00:00:00Z"},
+            "filter_conditions.created_at.$eq",
+            "range",
+        ),
+        (MEMBERS, {"role": "a\x00b"}, "filter_conditions.role.$eq", "NUL"),
+        (MEMBERS, {"role\x00": "a"}, "filter_conditions", "NUL"),
+        (MEMBERS, {"role": "x" * 5000}, "filter_conditions.role.$eq", "longer than"),
     ],
 )
 def test_mistakes_name_the_field(entity: Any, conditions: Any, field: str, problem: str) -> None:

@@ -249,6 +249,10 @@ async def test_cursor_mistakes_name_the_field(members_call: Store) -> None:
             with pytest.raises(InvalidRequest) as info:
                 await queries.query_members(conn, CID, by_user, next=cursor)
             assert info.value.field == "next" and problem in str(info.value)
+        # A forged cursor whose values do not fit the columns never reaches the database.
+        forged = queries.encode_cursor(queries.members_statement(CID, by_time)[1], ["x", 1])
+        with pytest.raises(InvalidRequest, match="does not fit"):
+            await queries.query_members(conn, CID, by_time, next=forged)
         with pytest.raises(InvalidRequest, match="different sort") as info:
             await queries.query_members(conn, CID, by_time, prev=page.next)
         assert info.value.field == "prev"
