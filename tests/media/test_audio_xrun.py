@@ -154,8 +154,12 @@ async def test_a_failing_speaker_stops_its_writer(alsa: AlsaSandbox) -> None:
     )
     playback.start()
     await _until(lambda: playback.stats.periods >= 1)
+    chime = playback.play(tone_samples(600.0, 1.0))
     clock.advance(0.020)
     await _until(lambda: playback.error is not None)
+    await asyncio.wait_for(chime.wait(), 5.0)  # a pre-announce never hangs its waiter
+    late = playback.play(tone_samples(600.0, 1.0))  # on a dead device: finished at once
+    await asyncio.wait_for(late.wait(), 5.0)
     assert playback.stats.periods == 1
     assert "No such device" in str(playback.error)
     await playback.stop()

@@ -176,8 +176,8 @@ class AudioPlayback:
     def play(self, samples: np.ndarray, *, loop: bool = False, duck: bool = True) -> Voice:
         """Mix interleaved S16 ``samples`` (already at the device format) into the output."""
         voice = Voice(samples, loop=loop, duck=duck, loop_ref=asyncio.get_running_loop())
-        if self._closed:
-            voice.finish()
+        if self._closed or self.error is not None:
+            voice.finish()  # nothing will play it; whoever waits for it must not hang
             return voice
         with self._lock:
             self._voices.append(voice)
@@ -205,12 +205,15 @@ class AudioPlayback:
         self._stop.set()
         if self._thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 2.0)
+        self._finish_voices()
+        self._pcm.close()
+        logger.info("AudioPlayback(%s) stopped: %s", self._pcm.name, self.stats)
+
+    def _finish_voices(self) -> None:
         with self._lock:
             voices, self._voices = self._voices, []
         for voice in voices:
             voice.finish()
-        self._pcm.close()
-        logger.info("AudioPlayback(%s) stopped: %s", self._pcm.name, self.stats)
 
     def close_device(self) -> None:
         """Close the device of a playback that was never started (an aborted open)."""
@@ -266,19 +269,14 @@ class AudioPlayback:
             # run dry at the first scheduling hiccup; this silence is the cushion we keep.
             for _ in range(self._prefill):
                 self._write_period(bytes(self._format.period_bytes))
+            while self.pacer.wait(self._stop):
+                self._write_period(self._mix())
+                self.stats.periods += 1
+                self.stats.frames_played += self._format.period_frames
         except AudioDeviceError as err:
             logger.error("AudioPlayback(%s) device failed: %s", self._pcm.name, err)
             self.error = err
-            return
-        while self.pacer.wait(self._stop):
-            try:
-                self._write_period(self._mix())
-            except AudioDeviceError as err:
-                logger.error("AudioPlayback(%s) device failed: %s", self._pcm.name, err)
-                self.error = err
-                return
-            self.stats.periods += 1
-            self.stats.frames_played += self._format.period_frames
+            self._finish_voices()
 
     def _write_period(self, data: bytes) -> None:
         silence = bytes(self._format.period_bytes)
