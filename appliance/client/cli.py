@@ -123,6 +123,12 @@ def register(subparsers: Any) -> None:
     events.add_argument("--type", action="append", default=None, help="only these event types")
     events.add_argument("--call", dest="cid", metavar="TYPE:ID", help="only this call's events")
     events.add_argument("--count", type=int, default=0, help="stop after N events")
+    events.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for the first connection",
+    )
     _connection_options(events)
     events.set_defaults(func=_run(_events))
 
@@ -264,6 +270,8 @@ async def _members(client: Client, args: argparse.Namespace) -> int:
 async def _events(client: Client, args: argparse.Namespace) -> int:
     seen = 0
     with client.events(args.type, call_cid=args.cid) as events:
+        # Fail fast (one line) when the server cannot be reached at all; once up, reconnect forever.
+        await client.connect(args.connect_timeout)
         async for event in events:
             line = event.model_dump(mode="json", by_alias=True, exclude_none=True)
             print(json.dumps(line), flush=True)

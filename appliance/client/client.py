@@ -188,7 +188,7 @@ class Client:
 
     def events(
         self,
-        types: Iterable[str] | None = None,
+        types: Iterable[str] | str | None = None,
         *,
         call_cid: str | None = None,
         where: EventFilter | None = None,

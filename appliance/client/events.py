@@ -89,12 +89,14 @@ class Subscription:
         self,
         hub: EventHub,
         *,
-        types: Iterable[str] | None = None,
+        types: Iterable[str] | str | None = None,
         call_cid: str | None = None,
         where: EventFilter | None = None,
         maxsize: int = 1000,
     ) -> None:
         self._hub = hub
+        if isinstance(types, str):
+            types = [types]
         self.types = frozenset(types) if types is not None else None
         self.call_cid = call_cid
         self.where = where
@@ -168,7 +170,7 @@ class EventHub:
 
     def subscribe(
         self,
-        types: Iterable[str] | None = None,
+        types: Iterable[str] | str | None = None,
         *,
         call_cid: str | None = None,
         where: EventFilter | None = None,

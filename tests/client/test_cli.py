@@ -196,3 +196,19 @@ async def test_environment_and_the_real_entry_point(srv: ServerHandle) -> None:
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
     assert out.decode().startswith("call default:env-1 (created)")
+
+
+async def test_events_without_a_server_fails_in_one_line(capsys: Capture) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJ1c2VyX2lkIjoiYWxpY2UifQ.c2ln"
+    code = await run(
+        "events", "--connect-timeout", "0.5",
+        "--url", f"http://127.0.0.1:{port}", "--api-key", "k", "--token", token,
+    )  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("appliance: ServerUnavailable: ") and err.count("\n") == 1
