@@ -78,6 +78,6 @@ async def test_no_server_errors_on_postgres(tmp_path: Path, cluster: PostgresClu
     url = cluster.create_database(name)
     try:
         async with running_server(tmp_path, users=["alice", "bob"], database=url) as srv:
-            await fuzz_server(srv)
+            await fuzz_server(srv, examples=6)
     finally:
         cluster.drop_database(name)

@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, given, settings
 
 from tests.support.server import ServerHandle, running_server
 
-EXAMPLES_PER_OPERATION = 12
+EXAMPLES_PER_OPERATION = 8
 
 
 def _fuzz_operation(
-    operation: schemathesis.APIOperation, base_url: str, api_key: str, token: str
+    operation: schemathesis.APIOperation, base_url: str, api_key: str, token: str, examples: int
 ) -> tuple[int, int, list[str]]:
     label = operation.label
     sent = 0
@@ -26,7 +26,7 @@ def _fuzz_operation(
     successes: list[str] = []
 
     @settings(
-        max_examples=EXAMPLES_PER_OPERATION,
+        max_examples=examples,
         deadline=None,
         database=None,
         derandomize=True,
@@ -60,12 +60,12 @@ def _fuzz_operation(
     return sent, len(successes), problems
 
 
-def _fuzz(base_url: str, api_key: str, token: str) -> tuple[int, int, list[str]]:
+def _fuzz(base_url: str, api_key: str, token: str, examples: int) -> tuple[int, int, list[str]]:
     schema = schemathesis.openapi.from_url(base_url + "/openapi.json")
     sent = ok = 0
     problems: list[str] = []
     for result in schema.get_all_operations():
-        n, good, p = _fuzz_operation(result.ok(), base_url, api_key, token)
+        n, good, p = _fuzz_operation(result.ok(), base_url, api_key, token, examples)
         sent += n
         ok += good
         problems += p
@@ -81,13 +81,15 @@ async def _seeded(srv: ServerHandle) -> None:
         assert r.status_code == 200
 
 
-async def fuzz_server(srv: ServerHandle) -> None:
+async def fuzz_server(srv: ServerHandle, examples: int = EXAMPLES_PER_OPERATION) -> None:
     """Fuzz every operation of ``srv`` (users alice and bob) with a server and a user token."""
     await _seeded(srv)
     for token in (srv.server_token(), srv.user_token("alice")):
-        sent, ok, problems = await asyncio.to_thread(_fuzz, srv.base_url, srv.api_key, token)
-        assert sent >= 100
-        assert ok >= 20, f"only {ok} of {sent} fuzzed requests succeeded"  # not all 4xx
+        sent, ok, problems = await asyncio.to_thread(
+            _fuzz, srv.base_url, srv.api_key, token, examples
+        )
+        assert sent >= 5 * examples
+        assert ok >= 10, f"only {ok} of {sent} fuzzed requests succeeded"  # not all 4xx
         assert problems == [], "\n".join(problems[:10])
 
 
