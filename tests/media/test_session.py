@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -45,6 +46,7 @@ async def test_two_sessions_exchange_h264_passthrough_and_audio(srv: ServerHandl
         await wait_until(lambda: door.media.fanout.frames_held >= 3)  # type: ignore[union-attr]
         assert door_peer.video_track is not None and door_peer.video_track.packets_sent == 0
         assert door.kinds("first_packet") == []
+        assert not alice.audio or alice.audio[0].seconds == 0  # the audio is held too
         door.media.open_gate()
         alice.media.open_gate()
 
@@ -67,6 +69,15 @@ async def test_two_sessions_exchange_h264_passthrough_and_audio(srv: ServerHandl
         await wait_until(lambda: bool(door.audio) and door.audio[0].seconds > 1.5)
         assert dominant_frequency(alice.audio[0].samples(1.0)) == pytest.approx(DOOR_TONE, abs=5)
         assert dominant_frequency(door.audio[0].samples(1.0)) == pytest.approx(ALICE_TONE, abs=5)
+
+        # Microphone mute: the door stops sending audio (video goes on), then sends again.
+        door.media.mute_microphone(True)
+        await asyncio.sleep(0.1)  # packets already on the way
+        heard = alice.audio[0].seconds
+        await alice.video[0].wait_for(len(alice.video[0].codes) + 20)  # ~1.3 s of video
+        assert alice.audio[0].seconds - heard < 0.3  # (unmuted: ~1.3 s)
+        door.media.mute_microphone(False)
+        await wait_until(lambda: alice.audio[0].seconds > heard + 0.5)
 
         # A keyframe request from the receiver (a real RTCP PLI) reaches the source.
         requests = source.keyframe_requests
