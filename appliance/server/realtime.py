@@ -29,7 +29,13 @@ from appliance.server.outbox import Outbox, Transactor
 from appliance.server.ringer import RingEngine
 from appliance.server.schema import call_sessions, participants
 from appliance.server.services import KEY, Services, services
-from appliance.server.sessions import attach, connection_closed, end_session, leave_participant
+from appliance.server.sessions import (
+    attach,
+    connection_closed,
+    end_session,
+    leave_participant,
+    orphaned_after_crash,
+)
 from appliance.server.signaling import Relay
 
 log = logging.getLogger(__name__)
@@ -151,7 +157,16 @@ async def start(ctx: ServerContext) -> None:
     ctx.extras["presence"] = hub.presence
     ctx.bus = hub
     ctx.ringer = ringer
-    if not ctx.store.is_sqlite:
+    if ctx.store.is_sqlite:
+        async with ctx.store.begin() as db:
+            orphans = await orphaned_after_crash(db, ctx)
+        if orphans:
+            log.warning(
+                "%d participants lost their connection in a crash: grace period started", orphans
+            )
+    else:
+        # Replicas share PostgreSQL: events fan out through NOTIFY. Orphans are not guessed
+        # here (a connection of another replica may be alive).
         from appliance.server.pgnotify import Fanout
 
         fanout = Fanout(ctx, hub)

@@ -355,3 +355,23 @@ async def connection_closed(db: AsyncConnection, ctx: ServerContext, connection_
         .values(gone_at=now + grace)
     )
     return int(done.rowcount or 0)
+
+
+async def orphaned_after_crash(db: AsyncConnection, ctx: ServerContext) -> int:
+    """Participants bound to connections of a server that died without closing them.
+
+    With SQLite there is one server: no connection survives its restart, so every participant
+    still bound to one gets the grace period it would have had after a clean close.
+    """
+    now = now_ns(ctx.clock)
+    grace = int(float(ctx.settings.ws_grace_seconds) * NS)
+    done = await db.execute(
+        update(participants)
+        .where(
+            participants.c.left_at.is_(None),
+            participants.c.gone_at.is_(None),
+            participants.c.connection_id.is_not(None),
+        )
+        .values(gone_at=now + grace)
+    )
+    return int(done.rowcount or 0)

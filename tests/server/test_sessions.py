@@ -8,10 +8,10 @@ import hmac
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from appliance.clock import ManualClock
-from appliance.server.schema import call_sessions
+from appliance.server.schema import call_sessions, participants
 from tests.server.wsclient import WsClient, call_post, create_call, join
 from tests.support.server import ServerHandle, running_server
 
@@ -260,3 +260,26 @@ async def test_mark_ended_needs_end_call(srv: ServerHandle) -> None:
     assert r.status_code == 404
     r = await call_post(srv, None, CID, "join")
     assert r.status_code == 400 and r.json()["exception_fields"]["field"] == "user_id"
+
+
+async def test_participants_of_a_crashed_server_get_the_grace_period(srv: ServerHandle) -> None:
+    alice = await WsClient.open(srv, "alice")
+    ja = await join(srv, alice, CID)
+    await alice.close()
+    await srv.stop()
+    # A crash (kill -9) never runs the close hooks: the participant stays bound to a dead
+    # connection. That is the state a restarted server finds.
+    async with srv.ctx.store.begin() as db:
+        await db.execute(
+            update(participants)
+            .where(participants.c.id == ja["session_id"])
+            .values(gone_at=None, connection_id="dead-connection")
+        )
+    await srv.start()
+    carol = await WsClient.open(srv, "carol")
+    _advance(srv, 19)
+    assert "call.session_participant_left" not in await carol.types()
+    _advance(srv, 2)
+    left = await carol.next("call.session_participant_left")
+    assert left["participant"]["user_session_id"] == ja["session_id"]
+    assert (await carol.next("call.ended"))["reason"] == "last_participant_left"
