@@ -34,6 +34,7 @@ from appliance.errors import (
 )
 from appliance.server import (
     calltypes,
+    migrations,
     realtime,
     routes_calls,
     routes_calltypes,
@@ -190,6 +191,8 @@ def create_app(settings: ServerSettings, *, clock: Clock | None = None) -> FastA
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = Store(database_url(settings.database, settings.state_dir))
+        # Move an older database forward before the store checks its version.
+        await migrations.upgrade(store.engine)
         await store.open()
         ctx = ServerContext(store=store, clock=the_clock, settings=settings)
         app.state.ctx = ctx

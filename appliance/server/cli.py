@@ -130,9 +130,11 @@ def _custom(pairs: list[str]) -> dict[str, Any]:
 
 
 async def _with_store(settings: ServerSettings, work: Any) -> Any:
+    from appliance.server import migrations
     from appliance.server.store import Store, database_url
 
     store = Store(database_url(settings.database, settings.state_dir))
+    await migrations.upgrade(store.engine)
     await store.open()
     try:
         return await work(store)
