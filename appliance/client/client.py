@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 _SNAPSHOT_LIMIT = 256
 # Open calls read by a resync, 100 a page (a device is a member of a handful).
 _OPEN_CALL_PAGES = 10
+# Events after which a call not joined here needs no resync.
+_CALL_OVER = frozenset({"call.ended", "call.deleted"})
 # Frame id prefix of participant.attach, so that a refusal can be matched to its call.
 _ATTACH = "attach:"
 
@@ -247,6 +249,8 @@ class Client:
 
     def _left(self, call: Call) -> None:
         self._joined_calls.pop(call.cid, None)
+        if call.cid not in self.ledger.ringing:
+            self.snapshots.pop(call.cid, None)
 
     def _admit(self, event: Event) -> bool:
         if not self.ledger.admit(event):
@@ -258,6 +262,10 @@ class Client:
                 self._track(event.call)
             else:
                 self._observe(event.call)
+        cid = event.cid
+        if event.type in _CALL_OVER and cid is not None and cid not in self._joined_calls:
+            # Nothing left to resync for a call that ended here; its next ring tracks it again.
+            self.snapshots.pop(cid, None)
         return True
 
     async def _reattach(self) -> None:

@@ -147,8 +147,9 @@ class Resync:
         if call.cid in self.ledger.ringing:
             count += self._ring_outcome(call, tracked=old is not None)
         if old is not None:
-            count += self._session_changes(old, call)
+            # Stored first: a consumer of the events below may drop it (call over).
             self.snapshots[call.cid] = call
+            count += self._session_changes(old, call)
         return count
 
     def _ring_outcome(self, call: CallInfo, *, tracked: bool) -> int:

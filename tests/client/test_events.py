@@ -295,6 +295,7 @@ async def test_ring_that_times_out_while_away_is_reported_not_replayed(tmp_path:
             )
             ended = await next_event(outcomes)
             assert (ended.type, ended.reason, ended.resynced) == ("call.ended", "timeout", True)
+            assert "default:door-1" not in device.snapshots  # nothing left to resync there
             await until(lambda: device.resync.passes == 2)
             assert drain(rings) == [] and drain(outcomes) == []
         finally:
