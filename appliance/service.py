@@ -106,7 +106,12 @@ async def running(
         await daemon.start()
         stack.push_async_callback(daemon.stop)
         if embedded is None:
-            daemon.spawn(link.publish_device())
+
+            async def publish() -> None:
+                await daemon.wait_online()
+                await link.publish_device()
+
+            daemon.spawn(publish())
         yield Running(daemon, control, embedded, base_url)
 
 
