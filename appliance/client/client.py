@@ -98,6 +98,7 @@ class Client:
             ca_file=ca_file,
             timeout=timeout,
             token_provider=token_provider,
+            clock=clock,
         )
         self.clock = clock or SystemClock()
         self.hub = EventHub()

@@ -142,8 +142,10 @@ class Connection:
             except AuthenticationError as err:
                 self.last_error = err
                 logger.warning("%r: token refused (%s)", self, err)
-                with contextlib.suppress(Exception):
-                    await self.rest.refresh_token()
+                try:
+                    await self.rest.refresh_token(stale=self.rest.token)
+                except Exception:
+                    logger.exception("%r: token refresh hook failed", self)
             except (OSError, TimeoutError, websockets.WebSocketException, APIError) as err:
                 self.last_error = err
                 logger.info("%r: connect failed (%s)", self, err)
@@ -168,9 +170,8 @@ class Connection:
             open_timeout=self.connect_timeout,
             max_size=4 * 1024 * 1024,
         ) as ws:
-            await ws.send(
-                json.dumps({"token": self.rest.token, "user_details": {"id": self.user_id}})
-            )
+            token = await self.rest.fresh_token()
+            await ws.send(json.dumps({"token": token, "user_details": {"id": self.user_id}}))
             async with asyncio.timeout(self.connect_timeout):
                 first = json.loads(await ws.recv())
             if first.get("type") != "connection.ok":

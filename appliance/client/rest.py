@@ -8,13 +8,16 @@ Every request carries ``api_key`` in the query and ``Authorization: <jwt>`` with
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+import jwt
 
+from appliance.clock import Clock, SystemClock
 from appliance.errors import (
     API_ERRORS_BY_STATUS,
     APIError,
@@ -25,6 +28,9 @@ from appliance.errors import (
 logger = logging.getLogger(__name__)
 
 TokenProvider = Callable[[], Awaitable[str]]
+
+# Seconds before a token's ``exp`` at which the refresh hook is asked for a new one.
+REFRESH_MARGIN = 60.0
 
 
 def tls_context(ca_file: str | None) -> ssl.SSLContext:
@@ -88,11 +94,15 @@ class RestTransport:
         ca_file: str | None = None,
         timeout: float = 10.0,
         token_provider: TokenProvider | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.token = token
         self.token_provider = token_provider
+        self.clock = clock or SystemClock()
+        self._refresh_lock = asyncio.Lock()
+        self._expiry: tuple[str, float | None] = ("", None)
         self._owns_http = http is None
         if http is None:
             verify: ssl.SSLContext | bool = True
@@ -102,13 +112,41 @@ class RestTransport:
         self.http = http
         self._closed = False
 
-    async def refresh_token(self) -> bool:
-        """Ask the token-refresh hook for a fresh token; False when there is no hook."""
+    async def refresh_token(self, stale: str | None = None) -> bool:
+        """Ask the token-refresh hook for a fresh token; False when there is no hook.
+        ``stale``: the token that was refused; when another task already replaced it, keep theirs."""
         if self.token_provider is None:
             return False
-        self.token = await self.token_provider()
+        async with self._refresh_lock:
+            if stale is not None and self.token != stale:
+                return True
+            self.token = await self.token_provider()
         logger.info("RestTransport(%s) token refreshed", self.base_url)
         return True
+
+    def _expires_at(self) -> float | None:
+        token, expiry = self._expiry
+        if token != self.token:
+            try:
+                claims = jwt.decode(self.token, options={"verify_signature": False})
+                exp = claims.get("exp")
+                expiry = float(exp) if isinstance(exp, int | float) else None
+            except jwt.PyJWTError:
+                expiry = None
+            self._expiry = (self.token, expiry)
+        return expiry
+
+    async def fresh_token(self) -> str:
+        """The token, refreshed first when it expires within ``REFRESH_MARGIN`` seconds
+        (a device's token runs out while it is idle; better ask before the server refuses)."""
+        expires = self._expires_at()
+        if (
+            self.token_provider is not None
+            and expires is not None
+            and expires - self.clock.time() < REFRESH_MARGIN
+        ):
+            await self.refresh_token(stale=self.token)
+        return self.token
 
     async def request(
         self,
@@ -119,10 +157,11 @@ class RestTransport:
         params: dict[str, Any] | None = None,
         cid: str | None = None,
     ) -> dict[str, Any]:
+        token = await self.fresh_token()
         try:
             return await self._send(method, path, json=json, params=params, cid=cid)
         except AuthenticationError:
-            if not await self.refresh_token():
+            if not await self.refresh_token(stale=token):
                 raise
             return await self._send(method, path, json=json, params=params, cid=cid)
 

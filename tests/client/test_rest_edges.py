@@ -86,3 +86,60 @@ async def test_requests_carry_api_key_and_jwt_headers() -> None:
     assert request.headers["Authorization"] == TOKEN
     assert request.headers["stream-auth-type"] == "jwt"
     assert request.url.path == "/api/v2/video/calls"
+
+
+def token_for(exp: float | None, user: str = "alice") -> str:
+    import jwt
+
+    claims: dict[str, object] = {"user_id": user}
+    if exp is not None:
+        claims["exp"] = int(exp)
+    return jwt.encode(claims, "s" * 32, algorithm="HS256")
+
+
+async def test_token_about_to_expire_is_refreshed_before_the_request() -> None:
+    from appliance.clock import ManualClock
+
+    clock = ManualClock()
+    seen: list[str] = []
+    fresh = token_for(clock.time() + 3600)
+
+    async def provider() -> str:
+        return fresh
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["Authorization"])
+        return httpx.Response(200, json={"calls": []})
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    expiring = token_for(clock.time() + 30)
+    async with Client(
+        "http://appliance.test", "key", expiring, http=http, clock=clock, token_provider=provider
+    ) as client:
+        await client.query_calls()
+        await client.query_calls()
+    assert seen == [fresh, fresh]
+
+
+async def test_concurrent_refusals_refresh_the_token_once() -> None:
+    import asyncio
+
+    old, new = token_for(None), token_for(None, user="alice2")
+    refreshes: list[str] = []
+
+    async def provider() -> str:
+        refreshes.append("x")
+        await asyncio.sleep(0.01)
+        return new
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.headers["Authorization"] == old:
+            return httpx.Response(
+                401, json={"code": 5, "message": "token expired", "StatusCode": 401}
+            )
+        return httpx.Response(200, json={"calls": []})
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    async with Client("http://appliance.test", "key", old, http=http, token_provider=provider) as c:
+        await asyncio.gather(*(c.query_calls() for _ in range(5)))
+    assert refreshes == ["x"]
