@@ -1,10 +1,13 @@
 """Parsed filters (``appliance.calls.filters``) → SQLAlchemy Core conditions, per entity.
 
-One code path for SQLite and PostgreSQL. Custom fields of members and users are looked up in
-the indexed side tables (``customindex.py``): ``user_id IN (SELECT user_id FROM index WHERE
-path = :p AND value_text = :v)``, which the planner drives from the index even when almost no
-row matches. Negative operators (``$ne``, ``$nin``, ``$exists: false``) use ``NOT IN`` the same
-subquery, so a member without the field matches ``$ne`` as in MongoDB.
+One code path for SQLite and PostgreSQL. Custom fields of members are looked up in the indexed
+side tables (``customindex.py``) with a correlated ``EXISTS`` on the member's own rows: one index
+seek per member, so a walk along the sort index stops when the page is full. For a value almost
+nobody has, ``queries.rare_drivers`` replaces the condition by the few matching user ids. Users'
+custom fields use ``id IN (SELECT user_id FROM user_custom_index WHERE …)``. Negative operators
+(``$ne``, ``$nin``, ``$exists: false``) negate the positive form, so a row without the field
+matches ``$ne`` as in MongoDB. ``calls.custom`` and ``users.teams`` are read from the JSON
+columns through the typed accessors of ``jsonsql.py``.
 """
 
 from __future__ import annotations
