@@ -336,7 +336,7 @@ class CameraConfig(Model):
 class MediaConfig(Model):
     camera: CameraConfig = Field(default_factory=CameraConfig)
     display: bool = False
-    audio: AudioSettings = Field(default_factory=AudioSettings)
+    audio: AudioSettings = Field(default_factory=lambda: AudioSettings.model_validate({}))
 
 
 class SoundsConfig(Model):

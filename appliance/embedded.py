@@ -10,12 +10,13 @@ import contextlib
 import logging
 import os
 import secrets
+import socket
 from pathlib import Path
 from typing import Any
 
 from appliance.clock import Clock
 from appliance.config import DeviceConfig
-from appliance.errors import ConfigError, HardwareError
+from appliance.errors import ApplianceError, ConfigError, HardwareError
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,8 @@ class EmbeddedServer:
         self._server = uvicorn.Server(config)
         # the daemon owns the signals
         self._server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
-        self._task = asyncio.get_running_loop().create_task(self._server.serve())
+        sock = self._bind()
+        self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:
             if self._task.done():
                 err = self._task.exception()
@@ -123,6 +125,23 @@ class EmbeddedServer:
         if sockets:
             self.port = sockets[0].getsockname()[1]
         log.info("embedded call server on %s", self.base_url)
+
+    def _bind(self) -> socket.socket:
+        """Bind here so that a busy port is one clear line, not uvicorn's exit."""
+        host, port = self.settings.host, self.settings.port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            sock.close()
+            raise ApplianceError(
+                f"the embedded server cannot listen on {host}:{port}: {err.strerror} "
+                "(another appliance running? change server.embedded.port)"
+            ) from err
+        sock.set_inheritable(True)
+        return sock
 
     async def stop(self) -> None:
         if self._server is not None:

@@ -60,7 +60,7 @@ async def running(
             embedded = EmbeddedServer(cfg, clock)
             await embedded.start()
             stack.push_async_callback(embedded.stop)
-            base_url, api_key = embedded.base_url, embedded.settings.api_key
+            base_url, api_key = embedded.base_url, embedded.settings.api_key or ""
             token = embedded.token(cfg.device.id)
         else:
             base_url, api_key = cfg.server.url or "", cfg.server.api_key or ""
