@@ -152,7 +152,18 @@ class Daemon:
             assert r.status_code in (200, 201), r.text
 
     async def status(self) -> dict[str, Any]:
+        """``appliance status --json`` (a subprocess: what an operator runs)."""
         result: dict[str, Any] = json.loads(await self.cli("status", "--json"))
+        return result
+
+    async def _poll(self) -> dict[str, Any]:
+        # The same control socket the CLI talks to, without a Python start-up per poll.
+        from appliance.control import SOCKET_NAME, request
+
+        reply = await asyncio.to_thread(
+            request, self.dir / "state" / SOCKET_NAME, {"cmd": "status"}, 5.0
+        )
+        result: dict[str, Any] = reply["status"]
         return result
 
     async def wait_status(self, what: str, check: Any, seconds: float = 30.0) -> dict[str, Any]:
@@ -161,12 +172,12 @@ class Daemon:
         status: dict[str, Any] = {}
         while loop.time() < deadline:
             try:
-                status = await self.status()
-            except AssertionError:
+                status = await self._poll()
+            except Exception:  # not up yet: no socket or token file
                 status = {}
             if status and check(status):
                 return status
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.1)
         raise AssertionError(
             f"daemon never reached {what}; last status {status}\n{self.log_text()}"
         )
@@ -315,6 +326,8 @@ async def test_press_call_answer_see_hear_unlock_and_hang_up(
         # The kiosk hangs up hangup_after_unlock_s after the unlock; the console follows.
         await expect(alice.locator("#incall")).to_be_hidden(timeout=20000)
         await kiosk.wait_status("idle", lambda s: s["call_state"] == "idle")
+        final = await kiosk.status()
+        assert final["call_state"] == "idle" and final["relay"]["pulses"] == 1, final
         await expect(alice.locator('.device[data-user-id="entrance"]')).to_be_visible()
         assert await alice.locator(".ring-card").count() == 0
 
