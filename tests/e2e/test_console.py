@@ -27,7 +27,7 @@ pytestmark = pytest.mark.e2e
 WEB_DIR = Path(__file__).resolve().parents[2] / "appliance" / "server" / "web"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
-USERS = [
+USERS: list[dict[str, Any]] = [
     {"id": "alice", "name": "Alice", "teams": ["north"]},
     {"id": "bob", "name": "Bob", "teams": ["north"]},
     {"id": "eve", "name": "Eve", "teams": ["south"]},

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 from playwright.async_api import expect
 
 from tests.support.browser import PageGuard, guarded_browser
-from tests.support.server import running_server
+from tests.support.server import ServerHandle, running_server
 
 pytestmark = pytest.mark.e2e
 
-USERS = [
+USERS: list[dict[str, Any]] = [
     {"id": "alice", "name": "Alice"},
     {"id": "door-1", "name": "Front door", "custom": {"device": {"relay": True}}},
 ]
@@ -30,8 +31,8 @@ async def guard() -> AsyncIterator[PageGuard]:
         yield pages
 
 
-async def _door_call(srv: object) -> None:
-    async with srv.client() as admin:  # type: ignore[attr-defined]
+async def _door_call(srv: ServerHandle) -> None:
+    async with srv.client() as admin:
         r = await admin.post(
             DOOR,
             json={
