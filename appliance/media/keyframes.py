@@ -43,11 +43,13 @@ class KeyframeLimiter:
         self.forwarded = 0
         self.reasons: dict[str, int] = {}
 
-    def request(self, reason: str) -> None:
+    def request(self, reason: str, *, urgent: bool = False) -> None:
+        """``urgent``: a peer just connected and shows nothing until it gets a keyframe; that is
+        rare (once per connection), so it is never deferred."""
         self.requested += 1
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
         now = self._clock.monotonic()
-        if self._last is None or now - self._last >= self.min_interval:
+        if urgent or self._last is None or now - self._last >= self.min_interval:
             self._forward(now, reason)
             return
         if self._trailing is None or self._trailing.done():

@@ -81,7 +81,7 @@ class PassthroughTrack(MediaStreamTrack):
         if not self.active:
             self.active = True
             logger.debug("%r active", self)
-        self._fanout.request_keyframe(f"{self.name} connected")
+        self._fanout.request_keyframe(f"{self.name} connected", urgent=True)
 
     def restart(self) -> None:
         """Forget queued packets and start again from a keyframe (gate reopened, unmute)."""
@@ -232,9 +232,9 @@ class VideoFanout:
             logger.info("%r camera paused -> sending", self)
             self._restart_tracks("camera unmuted")
 
-    def request_keyframe(self, reason: str) -> None:
+    def request_keyframe(self, reason: str, *, urgent: bool = False) -> None:
         try:
-            self.limiter.request(reason)
+            self.limiter.request(reason, urgent=urgent)
         except RuntimeError:
             # No running loop (called during teardown from a sync context): nothing to send to.
             pass

@@ -36,6 +36,8 @@ async def test_limiter_forwards_one_then_collapses_a_burst_into_one_deferred() -
     clock.advance(5)
     limiter.request("fir")
     assert calls == [0.0, 1.0, 6.0]
+    limiter.request("peer connected", urgent=True)  # never deferred
+    assert calls == [0.0, 1.0, 6.0, 6.0]
     limiter.close()
 
 
