@@ -80,6 +80,7 @@ class Connection:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._last_rx = 0.0
+        self._was_online = False
         self.last_error: Exception | None = None
 
     @property
@@ -134,9 +135,9 @@ class Connection:
 
     async def _run(self) -> None:
         while not self._closing:
-            was_connected = False
+            self._was_online = False
             try:
-                was_connected = await self._session()
+                await self._session()
             except asyncio.CancelledError:
                 raise
             except AuthenticationError as err:
@@ -154,7 +155,7 @@ class Connection:
                 logger.exception("%r: unexpected failure", self)
             if self._closing:
                 break
-            if was_connected:
+            if self._was_online:
                 self.hub.emit(Event(type=CONNECTION_LOST, connection_id=self.connection_id))
             delay = self.backoff.next_delay()
             logger.info(
@@ -162,12 +163,13 @@ class Connection:
             )
             await self.clock.sleep(delay)
 
-    async def _session(self) -> bool:
-        """One connection; returns whether it got as far as ``connection.ok``."""
+    async def _session(self) -> None:
+        """One connection, until it drops; ``_was_online`` says whether it got to ``connection.ok``."""
         async with connect(
             self.url,
             ssl=self._ssl,
             open_timeout=self.connect_timeout,
+            close_timeout=2.0,
             max_size=4 * 1024 * 1024,
         ) as ws:
             token = await self.rest.fresh_token()
@@ -177,6 +179,7 @@ class Connection:
             if first.get("type") != "connection.ok":
                 raise _refusal(first)
             self._ws = ws
+            self._was_online = True
             self.connection_id = str(first.get("connection_id"))
             self._last_rx = self.clock.monotonic()
             reconnected = self.connects > 0
@@ -205,7 +208,6 @@ class Connection:
                     if task is not None:
                         task.cancel()
                 logger.info("%r: online -> offline", self)
-            return True
 
     def _hook_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
