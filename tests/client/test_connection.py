@@ -67,7 +67,7 @@ async def hub_server() -> AsyncIterator[tuple[ScriptedHub, str]]:
         yield hub, f"http://127.0.0.1:{port}"
 
 
-async def until(predicate: Any, *, steps: int = 400) -> None:
+async def until(predicate: Any, *, steps: int = 1500) -> None:
     for _ in range(steps):
         if predicate():
             return
