@@ -250,7 +250,8 @@ class VideoFanout:
         for track in active:
             track.restart()
         if active:
-            self.request_keyframe(reason)
+            # Rare (the daemon opens the gate or unmutes once): never deferred by the PLI limit.
+            self.request_keyframe(reason, urgent=True)
 
     def _on_frame(self, frame: EncodedFrame) -> None:
         self.frames_in += 1
