@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCSessionDescription
 
 from appliance.clock import ManualClock
 from appliance.media.keyframes import KeyframeLimiter, hook_sender
 from appliance.media.negotiation import prefer_h264
 from appliance.media.passthrough import VideoFanout
 from appliance.media.sources.test import TestSource
-from tests.media.video_helpers import VideoReader, wait_until
+from tests.media.video_helpers import VideoReader, loopback_pc, wait_until
 
 
 async def test_limiter_forwards_one_then_collapses_a_burst_into_one_deferred() -> None:
@@ -42,7 +42,7 @@ async def test_limiter_forwards_one_then_collapses_a_burst_into_one_deferred() -
 
 
 async def test_hook_keeps_aiortc_flag_and_is_installed_once() -> None:
-    pc = RTCPeerConnection()
+    pc = loopback_pc()
     sender = pc.addTransceiver("video").sender
     hits: list[int] = []
     hook_sender(sender, lambda: hits.append(1))
@@ -57,7 +57,7 @@ async def test_pli_from_a_real_receiver_reaches_the_source() -> None:
     source = TestSource(width=192, height=160, framerate=15)
     fanout = VideoFanout(source, gate_open=True, keyframe_interval=0.2)
     track = fanout.track("receiver")
-    sender_pc, receiver_pc = RTCPeerConnection(), RTCPeerConnection()
+    sender_pc, receiver_pc = loopback_pc(), loopback_pc()
     transceiver = sender_pc.addTransceiver(track, direction="sendonly")
     prefer_h264(transceiver)
     hook_sender(transceiver.sender, lambda: fanout.request_keyframe("PLI"))

@@ -15,7 +15,7 @@ from appliance.media.negotiation import sdp_video_codecs, video_preferences
 from appliance.media.passthrough import DecodedVideoTrack, VideoFanout
 from appliance.media.peer import Peer
 from appliance.media.sources.test import TestSource
-from tests.media.video_helpers import VideoReader, Wire, wait_until
+from tests.media.video_helpers import VideoReader, Wire, loopback_pc, wait_until
 
 
 def browser_like(pc: RTCPeerConnection, *, h264: bool = True) -> None:
@@ -58,7 +58,7 @@ async def _answer_browser_offer(
 ) -> tuple[Peer, RTCPeerConnection, VideoFanout, TestSource, list[VideoReader]]:
     source = TestSource(width=192, height=160, framerate=15)
     fanout = VideoFanout(source, gate_open=True)
-    browser = RTCPeerConnection()
+    browser = loopback_pc()
     browser_like(browser, h264=h264)
     readers: list[VideoReader] = []
     browser.on("track", lambda t: readers.append(VideoReader(t)))
@@ -123,7 +123,7 @@ async def test_h264_wins_when_a_vp8_first_browser_offers() -> None:
 async def test_h264_wins_when_we_offer_to_a_vp8_first_peer() -> None:
     source = TestSource(width=192, height=160, framerate=15)
     fanout = VideoFanout(source, gate_open=True)
-    remote = RTCPeerConnection()
+    remote = loopback_pc()
     capture = Capture()
     peer = Peer("remote", offerer=True, send=capture, ice_servers=[], fanout=fanout)
     readers: list[VideoReader] = []

@@ -6,14 +6,14 @@ import asyncio
 from fractions import Fraction
 
 import av
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCSessionDescription
 
 from appliance.media.annexb import access_units, is_keyframe, nal_types, nal_units
 from appliance.media.negotiation import negotiated_codec, prefer_h264
 from appliance.media.passthrough import VideoFanout
 from appliance.media.sources.base import EncodedFrame
 from appliance.media.sources.test import TestSource
-from tests.media.video_helpers import ScriptedSource, VideoReader, wait_until
+from tests.media.video_helpers import ScriptedSource, VideoReader, loopback_pc, wait_until
 
 
 async def test_track_starts_at_a_keyframe_and_returns_av_packets() -> None:
@@ -120,8 +120,8 @@ async def test_h264_passthrough_reaches_a_real_receiver() -> None:
     source = TestSource(width=320, height=240, framerate=15)
     fanout = VideoFanout(source, gate_open=True)
     track = fanout.track("receiver")
-    sender_pc = RTCPeerConnection()
-    receiver_pc = RTCPeerConnection()
+    sender_pc = loopback_pc()
+    receiver_pc = loopback_pc()
     transceiver = sender_pc.addTransceiver(track, direction="sendonly")
     prefer_h264(transceiver)
     readers: list[VideoReader] = []

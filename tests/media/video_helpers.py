@@ -10,7 +10,7 @@ from typing import Any
 
 import av
 import numpy as np
-from aiortc import MediaStreamTrack
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
 from appliance.client import Client
@@ -212,3 +212,8 @@ class Participant:
             await reader.close()
         await self.media.stop()
         await self.client.aclose()
+
+
+def loopback_pc() -> RTCPeerConnection:
+    """A peer connection with no ICE servers: aiortc would otherwise ask a public STUN server."""
+    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
