@@ -24,10 +24,11 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
-from aiortc.sdp import SessionDescription, candidate_from_sdp
+from aiortc.sdp import SessionDescription
 
+from appliance.media.ice import MdnsCandidate, candidate_from_signal, received_packets
 from appliance.media.keyframes import hook_sender
-from appliance.media.mdns import is_mdns_candidate, strip_mdns
+from appliance.media.mdns import strip_mdns
 from appliance.media.negotiation import needs_reencode, negotiated_codec, prefer_h264
 from appliance.media.passthrough import PassthroughTrack, VideoFanout
 from appliance.media.sources.base import EncodedFrame
@@ -298,40 +299,20 @@ class Peer:
         pc = self.pc
         if pc is None or pc.remoteDescription is None:
             return
-        if data is None or not data.get("candidate"):
+        if not isinstance(data, dict) or not data.get("candidate"):
             # End of candidates: not when mDNS ones were dropped, peer-reflexive checks may follow.
             if self._mdns_dropped == 0:
                 await pc.addIceCandidate(None)
             return
-        line = str(data["candidate"]).removeprefix("a=")
-        if is_mdns_candidate(line):
+        try:
+            candidate = candidate_from_signal(data)
+        except MdnsCandidate:
             self._mdns_dropped += 1
             return
-        try:
-            candidate = candidate_from_sdp(line.removeprefix("candidate:"))
-        except (AssertionError, ValueError, IndexError):
-            logger.debug("%r ignored a malformed candidate %r", self, line)
-            return
-        candidate.sdpMid = data.get("sdpMid")
-        candidate.sdpMLineIndex = data.get("sdpMLineIndex")
-        if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
-            candidate.sdpMLineIndex = 0
-        await pc.addIceCandidate(candidate)
+        if candidate is not None:
+            await pc.addIceCandidate(candidate)
 
     # -- liveness ------------------------------------------------------------------------
-
-    def _received_packets(self) -> int:
-        pc = self.pc
-        if pc is None:
-            return 0
-        total = 0
-        for transceiver in pc.getTransceivers():
-            if transceiver.mid is None:
-                continue
-            for stats in transceiver.receiver.transport._get_stats().values():
-                total += getattr(stats, "packetsReceived", 0) or 0
-            break
-        return total
 
     async def _watch(self) -> None:
         """Detects a dead link long before aioice's consent check and drives the restarts."""
@@ -342,7 +323,7 @@ class Peer:
         while True:
             await asyncio.sleep(tick)
             now = loop.time()
-            count = self._received_packets()
+            count = received_packets(self.pc)
             if count != last_count:
                 last_count, last_change = count, now
             if self.state == "connected" and now - last_change > self.stall_timeout:
