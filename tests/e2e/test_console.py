@@ -19,7 +19,14 @@ import pytest_asyncio
 import websockets
 from playwright.async_api import Page, expect
 
-from tests.support.browser import DESKTOP, PHONE, PageGuard, guarded_browser, wait_for_js
+from tests.support.browser import (
+    DESKTOP,
+    PHONE,
+    PageGuard,
+    guarded_browser,
+    poll_js,
+    wait_for_js,
+)
 from tests.support.server import ServerHandle, running_server
 
 pytestmark = pytest.mark.e2e
@@ -432,3 +439,24 @@ async def test_console_comes_back_after_the_server_restarts(
     await ring_from(srv, "door-1", DOOR)
     await expect(ring_card(alice)).to_be_visible()
     await expect(alice.locator("#signin")).to_be_hidden()
+
+
+async def test_a_call_keeps_its_media_while_the_server_restarts(
+    srv: ServerHandle, guard: PageGuard
+) -> None:
+    await device_page(guard, srv, "door-1", answer=True)
+    alice = await sign_in(guard, srv, "alice")
+    await alice.locator('.device[data-user-id="door-1"] button.call-device').click()
+    await expect(alice.locator("#incall")).to_have_attribute("data-state", "connected")
+    await srv.restart()
+    await expect(alice.locator("#link-state")).to_have_text("online", timeout=20000)
+    decoded = await alice.evaluate("window.applianceConsole.call.stats()")
+    await poll_js(
+        alice,
+        "window.applianceConsole.call.stats()",
+        lambda stats: stats["framesDecoded"] > decoded["framesDecoded"] + 15,
+    )
+    # Re-attached: the server still counts us in, and a hang-up ends the call cleanly.
+    await expect(alice.locator("#incall")).to_have_attribute("data-state", "connected")
+    await alice.locator("#btn-hangup").click()
+    await expect(alice.locator("#incall")).to_be_hidden()

@@ -19,9 +19,10 @@ polls a JavaScript expression.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -214,8 +215,31 @@ async def page_guard() -> AsyncIterator[PageGuard]:
 async def wait_for_js(
     page: Page, expression: str, arg: Any = None, *, seconds: float = 15.0
 ) -> Any:
-    """Poll ``expression`` (a JS expression or function) until it is truthy; return its value."""
+    """Poll ``expression`` (a JS expression or function) until it is truthy; return its value.
+
+    It must be synchronous: a Promise is truthy at once. For async work use :func:`poll_js`."""
     handle = await page.wait_for_function(expression, arg=arg, timeout=seconds * 1000, polling=100)
     value = await handle.json_value()
     await handle.dispose()
+    return value
+
+
+async def poll_js(
+    page: Page,
+    expression: str,
+    check: Callable[[Any], bool],
+    arg: Any = None,
+    *,
+    seconds: float = 15.0,
+    every: float = 0.2,
+) -> Any:
+    """Evaluate ``expression`` (may be async) until ``check(value)`` holds; return the value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    value = await page.evaluate(expression, arg)
+    while not check(value):
+        if loop.time() > deadline:
+            raise AssertionError(f"{expression!r} never satisfied the check; last value {value!r}")
+        await asyncio.sleep(every)
+        value = await page.evaluate(expression, arg)
     return value
