@@ -124,6 +124,7 @@ def net() -> Any:
         yield pair
 
 
+@pytest.mark.netns
 async def test_field_link_drop_recovers_with_nothing_ringing(tmp_path: Path, net: VethPair) -> None:
     secret = "field-test-secret-" + os.urandom(8).hex()
     server_yaml = tmp_path / "server.yaml"
