@@ -6,6 +6,7 @@ Members and calls are paged by keyset (``keyset.py``); users by ``offset`` (and
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
@@ -65,6 +66,8 @@ __all__ = [
     "query_users",
     "visible_calls",
 ]
+
+log = logging.getLogger(__name__)
 
 MEMBERS_DEFAULT_SORT = (SortKey("created_at", 1),)
 CALLS_DEFAULT_SORT = (SortKey("created_at", -1),)
@@ -140,7 +143,12 @@ async def rare_drivers(
         ids = await _resolve(conn, call_cid, candidate)
         if ids is not None and (best is None or len(ids) < len(best[1])):
             best = (candidate, ids)
-    return {best[0]: best[1]} if best else {}
+    if best is None:
+        return {}
+    log.debug(
+        "Call(%s) query members: %d members match %r, paged by id", call_cid, len(best[1]), best[0]
+    )
+    return {best[0]: best[1]}
 
 
 def members_statement(
