@@ -27,6 +27,7 @@ from appliance.server.deadlines import Handlers, Scheduler
 from appliance.server.hub import Hub
 from appliance.server.outbox import Outbox, Transactor
 from appliance.server.ringer import RingEngine
+from appliance.server.ringtimeouts import RingTimeouts
 from appliance.server.schema import call_sessions, participants
 from appliance.server.services import KEY, Services, services
 from appliance.server.sessions import (
@@ -104,11 +105,12 @@ async def start(ctx: ServerContext) -> None:
 
         await tx(run)
 
+    timeouts = RingTimeouts(ringer)
     scheduler = Scheduler(
         ctx,
         Handlers(
-            attempt=ringer.expire_attempt,
-            callee=ringer.expire_callee,
+            attempt=timeouts.expire_attempt,
+            callee=timeouts.expire_callee,
             participant=participant_gone,
             max_duration=session_too_long,
         ),

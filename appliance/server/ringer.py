@@ -63,7 +63,7 @@ class RingEngine:
     def __repr__(self) -> str:
         return "RingEngine()"
 
-    async def _user(self, db: AsyncConnection, user_id: str) -> dict[str, Any]:
+    async def user(self, db: AsyncConnection, user_id: str) -> dict[str, Any]:
         row = (await user_rows(db, [user_id])).get(user_id)
         return user_response(row, user_id, self.hub.presence.is_online(user_id))
 
@@ -178,7 +178,7 @@ class RingEngine:
             cid,
             target=Target(user_ids=tuple(ringed)),
             session_id=sid,
-            user=await self._user(db, caller_id),
+            user=await self.user(db, caller_id),
             members=await members_response(db, self.ctx, listed),
             video=bool(video) if video is not None else bool(session.get("ring_video")),
         )
@@ -206,7 +206,7 @@ class RingEngine:
                         "call_cid": cid,
                         "call": await call_response(db, self.ctx, cid),
                         "session_id": s["id"],
-                        "user": await self._user(db, s["rung_by_id"] or ""),
+                        "user": await self.user(db, s["rung_by_id"] or ""),
                         "members": await members_response(db, self.ctx, listed),
                         "video": bool(s["ring_video"]),
                         "created_at": s["ring_started_at"],
@@ -225,7 +225,7 @@ class RingEngine:
             raise Conflict(f"call {cid} has no live session to {verb} (it has ended)", cid=cid)
         return session
 
-    async def _rows(self, db: AsyncConnection, sid: str) -> dict[str, dict[str, Any]]:
+    async def rows(self, db: AsyncConnection, sid: str) -> dict[str, dict[str, Any]]:
         q = select(session_ring).where(session_ring.c.session_id == sid)
         return {r["user_id"]: dict(r) for r in (await db.execute(q)).mappings()}
 
@@ -249,7 +249,7 @@ class RingEngine:
             session = await self._live(db, call_cid, "accept")
             sid = session["id"]
             now = now_ns(self.ctx.clock)
-            rows = await self._rows(db, sid)
+            rows = await self.rows(db, sid)
             mine = rows.get(user_id)
             if mine is not None and mine["state"] == "accepted":
                 return
@@ -269,14 +269,14 @@ class RingEngine:
             out.add(
                 ev.CALL_ACCEPTED,
                 call_cid,
-                target=self._members_and(call_cid, session["rung_by_id"]),
+                target=self.members_and(call_cid, session["rung_by_id"]),
                 session_id=sid,
-                user=await self._user(db, user_id),
+                user=await self.user(db, user_id),
             )
 
         await self.tx(run)
 
-    def _members_and(self, cid: str, *user_ids: str | None) -> Target:
+    def members_and(self, cid: str, *user_ids: str | None) -> Target:
         return Target(call_cid=cid, user_ids=tuple(u for u in user_ids if u))
 
     async def reject(self, call_cid: str, user_id: str, reason: str | None) -> None:
@@ -302,7 +302,7 @@ class RingEngine:
                     "only the caller can cancel a ring; decline or busy", field="reason"
                 )
             sid = session["id"]
-            rows = await self._rows(db, sid)
+            rows = await self.rows(db, sid)
             mine = rows.get(user_id)
             if mine is not None and mine["state"] == "rejected":
                 return
@@ -310,26 +310,26 @@ class RingEngine:
                 db, sid, user_id, mine is not None, now, state="rejected", reason=reason
             )
             log.info("Call(%s) %s rejected (%s)", call_cid, user_id, reason)
-            user = await self._user(db, user_id)
+            user = await self.user(db, user_id)
             out.add(
                 ev.CALL_REJECTED,
                 call_cid,
-                target=self._members_and(call_cid, session["rung_by_id"], user_id),
+                target=self.members_and(call_cid, session["rung_by_id"], user_id),
                 session_id=sid,
                 user=user,
                 reason=reason,
             )
-            await self._maybe_over(db, session, now, out)
+            await self.attempt_over(db, session, now, out)
 
         await self.tx(run)
 
-    async def _maybe_over(
+    async def attempt_over(
         self, db: AsyncConnection, session: dict[str, Any], now: int, out: Outbox
     ) -> None:
         """Nobody still ringing and nobody accepted: the attempt is over."""
         if session["rung_by_id"] is None:
             return
-        states = [r["state"] for r in (await self._rows(db, session["id"])).values()]
+        states = [r["state"] for r in (await self.rows(db, session["id"])).values()]
         if not states or "ringing" in states or "accepted" in states:
             return
         if any(
@@ -343,7 +343,7 @@ class RingEngine:
     async def _cancel(
         self, db: AsyncConnection, session: dict[str, Any], now: int, out: Outbox
     ) -> bool:
-        rows = await self._rows(db, session["id"])
+        rows = await self.rows(db, session["id"])
         states = [r["state"] for r in rows.values()]
         if "accepted" in states:
             return False
@@ -357,9 +357,9 @@ class RingEngine:
         out.add(
             ev.CALL_REJECTED,
             session["call_cid"],
-            target=self._members_and(session["call_cid"], caller, *rows),
+            target=self.members_and(session["call_cid"], caller, *rows),
             session_id=session["id"],
-            user=await self._user(db, caller),
+            user=await self.user(db, caller),
             reason="cancel",
         )
         await end_session(db, session, "cancelled", now, out)
@@ -371,95 +371,10 @@ class RingEngine:
         """Hook for sessions: the caller leaving before anyone accepted cancels the ring."""
         if session["rung_by_id"] != user_id:
             return False
-        rows = await self._rows(db, session["id"])
+        rows = await self.rows(db, session["id"])
         states = [r["state"] for r in rows.values()]
         if "ringing" not in states or "accepted" in states:
             return False
         if any(p["user_id"] == user_id for p in await active_participants(db, session["id"])):
             return False  # the caller is still in the call on another connection
         return await self._cancel(db, session, now, out)
-
-    # -- deadlines ----------------------------------------------------------------------
-
-    async def expire_callee(self, session_id: str, user_id: str) -> None:
-        async def run(db: AsyncConnection, out: Outbox) -> None:
-            now = now_ns(self.ctx.clock)
-            done = await db.execute(
-                update(session_ring)
-                .where(
-                    session_ring.c.session_id == session_id,
-                    session_ring.c.user_id == user_id,
-                    session_ring.c.state == "ringing",
-                    session_ring.c.deadline <= now,
-                )
-                .values(state="missed", reason="timeout", deadline=None, updated_at=now)
-            )
-            if done.rowcount == 0:
-                return
-            session = await self._session(db, session_id)
-            if session is None:
-                return
-            await self._missed(db, session, [user_id], out)
-            await self._maybe_over(db, session, now, out)
-
-        await self.tx(run)
-
-    async def expire_attempt(self, session_id: str) -> None:
-        async def run(db: AsyncConnection, out: Outbox) -> None:
-            now = now_ns(self.ctx.clock)
-            done = await db.execute(
-                update(call_sessions)
-                .where(
-                    call_sessions.c.id == session_id,
-                    call_sessions.c.ended_at.is_(None),
-                    call_sessions.c.auto_cancel_at <= now,
-                )
-                .values(auto_cancel_at=None)
-            )
-            if done.rowcount == 0:
-                return
-            session = await self._session(db, session_id)
-            if session is None:
-                return
-            rows = await self._rows(db, session_id)
-            if any(r["state"] == "accepted" for r in rows.values()):
-                return
-            still = sorted(u for u, r in rows.items() if r["state"] == "ringing")
-            await db.execute(
-                update(session_ring)
-                .where(session_ring.c.session_id == session_id, session_ring.c.state == "ringing")
-                .values(state="missed", reason="timeout", deadline=None, updated_at=now)
-            )
-            await self._missed(db, session, still, out)
-            await end_session(db, session, "timeout", now, out)
-
-        await self.tx(run)
-
-    async def _session(self, db: AsyncConnection, session_id: str) -> dict[str, Any] | None:
-        row = (
-            (
-                await db.execute(
-                    select(call_sessions).where(
-                        call_sessions.c.id == session_id, call_sessions.c.ended_at.is_(None)
-                    )
-                )
-            )
-            .mappings()
-            .first()
-        )
-        return dict(row) if row is not None else None
-
-    async def _missed(
-        self, db: AsyncConnection, session: dict[str, Any], user_ids: list[str], out: Outbox
-    ) -> None:
-        cid = session["call_cid"]
-        for user_id in user_ids:
-            log.info("Call(%s) %s missed the ring", cid, user_id)
-            out.add(
-                ev.CALL_MISSED,
-                cid,
-                target=self._members_and(cid, session["rung_by_id"], user_id),
-                session_id=session["id"],
-                user=await self._user(db, user_id),
-                caller=await self._user(db, session["rung_by_id"] or ""),
-            )
