@@ -26,6 +26,7 @@ import httpx
 import jwt
 from pydantic import BaseModel
 
+from appliance.calls import events as ev
 from appliance.client.backoff import Backoff, RandomSource
 from appliance.client.call import Call, Sort, sort_param
 from appliance.client.connection import Connection
@@ -43,7 +44,7 @@ _SNAPSHOT_LIMIT = 256
 # Open calls read by a resync, 100 a page (a device is a member of a handful).
 _OPEN_CALL_PAGES = 10
 # Events after which a call not joined here needs no resync.
-_CALL_OVER = frozenset({"call.ended", "call.deleted"})
+_CALL_OVER = frozenset({ev.CALL_ENDED, ev.CALL_DELETED})
 # Frame id prefix of participant.attach, so that a refusal can be matched to its call.
 _ATTACH = "attach:"
 
@@ -256,10 +257,10 @@ class Client:
     def _admit(self, event: Event) -> bool:
         if not self.ledger.admit(event):
             return False
-        if event.type == "error":
+        if event.type == ev.ERROR:
             self._attach_refused(event)
         if event.call is not None:
-            if event.type == "call.ring":
+            if event.type == ev.CALL_RING:
                 self._track(event.call)
             else:
                 self._observe(event.call)

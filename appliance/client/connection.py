@@ -25,6 +25,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from appliance.calls import events as ev
 from appliance.client.backoff import Backoff
 from appliance.client.events import CONNECTION_LOST, Event, EventHub
 from appliance.client.rest import RestTransport, tls_context
@@ -176,7 +177,7 @@ class Connection:
             await ws.send(json.dumps({"token": token, "user_details": {"id": self.user_id}}))
             async with asyncio.timeout(self.connect_timeout):
                 first = json.loads(await ws.recv())
-            if first.get("type") != "connection.ok":
+            if first.get("type") != ev.CONNECTION_OK:
                 raise _refusal(first)
             self._ws = ws
             self._was_online = True
@@ -220,10 +221,10 @@ class Connection:
         except ValueError:
             logger.warning("%r: dropped a frame that is not JSON", self)
             return
-        if not isinstance(frame, dict) or frame.get("type") == "health.check":
+        if not isinstance(frame, dict) or frame.get("type") == ev.HEALTH_CHECK:
             return
         event = Event.parse(frame)
-        if event.type == "error":
+        if event.type == ev.ERROR:
             logger.warning("%r: server error frame: %s", self, frame)
         if self.admit is not None and not self.admit(event):
             return
@@ -239,7 +240,7 @@ class Connection:
                 return
             with contextlib.suppress(websockets.ConnectionClosed):
                 await ws.send(
-                    json.dumps({"type": "health.check", "connection_id": self.connection_id})
+                    json.dumps({"type": ev.HEALTH_CHECK, "connection_id": self.connection_id})
                 )
 
     def __repr__(self) -> str:

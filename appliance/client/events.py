@@ -19,12 +19,13 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
+from appliance.calls import events as ev
 from appliance.client.models import CallInfo, Member, Model, Participant, Timestamp, User
 
 logger = logging.getLogger(__name__)
 
 # Event types the connection itself emits.
-CONNECTION_OK = "connection.ok"
+CONNECTION_OK = ev.CONNECTION_OK
 CONNECTION_LOST = "connection.lost"
 
 

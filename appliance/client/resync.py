@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from appliance.calls import events as ev
 from appliance.client.events import Event
 from appliance.client.models import CallInfo, CallResponse, User
 from appliance.errors import NotFound
@@ -31,9 +32,9 @@ logger = logging.getLogger(__name__)
 RingKey = tuple[str, str, Any]
 
 # Events after which nobody rings any more in that call's session.
-_RING_OVER_FOR_ALL = {"call.accepted", "call.ended", "call.session_ended", "call.deleted"}
+_RING_OVER_FOR_ALL = {ev.CALL_ACCEPTED, ev.CALL_ENDED, ev.CALL_SESSION_ENDED, ev.CALL_DELETED}
 # Events that end the ring only for the user they name.
-_RING_OVER_FOR_USER = {"call.rejected", "call.missed"}
+_RING_OVER_FOR_USER = {ev.CALL_REJECTED, ev.CALL_MISSED}
 
 
 def ring_key(call: CallInfo) -> RingKey | None:
@@ -57,7 +58,7 @@ class RingLedger:
     def admit(self, event: Event) -> bool:
         """Record ``event``; False when it is a ring this user was already given (a replay)."""
         cid = event.cid
-        if event.type == "call.ring" and event.call is not None:
+        if event.type == ev.CALL_RING and event.call is not None:
             key = ring_key(event.call)
             if key is None:
                 return True
@@ -122,7 +123,7 @@ class Resync:
             try:
                 truth = await self.get_call(cid)
             except NotFound:
-                count += self._emit(Event(type="call.deleted", call_cid=cid, resynced=True))
+                count += self._emit(Event(type=ev.CALL_DELETED, call_cid=cid, resynced=True))
                 self.snapshots.pop(cid, None)
                 continue
             count += self._diff(before.get(cid), truth.call)
@@ -163,15 +164,15 @@ class Resync:
             me = self.user_id or ""
             if session.accepted_by:
                 uid = next(iter(session.accepted_by))
-                count += self._emit(self._event("call.accepted", call, user=User(id=uid)))
+                count += self._emit(self._event(ev.CALL_ACCEPTED, call, user=User(id=uid)))
             elif me in session.rejected_by:
-                count += self._emit(self._event("call.rejected", call, user=User(id=me)))
+                count += self._emit(self._event(ev.CALL_REJECTED, call, user=User(id=me)))
             elif me in session.missed_by:
-                count += self._emit(self._event("call.missed", call, user=User(id=me)))
+                count += self._emit(self._event(ev.CALL_MISSED, call, user=User(id=me)))
         over = not same or session is None or not session.live
         if over and not tracked:
             reason = session.end_reason if same and session is not None else None
-            count += self._emit(self._event("call.ended", call, reason=reason))
+            count += self._emit(self._event(ev.CALL_ENDED, call, reason=reason))
         return count
 
     def _session_changes(self, old: CallInfo, new: CallInfo) -> int:
@@ -181,8 +182,8 @@ class Resync:
         if old_session is not None and (new_session is None or new_session.id != old_session.id):
             ended = new.session if new.session and new.session.id == old_session.id else None
             reason = ended.end_reason if ended is not None else None
-            count += self._emit(self._event("call.ended", new, reason=reason))
-            count += self._emit(self._event("call.session_ended", new, session_id=old_session.id))
+            count += self._emit(self._event(ev.CALL_ENDED, new, reason=reason))
+            count += self._emit(self._event(ev.CALL_SESSION_ENDED, new, session_id=old_session.id))
             return count
         if new_session is None:
             return count
@@ -192,7 +193,7 @@ class Resync:
             if sid not in before:
                 count += self._emit(
                     self._event(
-                        "call.session_participant_joined",
+                        ev.CALL_SESSION_PARTICIPANT_JOINED,
                         new,
                         session_id=new_session.id,
                         participant=participant,
@@ -203,7 +204,7 @@ class Resync:
             if sid not in after:
                 count += self._emit(
                     self._event(
-                        "call.session_participant_left",
+                        ev.CALL_SESSION_PARTICIPANT_LEFT,
                         new,
                         session_id=new_session.id,
                         participant=participant,
@@ -221,4 +222,4 @@ class Resync:
         if key is None or self.ledger.is_delivered(key):
             return 0
         caller = User(id=session.rung_by) if session.rung_by else call.created_by
-        return self._emit(self._event("call.ring", call, user=caller, members=response.members))
+        return self._emit(self._event(ev.CALL_RING, call, user=caller, members=response.members))
