@@ -82,6 +82,10 @@ class Link(Protocol):
     async def participant_sessions(self, cid: str) -> set[str] | None:
         """Participant session ids of the live session; ``None`` if no session is live."""
 
+    async def upcoming(self, within_s: float) -> list[tuple[str, float]]:
+        """Calls I am a member of that start within ``within_s`` (or started and did not end):
+        ``(cid, starts_at as epoch seconds)``."""
+
 
 class Media(Protocol):
     """One call's media (the daemon's view of :class:`appliance.media.session.CallMedia`): it

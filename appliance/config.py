@@ -358,9 +358,9 @@ class Timings(Model):
     missed_s: float = Field(default=60.0, ge=0)
     connect_timeout_s: float = Field(default=20.0, gt=0)
     accept_join_wait_s: float = Field(default=3.0, ge=0, le=30)
+    appointment_poll_s: float = Field(default=60.0, ge=0)
     rejoin_min_s: float = Field(default=1.0, gt=0)
     rejoin_max_s: float = Field(default=30.0, gt=0)
-    watchdog_s: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _backoff(self) -> Timings:

@@ -317,7 +317,7 @@ class Daemon:
         self.transition(S.IDLE, f"rejected ({reason})")
         await self.link.reject(cid, reason)
 
-    async def join(self, cid: str, *, create: bool) -> None:
+    async def join(self, cid: str, *, create: bool, stay: bool = False) -> None:
         """Join ``cid``, start media with the gate closed, light the camera-live LED, then open
         the gate: nothing leaves the device before the LED says so."""
         self.cid = cid
@@ -333,7 +333,7 @@ class Daemon:
         self.gate_open = True
         media.open_gate()
         others = {s: u for s, u in joined.participants.items() if s != joined.session_id}
-        if self.cfg.mode is Mode.AUTO_JOIN:
+        if stay or self.cfg.mode is Mode.AUTO_JOIN:
             self.transition(S.IN_CALL, "joined")
         elif not others and self.call_state is S.CONNECTING:
             log.info("Daemon(%s) joined %s, waiting for the other side", self.me, cid)

@@ -7,6 +7,7 @@ network failures as our :class:`ServerUnavailable` so the state machine sees one
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 from collections.abc import Callable
 from typing import Any
 
@@ -133,6 +134,23 @@ class ClientLink:
         if session is None:
             return None
         return {p.session_id for p in session.participants}
+
+    async def upcoming(self, within_s: float) -> list[tuple[str, float]]:
+        horizon = datetime.now(UTC) + timedelta(seconds=within_s)
+        filters = {
+            "members": {"$in": [self.user_id]},
+            "starts_at": {"$lte": horizon.isoformat()},
+            "ended_at": {"$exists": False},
+        }
+        page = await self._guarded(
+            "query calls", "-", self.client.query_calls(filters, ("starts_at", 1), limit=25)
+        )
+        out = []
+        for item in page.calls:
+            starts = item.call.starts_at
+            if isinstance(starts, datetime):
+                out.append((item.call.cid, starts.timestamp()))
+        return out
 
     async def publish_device(self) -> None:
         """Set ``custom.device`` on our user (DESIGN §4 "Devices"); a fleet server may not let a

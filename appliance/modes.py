@@ -28,15 +28,68 @@ class ModeRunner:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.rejoins = 0
+        self._appointments: dict[str, asyncio.Task[None]] = {}
+        self._done: set[str] = set()
 
     def start(self) -> None:
-        if self.d.cfg.mode is Mode.AUTO_JOIN:
-            self._task = asyncio.get_running_loop().create_task(self._auto_join())
+        cfg = self.d.cfg
+        loop = asyncio.get_running_loop()
+        if cfg.mode is Mode.AUTO_JOIN:
+            self._task = loop.create_task(self._auto_join())
+            return
+        if cfg.call.starts_at is not None and cfg.call_id:
+            cid = f"{cfg.call.type}:{cfg.call_id}"
+            self._schedule(cid, cfg.call.starts_at.timestamp())
+        if cfg.mode is Mode.ANSWER and cfg.timings.appointment_poll_s > 0:
+            self._task = loop.create_task(self._poll_appointments())
 
     def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        for task in [self._task, *self._appointments.values()]:
+            if task is not None:
+                task.cancel()
+        self._task = None
+        self._appointments.clear()
+
+    # ------------------------------------------------------------------------ appointments
+
+    def _schedule(self, cid: str, at: float) -> None:
+        """Join ``cid`` at ``at`` (a scheduled appointment), once per (cid, time)."""
+        key = f"{cid}@{at:.0f}"
+        if key in self._appointments or key in self._done:
+            return
+        log.info("Daemon(%s) appointment %s at %.0f", self.d.me, cid, at)
+        self._appointments[key] = asyncio.get_running_loop().create_task(
+            self._appointment(key, cid, at)
+        )
+
+    async def _appointment(self, key: str, cid: str, at: float) -> None:
+        from appliance.daemon import audit
+
+        d = self.d
+        try:
+            wait = at - d.clock.time()
+            if wait > 0:
+                await d.clock.sleep(wait)
+            while d.call_state is not CallState.IDLE:
+                await d._idle_event.wait()
+            audit("appointment", cid, d.me, "joining a scheduled call")
+            d.spawn(d.join(cid, create=True, stay=True))
+        finally:
+            self._done.add(key)
+            self._appointments.pop(key, None)
+
+    async def _poll_appointments(self) -> None:
+        d = self.d
+        period = d.cfg.timings.appointment_poll_s
+        while True:
+            if d.link_state.value == "online":
+                try:
+                    for cid, at in await d.link.upcoming(period * 2):
+                        if at > d.clock.time() - period * 2:
+                            self._schedule(cid, at)
+                except (APIError, OSError) as err:
+                    log.info("Daemon(%s) cannot look up appointments: %s", d.me, err)
+            await d.clock.sleep(period)
 
     # ------------------------------------------------------------------------ auto-answer
 

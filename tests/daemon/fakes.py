@@ -19,6 +19,7 @@ class FakeLink:
         self.participants: dict[str, str] = {}  # session → user, returned by join
         self.sessions_alive: set[str] | None = set()
         self.fail_join = 0
+        self.appointments: list[tuple[str, float]] = []
         self.on_event: Callable[[LinkEvent], None] | None = None
         self._n = 0
 
@@ -64,8 +65,13 @@ class FakeLink:
     async def participant_sessions(self, cid: str) -> set[str] | None:
         return self.sessions_alive
 
+    async def upcoming(self, within_s: float) -> list[tuple[str, float]]:
+        self.calls.append(("upcoming", within_s))
+        return list(self.appointments)
+
     def verbs(self) -> list[str]:
-        return [c[0] for c in self.calls]
+        """The calls made, without the periodic appointment look-ups."""
+        return [c[0] for c in self.calls if c[0] != "upcoming"]
 
 
 class FakeMedia:

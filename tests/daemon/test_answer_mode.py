@@ -124,3 +124,34 @@ async def test_no_auto_answer_for_others(bed: Rig) -> None:
     await ring(bed, "stranger")
     await bed.advance(5)
     assert bed.state == "ringing" and "accept" not in bed.link.verbs()
+
+
+APPOINTMENT = {"call": {"type": "default", "id": "room-7", "starts_at": "2023-11-14T22:15:00Z"}}
+
+
+@pytest.mark.parametrize("bed", [APPOINTMENT], indirect=True)
+async def test_configured_appointment_is_joined_at_starts_at(bed: Rig) -> None:
+    # ManualClock starts at 2023-11-14T22:13:20Z: 100 s to go
+    await bed.advance(99)
+    assert "join" not in bed.link.verbs()
+    await bed.advance(1)
+    assert ("join", CID, True) in bed.link.calls
+    assert bed.state == "in_call"  # waits in the call for the other side
+    await bed.advance(60)
+    assert bed.state == "in_call"
+    bed.link.emit("call.session_participant_joined", CID, user_id="dr", participant_session="d")
+    bed.link.emit("call.session_participant_left", CID, user_id="dr", participant_session="d")
+    await bed.settle()
+    assert bed.state == "idle"
+    await bed.advance(3600)
+    assert bed.link.verbs().count("join") == 1  # once
+
+
+async def test_appointment_found_on_the_server_is_joined(bed: Rig) -> None:
+    bed.link.appointments = [("default:visit-42", bed.clock.time() + 90)]
+    await bed.advance(60)  # the next poll finds it
+    assert "join" not in bed.link.verbs()
+    await bed.advance(30)
+    assert ("join", "default:visit-42", True) in bed.link.calls
+    await bed.advance(120)
+    assert bed.link.verbs().count("join") == 1
