@@ -7,8 +7,8 @@ network failures as our :class:`ServerUnavailable` so the state machine sees one
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
