@@ -19,6 +19,7 @@ import pytest_asyncio
 import websockets
 from playwright.async_api import Page, expect
 
+from appliance.client import Client
 from tests.support.browser import (
     DESKTOP,
     PHONE,
@@ -95,13 +96,12 @@ async def sign_in(guard: PageGuard, srv: ServerHandle, user: str, **kwargs: Any)
     return page
 
 
-async def ring_from(srv: ServerHandle, device: str, path: str) -> dict[str, Any]:
-    async with srv.client(device) as http:
-        r = await http.post(f"{path}/ring", json={"video": True})
-        assert r.status_code == 200, r.text
-        got = await http.get(path)
-        result: dict[str, Any] = got.json()
-        return result
+async def ring_from(srv: ServerHandle, device: str, path: str) -> None:
+    """The device rings its call through the project's Python client (as the daemon does)."""
+    call_type, call_id = path.rsplit("/", 2)[-2:]
+    async with Client(srv.base_url, srv.api_key, srv.user_token(device)) as client:
+        rung = await client.call(call_type, call_id).ring(video=True)
+        assert rung["members_ids"], rung
 
 
 def _in_two_seconds() -> str:
