@@ -42,7 +42,7 @@ async def test_direct_path_carries_the_tone(alsa_sandbox: AlsaSandbox, tmp_path:
         open_playback(speaker, PcmFormat(rate=44100, channels=2, period_frames=882))
     )
     playback.attach(capture)
-    await _run_until(lambda: playback.stats.frames_received >= 44100)
+    await _run_until(lambda: playback.stats.frames_played >= 44100)
     capture.stop()
     await playback.stop()
 
@@ -50,7 +50,7 @@ async def test_direct_path_carries_the_tone(alsa_sandbox: AlsaSandbox, tmp_path:
     assert out.size >= 44100
     assert dominant_frequency(out, rate=44100) == pytest.approx(697.0, abs=2.0)
     assert capture.stats.overruns == 0
-    assert capture.stats.frames_captured >= RATE
+    assert capture.stats.frames_captured >= 0.9 * RATE
 
 
 async def test_tone_crosses_two_peer_connections(alsa_sandbox: AlsaSandbox, tmp_path: Path) -> None:
@@ -82,6 +82,7 @@ async def test_tone_crosses_two_peer_connections(alsa_sandbox: AlsaSandbox, tmp_
 
     assert [t.kind for t in received] == ["audio"]
     out = read_pcm(tmp_path / "out.raw")
+    assert out.size >= 1.5 * RATE
     # Skip the start (Opus and the jitter buffer settle) and look at the tone that came through.
     assert dominant_frequency(out[RATE // 2 :]) == pytest.approx(1209.0, abs=3.0)
     assert capture.stats.frames_captured >= 2 * RATE
