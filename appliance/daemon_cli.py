@@ -77,11 +77,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     from appliance.service import serve
 
     cfg = _load(args.config)
+    _audit_to_journal()
     notifier = Notifier.from_env()
     try:
         return asyncio.run(serve(cfg, notifier, banner=not args.no_banner))
     finally:
         notifier.close()
+
+
+def _audit_to_journal() -> None:
+    """Under systemd, audit records go to journald with CALL_CID/USER/ACTION fields."""
+    import logging
+
+    from appliance.journal import JournalHandler
+
+    if JournalHandler.available():
+        audit = logging.getLogger("appliance.audit")
+        audit.addHandler(JournalHandler())
+        audit.propagate = False
 
 
 def _socket(args: argparse.Namespace) -> Path:
