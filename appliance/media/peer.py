@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiortc import (
@@ -40,6 +41,13 @@ SignalSender = Callable[[Signal], Awaitable[None]]
 StateListener = Callable[["Peer", str, str], None]
 TrackListener = Callable[["Peer", MediaStreamTrack], None]
 FirstPacketListener = Callable[["Peer", PassthroughTrack, EncodedFrame], None]
+
+
+@dataclass(frozen=True)
+class _Command:
+    kind: str
+    reason: str
+    done: asyncio.Future[None]
 
 
 class Peer:
@@ -85,7 +93,9 @@ class Peer:
         self.audio_enabled = False
         self.restarts = 0
         self._mdns_dropped = 0
-        self._inbox: asyncio.Queue[Signal] = asyncio.Queue()
+        # Signals and our own offers/restarts, handled one at a time by one task: only that task
+        # replaces the peer connection.
+        self._inbox: asyncio.Queue[Signal | _Command] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._closed = False
@@ -96,7 +106,7 @@ class Peer:
         self._worker = asyncio.get_running_loop().create_task(self._work())
         self._watchdog = asyncio.get_running_loop().create_task(self._watch())
         if self.offerer:
-            await self._offer("offer")
+            await self._command("offer", "first offer")
 
     def deliver(self, signal: Signal) -> None:
         """A signal from the remote participant (handled in order on the peer's own task)."""
@@ -120,6 +130,10 @@ class Peer:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        while not self._inbox.empty():
+            item = self._inbox.get_nowait()
+            if isinstance(item, _Command) and not item.done.done():
+                item.done.set_result(None)
         await self._close_pc()
         self._set_state("closed")
 
@@ -234,9 +248,12 @@ class Peer:
 
     async def restart(self, reason: str) -> None:
         """Offerer only: a fresh connection for the pair (aiortc cannot restart ICE in place)."""
-        self.restarts += 1
-        logger.info("%r restarting (%s)", self, reason)
-        await self._offer("restart")
+        await self._command("restart", reason)
+
+    async def _command(self, kind: str, reason: str) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inbox.put_nowait(_Command(kind, reason, done))
+        await done
 
     async def _signal(self, signal: Signal) -> None:
         signal["generation"] = self.generation
@@ -255,11 +272,26 @@ class Peer:
 
     async def _work(self) -> None:
         while True:
-            signal = await self._inbox.get()
+            item = await self._inbox.get()
             try:
-                await self._handle(signal)
+                if isinstance(item, _Command):
+                    await self._run_command(item)
+                else:
+                    await self._handle(item)
             except Exception:
-                logger.exception("%r could not handle signal %s", self, signal.get("kind"))
+                kind = item.kind if isinstance(item, _Command) else item.get("kind")
+                logger.exception("%r could not handle %s", self, kind)
+            finally:
+                if isinstance(item, _Command) and not item.done.done():
+                    item.done.set_result(None)
+
+    async def _run_command(self, command: _Command) -> None:
+        if command.kind == "restart":
+            if not self.offerer:
+                return  # the other side became the offerer (glare) meanwhile
+            self.restarts += 1
+            logger.info("%r restarting (%s)", self, command.reason)
+        await self._offer(command.kind)
 
     async def _handle(self, signal: Signal) -> None:
         kind = signal.get("kind")
