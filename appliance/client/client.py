@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -172,6 +172,22 @@ class Client:
         body = {key: value for key, value in body.items() if value is not None}
         answer = await self.rest.request("POST", "/api/v2/video/calls", json=body)
         return CallsPage.model_validate(answer)
+
+    async def iter_calls(
+        self,
+        filters: dict[str, Any] | None = None,
+        sort: Sort | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[CallResponse]:
+        """Every matching call, page after page (``async for c in client.iter_calls(...)``)."""
+        cursor: str | None = None
+        while True:
+            page = await self.query_calls(filters, sort, limit=page_size, next=cursor)
+            for call in page.calls:
+                yield call
+            if not page.next or not page.calls:
+                return
+            cursor = page.next
 
     async def upsert_users(self, *users: User | dict[str, Any]) -> dict[str, User]:
         """Create or update users (``User(id="alice", name="Alice", role="user")``)."""

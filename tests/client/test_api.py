@@ -125,6 +125,8 @@ async def test_query_calls(make_client: MakeClient) -> None:
     assert both.next
     following = await client.query_calls(sort=[("created_at", 1)], limit=1, next=both.next)
     assert [c.call.cid for c in following.calls] == ["default:q-2"]
+    every = [c.call.cid async for c in client.iter_calls(sort=[("created_at", -1)], page_size=1)]
+    assert every == ["default:q-2", "default:q-1"]
 
 
 async def test_upsert_users(make_client: MakeClient) -> None:
