@@ -43,7 +43,7 @@ USERS: list[dict[str, Any]] = [
         "id": "door-1",
         "name": "Front door",
         "teams": ["north"],
-        "custom": {"device": {"relay": True, "model": "intercom"}},
+        "custom": {"device": {"relay": True, "model": "intercom", "unlock_roles": ["admin"]}},
     },
     {
         "id": "gate-9",
@@ -62,8 +62,8 @@ async def srv(tmp_path: Path) -> AsyncIterator[ServerHandle]:
     async with running_server(tmp_path, users=USERS) as handle:
         async with handle.client() as admin:
             for path, members, team, custom in (
-                (DOOR, ["alice", "bob", "door-1"], "north", {"location": "Main entrance"}),
-                (GATE, ["eve", "gate-9"], "south", {"location": "Back yard"}),
+                (DOOR, ["alice:admin", "bob", "door-1"], "north", {"location": "Main entrance"}),
+                (GATE, ["eve:admin", "gate-9"], "south", {"location": "Back yard"}),
             ):
                 device = path.rsplit("/", 1)[1]
                 r = await admin.post(
@@ -71,7 +71,7 @@ async def srv(tmp_path: Path) -> AsyncIterator[ServerHandle]:
                     json={
                         "data": {
                             "created_by_id": device,
-                            "members": [{"user_id": m} for m in members],
+                            "members": [_member(m) for m in members],
                             "team": team,
                             "custom": custom,
                             "settings_override": SHORT_RING,
@@ -86,6 +86,11 @@ async def srv(tmp_path: Path) -> AsyncIterator[ServerHandle]:
 async def guard() -> AsyncIterator[PageGuard]:
     async with guarded_browser() as pages:
         yield pages
+
+
+def _member(spec: str) -> dict[str, str]:
+    user, _, role = spec.partition(":")
+    return {"user_id": user, "role": role or "call_member"}
 
 
 async def sign_in(guard: PageGuard, srv: ServerHandle, user: str, **kwargs: Any) -> Page:
@@ -271,6 +276,9 @@ async def test_every_tab_of_every_member_rings_and_stops_when_one_accepts(
         await expect(ring_card(page)).to_have_count(0)
     assert not await alice_1.evaluate("window.applianceConsole.ringtone.playing")
     await expect(bob.locator("#incall")).to_be_visible()
+    # The door unlocks for admins only (its custom.device.unlock_roles); Bob is a call_member.
+    await expect(bob.locator("#call-title")).to_have_text("Front door")
+    await expect(bob.locator("#btn-unlock")).to_be_hidden()
     await bob.locator("#btn-hangup").click()
     await expect(bob.locator("#incall")).to_be_hidden()
 
