@@ -73,3 +73,35 @@ def access_units(data: bytes) -> Iterator[bytes]:
         seen_vcl = seen_vcl or vcl
     if current and seen_vcl:
         yield b"".join(START_CODE + n for n in current)
+
+
+class ParameterSets:
+    """Puts the latest SPS/PPS in front of every IDR that comes without them.
+
+    A joiner can only start decoding at an IDR that carries them; some encoders (the Pi 4's V4L2
+    M2M encoder through FFmpeg, whose "repeat sequence header" is off by default) emit them once.
+    """
+
+    def __init__(self, extradata: bytes | None = None) -> None:
+        self._sps: bytes | None = None
+        self._pps: bytes | None = None
+        if extradata:
+            self._remember(list(nal_units(extradata)))
+
+    def _remember(self, nals: list[bytes]) -> None:
+        for nal in nals:
+            kind = nal_type(nal)
+            if kind == NAL_SPS:
+                self._sps = nal
+            elif kind == NAL_PPS:
+                self._pps = nal
+
+    def complete(self, unit: bytes) -> bytes:
+        nals = list(nal_units(unit))
+        self._remember(nals)
+        kinds = {nal_type(n) for n in nals}
+        if NAL_IDR not in kinds or (NAL_SPS in kinds and NAL_PPS in kinds):
+            return unit
+        if self._sps is None or self._pps is None:
+            return unit
+        return START_CODE + self._sps + START_CODE + self._pps + unit

@@ -22,7 +22,14 @@ import pytest
 
 from appliance.clock import ManualClock
 from appliance.errors import HardwareError, MediaError
-from appliance.media.annexb import NAL_PPS, NAL_SPS, START_CODE, nal_types, nal_units
+from appliance.media.annexb import (
+    NAL_PPS,
+    NAL_SPS,
+    START_CODE,
+    ParameterSets,
+    nal_types,
+    nal_units,
+)
 from appliance.media.sources import blockcode
 from appliance.media.sources.base import EncodedFrame
 from appliance.media.sources.encoder import H264Encoder
@@ -388,3 +395,16 @@ async def test_picamera2_calls_match_the_real_source(picamera2_source: Path) -> 
     ours = inspect.signature(fake_picamera2(recorder).Output.outputframe)
     assert list(ours.parameters)[1:] == list(real_cb.parameters)
     await asyncio.sleep(0)
+
+
+def test_parameter_sets_go_in_front_of_every_idr() -> None:
+    sps, pps = b"\x67\x42\xc0\x1f\xaa", b"\x68\xce\x3c\x80"
+    idr, p_slice = b"\x65\x88\x84\x00", b"\x41\x9a\x02"
+    sets = ParameterSets(START_CODE + sps + START_CODE + pps)  # e.g. an encoder's extradata
+    assert list(nal_units(sets.complete(START_CODE + idr))) == [sps, pps, idr]
+    assert sets.complete(START_CODE + p_slice) == START_CODE + p_slice
+    newer_sps = sps + b"\x01"
+    full = START_CODE + newer_sps + START_CODE + pps + START_CODE + idr
+    assert sets.complete(full) == full  # already complete: untouched, and remembered
+    assert list(nal_units(sets.complete(START_CODE + idr))) == [newer_sps, pps, idr]
+    assert ParameterSets().complete(START_CODE + idr) == START_CODE + idr  # nothing known yet

@@ -13,7 +13,7 @@ from typing import cast
 import av
 
 from appliance.errors import MediaError
-from appliance.media.annexb import is_keyframe
+from appliance.media.annexb import ParameterSets, is_keyframe
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +66,13 @@ class H264Encoder:
                 "forced-idr": "1",
                 "x264-params": "scenecut=0:repeat-headers=1:aud=0",
             }
-        else:
-            ctx.options = {"repeat_sequence_header": "1"}
         try:
             ctx.open()
         except av.FFmpegError as err:
             raise MediaError(f"cannot open H.264 encoder {codec!r}: {err}") from err
         self._ctx = ctx
+        # h264_v4l2m2m may send SPS/PPS only once (or only in extradata): every IDR gets them.
+        self._parameter_sets = ParameterSets(ctx.extradata)
         self.frames = 0
 
     def encode(self, frame: av.VideoFrame, pts: int, force_keyframe: bool) -> list[bytes]:
@@ -82,7 +82,7 @@ class H264Encoder:
         frame.pict_type = (
             av.video.frame.PictureType.I if force_keyframe else av.video.frame.PictureType.NONE
         )
-        units = [bytes(packet) for packet in self._ctx.encode(frame)]
+        units = [self._parameter_sets.complete(bytes(p)) for p in self._ctx.encode(frame)]
         self.frames += 1
         return units
 

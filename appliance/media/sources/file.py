@@ -14,15 +14,7 @@ from pathlib import Path
 
 from appliance.clock import Clock
 from appliance.errors import HardwareError
-from appliance.media.annexb import (
-    NAL_IDR,
-    NAL_PPS,
-    NAL_SPS,
-    START_CODE,
-    access_units,
-    nal_type,
-    nal_units,
-)
+from appliance.media.annexb import NAL_IDR, ParameterSets, access_units, nal_types
 from appliance.media.sources.base import VIDEO_TIME_BASE, EncodedFrame, VideoSource
 
 logger = logging.getLogger(__name__)
@@ -35,17 +27,9 @@ def load_access_units(path: Path) -> list[tuple[bytes, bool]]:
     except OSError as err:
         raise HardwareError(f"cannot read H.264 file {path}: {err.strerror or err}") from err
     units: list[tuple[bytes, bool]] = []
-    headers: dict[int, bytes] = {}
+    parameter_sets = ParameterSets()
     for unit in access_units(data):
-        nals = list(nal_units(unit))
-        kinds = [nal_type(n) for n in nals]
-        for nal, kind in zip(nals, kinds, strict=True):
-            if kind in (NAL_SPS, NAL_PPS):
-                headers[kind] = nal
-        keyframe = NAL_IDR in kinds
-        if keyframe and (NAL_SPS not in kinds or NAL_PPS not in kinds) and len(headers) == 2:
-            unit = START_CODE + headers[NAL_SPS] + START_CODE + headers[NAL_PPS] + unit
-        units.append((unit, keyframe))
+        units.append((parameter_sets.complete(unit), NAL_IDR in nal_types(unit)))
     if not any(key for _, key in units):
         raise HardwareError(
             f"{path} holds no H.264 keyframe (expected an Annex-B elementary stream)"

@@ -17,6 +17,7 @@ from typing import Any
 
 from appliance.clock import Clock
 from appliance.errors import HardwareError
+from appliance.media.annexb import ParameterSets
 from appliance.media.sources.base import VIDEO_TIME_BASE, EncodedFrame, VideoSource
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class Picamera2Source(VideoSource):
         self._camera: Any = None
         self._encoder: Any = None
         self._first_timestamp: int | None = None
+        self._parameter_sets = ParameterSets()
 
     async def _start(self) -> None:
         modules = self._modules or load_picamera2()
@@ -146,6 +148,7 @@ class Picamera2Source(VideoSource):
         if self._first_timestamp is None:
             self._first_timestamp = timestamp_us
         pts = (timestamp_us - self._first_timestamp) * VIDEO_TIME_BASE.denominator // 1_000_000
+        data = self._parameter_sets.complete(data)
         self._deliver_threadsafe(
             EncodedFrame(data, pts, VIDEO_TIME_BASE, keyframe, self.clock.time())
         )
