@@ -29,6 +29,7 @@ from aiortc.sdp import SessionDescription
 
 from appliance.media.ice import MdnsCandidate, candidate_from_signal, received_packets
 from appliance.media.keyframes import hook_sender
+from appliance.media.liveness import Action, LinkWatch
 from appliance.media.mdns import strip_mdns
 from appliance.media.negotiation import needs_reencode, negotiated_codec, prefer_h264
 from appliance.media.passthrough import PassthroughTrack, VideoFanout
@@ -349,26 +350,13 @@ class Peer:
     async def _watch(self) -> None:
         """Detects a dead link long before aioice's consent check and drives the restarts."""
         loop = asyncio.get_running_loop()
-        last_count, last_change = -1, loop.time()
-        attempt_started = loop.time()
-        tick = min(0.5, self.stall_timeout / 4)
+        watch = LinkWatch(stall_timeout=self.stall_timeout, restart_timeout=self.restart_timeout)
         while True:
-            await asyncio.sleep(tick)
-            now = loop.time()
-            count = received_packets(self.pc)
-            if count != last_count:
-                last_count, last_change = count, now
-            if self.state == "connected" and now - last_change > self.stall_timeout:
+            await asyncio.sleep(watch.interval)
+            action = watch.tick(loop.time(), received_packets(self.pc), self.state, self.offerer)
+            if action is Action.DISCONNECTED:
                 self._set_state("disconnected")
-            if not self.offerer:
-                continue
-            if self.state == "connected":
-                attempt_started = now
-                continue
-            overdue = now - attempt_started >= self.restart_timeout
-            if self.state in ("disconnected", "failed") or (self.state == "connecting" and overdue):
-                attempt_started = now
-                last_count, last_change = -1, now
+            elif action is Action.RESTART:
                 await self.restart(self.state)
 
     def __repr__(self) -> str:
