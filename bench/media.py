@@ -104,6 +104,9 @@ class FrameLoopTrack(MediaStreamTrack):
         due = self._start + self._n / FPS
         if due > loop.time():
             await asyncio.sleep(due - loop.time())
+        else:
+            # Like a camera: a consumer that falls behind loses pictures, it gets no burst.
+            self._n = max(self._n, int((loop.time() - self._start) * FPS))
         frame = self._frames[self._n % len(self._frames)]
         frame.pts = self._n * 3000
         frame.time_base = Fraction(1, 90000)
