@@ -166,8 +166,8 @@ class RequestLimits:
                 break
         body = b"".join(chunks)
         if _NUL_ESCAPE.search(body):
-            err = InvalidRequest("strings may not contain NUL (\\u0000) characters")
-            await _json_error(err)(scope, receive, send)
+            nul = InvalidRequest("strings may not contain NUL (\\u0000) characters")
+            await _json_error(nul)(scope, receive, send)
             return
         replayed = False
 
