@@ -93,3 +93,29 @@ async def test_plain_http_on_a_lan_address_says_why_there_is_no_camera(
         await expect(page.locator("#btn-mic")).to_be_disabled()
         await page.keyboard.press("h")
         await expect(page.locator("#incall")).to_be_hidden()
+
+
+# A hidden tab whose timers Chrome throttles to one wake-up a minute: here no timer runs at all.
+FROZEN_TIMERS_JS = "window.setInterval = () => 0;"
+
+
+async def test_a_tab_whose_timers_do_not_run_stays_connected_and_rings(
+    tmp_path: Path, guard: PageGuard
+) -> None:
+    async with running_server(tmp_path, users=USERS, ws_health_seconds=0.5) as srv:
+        await _door_call(srv)
+        guard.allow(srv.base_url)
+        context = await guard.new_context()
+        await context.add_init_script(FROZEN_TIMERS_JS)
+        page = await guard.new_page(context)
+        await page.goto(f"{srv.base_url}/?api_key={srv.api_key}&token={srv.user_token('alice')}")
+        await expect(page.locator("#link-state")).to_have_text("online")
+        first = await page.evaluate("window.applianceConsole.connection.connectionId")
+        # The server drops connections silent for three health intervals (1.5 s here).
+        await page.wait_for_timeout(4000)
+        assert await page.evaluate("window.applianceConsole.connection.connectionId") == first
+        await expect(page.locator("#link-state")).to_have_text("online")
+        async with srv.client("door-1") as door:
+            r = await door.post(f"{DOOR}/ring", json={})
+            assert r.status_code == 200, r.text
+        await expect(page.locator('.ring-card[data-cid="default:door-1"]')).to_be_visible()

@@ -10,6 +10,9 @@ const HEALTH_INTERVAL_MS = 10_000;
 // No frame at all for this long means the socket is dead even if the browser has not noticed.
 const SILENCE_LIMIT_MS = 35_000;
 const BACKOFF_MS = [250, 500, 1000, 2000, 4000, 8000, 10_000];
+// A hidden tab's timers may run once a minute (Chrome's intensive throttling), but incoming
+// frames are still delivered: answering the server's health.check keeps the link alive then.
+const ANSWER_HEALTH_AFTER_MS = 1000;
 
 export class ApiError extends Error {
   constructor(status, body) {
@@ -138,7 +141,14 @@ export class Connection extends EventTarget {
   send(frame) {
     if (!this._ws || this._ws.readyState !== WebSocket.OPEN || this.state !== 'open') return false;
     this._ws.send(JSON.stringify(frame));
+    this._lastSentAt = Date.now();
     return true;
+  }
+
+  _answerHealth() {
+    if (Date.now() - (this._lastSentAt || 0) >= ANSWER_HEALTH_AFTER_MS) {
+      this.send({type: 'health.check', client_id: this.connectionId});
+    }
   }
 
   _connect(state) {
@@ -178,6 +188,7 @@ export class Connection extends EventTarget {
             if (error.isAuth) this._emit('auth.failed', {error});
             ws.close();
           }
+          if (settled && event.type === 'health.check') this._answerHealth();
           this._dispatchEvent(event);
         }
       };
