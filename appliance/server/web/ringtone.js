@@ -1,21 +1,45 @@
 // A ringtone made with WebAudio (no sound file to fetch). Browsers let a page make sound only
 // after a user gesture, so the AudioContext is created on the first click or key press.
+//
+// One cycle of the pattern is rendered into a buffer that loops on the audio thread: no page
+// timers, so it keeps ringing in a background tab whose timers the browser throttles.
 
-const PATTERN = [
-  // [start s, duration s] of each burst, repeating every CYCLE_S.
+const BURSTS = [
+  // [start s, duration s] within one cycle
   [0, 0.4],
   [0.6, 0.4],
 ];
 const CYCLE_S = 3;
 const TONES_HZ = [440, 480];
+const LEVEL = 0.15;
+const RAMP_S = 0.02;
+
+function renderCycle(context) {
+  const rate = context.sampleRate;
+  const buffer = context.createBuffer(1, Math.round(CYCLE_S * rate), rate);
+  const data = buffer.getChannelData(0);
+  for (const [start, duration] of BURSTS) {
+    const from = Math.round(start * rate);
+    const n = Math.round(duration * rate);
+    for (let i = 0; i < n; i += 1) {
+      const t = i / rate;
+      const envelope = Math.min(1, t / RAMP_S, (duration - t) / RAMP_S);
+      let sample = 0;
+      for (const hz of TONES_HZ) sample += Math.sin(2 * Math.PI * hz * t);
+      data[from + i] = (LEVEL * envelope * sample) / TONES_HZ.length;
+    }
+  }
+  return buffer;
+}
 
 export class Ringtone extends EventTarget {
   constructor(target = document) {
     super();
     this.context = null;
     this.playing = false;
-    this._nodes = [];
-    this._timer = null;
+    this._buffer = null;
+    this._source = null;
+    this._wanted = false;
     const unlock = () => this.unlock();
     for (const type of ['pointerdown', 'keydown', 'touchstart']) {
       target.addEventListener(type, unlock, {capture: true});
@@ -42,9 +66,14 @@ export class Ringtone extends EventTarget {
     this._wanted = true;
     if (this.playing) return true;
     if (!this.allowed) return false;
+    this._buffer = this._buffer || renderCycle(this.context);
+    const source = this.context.createBufferSource();
+    source.buffer = this._buffer;
+    source.loop = true;
+    source.connect(this.context.destination);
+    source.start();
+    this._source = source;
     this.playing = true;
-    this._cycle();
-    this._timer = setInterval(() => this._cycle(), CYCLE_S * 1000);
     return true;
   }
 
@@ -52,38 +81,12 @@ export class Ringtone extends EventTarget {
     this._wanted = false;
     if (!this.playing) return;
     this.playing = false;
-    clearInterval(this._timer);
-    this._timer = null;
-    for (const node of this._nodes) {
-      try {
-        node.stop();
-      } catch {
-        // already stopped
-      }
+    try {
+      this._source.stop();
+    } catch {
+      // already stopped
     }
-    this._nodes = [];
-  }
-
-  _cycle() {
-    const ctx = this.context;
-    const t0 = ctx.currentTime + 0.05;
-    this._nodes = this._nodes.filter((node) => node.endsAt > ctx.currentTime);
-    for (const [start, duration] of PATTERN) {
-      const gain = ctx.createGain();
-      gain.gain.setValueAtTime(0, t0 + start);
-      gain.gain.linearRampToValueAtTime(0.15, t0 + start + 0.02);
-      gain.gain.setValueAtTime(0.15, t0 + start + duration - 0.05);
-      gain.gain.linearRampToValueAtTime(0, t0 + start + duration);
-      gain.connect(ctx.destination);
-      for (const hz of TONES_HZ) {
-        const osc = ctx.createOscillator();
-        osc.frequency.value = hz;
-        osc.connect(gain);
-        osc.start(t0 + start);
-        osc.stop(t0 + start + duration);
-        osc.endsAt = t0 + start + duration;
-        this._nodes.push(osc);
-      }
-    }
+    this._source.disconnect();
+    this._source = null;
   }
 }
