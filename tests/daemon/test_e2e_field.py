@@ -64,9 +64,21 @@ async def participants(srv: ServerHandle, call_id: str) -> list[str]:
     return [p["user"]["id"] for p in session.get("participants", [])]
 
 
-async def test_auto_join_rejoins_after_server_is_killed_and_restarted(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("grace_s", "down_s", "rejoined"),
+    [(30, 0, False), (1, 4, True)],
+    ids=["participant-kept", "participant-expired"],
+)
+async def test_auto_join_rejoins_after_server_is_killed_and_restarted(
+    tmp_path: Path, grace_s: float, down_s: float, rejoined: bool
+) -> None:
+    """Back within the grace period the participant is re-attached; after it, the server has
+    dropped the participant and the daemon joins again by itself."""
     async with running_server(
-        tmp_path / "server", users=["field-1", "alice"], subprocess=True
+        tmp_path / "server",
+        users=["field-1", "alice"],
+        subprocess=True,
+        ws_grace_seconds=grace_s,
     ) as srv:
         data = {
             **FIELD,
@@ -90,10 +102,22 @@ async def test_auto_join_rejoins_after_server_is_killed_and_restarted(tmp_path: 
             assert d.call_state.value == "in_call"  # the call keeps its media meanwhile
             assert d.panel.snapshot()["leds"]["status"] == "in_call"  # type: ignore[attr-defined]
 
+            await asyncio.sleep(down_s)
+            first_session = d.joined.session_id if d.joined else None
             await srv.start()
             await wait_for("server link back", lambda: d.link_state.value == "online", 60)
+            if rejoined:
+                await wait_for(
+                    "a new participant session",
+                    lambda: d.joined is not None and d.joined.session_id != first_session,
+                    60,
+                )
+                assert d.modes.rejoins >= 1
             await wait_for("joined again", lambda: _has(srv, "field-1"), 60)
-            assert d.call_state.value == "in_call"
+            await asyncio.sleep(2)
+            assert d.call_state.value == "in_call" and await _has(srv, "field-1")
+            if not rejoined:
+                assert d.joined is not None and d.joined.session_id == first_session
 
 
 async def _has(srv: ServerHandle, user: str) -> bool:
