@@ -57,7 +57,9 @@ export class History {
     const result = outcome(state, this.me);
     const caller = session.rung_by ? nameOf(state, session.rung_by) : displayName(call.created_by, '');
     const when = nsToDate(session.ring_started_at || session.started_at || call.updated_at);
-    const title = call.custom?.name || call.custom?.title || call.id;
+    const device = (state.members || []).find((m) => m.user?.custom?.device && m.user_id !== this.me);
+    const title = call.custom?.name || call.custom?.title || (device ? displayName(device.user) : call.id);
+    const from = caller && caller !== title ? `from ${caller}` : '';
     return el(
       'li',
       {class: `recent ${result.kind}`, dataset: {cid: call.cid, outcome: result.kind}},
@@ -65,7 +67,7 @@ export class History {
         'span',
         {class: 'who'},
         el('span', {class: 'name'}, title),
-        el('span', {class: 'status'}, caller ? `from ${caller}` : '', when ? ` · ${formatWhen(when)}` : ''),
+        el('span', {class: 'status'}, [from, when ? formatWhen(when) : ''].filter(Boolean).join(' · ')),
       ),
       el('span', {class: `outcome ${result.kind}`}, result.text),
     );
