@@ -57,10 +57,14 @@ class Connection:
 
     def send(self, frame: dict[str, Any]) -> bool:
         """Queue a frame; ``False`` (and the connection is closed) when the client lags too far."""
+        return self.send_text(encode(frame))
+
+    def send_text(self, text: str) -> bool:
+        """Queue an encoded frame (one encoding shared by every recipient of an event)."""
         if self.closed:
             return False
         try:
-            self.queue.put_nowait(json.dumps(frame, separators=(",", ":")))
+            self.queue.put_nowait(text)
         except asyncio.QueueFull:
             log.warning("%r is %d frames behind: disconnecting it", self, SEND_QUEUE_FRAMES)
             self.close()
@@ -76,6 +80,10 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"Connection({self.id[:8]} user={self.user_id})"
+
+
+def encode(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, separators=(",", ":"))
 
 
 def error_frame(err: APIError, **context: Any) -> dict[str, Any]:

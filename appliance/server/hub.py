@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import WebSocket
-from sqlalchemy import select
+from sqlalchemy import select, union
 
 from appliance.calls import events as ev
-from appliance.server.connection import Connection, Endpoint
+from appliance.server.connection import Connection, Endpoint, encode
 from appliance.server.context import ServerContext, now_ns
 from appliance.server.presence import Presence
 from appliance.server.schema import call_members, participants, users
@@ -141,7 +141,29 @@ class Hub:
             return
         await self.deliver_local(message["event"], Target.from_json(message["target"]))
 
-    async def deliver_local(self, event: dict[str, Any], target: Target) -> int:
+    async def publish_batch(self, items: list[tuple[dict[str, Any], Target]]) -> None:
+        """Publish several events in order; a target shared by several is resolved once."""
+        cache: dict[Target, set[str]] = {}
+        stamp = now_ns(self.ctx.clock)
+        for event, target in items:
+            event.setdefault("created_at", stamp)
+            if target.call_cid is not None:
+                event.setdefault("call_cid", target.call_cid)
+            await self.deliver_local(event, target, cache)
+            if self.remote is not None:
+                try:
+                    await self.remote(
+                        {"origin": self.replica_id, "event": event, "target": target.to_json()}
+                    )
+                except Exception:
+                    log.exception("%r: fan-out of %s failed", self, event.get("type"))
+
+    async def deliver_local(
+        self,
+        event: dict[str, Any],
+        target: Target,
+        cache: dict[Target, set[str]] | None = None,
+    ) -> int:
         if not self.connections:
             return 0
         conns = [
@@ -154,48 +176,58 @@ class Hub:
         wanted = users_here.intersection(target.user_ids)
         rest = users_here - wanted
         if rest and (target.call_cid is not None or target.sharing_with is not None):
-            wanted |= await self._resolve(target, rest)
+            reached = cache.get(target) if cache is not None else None
+            if reached is None:
+                reached = await self._resolve(target, rest)
+                if cache is not None:
+                    cache[target] = reached
+            wanted |= reached & rest
         seen = {c.id for c in conns}
         for user_id in wanted:
             for conn_id in self.by_user.get(user_id, ()):
                 if conn_id not in seen:
                     seen.add(conn_id)
                     conns.append(self.connections[conn_id])
+        text = encode(event) if conns else ""
         for conn in conns:
-            conn.send(event)
+            conn.send_text(text)
         log.debug("%s to %d connections", event.get("type"), len(conns))
         return len(conns)
 
     async def _resolve(self, target: Target, candidates: set[str]) -> set[str]:
-        """Which of ``candidates`` (users connected here) the target reaches."""
+        """Which of ``candidates`` (users connected here) the target reaches: one query each
+        ``CHUNK`` candidates (members or live participants of the call, or call-mates)."""
         found: set[str] = set()
         pool = sorted(candidates)
         async with self.ctx.store.connect() as conn:
             for i in range(0, len(pool), CHUNK):
                 chunk = pool[i : i + CHUNK]
+                parts = []
                 if target.call_cid is not None:
-                    q = select(call_members.c.user_id).where(
-                        call_members.c.call_cid == target.call_cid,
-                        call_members.c.user_id.in_(chunk),
+                    parts.append(
+                        select(call_members.c.user_id).where(
+                            call_members.c.call_cid == target.call_cid,
+                            call_members.c.user_id.in_(chunk),
+                        )
                     )
-                    found.update((await conn.execute(q)).scalars())
-                    q = select(participants.c.user_id).where(
-                        participants.c.call_cid == target.call_cid,
-                        participants.c.left_at.is_(None),
-                        participants.c.user_id.in_(chunk),
+                    parts.append(
+                        select(participants.c.user_id).where(
+                            participants.c.call_cid == target.call_cid,
+                            participants.c.left_at.is_(None),
+                            participants.c.user_id.in_(chunk),
+                        )
                     )
-                    found.update((await conn.execute(q)).scalars())
                 if target.sharing_with is not None:
                     mine = select(call_members.c.call_cid).where(
                         call_members.c.user_id == target.sharing_with
                     )
-                    q = (
-                        select(call_members.c.user_id)
-                        .where(call_members.c.call_cid.in_(mine))
-                        .where(call_members.c.user_id.in_(chunk))
-                        .distinct()
+                    parts.append(
+                        select(call_members.c.user_id).where(
+                            call_members.c.call_cid.in_(mine), call_members.c.user_id.in_(chunk)
+                        )
                     )
-                    found.update((await conn.execute(q)).scalars())
+                q = parts[0] if len(parts) == 1 else union(*parts)
+                found.update((await conn.execute(q)).scalars())
         if target.sharing_with is not None:
             found.discard(target.sharing_with)
         return found

@@ -64,15 +64,17 @@ class Outbox:
                         log.exception("Call(%s): cannot serialize for events", cid)
                         calls[cid] = None
         stamp = now_ns(ctx.clock)
+        batch = []
         for item in items:
             event = item.event
             event.setdefault("created_at", stamp)
             if item.with_call:
                 event["call"] = calls.get(event["call_cid"])
-            try:
-                await hub.publish_to(event, item.target)
-            except Exception:
-                log.exception("event %s for %s not delivered", event["type"], event["call_cid"])
+            batch.append((event, item.target))
+        try:
+            await hub.publish_batch(batch)
+        except Exception:
+            log.exception("events %s not delivered", [e["type"] for e, _ in batch])
 
 
 class Transactor:

@@ -49,7 +49,8 @@ NS = 1_000_000_000
 MS = 1_000_000
 REJECT_REASONS = ("decline", "busy", "cancel")
 # Members listed in a call.ring event (the full list of a huge call does not belong in it).
-RING_MEMBERS_LISTED = 100
+RING_MEMBERS_LISTED = 25
+BATCH = 500
 
 
 class RingEngine:
@@ -144,23 +145,28 @@ class RingEngine:
                 await db.execute(select(session_ring).where(session_ring.c.session_id == sid))
             ).mappings()
         }
-        for user_id in ringed:
-            row_values = {
-                "state": "ringing",
-                "reason": None,
-                "deadline": callee_deadline,
-                "updated_at": now,
-            }
-            if user_id in states:
-                await db.execute(
-                    update(session_ring)
-                    .where(session_ring.c.session_id == sid, session_ring.c.user_id == user_id)
-                    .values(**row_values)
+        row_values = {
+            "state": "ringing",
+            "reason": None,
+            "deadline": callee_deadline,
+            "updated_at": now,
+        }
+        again = [u for u in ringed if u in states]
+        fresh = [u for u in ringed if u not in states]
+        for i in range(0, len(again), BATCH):
+            await db.execute(
+                update(session_ring)
+                .where(
+                    session_ring.c.session_id == sid,
+                    session_ring.c.user_id.in_(again[i : i + BATCH]),
                 )
-            else:
-                await db.execute(
-                    session_ring.insert().values(session_id=sid, user_id=user_id, **row_values)
-                )
+                .values(**row_values)
+            )
+        if fresh:
+            await db.execute(
+                session_ring.insert(),
+                [{"session_id": sid, "user_id": u, **row_values} for u in fresh],
+            )
         anyone_accepted = "accepted" in states.values()
         values: dict[str, Any] = {
             "rung_by_id": caller_id,
