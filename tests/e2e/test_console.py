@@ -270,6 +270,10 @@ async def test_every_tab_of_every_member_rings_and_stops_when_one_accepts(
         await expect(card.locator(".ring-caller")).to_have_text("Front door")
         await expect(card.locator(".ring-custom")).to_contain_text("Main entrance")
     assert await alice_1.evaluate("window.applianceConsole.ringtone.playing")
+    # No gesture on the second tab yet: browsers forbid the sound, and the page says how to allow it.
+    assert not await alice_2.evaluate("window.applianceConsole.ringtone.playing")
+    await expect(alice_2.locator("#sound-note")).to_be_visible()
+    await expect(alice_1.locator("#sound-note")).to_be_hidden()
 
     await ring_card(bob).locator("button.accept").click()
     for page in (alice_1, alice_2):
