@@ -83,3 +83,21 @@ async def test_accepter_never_seen_joining_we_join_anyway(rig: Rig) -> None:
     assert "join" not in rig.link.verbs()
     await rig.advance(0.5)
     assert ("join", CID, False) in rig.link.calls
+
+
+async def test_call_action_while_calling_is_ignored_after_cooldown_too() -> None:
+    from tests.daemon.conftest import BASE, build, make_config
+
+    text = BASE.replace("press: toggle, hold: hangup", "press: call, hold: hangup")
+    async for rig in build(make_config(text)):
+        await rig.press("call")
+        await rig.advance(1.5)
+        await rig.press("call")
+        assert rig.link.verbs().count("ring") == 1 and rig.state == "calling"
+
+
+async def test_stopping_while_calling_cancels_the_ring(rig: Rig) -> None:
+    await rig.press("call")
+    await rig.daemon.stop()
+    assert ("reject", CID, "cancel") in rig.link.calls
+    assert rig.state == "idle" and not rig.panel.camera_led.on
