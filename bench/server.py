@@ -12,6 +12,7 @@ Prints a table; the last line is one JSON object. Targets (issue #2): ≤ 10 ms 
 ≤ 100 ms p99, ≤ 300 MB. Nothing here asserts: it measures.
 
     .venv/bin/python bench/server.py [--members 100000] [--queries 300] [--ring-rounds 10]
+                                     [--store sqlite|postgres]
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ import yaml
 
 from appliance.server.auth import create_token
 from appliance.server.customindex import flatten_custom
-from appliance.server.store import Store
+from appliance.server.store import Store, database_url
 
+REPO = Path(__file__).resolve().parents[1]
 API_KEY = "bench-key"
 CID = "default:bench"
 T0 = 1_767_000_000_000_000_000
@@ -69,67 +71,92 @@ def _raise_nofile(want: int) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-async def seed(db: Path, members: int, extra_users: list[str]) -> float:
-    """Create the schema, then bulk-insert users, one call and its members with custom data."""
+async def seed(database: str, members: int, extra_users: list[str]) -> float:
+    """Create the schema, then bulk-insert users, one call and its members with custom data.
+    ``database`` is what the server's config says: a SQLite path or a ``postgresql://`` URL."""
     started = time.perf_counter()
-    store = Store(f"sqlite+aiosqlite:///{db}")
+    store = Store(database_url(database, Path(".")))
     await store.open()
     await store.close()
-    await asyncio.to_thread(_bulk_insert, db, members, extra_users)
+    tables = _rows(members, extra_users)
+    if database.startswith("postgresql://"):
+        await asyncio.to_thread(_copy_postgres, database, tables)
+    else:
+        await asyncio.to_thread(_insert_sqlite, Path(database), tables)
     return time.perf_counter() - started
 
 
-def _bulk_insert(db: Path, members: int, extra_users: list[str]) -> None:
+Tables = dict[str, tuple[tuple[str, ...], list[tuple[Any, ...]]]]
+
+
+def _rows(members: int, extra_users: list[str]) -> Tables:
     rare = {members // (RARE_COUNT + 1) * (k + 1) for k in range(RARE_COUNT)}
+    user_ids = [f"m{i:06d}" for i in range(members)] + extra_users
+    member_rows = []
+    index_rows = []
+    for i in range(members):
+        custom: dict[str, Any] = {"colour": ("red", "green", "blue")[i % 3], "flat": i % 500}
+        if i in rare:
+            custom["badge"] = RARE_VALUE
+        role = "host" if i % 100 == 0 else "call_member"
+        created = T0 + i * 1_000_000
+        member_rows.append((CID, f"m{i:06d}", role, json.dumps(custom), created, created))
+        index_rows.extend((CID, f"m{i:06d}", p, t, n) for p, t, n in flatten_custom(custom))
+    user_cols = ("id", "name", "role", "teams", "custom", "created_at", "updated_at")
+    call_cols = ("cid", "type", "id", "created_by_id", "custom", "settings_override")
+    return {
+        "users": (user_cols, [(u, u, "user", "[]", "{}", T0, T0) for u in user_ids]),
+        "calls": (
+            (*call_cols, "created_at", "updated_at"),
+            [(CID, "default", "bench", "m000000", "{}", "{}", T0, T0)],
+        ),
+        "call_members": (
+            ("call_cid", "user_id", "role", "custom", "created_at", "updated_at"),
+            member_rows,
+        ),
+        "call_member_custom_index": (
+            ("call_cid", "user_id", "path", "value_text", "value_num"),
+            index_rows,
+        ),
+    }
+
+
+def _insert_sqlite(db: Path, tables: Tables) -> None:
     conn = sqlite3.connect(db)
     try:
-        user_ids = [f"m{i:06d}" for i in range(members)] + extra_users
-        conn.executemany(
-            "INSERT INTO users (id, name, role, teams, custom, created_at, updated_at) "
-            "VALUES (?, ?, 'user', '[]', '{}', ?, ?)",
-            ((uid, uid, T0, T0) for uid in user_ids),
-        )
-        conn.execute(
-            "INSERT INTO calls (cid, type, id, created_by_id, custom, settings_override, "
-            "created_at, updated_at) VALUES (?, 'default', 'bench', 'm000000', '{}', '{}', ?, ?)",
-            (CID, T0, T0),
-        )
-        rows = []
-        index_rows = []
-        for i in range(members):
-            custom: dict[str, Any] = {"colour": ("red", "green", "blue")[i % 3], "flat": i % 500}
-            if i in rare:
-                custom["badge"] = RARE_VALUE
-            role = "host" if i % 100 == 0 else "call_member"
-            created = T0 + i * 1_000_000
-            rows.append((CID, f"m{i:06d}", role, json.dumps(custom), created, created))
-            index_rows.extend((CID, f"m{i:06d}", p, t, n) for p, t, n in flatten_custom(custom))
-        conn.executemany(
-            "INSERT INTO call_members (call_cid, user_id, role, custom, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        conn.executemany(
-            "INSERT INTO call_member_custom_index (call_cid, user_id, path, value_text, value_num) "
-            "VALUES (?, ?, ?, ?, ?)",
-            index_rows,
-        )
+        for table, (cols, rows) in tables.items():
+            marks = ", ".join("?" for _ in cols)
+            conn.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks})", rows)
         conn.commit()
     finally:
         conn.close()
 
 
+def _copy_postgres(url: str, tables: Tables) -> None:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        with conn.cursor() as cur:
+            for table, (cols, rows) in tables.items():
+                with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+        conn.commit()
+        conn.autocommit = True
+        conn.execute("ANALYZE")  # what autovacuum does on its own after a bulk load
+
+
 class Server:
     """``python -m appliance serve`` in a subprocess."""
 
-    def __init__(self, root: Path, db: Path, secret: str) -> None:
+    def __init__(self, root: Path, database: str, secret: str) -> None:
         self.port = _free_port()
         self.config = root / "server.yaml"
         data = {
             "api_key": API_KEY,
             "api_secret": secret,
             "state_dir": str(root / "state"),
-            "database": str(db),
+            "database": database,
             "host": "127.0.0.1",
             "port": self.port,
             # The caller plus 100 ringed members in one create.
@@ -288,13 +315,34 @@ async def bench_idle(server: Server, token: str, users: int) -> tuple[float, flo
 
 async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     nofile = _raise_nofile(args.idle_users * 2 + 1024)
-    db = root / "bench.db"
+    if args.store == "postgres":
+        # Debian's PostgreSQL in a temp dir, as the fleet-store tests start it.
+        sys.path.insert(0, str(REPO))
+        from tests.support.pgcluster import PostgresCluster
+
+        cluster = PostgresCluster.find()
+        if cluster is None:
+            raise SystemExit("PostgreSQL server binaries are not installed")
+        cluster.start()
+        try:
+            return await _measure(args, root, cluster.create_database("bench"), nofile)
+        finally:
+            cluster.stop()
+    return await _measure(args, root, str(root / "bench.db"), nofile)
+
+
+async def _measure(
+    args: argparse.Namespace, root: Path, database: str, nofile: int
+) -> dict[str, Any]:
     secret = secrets.token_urlsafe(32)
     ringed = [f"r{i:03d}" for i in range(args.ring_members)]
     idle = [f"idle-{i:04d}" for i in range(args.idle_users)]
-    seconds = await seed(db, args.members, ["ring-caller", *ringed, *idle])
-    print(f"seeded {args.members:,} members in {seconds:.1f} s; open-files limit {nofile}")
-    server = Server(root, db, secret)
+    seconds = await seed(database, args.members, ["ring-caller", *ringed, *idle])
+    print(
+        f"store {args.store}: seeded {args.members:,} members in {seconds:.1f} s; "
+        f"open-files limit {nofile}"
+    )
+    server = Server(root, database, secret)
     await server.start()
     token = create_token(secret)
     results: dict[str, Any] = {}
@@ -376,6 +424,7 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
         "rss_before_mb": round(before, 1),
         "idle_connected": connected,
         "members": args.members,
+        "store": args.store,
     }
     return figures
 
@@ -387,6 +436,12 @@ def main() -> int:
     parser.add_argument("--ring-members", type=int, default=100)
     parser.add_argument("--ring-rounds", type=int, default=10)
     parser.add_argument("--idle-users", type=int, default=1000)
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the server's database (postgres: a throwaway cluster from Debian's binaries)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="appliance-bench-") as tmp:
         results = asyncio.run(run(args, Path(tmp)))
