@@ -250,7 +250,10 @@ class RingEngine:
                 session_ring.insert().values(session_id=sid, user_id=user_id, **values)
             )
 
-    async def accept(self, call_cid: str, user_id: str) -> None:
+    async def accept(self, call_cid: str, user_id: str, *, only_if_ringing: bool = False) -> None:
+        """``user_id`` answers. ``only_if_ringing``: the implicit accept of a ringed user who
+        joins without accepting first (nothing happens when that user is not ringing)."""
+
         async def run(db: AsyncConnection, out: Outbox) -> None:
             session = await self._live(db, call_cid, "accept")
             sid = session["id"]
@@ -258,6 +261,8 @@ class RingEngine:
             rows = await self.rows(db, sid)
             mine = rows.get(user_id)
             if mine is not None and mine["state"] == "accepted":
+                return
+            if only_if_ringing and (mine is None or mine["state"] != "ringing"):
                 return
             await self._set(db, sid, user_id, mine is not None, now, state="accepted", reason=None)
             await db.execute(

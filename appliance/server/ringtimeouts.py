@@ -22,7 +22,7 @@ from appliance.server.context import now_ns
 from appliance.server.outbox import Outbox
 from appliance.server.ringer import RingEngine
 from appliance.server.schema import call_sessions, session_ring
-from appliance.server.sessions import end_session
+from appliance.server.sessions import active_participants, end_session
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,13 @@ class RingTimeouts:
                 .values(state="missed", reason="timeout", deadline=None, updated_at=now)
             )
             await self._missed(db, session, still, out)
-            await end_session(db, session, "timeout", now, out)
+            others = [
+                p
+                for p in await active_participants(db, session_id)
+                if p["user_id"] != session["rung_by_id"]
+            ]
+            if not others:  # someone in the call with the caller keeps it going
+                await end_session(db, session, "timeout", now, out)
 
         await self.engine.tx(run)
 

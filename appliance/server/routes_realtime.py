@@ -140,6 +140,9 @@ async def join_call(
         return await join(db, ctx, call, user_id, role, body.connection_id, body.session_id, out)
 
     joined = await svc.tx(run)
+    if not joined.reattached:
+        # A ringed user who joins has answered: everyone else stops ringing.
+        await svc.ringer.accept(cid, user_id, only_if_ringing=True)
     if body.ring:
         await svc.ringer.ring(cid, user_id, None, body.video)
     async with ctx.store.connect() as conn:

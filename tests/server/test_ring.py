@@ -283,3 +283,20 @@ async def test_a_caller_who_is_not_a_member_hears_every_outcome(srv: ServerHandl
     rejected = await dave.next("call.rejected")
     assert rejected["user"]["id"] == "bob" and rejected["reason"] == "busy"
     assert (await dave.next("call.ended"))["reason"] == "rejected"
+
+
+async def test_a_ringed_user_who_joins_has_answered(srv: ServerHandle) -> None:
+    alice = await WsClient.open(srv, "alice")
+    bob = await WsClient.open(srv, "bob")
+    carol = await WsClient.open(srv, "carol")
+    await join(srv, alice, CID, ring=True)
+    await bob.next("call.ring")
+    await join(srv, bob, CID)  # no accept first
+    accepted = await carol.next("call.accepted")
+    assert accepted["user"]["id"] == "bob"
+    assert accepted["call"]["session"]["ringing"] == []
+    _advance(srv, 31)  # past every ring deadline: nobody is missed, nothing ends
+    assert [
+        f["type"] for f in await carol.settle() if f["type"] in ("call.missed", "call.ended")
+    ] == []
+    assert (await _get(srv))["ended_at"] is None
