@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance.calls import events as ev
 from appliance.calls.capabilities import Capability
-from appliance.errors import InvalidRequest, PermissionDenied
+from appliance.errors import InvalidRequest, NotFound, PermissionDenied
 from appliance.server import routes_calls
 from appliance.server.auth import Principal, principal
 from appliance.server.callrequests import CallRequest, GetOrCreateCallRequest
@@ -99,6 +99,13 @@ class EndCallRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+async def _call(db: AsyncConnection, cid: str) -> dict[str, Any]:
+    call = await call_for_update(db, cid)
+    if call is None:  # deleted since the access check
+        raise NotFound(f"call {cid} not found", cid=cid)
+    return call
+
+
 def _acting_user(who: Principal, given: str | None, what: str) -> str:
     if who.user_id is not None:
         if given is not None and given != who.user_id:
@@ -131,20 +138,25 @@ async def join_call(
         acc.require_read()
         acc.require(Capability.JOIN_CALL)
         role = await member_role(conn, cid, user_id)
+        if who.is_server and not await user_rows(conn, [user_id]):
+            raise InvalidRequest(f"user {user_id} does not exist", field="user_id", cid=cid)
     if body.connection_id is not None:
         svc.check_connection(body.connection_id, user_id)
 
     async def run(db: AsyncConnection, out: Outbox) -> Any:
-        call = await call_for_update(db, cid)
-        assert call is not None
+        call = await _call(db, cid)
         return await join(db, ctx, call, user_id, role, body.connection_id, body.session_id, out)
 
     joined = await svc.tx(run)
     if not joined.reattached:
         # A ringed user who joins has answered: everyone else stops ringing.
         await svc.ringer.accept(cid, user_id, only_if_ringing=True)
+    ringed: list[str] = []
     if body.ring:
-        await svc.ringer.ring(cid, user_id, None, body.video)
+        try:
+            ringed = await svc.ringer.ring_users(cid, user_id, None, body.video)
+        except InvalidRequest as err:  # nobody else to ring: the join itself stands
+            log.info("Call(%s) join of %s rang nobody: %s", cid, user_id, err)
     async with ctx.store.connect() as conn:
         state = await call_state(conn, ctx, who, await call_row(conn, cid), acc, body.members_limit)
         others = [
@@ -159,6 +171,7 @@ async def join_call(
         user_session_id=joined.participant_id,
         call_session_id=joined.session_id,
         reattached=joined.reattached,
+        ringed=ringed,
         participants=plist,
         ice_servers=ice,
         credentials={"ice_servers": ice, "server": None, "token": ""},
@@ -188,8 +201,7 @@ async def leave_call(
         )
 
     async def run(db: AsyncConnection, out: Outbox) -> list[str]:
-        call = await call_for_update(db, cid)
-        assert call is not None
+        call = await _call(db, cid)
         session = await live_session(db, call)
         if session is None:
             return []
@@ -312,8 +324,7 @@ async def mark_ended(
         ender = await _ender(conn, ctx, who)
 
     async def run(db: AsyncConnection, out: Outbox) -> None:
-        call = await call_for_update(db, cid)
-        assert call is not None
+        call = await _call(db, cid)
         now = now_ns(ctx.clock)
         session = await live_session(db, call)
         if session is not None:

@@ -283,3 +283,14 @@ async def test_participants_of_a_crashed_server_get_the_grace_period(srv: Server
     left = await carol.next("call.session_participant_left")
     assert left["participant"]["user_session_id"] == ja["session_id"]
     assert (await carol.next("call.ended"))["reason"] == "last_participant_left"
+
+
+async def test_join_with_ring_reports_who_was_rung(srv: ServerHandle) -> None:
+    alice = await WsClient.open(srv, "alice")
+    joined = await join(srv, alice, CID, ring=True)
+    assert joined["ringed"] == ["bob", "carol"]
+    await create_call(srv, "default:solo", ["alice"])
+    solo = await join(srv, alice, "default:solo", ring=True)
+    assert solo["ringed"] == []  # nobody else to ring: the join stands
+    r = await call_post(srv, None, CID, "join", {"user_id": "ghost"})
+    assert r.status_code == 400 and r.json()["exception_fields"]["field"] == "user_id"
