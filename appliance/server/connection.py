@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -174,7 +173,7 @@ class Endpoint:
         except APIError as err:
             await self._refuse(websocket, err)
             return None
-        conn = Connection(id=str(uuid.uuid4()), user_id=user_id, websocket=websocket)
+        conn = Connection(id=self.hub.new_connection_id(), user_id=user_id, websocket=websocket)
         conn.last_seen = asyncio.get_running_loop().time()
         return conn
 

@@ -31,6 +31,7 @@ from appliance.server.serialize import user_response
 log = logging.getLogger(__name__)
 
 CHUNK = 500
+REPLICA_PREFIX = 12
 
 FrameHandler = Callable[[Connection, dict[str, Any]], Awaitable[None]]
 
@@ -94,6 +95,14 @@ class Hub:
     @property
     def max_frame_bytes(self) -> int:
         return int(getattr(self.ctx.settings, "ws_max_frame_bytes", 131_072))
+
+    def new_connection_id(self) -> str:
+        """``<replica prefix>-<uuid>``: which replica holds a connection can be told from its id."""
+        return f"{self.replica_prefix}-{uuid.uuid4()}"
+
+    @property
+    def replica_prefix(self) -> str:
+        return self.replica_id[:REPLICA_PREFIX]
 
     def __repr__(self) -> str:
         return f"Hub({self.replica_id[:8]}, {len(self.connections)} connections)"

@@ -6,6 +6,11 @@ replica announces a user's first/last local connection, answers a newcomer's ``h
 its full set, repeats it every ``PRESENCE_EVERY`` seconds, and says ``bye`` when it stops; a
 replica not heard from for three periods is forgotten (it crashed).
 
+Connection ids start with their replica's prefix. A replica that crashes says no ``bye`` and
+its connections never close, so once a replica has been up for three presence periods it
+gives the participants bound to connections of replicas nobody has heard from the grace period
+a clean close would have given them (``sweep_orphans``).
+
 NOTIFY payloads are limited to 8000 bytes. Messages are ASCII JSON and longer ones are cut
 into numbered chunks sent in ONE transaction: PostgreSQL delivers the notifications of a
 transaction together and in order, so the receiver reassembles them without a side table.
@@ -21,9 +26,11 @@ import uuid
 from typing import Any
 
 import psycopg
+from sqlalchemy import select, update
 
-from appliance.server.context import ServerContext
+from appliance.server.context import ServerContext, now_ns
 from appliance.server.hub import Hub
+from appliance.server.schema import participants
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +86,13 @@ class Fanout:
         self._reassembler = Reassembler()
         self._heard: dict[str, float] = {}
         self.received = 0
+        self._started = 0.0
 
     def __repr__(self) -> str:
         return f"Fanout({self.replica[:8]}, received={self.received})"
 
     async def start(self) -> None:
+        self._started = asyncio.get_running_loop().time()
         self.hub.remote = self.send_event
         self.hub.presence_listeners.append(self._local_presence)
         self._tasks.append(asyncio.create_task(self._listen(), name="pgnotify-listen"))
@@ -206,3 +215,48 @@ class Fanout:
                 if now - heard > 3 * PRESENCE_EVERY:
                     self.hub.presence.drop_replica(origin)
                     del self._heard[origin]
+            if now - self._started > 3 * PRESENCE_EVERY:
+                with contextlib.suppress(Exception):
+                    await self.sweep_orphans()
+
+    def live_replica_prefixes(self) -> set[str]:
+        """This replica and every replica heard from within three presence periods."""
+        now = asyncio.get_running_loop().time()
+        alive = {self.hub.replica_prefix}
+        alive.update(
+            o[: len(self.hub.replica_prefix)]
+            for o, heard in self._heard.items()
+            if now - heard <= 3 * PRESENCE_EVERY
+        )
+        return alive
+
+    async def sweep_orphans(self) -> int:
+        """Participants bound to connections of a replica that is gone (crashed) get the grace
+        period a clean close would have given them. Run only once this replica has been up for
+        three presence periods, so every live replica has been heard from."""
+        alive = self.live_replica_prefixes()
+        ctx = self.ctx
+        async with ctx.store.begin() as db:
+            rows = await db.execute(
+                select(participants.c.id, participants.c.connection_id).where(
+                    participants.c.left_at.is_(None),
+                    participants.c.gone_at.is_(None),
+                    participants.c.connection_id.is_not(None),
+                )
+            )
+            dead = [pid for pid, cid in rows if cid.split("-", 1)[0] not in alive]
+            if dead:
+                grace = int(float(ctx.settings.ws_grace_seconds) * 1_000_000_000)
+                await db.execute(
+                    update(participants)
+                    .where(participants.c.id.in_(dead), participants.c.gone_at.is_(None))
+                    .values(gone_at=now_ns(ctx.clock) + grace)
+                )
+        if dead:
+            log.warning(
+                "%r: %d participants of vanished replicas: grace period started", self, len(dead)
+            )
+            wake = getattr(ctx.extras.get("realtime"), "scheduler", None)
+            if wake is not None:
+                wake.wake()
+        return len(dead)

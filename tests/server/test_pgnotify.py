@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import update
 
 from appliance.clock import ManualClock
 from appliance.server.pgnotify import CHUNK_BYTES, Reassembler, chunks
+from appliance.server.schema import participants
 from tests.server.wsclient import WsClient, call_post, create_call, join
 from tests.support.pgcluster import PostgresCluster
 from tests.support.server import ServerHandle, running_server
@@ -153,3 +155,38 @@ async def test_a_deadline_fires_once_in_the_fleet(
     assert (await bob_on_b.next("call.ended"))["reason"] == "timeout"
     rest = await bob_on_b.settle()
     assert [f["type"] for f in rest if f["type"] in ("call.missed", "call.ended")] == []
+
+
+async def test_participants_of_a_vanished_replica_get_the_grace_period(
+    replicas: tuple[ServerHandle, ServerHandle],
+) -> None:
+    a, b = replicas
+    await create_call(a, CID, USERS)
+    alice_on_a = await WsClient.open(a, "alice")
+    bob_on_b = await WsClient.open(b, "bob")
+    carol_on_a = await WsClient.open(a, "carol")
+    ja = await join(a, alice_on_a, CID)
+    jb = await join(b, bob_on_b, CID)
+    fanout_a = a.ctx.extras["fanout"]
+    await _until(
+        lambda: b.ctx.extras["realtime"].hub.replica_prefix in fanout_a.live_replica_prefixes(),
+        "A hears B",
+    )
+    # alice's connection now belongs to a replica that crashed (nobody hears from it)
+    async with a.ctx.store.begin() as db:
+        await db.execute(
+            update(participants)
+            .where(participants.c.id == ja["session_id"])
+            .values(connection_id="deadbeef0000-0000")
+        )
+    assert await fanout_a.sweep_orphans() == 1  # bob's replica B is alive: his stays
+    assert isinstance(a.clock, ManualClock)
+    a.clock.advance(21)
+    left = await carol_on_a.next("call.session_participant_left")
+    assert left["participant"]["user_session_id"] == ja["session_id"]
+    assert [
+        f
+        for f in await bob_on_b.settle()
+        if f["type"] == "call.session_participant_left"
+        and f["participant"]["user_session_id"] == jb["session_id"]
+    ] == []
