@@ -472,3 +472,30 @@ async def test_a_call_keeps_its_media_while_the_server_restarts(
     await expect(alice.locator("#incall")).to_have_attribute("data-state", "connected")
     await alice.locator("#btn-hangup").click()
     await expect(alice.locator("#incall")).to_be_hidden()
+
+
+PEER_JS = "[...window.%s.call.peers.values()].map((p) => [p.offerer, p.generation, p.state])"
+
+
+async def test_ice_restart_by_the_first_offerer_builds_a_fresh_connection(
+    srv: ServerHandle, guard: PageGuard
+) -> None:
+    door = await device_page(guard, srv, "door-1", answer=True)
+    alice = await sign_in(guard, srv, "alice")
+    await alice.locator('.device[data-user-id="door-1"] button.call-device').click()
+    await expect(alice.locator("#incall")).to_have_attribute("data-state", "connected")
+    [[alice_offers, _, _]] = await alice.evaluate(PEER_JS % "applianceConsole")
+    [[door_offers, _, _]] = await door.evaluate(PEER_JS % "device")
+    assert alice_offers != door_offers  # exactly one side offered
+    offerer, name = (alice, "applianceConsole") if alice_offers else (door, "device")
+    await offerer.evaluate(f"[...window.{name}.call.peers.values()][0].restart()")
+    await wait_for_js(alice, f"{(PEER_JS % 'applianceConsole')}[0][1] === 1")
+    await wait_for_js(door, f"{(PEER_JS % 'device')}[0][1] === 1")
+    await wait_for_js(alice, f"{(PEER_JS % 'applianceConsole')}[0][2] === 'connected'")
+    before = await alice.evaluate("window.applianceConsole.call.stats()")
+    await poll_js(
+        alice,
+        "window.applianceConsole.call.stats()",
+        lambda stats: stats["framesDecoded"] > before["framesDecoded"] + 10,
+    )
+    await expect(alice.locator("#incall")).to_have_attribute("data-state", "connected")
