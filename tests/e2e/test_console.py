@@ -499,3 +499,18 @@ async def test_ice_restart_by_the_first_offerer_builds_a_fresh_connection(
         lambda stats: stats["framesDecoded"] > before["framesDecoded"] + 10,
     )
     await expect(alice.locator("#incall")).to_have_attribute("data-state", "connected")
+    # The picture on screen moves on too (frames presented by the <video>, not only decoded).
+    shown = await alice.evaluate(FRAMES_SHOWN_JS, 1500)
+    assert shown > 5, shown
+
+
+FRAMES_SHOWN_JS = """
+async (ms) => {
+  const video = document.querySelector('#remote-video');
+  let frames = 0;
+  const tick = () => { frames += 1; video.requestVideoFrameCallback(tick); };
+  video.requestVideoFrameCallback(tick);
+  await new Promise((r) => setTimeout(r, ms));
+  return frames;
+}
+"""
