@@ -69,7 +69,7 @@ class Peer:
         on_track: TrackListener | None = None,
         on_first_packet: FirstPacketListener | None = None,
         stall_timeout: float = 3.0,
-        restart_timeout: float = 4.0,
+        restart_timeout: float = 2.0,
     ) -> None:
         self.remote = remote
         self.local = local
@@ -353,7 +353,10 @@ class Peer:
         watch = LinkWatch(stall_timeout=self.stall_timeout, restart_timeout=self.restart_timeout)
         while True:
             await asyncio.sleep(watch.interval)
-            action = watch.tick(loop.time(), received_packets(self.pc), self.state, self.offerer)
+            answered = self.pc is None or self.pc.signalingState == "stable"
+            action = watch.tick(
+                loop.time(), received_packets(self.pc), self.state, self.offerer, answered
+            )
             if action is Action.DISCONNECTED:
                 self._set_state("disconnected")
             elif action is Action.RESTART:

@@ -52,7 +52,7 @@ class CallMedia:
         receive_video: bool = False,
         gate_open: bool = False,
         stall_timeout: float = 3.0,
-        restart_timeout: float = 4.0,
+        restart_timeout: float = 2.0,
         name: str = "call",
     ) -> None:
         self.name = name
