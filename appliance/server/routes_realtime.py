@@ -38,7 +38,6 @@ from appliance.server.sessions import (
     join,
     leave_participant,
     live_session,
-    participant_dicts,
 )
 from appliance.server.users import user_rows
 
@@ -148,7 +147,7 @@ async def join_call(
         return await join(db, ctx, call, user_id, role, body.connection_id, body.session_id, out)
 
     joined = await svc.tx(run)
-    if not joined.reattached:
+    if joined.was_ringing:
         # A ringed user who joins has answered: everyone else stops ringing.
         await svc.ringer.accept(cid, user_id, only_if_ringing=True)
     ringed: list[str] = []
@@ -159,12 +158,6 @@ async def join_call(
             log.info("Call(%s) join of %s rang nobody: %s", cid, user_id, err)
     async with ctx.store.connect() as conn:
         state = await call_state(conn, ctx, who, await call_row(conn, cid), acc, body.members_limit)
-        others = [
-            p
-            for p in await active_participants(conn, joined.session_id)
-            if p["id"] != joined.participant_id
-        ]
-        plist = await participant_dicts(conn, others, svc.hub.presence.is_online)
     ice = ice_servers_for(ctx.settings.ice_servers, user_id, ctx.clock)
     state.update(
         session_id=joined.participant_id,
@@ -172,7 +165,7 @@ async def join_call(
         call_session_id=joined.session_id,
         reattached=joined.reattached,
         ringed=ringed,
-        participants=plist,
+        participants=joined.others,
         ice_servers=ice,
         credentials={"ice_servers": ice, "server": None, "token": ""},
     )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -31,7 +31,7 @@ from appliance.server.context import ServerContext, now_ns
 from appliance.server.hub import Target
 from appliance.server.outbox import Outbox
 from appliance.server.schema import call_sessions, calls, participants, session_ring
-from appliance.server.serialize import user_response
+from appliance.server.serialize import is_online, user_response
 from appliance.server.users import user_rows
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,11 @@ class Joined:
     participant_id: str
     session_id: str
     reattached: bool
+    # The participants there before this one, as of the join's transaction: the newcomer offers
+    # to each of them, and two joins at the same moment never both list each other (glare).
+    others: list[dict[str, Any]] = field(default_factory=list)
+    # The joining user was being rung in this session (joining answers the ring).
+    was_ringing: bool = False
 
 
 async def settings_of(db: AsyncConnection, call: dict[str, Any]) -> CallSettings:
@@ -55,7 +60,10 @@ async def settings_of(db: AsyncConnection, call: dict[str, Any]) -> CallSettings
 
 
 async def call_for_update(db: AsyncConnection, cid: str) -> dict[str, Any] | None:
-    row = (await db.execute(select(calls).where(calls.c.cid == cid))).mappings().first()
+    """The call row, locked until the transaction ends (PostgreSQL: concurrent rings and joins
+    of one call queue up here, so they never open two sessions; SQLite serialises writers)."""
+    q = select(calls).where(calls.c.cid == cid).with_for_update()
+    row = (await db.execute(q)).mappings().first()
     return dict(row) if row is not None else None
 
 
@@ -173,14 +181,10 @@ def participant_dict(
     }
 
 
-async def _count_filling(db: AsyncConnection, session_id: str) -> int:
-    """Participants that count against ``max_participants``: not ghosts (dropped WebSockets)."""
-    q = select(func.count()).where(
-        participants.c.session_id == session_id,
-        participants.c.left_at.is_(None),
-        (participants.c.gone_at.is_(None)) | (participants.c.connection_id.is_(None)),
-    )
-    return int((await db.execute(q)).scalar() or 0)
+def _fills(row: dict[str, Any]) -> bool:
+    """Counts against ``max_participants``: not a ghost (a dropped WebSocket in its grace
+    period). A participant that joined without a connection and has not attached yet counts."""
+    return row["gone_at"] is None or row["connection_id"] is None
 
 
 async def join(
@@ -198,9 +202,10 @@ async def join(
     grace = int(float(ctx.settings.ws_grace_seconds) * NS)
     session, _ = await open_session(db, call, now, out)
     sid = session["id"]
+    present = await active_participants(db, sid)
     mine = [
         p
-        for p in await active_participants(db, sid)
+        for p in present
         if p["user_id"] == user_id
         and (p["id"] == reattach_id or (connection_id and p["connection_id"] == connection_id))
     ]
@@ -214,10 +219,11 @@ async def join(
         )
         out.deadlines_changed = True
         log.info("Call(%s) participant %s of %s re-attached", call["cid"], part["id"], user_id)
-        return Joined(part["id"], sid, True)
+        others = await _listed(db, ctx, [p for p in present if p["id"] != part["id"]])
+        return Joined(part["id"], sid, True, others)
     settings = await settings_of(db, call)
     limit = settings.limits.max_participants
-    if limit is not None and await _count_filling(db, sid) >= limit:
+    if limit is not None and sum(1 for p in present if _fills(p)) >= limit:
         raise Conflict(
             f"call {call['cid']} is full: it allows {limit} participants",
             cid=call["cid"],
@@ -251,7 +257,21 @@ async def join(
         session_id=sid,
         participant=participant_dict(row, people.get(user_id)),
     )
-    return Joined(pid, sid, False)
+    was_ringing = False
+    if session["rung_by_id"] is not None:
+        state = await db.scalar(
+            select(session_ring.c.state).where(
+                session_ring.c.session_id == sid, session_ring.c.user_id == user_id
+            )
+        )
+        was_ringing = state == "ringing"
+    return Joined(pid, sid, False, await _listed(db, ctx, present), was_ringing)
+
+
+async def _listed(
+    db: AsyncConnection, ctx: ServerContext, rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    return await participant_dicts(db, rows, lambda uid: is_online(ctx, uid))
 
 
 async def leave_participant(

@@ -190,3 +190,20 @@ async def test_participants_of_a_vanished_replica_get_the_grace_period(
         if f["type"] == "call.session_participant_left"
         and f["participant"]["user_session_id"] == jb["session_id"]
     ] == []
+
+
+async def test_racing_joins_on_two_replicas_share_one_session(
+    replicas: tuple[ServerHandle, ServerHandle],
+) -> None:
+    a, b = replicas
+    for n in range(3):
+        cid = f"default:race-{n}"
+        await create_call(a, cid, USERS)
+        alice_on_a = await WsClient.open(a, "alice")
+        bob_on_b = await WsClient.open(b, "bob")
+        ja, jb = await asyncio.gather(join(a, alice_on_a, cid), join(b, bob_on_b, cid))
+        assert ja["call_session_id"] == jb["call_session_id"]  # not two sessions
+        listed = [p["user_session_id"] for p in ja["participants"] + jb["participants"]]
+        assert listed in ([ja["session_id"]], [jb["session_id"]])  # exactly one offers
+        await alice_on_a.close()
+        await bob_on_b.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -294,3 +295,19 @@ async def test_join_with_ring_reports_who_was_rung(srv: ServerHandle) -> None:
     assert solo["ringed"] == []  # nobody else to ring: the join stands
     r = await call_post(srv, None, CID, "join", {"user_id": "ghost"})
     assert r.status_code == 400 and r.json()["exception_fields"]["field"] == "user_id"
+
+
+async def test_two_joins_at_once_never_both_offer(srv: ServerHandle) -> None:
+    # The newcomer offers to the participants its join lists; two joins racing each other
+    # must not list each other, or both would offer (glare).
+    for n in range(5):
+        cid = f"default:race-{n}"
+        await create_call(srv, cid, ["alice", "bob"])
+        alice = await WsClient.open(srv, "alice")
+        bob = await WsClient.open(srv, "bob")
+        ja, jb = await asyncio.gather(join(srv, alice, cid), join(srv, bob, cid))
+        assert ja["call_session_id"] == jb["call_session_id"]
+        listed = [p["user_session_id"] for p in ja["participants"] + jb["participants"]]
+        assert listed in ([ja["session_id"]], [jb["session_id"]])
+        await alice.close()
+        await bob.close()
