@@ -50,6 +50,8 @@ class Connection:
     )
     last_seen: float = 0.0
     closed: bool = False
+    # A token pinned to some calls (``call_cids``) hears only those calls' events.
+    call_cids: tuple[str, ...] | None = None
     close_code: int = 1000
     # Set once the hub has forgotten the connection and run its close hooks.
     unregistered: bool = False
@@ -173,7 +175,12 @@ class Endpoint:
         except APIError as err:
             await self._refuse(websocket, err)
             return None
-        conn = Connection(id=self.hub.new_connection_id(), user_id=user_id, websocket=websocket)
+        conn = Connection(
+            id=self.hub.new_connection_id(),
+            user_id=user_id,
+            websocket=websocket,
+            call_cids=who.call_cids,
+        )
         conn.last_seen = asyncio.get_running_loop().time()
         return conn
 

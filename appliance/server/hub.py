@@ -197,6 +197,9 @@ class Hub:
                 if conn_id not in seen:
                     seen.add(conn_id)
                     conns.append(self.connections[conn_id])
+        cid = event.get("call_cid")
+        if cid is not None:
+            conns = [c for c in conns if c.call_cids is None or cid in c.call_cids]
         text = encode(event) if conns else ""
         for conn in conns:
             conn.send_text(text)

@@ -205,6 +205,8 @@ class RingEngine:
             pending = [dict(r) for r in (await db.execute(q)).mappings()]
             for s in pending:
                 cid = s["call_cid"]
+                if conn.call_cids is not None and cid not in conn.call_cids:
+                    continue
                 listed = await member_rows(db, cid, RING_MEMBERS_LISTED, [conn.user_id])
                 conn.send(
                     {

@@ -192,3 +192,17 @@ async def test_server_health_checks_and_closes_silent_clients(tmp_path) -> None:
                 break
             await asyncio.sleep(0.01)
         assert not presence.is_online("alice")
+
+
+async def test_a_token_pinned_to_calls_hears_only_those_calls(srv: ServerHandle) -> None:
+    await create_call(srv, "default:mine", ["alice", "bob"])
+    await create_call(srv, "default:other", ["alice", "bob"])
+    device = await WsClient.open(
+        srv, "bob", token=srv.user_token("bob", call_cids=["default:mine"])
+    )
+    for cid in ("default:other", "default:mine"):
+        r = await call_post(srv, "alice", cid, "mark_ended")
+        assert r.status_code == 200
+    ended = await device.next("call.ended")
+    assert ended["call_cid"] == "default:mine"
+    assert [f["call_cid"] for f in await device.settle() if "call_cid" in f] == []
