@@ -26,17 +26,17 @@ from appliance.server.context import ServerContext, now_ns
 from appliance.server.deadlines import Handlers, Scheduler
 from appliance.server.hub import Hub
 from appliance.server.outbox import Outbox, Transactor
+from appliance.server.participant import (
+    attach,
+    connection_closed,
+    leave_participant,
+    orphaned_after_crash,
+)
 from appliance.server.ringer import RingEngine
 from appliance.server.ringtimeouts import RingTimeouts
 from appliance.server.schema import call_sessions, participants
 from appliance.server.services import KEY, Services, services
-from appliance.server.sessions import (
-    attach,
-    connection_closed,
-    end_session,
-    leave_participant,
-    orphaned_after_crash,
-)
+from appliance.server.sessions import end_session
 from appliance.server.signaling import Relay
 
 log = logging.getLogger(__name__)

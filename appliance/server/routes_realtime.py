@@ -27,6 +27,7 @@ from appliance.server.context import ServerContext, now_ns
 from appliance.server.iceservers import ice_servers_for
 from appliance.server.members import member_role
 from appliance.server.outbox import Outbox
+from appliance.server.participant import join, leave_participant
 from appliance.server.replies import ctx_of, reply
 from appliance.server.schema import calls
 from appliance.server.serialize import call_row, user_response
@@ -35,8 +36,6 @@ from appliance.server.sessions import (
     active_participants,
     call_for_update,
     end_session,
-    join,
-    leave_participant,
     live_session,
 )
 from appliance.server.users import user_rows
