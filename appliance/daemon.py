@@ -485,6 +485,7 @@ class Daemon:
             "caller": self.caller,
             "muted": self.muted,
             "media_gate_open": self.gate_open,
+            "first_packet_at": self.first_packet_at,
             "leds": panel.get("leds"),
             "relay": panel.get("relay"),
             "buttons": panel.get("buttons"),

@@ -5,8 +5,10 @@
 * cold start: ``appliance run`` of the intercom example (embedded server, mock pins, test camera,
   ALSA null) from exec to ``READY=1`` on a NOTIFY_SOCKET, ``--runs`` times, a fresh state dir each;
 * call RSS: the intercom daemon against a separate ``appliance serve``, in a call with a bedside
-  daemon (audio only, receives video), the intercom sending 720p30 from the test source; VmRSS
-  sampled for ``--seconds`` (max reported);
+  daemon (audio only, receives video), the intercom sending 720p30 — by default from the ``file``
+  source (ready H.264, like a board's hardware encoder: no encoder in the daemon), or with
+  ``--source test`` from the synthetic source that runs libx264 inside the daemon; VmRSS sampled
+  for ``--seconds`` (max reported);
 * embedded call RSS: the same with the server embedded in the intercom daemon.
 
 Prints a table, then one JSON line: cold_start_ready_s, call_rss_mb, embedded_call_rss_mb.
@@ -90,17 +92,40 @@ def process(argv: list[str], log: Path, env: dict[str, str] | None = None) -> It
             proc.wait()
 
 
+def write_h264(path: Path, size: tuple[int, int], fps: int, seconds: float = 4.0) -> Path:
+    """An H.264 elementary stream (constrained baseline, an IDR a second) for the file source."""
+    import av
+    import numpy as np
+
+    width, height = size
+    ramp = np.tile(np.arange(width, dtype=np.uint8), (height, 1))
+    with av.open(str(path), "w", format="h264") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"profile": "baseline", "tune": "zerolatency", "g": str(fps)}
+        stream.bit_rate = 2_000_000
+        for i in range(int(seconds * fps)):
+            rgb = np.dstack([np.roll(ramp, i * 8, axis=1), ramp, ramp[:, ::-1]])
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
 def intercom_config(
-    tmp: Path, name: str, server: dict[str, Any], size: tuple[int, int], fps: int
+    tmp: Path, name: str, server: dict[str, Any], size: tuple[int, int], fps: int, source: str
 ) -> Path:
     data = yaml.safe_load((ROOT / "config" / "intercom.yaml").read_text())
     data["server"] = server
     data["device"].pop("team", None)
     data["state_dir"] = str(tmp / name / "state")
     data["call"]["members"] = ["bed:admin"]
-    data["media"]["camera"].update(
-        {"width": size[0], "height": size[1], "fps": fps, "bitrate": 2_000_000}
-    )
+    camera: dict[str, Any] = {"width": size[0], "height": size[1], "fps": fps, "bitrate": 2_000_000}
+    if source == "file":
+        camera.update(source="file", file=str(write_h264(tmp / f"{name}.h264", size, fps)))
+    data["media"]["camera"].update(camera)
     data["sounds"] = {"chime": "none", "ringback": "none", "pre_announce": "none"}
     path = tmp / name / "device.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +179,9 @@ def cold_start(tmp: Path, run: int) -> float:
     return elapsed
 
 
-def call_rss(tmp: Path, embedded: bool, seconds: float, size: tuple[int, int], fps: int) -> float:
+def call_rss(
+    tmp: Path, embedded: bool, seconds: float, size: tuple[int, int], fps: int, source: str
+) -> float:
     secret = secrets.token_urlsafe(32)
     port = free_port()
     from appliance.server.auth import create_token
@@ -198,7 +225,7 @@ def call_rss(tmp: Path, embedded: bool, seconds: float, size: tuple[int, int], f
                 )
             )
             door_server = remote("entrance")
-        door_cfg = intercom_config(tmp, "door", door_server, size, fps)
+        door_cfg = intercom_config(tmp, "door", door_server, size, fps, source)
         door = stack.enter_context(
             process(
                 [PY, "-m", "appliance", "run", "--config", str(door_cfg), "--no-banner"],
@@ -227,6 +254,8 @@ def call_rss(tmp: Path, embedded: bool, seconds: float, size: tuple[int, int], f
         status = cli(door_state, "status", "--json")
         if status["call_state"] != "in_call":
             raise RuntimeError(f"call did not last: {status}")
+        if status.get("first_packet_at") is None:
+            raise RuntimeError(f"no video left the intercom: {status}")
         return max(samples)
 
 
@@ -237,6 +266,7 @@ def main() -> int:
     parser.add_argument("--size", default="1280x720")
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
+    parser.add_argument("--source", choices=["file", "test"], default="file")
     args = parser.parse_args()
     size = tuple(int(x) for x in args.size.split("x"))
     assert len(size) == 2
@@ -245,9 +275,9 @@ def main() -> int:
         tmp = Path(tmpdir)
         starts = [cold_start(tmp, i) for i in range(args.runs)]
         (tmp / "sep").mkdir()
-        call = call_rss(tmp / "sep", False, args.seconds, size, args.fps)  # type: ignore[arg-type]
+        call = call_rss(tmp / "sep", False, args.seconds, size, args.fps, args.source)  # type: ignore[arg-type]
         (tmp / "emb").mkdir()
-        embedded = call_rss(tmp / "emb", True, args.seconds, size, args.fps)  # type: ignore[arg-type]
+        embedded = call_rss(tmp / "emb", True, args.seconds, size, args.fps, args.source)  # type: ignore[arg-type]
     except Exception:
         print(f"failed; logs in {tmpdir}", file=sys.stderr)
         raise
@@ -263,7 +293,8 @@ def main() -> int:
     print(f"{'RSS in a call, separate server (MB)':<42} {call:>10.1f}  <= 150")
     print(f"{'RSS in a call, embedded server (MB)':<42} {embedded:>10.1f}  <= 200")
     print(
-        f"(runs {args.runs}, call {args.size}@{args.fps} from the test source, {args.seconds:g} s)"
+        f"(runs {args.runs}, call {args.size}@{args.fps} from the {args.source} source, "
+        f"{args.seconds:g} s)"
     )
     print(
         json.dumps(
@@ -272,6 +303,7 @@ def main() -> int:
                 "cold_start_ready_p95_s": round(p95, 3),
                 "call_rss_mb": round(call, 1),
                 "embedded_call_rss_mb": round(embedded, 1),
+                "video_source": args.source,
             }
         )
     )
