@@ -26,7 +26,12 @@ from appliance.server.context import ServerContext
 from appliance.server.jsonsql import JsonArrayHasAny
 from appliance.server.replies import ctx_of, reply
 from appliance.server.schema import call_types, users
-from appliance.server.serialize import call_row, full_user_response, members_response
+from appliance.server.serialize import (
+    call_row,
+    full_user_response,
+    is_online,
+    member_response,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +101,13 @@ async def query_call_members(
         else:
             _, acc = await load_access(conn, who, cid)
             acc.require_read()
-        page = await queries.query_members(conn, cid, query, next=body.next, prev=body.prev)
-        members = await members_response(conn, ctx, page.rows)
+        page = await queries.query_members(
+            conn, cid, query, next=body.next, prev=body.prev, with_users=True
+        )
+    members = []
+    for row in page.rows:
+        user = queries.split_user(row)
+        members.append(member_response(row, user, is_online(ctx, row["user_id"])))
     log.debug("Call(%s) query members: %d rows", cid, len(members))
     return reply(request, {"members": members, "next": page.next, "prev": page.prev})
 
