@@ -135,8 +135,16 @@ class UserSeed(Model):
         return value
 
 
+class TlsPaths(Model):
+    cert: Path
+    key: Path
+
+
 class EmbeddedServer(Model):
-    """The call server running inside the daemon (a stand-alone intercom needs no other host)."""
+    """The call server running inside the daemon (a stand-alone intercom needs no other host).
+    ``tls``: browsers give a page camera and microphone only over HTTPS (or on localhost), so a
+    console opened from a phone on the LAN needs ``self-signed`` (made once, kept in the state
+    dir) or your ``{cert, key}``."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=3030, ge=0, le=65535)
@@ -146,6 +154,7 @@ class EmbeddedServer(Model):
     api_key: str = "appliance"
     database: str | None = None
     public_url: str | None = None
+    tls: Literal["self-signed"] | TlsPaths | None = None
 
 
 class ServerConfig(Model):
@@ -442,10 +451,17 @@ def _resolve(doc: YamlDocument, cfg: DeviceConfig, base: Path, state_default: Pa
     server = cfg.server
     if server.embedded is not None:
         e = server.embedded
+        tls = e.tls
+        if isinstance(tls, TlsPaths):
+            tls = TlsPaths(
+                cert=path(tls.cert, ("server", "embedded", "tls", "cert")) or tls.cert,
+                key=path(tls.key, ("server", "embedded", "tls", "key")) or tls.key,
+            )
         emb = e.model_copy(
             update={
                 "call_types": path(e.call_types, ("server", "embedded", "call_types")),
                 "secret_file": path(e.secret_file, ("server", "embedded", "secret_file"), False),
+                "tls": tls,
             }
         )
         server = server.model_copy(update={"embedded": emb})

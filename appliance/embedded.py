@@ -70,6 +70,8 @@ class EmbeddedServer:
         }
         if e.database:
             data["database"] = e.database
+        if e.tls is not None:
+            data["tls"] = e.tls if isinstance(e.tls, str) else e.tls.model_dump()
         if e.secret_file is not None:
             data["api_secret"] = _secret(e.secret_file)
         try:
@@ -79,6 +81,7 @@ class EmbeddedServer:
         except ValueError as err:
             raise ConfigError(f"embedded server settings: {err}", key="server.embedded") from err
         self.settings = ensure_secret(settings)
+        self.ca_file: str | None = None
         self._server: Any = None
         self._task: asyncio.Task[None] | None = None
         self.port = e.port
@@ -102,7 +105,12 @@ class EmbeddedServer:
 
         from appliance.server.app import create_app
 
+        from appliance.server.tls import tls_files
+
         app = create_app(self.settings, clock=self.clock)
+        tls = tls_files(self.settings)
+        if tls is not None and self.settings.tls == "self-signed":
+            self.ca_file = str(tls.cert)  # our own client trusts exactly this certificate
         config = uvicorn.Config(
             app,
             host=self.settings.host,
@@ -110,6 +118,8 @@ class EmbeddedServer:
             log_level="warning",
             lifespan="on",
             timeout_graceful_shutdown=2,
+            ssl_certfile=str(tls.cert) if tls else None,
+            ssl_keyfile=str(tls.key) if tls else None,
         )
         self._server = uvicorn.Server(config)
         # the daemon owns the signals

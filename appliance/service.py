@@ -62,12 +62,16 @@ async def running(
             stack.push_async_callback(embedded.stop)
             base_url, api_key = embedded.base_url, embedded.settings.api_key or ""
             token = embedded.token(cfg.device.id)
+            ca_file = embedded.ca_file
         else:
+            ca_file = None
             base_url, api_key = cfg.server.url or "", cfg.server.api_key or ""
             token = cfg.server.token or ""
             if cfg.server.token_file is not None:
                 token = cfg.server.token_file.read_text().strip()
-        client = Client(base_url, api_key, token, user_id=cfg.device.id, clock=clock)
+        client = Client(
+            base_url, api_key, token, user_id=cfg.device.id, clock=clock, ca_file=ca_file
+        )
         link = ClientLink(client, cfg)
         settings = cfg.media.audio
         settings = settings.model_copy(update={"sounds": {**settings.sounds, **cfg.sound_files()}})

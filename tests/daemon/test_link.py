@@ -58,3 +58,28 @@ async def test_link_against_the_real_server(tmp_path: Path) -> None:
             assert bed.user.name == "Bed 7"
         finally:
             await link.close()
+
+
+async def test_embedded_server_with_a_self_signed_certificate(tmp_path: Path) -> None:
+    import yaml
+
+    from appliance.config import load_config
+    from appliance.service import running
+
+    data = {
+        "device": {"id": "door-1"},
+        "server": {"embedded": {"port": 0, "tls": "self-signed", "users": [{"id": "alice"}]}},
+        "call": {"members": ["alice"]},
+        "pin_factory": "mock",
+        "state_dir": str(tmp_path / "state"),
+        "media": {"audio": {"capture_device": "null", "playback_device": "null"}},
+    }
+    path = tmp_path / "device.yaml"
+    path.write_text(yaml.safe_dump(data))
+    async with running(load_config(path)) as run:
+        import asyncio
+
+        await asyncio.wait_for(run.daemon.wait_online(), 20)
+        assert run.base_url.startswith("https://127.0.0.1:")
+        assert run.embedded.login_link("alice").startswith(run.base_url + "/?api_key=")
+        assert (tmp_path / "state" / "server").is_dir()
