@@ -104,7 +104,6 @@ class EmbeddedServer:
         import uvicorn
 
         from appliance.server.app import create_app
-
         from appliance.server.tls import tls_files
 
         app = create_app(self.settings, clock=self.clock)
