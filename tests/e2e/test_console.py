@@ -31,6 +31,8 @@ from tests.support.browser import (
 from tests.support.server import ServerHandle, running_server
 
 pytestmark = pytest.mark.e2e
+# A loaded 2-core CI box: give the browser time before calling a UI step failed.
+expect.set_options(timeout=15_000)
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "appliance" / "server" / "web"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

@@ -38,6 +38,8 @@ from tests.support.browser import PageGuard, guarded_browser, wait_for_js
 from tests.support.tone import dominant_frequency, tone_samples, write_tone_file
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+# A loaded 2-core CI box: give the browser time before calling a UI step failed.
+expect.set_options(timeout=15_000)
 
 BROWSER_TONE_HZ = 880.0
 API_KEY = "appliance"

@@ -15,6 +15,8 @@ from tests.support.browser import PageGuard, guarded_browser
 from tests.support.server import ServerHandle, running_server
 
 pytestmark = pytest.mark.e2e
+# A loaded 2-core CI box: give the browser time before calling a UI step failed.
+expect.set_options(timeout=15_000)
 
 USERS: list[dict[str, Any]] = [
     {"id": "alice", "name": "Alice"},
