@@ -112,7 +112,8 @@ async def test_reader_reads_counters_and_capture_times_from_decoded_h264(
         result = await page.evaluate(PLAY_JS, movie)
     counters = [c["counter"] for c in result["codes"]]
     assert len(counters) >= FRAMES // 2, result
-    assert counters == sorted(counters) and len(set(counters)) == len(counters)
+    assert counters == sorted(counters), counters
+    assert len(set(counters)) >= FRAMES // 2, counters
     assert result["unreadable"] <= 1
     for c in result["codes"]:
         expected = int((T0 + c["counter"] / FPS) * 1000) & 0xFFFFFFFF

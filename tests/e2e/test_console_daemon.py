@@ -244,7 +244,9 @@ async def assert_video_decodes(page: Page) -> None:
     got = await page.evaluate(READ_COUNTERS_JS, 2500)
     counters = got["counters"]
     assert len(counters) >= 10, got
-    assert all(b > a for a, b in itertools.pairwise(counters)), counters
+    # Increasing; a frame may be presented twice under load, never an older one after a newer.
+    assert all(b >= a for a, b in itertools.pairwise(counters)), counters
+    assert len(set(counters)) >= 10 and counters[-1] > counters[0], counters
     stats = await page.evaluate("window.applianceConsole.call.stats()")
     assert stats["videoCodec"] == "video/H264", stats
 
