@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from appliance.callstate import CallState
 from appliance.config import Mode
-from appliance.errors import APIError, ApplianceError
+from appliance.errors import APIError, ApplianceError, NotFound
 
 if TYPE_CHECKING:
     from appliance.daemon import Daemon
@@ -139,6 +139,8 @@ class ModeRunner:
             return
         try:
             sessions = await self.d.link.participant_sessions(joined.cid)
+        except NotFound:
+            sessions = None  # the server lost the call (a new database): join it again
         except (APIError, OSError) as err:
             log.info("Daemon(%s) cannot check %s after reconnect: %s", self.d.me, joined.cid, err)
             return

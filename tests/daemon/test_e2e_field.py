@@ -65,15 +65,17 @@ async def participants(srv: ServerHandle, call_id: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("grace_s", "down_s", "rejoined"),
-    [(30, 0, False), (1, 4, True)],
-    ids=["participant-kept", "participant-expired"],
+    ("grace_s", "down_s", "wipe", "rejoined"),
+    [(30, 0, False, False), (1, 4, False, None), (30, 0, True, True)],
+    ids=["participant-kept", "participant-expired", "database-lost"],
 )
 async def test_auto_join_rejoins_after_server_is_killed_and_restarted(
-    tmp_path: Path, grace_s: float, down_s: float, rejoined: bool
+    tmp_path: Path, grace_s: float, down_s: float, wipe: bool, rejoined: bool | None
 ) -> None:
-    """Back within the grace period the participant is re-attached; after it, the server has
-    dropped the participant and the daemon joins again by itself."""
+    """Back within the grace period the participant is re-attached (same participant session).
+    Past it, the server drops the participant when its sweep runs — before or after the client
+    re-attaches, so either outcome is allowed, but the daemon ends up in the call. A server that
+    lost its database has no such call: the daemon must join again by itself."""
     async with running_server(
         tmp_path / "server",
         users=["field-1", "alice"],
@@ -104,6 +106,8 @@ async def test_auto_join_rejoins_after_server_is_killed_and_restarted(
 
             await asyncio.sleep(down_s)
             first_session = d.joined.session_id if d.joined else None
+            if wipe:
+                _wipe(srv.db_path)
             await srv.start()
             await wait_for("server link back", lambda: d.link_state.value == "online", 60)
             if rejoined:
@@ -116,8 +120,14 @@ async def test_auto_join_rejoins_after_server_is_killed_and_restarted(
             await wait_for("joined again", lambda: _has(srv, "field-1"), 60)
             await asyncio.sleep(2)
             assert d.call_state.value == "in_call" and await _has(srv, "field-1")
-            if not rejoined:
+            if rejoined is False:
                 assert d.joined is not None and d.joined.session_id == first_session
+
+
+def _wipe(db_path: Path) -> None:
+    """The server comes back with an empty database (a replaced SD card, a reset server)."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
 
 
 async def _has(srv: ServerHandle, user: str) -> bool:
