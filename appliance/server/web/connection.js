@@ -121,7 +121,18 @@ export class Connection extends EventTarget {
   // Resolves with connection.ok's payload; rejects with ApiError when the server refuses.
   open() {
     this._wanted = true;
-    return this._connect('connecting');
+    if (this.state === 'open') return Promise.resolve(this._ok);
+    if (this.state === 'closed') return this._connect('connecting');
+    // Already connecting or reconnecting: wait for that attempt instead of opening a second socket.
+    return new Promise((resolve, reject) => {
+      const onState = (event) => {
+        if (event.detail.state === 'open') resolve(this._ok);
+        else if (event.detail.state === 'closed') reject(new ApiError(0, {message: 'The connection closed.'}));
+        else return;
+        this.removeEventListener('state', onState);
+      };
+      this.addEventListener('state', onState);
+    });
   }
 
   close() {
@@ -176,6 +187,7 @@ export class Connection extends EventTarget {
             settled = true;
             this.connectionId = event.connection_id;
             this.me = event.me || null;
+            this._ok = event;
             this._attempt = 0;
             this._startHealth();
             this._setState('open');
