@@ -75,7 +75,9 @@ export class Peer extends EventTarget {
     this._build();
     for (const kind of ['audio', 'video']) {
       const track = this.media?.track(kind) || null;
-      const transceiver = this.pc.addTransceiver(track || kind, {
+      // Muted at this moment (e.g. a restart during mute): negotiate sending, send nothing yet.
+      const sending = this.media?.sendingTrack(kind) || null;
+      const transceiver = this.pc.addTransceiver(sending || kind, {
         direction: track ? 'sendrecv' : 'recvonly',
         streams: this.media?.stream ? [this.media.stream] : [],
       });
