@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from appliance.audit import audit
 from appliance.callstate import (
     CallState,
     Joined,
@@ -36,7 +37,6 @@ from appliance.errors import APIError, ApplianceError
 from appliance.hardware.buttons import ButtonEvent
 
 log = logging.getLogger(__name__)
-audit_log = logging.getLogger("appliance.audit")
 
 S = CallState
 
@@ -384,84 +384,9 @@ class Daemon:
     # ----------------------------------------------------------------------------- server events
 
     def on_link_event(self, event: LinkEvent) -> None:
-        from appliance.unlock import handle_custom
+        from appliance.serverevents import handle
 
-        kind = event.type
-        if kind in ("link.online", "link.offline"):
-            self._on_link(kind == "link.online")
-            return
-        mine = event.call_cid is not None and event.call_cid == self.cid
-        state = self.call_state
-        if kind == "call.ring":
-            self._on_ring(event)
-        elif kind == "call.accepted" and mine:
-            if state is S.CALLING and event.user_id != self.me:
-                audit("accepted", self.cid, event.user_id, "answered by")
-                self.transition(S.CONNECTING, f"accepted by {event.user_id}")
-                self._call_task(self._join_after(self.cid or "", event.user_id))
-            elif state is S.RINGING and event.user_id != self.me:
-                self.transition(S.IDLE, f"answered elsewhere by {event.user_id}")
-        elif kind == "call.rejected" and mine and state is S.RINGING:
-            if event.user_id == self.caller or event.reason == "cancel":
-                self._mark_missed()
-                self.transition(S.IDLE, "caller cancelled")
-        elif kind == "call.missed" and mine and event.user_id == self.me and state is S.RINGING:
-            self._mark_missed()
-            self.transition(S.IDLE, "missed")
-        elif kind == "call.ended" and mine:
-            if state in (S.CALLING, S.RINGING):
-                if event.reason in ("timeout", "rejected", "cancelled", None):
-                    self._mark_missed()
-                self.transition(S.IDLE, f"ended ({event.reason})")
-            else:
-                self.end_locally("call.ended")
-        elif kind == "call.session_participant_joined" and mine:
-            if self.joined is not None and event.participant_session and event.user_id:
-                self.joined.participants[event.participant_session] = event.user_id
-            if event.user_id is not None:
-                self._arrived.add(event.user_id)
-                self._arrival.set()
-        elif kind == "call.session_participant_left" and mine and self.joined is not None:
-            self._on_participant_left(event)
-        elif kind == "custom" and mine and event.user_id != self.me:
-            self._call_task(handle_custom(self, event))
-
-    def _on_link(self, online: bool) -> None:
-        new = LinkState.ONLINE if online else LinkState.OFFLINE
-        if new is self.link_state:
-            return
-        log.info("Daemon(%s) server link %s -> %s", self.me, self.link_state.value, new.value)
-        self.link_state = new
-        if online:
-            self._ever_online.set()
-            self.modes.on_reconnect()
-        self.refresh_leds()
-
-    def _on_ring(self, event: LinkEvent) -> None:
-        if event.user_id == self.me or event.call_cid is None:
-            return
-        if self.cfg.mode is Mode.AUTO_JOIN:
-            return
-        if self.call_state is not S.IDLE:
-            if event.call_cid != self.cid:
-                log.info("Daemon(%s) busy: rejecting ring on %s", self.me, event.call_cid)
-                self.spawn(self.link.reject(event.call_cid, "busy"))
-            return
-        self.cid = event.call_cid
-        self.caller = event.user_id
-        audit("ring", self.cid, self.caller, "incoming ring")
-        self.transition(S.RINGING, f"rung by {self.caller}")
-        self.modes.maybe_auto_answer()
-
-    def _on_participant_left(self, event: LinkEvent) -> None:
-        assert self.joined is not None
-        if event.participant_session == self.joined.session_id:
-            self.end_locally("removed from the session")
-            return
-        self.joined.participants.pop(event.participant_session or "", None)
-        others = [s for s in self.joined.participants if s != self.joined.session_id]
-        if not others and self.call_state is S.IN_CALL and self.cfg.mode is not Mode.AUTO_JOIN:
-            self.end_locally("the other side left")
+        handle(self, event)
 
     # ----------------------------------------------------------------------------- media events
 
@@ -504,14 +429,3 @@ class Daemon:
 
     def __repr__(self) -> str:
         return f"<Daemon {self.me} {self.call_state.value} {self.link_state.value} {self.cid}>"
-
-
-def audit(action: str, call_cid: str | None, user: str | None, detail: str) -> None:
-    audit_log.info(
-        "%s %s by %s: %s",
-        action,
-        call_cid or "-",
-        user or "-",
-        detail,
-        extra={"call_cid": call_cid, "user": user, "action": action},
-    )
