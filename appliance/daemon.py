@@ -4,11 +4,10 @@ The call state (idle, calling, ringing, connecting, in_call, ending) and the ser
 (online, offline) are separate: a call keeps its peer-to-peer media when the server goes away.
 :meth:`Daemon.transition` is the only place the call state changes; it logs ``old -> new`` and
 the side effects (LEDs, sounds, timers, media teardown) hang off it. Inputs are button actions,
-server events (:class:`LinkEvent`) and media events; every API call runs as a task owned by the
-current call, so a hang-up cancels whatever that call still had in flight.
-
-Every ring, answer, auto-answer, unlock and mute is logged on the ``appliance.audit`` logger
-with ``extra`` fields ``call_cid``, ``user`` and ``action`` (journald keeps them as fields).
+server events (:class:`LinkEvent`, handled in :mod:`appliance.serverevents`) and media events;
+every API call runs as a task owned by the current call, so a hang-up cancels whatever that call
+still had in flight. Modes (auto-answer, auto_join, appointments) live in :mod:`appliance.modes`,
+the unlock in :mod:`appliance.unlock`, the audit trail in :mod:`appliance.audit`.
 """
 
 from __future__ import annotations
