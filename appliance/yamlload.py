@@ -42,7 +42,9 @@ def _build(
             key = _build(loader, key_node, (*loc, "<key>"), {}, file)
             if not isinstance(key, str | int | float | bool) and key is not None:
                 raise ConfigError(
-                    "mapping keys must be plain scalars", file=file, line=key_node.start_mark.line + 1
+                    "mapping keys must be plain scalars",
+                    file=file,
+                    line=key_node.start_mark.line + 1,
                 )
             skey = str(key) if not isinstance(key, str) else key
             if skey in out:

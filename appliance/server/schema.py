@@ -157,7 +157,9 @@ call_sessions = Table(
 session_ring = Table(
     "session_ring",
     metadata,
-    Column("session_id", String(64), ForeignKey("call_sessions.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "session_id", String(64), ForeignKey("call_sessions.id", ondelete="CASCADE"), nullable=False
+    ),
     Column("user_id", String(255), nullable=False),
     Column("state", String(16), nullable=False),
     Column("reason", String(32), nullable=True),
@@ -173,7 +175,9 @@ participants = Table(
     "participants",
     metadata,
     Column("id", String(64), primary_key=True),
-    Column("session_id", String(64), ForeignKey("call_sessions.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "session_id", String(64), ForeignKey("call_sessions.id", ondelete="CASCADE"), nullable=False
+    ),
     Column("call_cid", String(320), nullable=False),
     Column("user_id", String(255), nullable=False),
     Column("connection_id", String(64), nullable=True),
