@@ -251,12 +251,13 @@ class Hub:
         await self.endpoint.serve(websocket)
 
     async def register(self, conn: Connection) -> None:
+        me = await self._user_dict(conn.user_id, online=True)
+        # No await from here to connection.ok: no event can be queued before it.
         self.connections[conn.id] = conn
         first = not self.by_user.get(conn.user_id)
         self.by_user.setdefault(conn.user_id, set()).add(conn.id)
         self.presence.add_local(conn.user_id)
         log.info("%r connected", conn)
-        me = await self._user_dict(conn.user_id)
         conn.send(
             {
                 "type": ev.CONNECTION_OK,
@@ -308,10 +309,12 @@ class Hub:
             Target(sharing_with=user_id),
         )
 
-    async def _user_dict(self, user_id: str) -> dict[str, Any]:
+    async def _user_dict(self, user_id: str, online: bool | None = None) -> dict[str, Any]:
         async with self.ctx.store.connect() as db:
             row = (await db.execute(select(users).where(users.c.id == user_id))).mappings().first()
-        return user_response(dict(row) if row else None, user_id, self.presence.is_online(user_id))
+        if online is None:
+            online = self.presence.is_online(user_id)
+        return user_response(dict(row) if row else None, user_id, online)
 
     async def _health_loop(self) -> None:
         """``health.check`` to every connection; close those silent for three intervals.
