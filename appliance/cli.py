@@ -47,6 +47,8 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every request at INFO: a device's journal would be mostly that.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
