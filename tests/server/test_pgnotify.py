@@ -15,7 +15,7 @@ from sqlalchemy import update
 from appliance.clock import ManualClock
 from appliance.server.pgnotify import CHUNK_BYTES, Reassembler, chunks
 from appliance.server.schema import participants
-from tests.server.wsclient import WsClient, call_post, create_call, join
+from tests.server.wsclient import QUIET, WsClient, call_post, create_call, join
 from tests.support.pgcluster import PostgresCluster
 from tests.support.server import ServerHandle, running_server
 
@@ -59,6 +59,7 @@ async def replicas(
         "clock": clock,
         "database": url,
         "api_secret": "fleet-secret-of-at-least-32-bytes-long",
+        "ws_health_seconds": QUIET,
     }
     async with AsyncExitStack() as stack:
         a = await stack.enter_async_context(running_server(tmp_path / "a", **common))  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest_asyncio
 
 from appliance.clock import ManualClock
-from tests.server.wsclient import WsClient, call_post, create_call, join
+from tests.server.wsclient import QUIET, WsClient, call_post, create_call, join
 from tests.support.server import ServerHandle, running_server
 
 USERS = ["alice", "bob", "carol", "dave"]
@@ -18,7 +18,9 @@ RING = {"ring": {"incoming_call_timeout_ms": 10_000, "auto_cancel_timeout_ms": 3
 
 @pytest_asyncio.fixture
 async def srv(tmp_path) -> AsyncIterator[ServerHandle]:
-    async with running_server(tmp_path, users=USERS, clock=ManualClock()) as handle:
+    async with running_server(
+        tmp_path, users=USERS, clock=ManualClock(), ws_health_seconds=QUIET
+    ) as handle:
         await create_call(handle, CID, ["alice", "bob", "carol"], settings_override=RING)
         yield handle
 
@@ -187,7 +189,9 @@ async def test_everyone_missing_ends_the_call_with_timeout(srv: ServerHandle) ->
 
 async def test_auto_cancel_misses_everyone_still_ringing_then_ends(tmp_path) -> None:
     ring = {"ring": {"incoming_call_timeout_ms": 60_000, "auto_cancel_timeout_ms": 20_000}}
-    async with running_server(tmp_path, users=USERS, clock=ManualClock()) as srv:
+    async with running_server(
+        tmp_path, users=USERS, clock=ManualClock(), ws_health_seconds=QUIET
+    ) as srv:
         await create_call(srv, CID, ["alice", "bob", "carol", "dave"], settings_override=ring)
         alice = await WsClient.open(srv, "alice")
         await _ring(srv)

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from appliance.clock import ManualClock
 from appliance.server.schema import call_sessions, participants
-from tests.server.wsclient import WsClient, call_post, create_call, join
+from tests.server.wsclient import QUIET, WsClient, call_post, create_call, join
 from tests.support.server import ServerHandle, running_server
 
 USERS = ["alice", "bob", "carol", "dave"]
@@ -32,7 +32,7 @@ ICE = [
 @pytest_asyncio.fixture
 async def srv(tmp_path) -> AsyncIterator[ServerHandle]:
     async with running_server(
-        tmp_path, users=USERS, clock=ManualClock(), ice_servers=ICE
+        tmp_path, users=USERS, clock=ManualClock(), ice_servers=ICE, ws_health_seconds=QUIET
     ) as handle:
         await create_call(handle, CID, ["alice", "bob", "carol"])
         yield handle
@@ -206,7 +206,9 @@ async def test_join_with_a_foreign_or_unknown_connection_id_is_400(srv: ServerHa
 
 
 async def test_max_participants_and_ghosts(tmp_path) -> None:
-    async with running_server(tmp_path, users=USERS, clock=ManualClock()) as srv:
+    async with running_server(
+        tmp_path, users=USERS, clock=ManualClock(), ws_health_seconds=QUIET
+    ) as srv:
         limits = {"limits": {"max_participants": 2}}
         await create_call(srv, CID, ["alice", "bob", "carol"], settings_override=limits)
         alice = await WsClient.open(srv, "alice")
@@ -222,7 +224,9 @@ async def test_max_participants_and_ghosts(tmp_path) -> None:
 
 
 async def test_max_duration_ends_the_session(tmp_path) -> None:
-    async with running_server(tmp_path, users=USERS, clock=ManualClock()) as srv:
+    async with running_server(
+        tmp_path, users=USERS, clock=ManualClock(), ws_health_seconds=QUIET
+    ) as srv:
         limits = {"limits": {"max_duration_seconds": 60}}
         await create_call(srv, CID, ["alice", "bob"], settings_override=limits)
         alice = await WsClient.open(srv, "alice")

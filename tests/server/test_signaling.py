@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest_asyncio
 
 from appliance.clock import ManualClock
-from tests.server.wsclient import WsClient, call_post, create_call, join
+from tests.server.wsclient import QUIET, WsClient, call_post, create_call, join
 from tests.support.server import ServerHandle, running_server
 
 USERS = ["alice", "bob", "carol", "dave"]
@@ -17,7 +17,9 @@ OTHER = "default:other"
 
 @pytest_asyncio.fixture
 async def srv(tmp_path) -> AsyncIterator[ServerHandle]:
-    async with running_server(tmp_path, users=USERS, clock=ManualClock()) as handle:
+    async with running_server(
+        tmp_path, users=USERS, clock=ManualClock(), ws_health_seconds=QUIET
+    ) as handle:
         await create_call(handle, ROOM, ["alice", "bob", "carol", "dave"])
         await create_call(handle, OTHER, ["alice", "bob", "carol", "dave"])
         yield handle

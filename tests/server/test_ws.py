@@ -12,7 +12,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from appliance.clock import ManualClock
-from tests.server.wsclient import WsClient, call_post, create_call
+from tests.server.wsclient import QUIET, WsClient, call_post, create_call
 from tests.support.server import ServerHandle, running_server
 
 USERS = [
@@ -25,7 +25,9 @@ USERS = [
 
 @pytest_asyncio.fixture
 async def srv(tmp_path) -> AsyncIterator[ServerHandle]:
-    async with running_server(tmp_path, users=USERS, clock=ManualClock()) as handle:
+    async with running_server(
+        tmp_path, users=USERS, clock=ManualClock(), ws_health_seconds=QUIET
+    ) as handle:
         yield handle
 
 

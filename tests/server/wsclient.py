@@ -19,6 +19,9 @@ from websockets.asyncio.client import ClientConnection
 from tests.support.server import ServerHandle
 
 TIMEOUT = 10.0
+# ws_health_seconds for test servers: these raw clients send no heartbeats of their own, and a
+# slow test on a loaded machine must not be hung up on for being silent.
+QUIET = 3600.0
 
 
 class WsClient:
