@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
@@ -47,6 +48,19 @@ _OPEN_CALL_PAGES = 10
 _CALL_OVER = frozenset({ev.CALL_ENDED, ev.CALL_DELETED})
 # Frame id prefix of participant.attach, so that a refusal can be matched to its call.
 _ATTACH = "attach:"
+
+
+def check_base_url(base_url: str) -> None:
+    """A mistyped URL is a one-line config error here, not a traceback from the first request."""
+    if not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"'{base_url}' is not an http(s) URL", key="base_url")
+    try:
+        parts = urlsplit(base_url)
+        parts.port  # noqa: B018 - raises ValueError when the port is out of range or not a number
+    except ValueError as err:
+        raise ConfigError(f"'{base_url}' is not a valid URL ({err})", key="base_url") from err
+    if not parts.hostname:
+        raise ConfigError(f"'{base_url}' has no host", key="base_url")
 
 
 class ClientConfig(BaseModel):
@@ -88,8 +102,7 @@ class Client:
         backoff: Backoff | None = None,
         heartbeat_interval: float = 10.0,
     ) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"'{base_url}' is not an http(s) URL", key="base_url")
+        check_base_url(base_url)
         self.user_id = user_id or user_id_of(token)
         self.rest = RestTransport(
             base_url,

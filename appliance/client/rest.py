@@ -22,6 +22,7 @@ from appliance.errors import (
     API_ERRORS_BY_STATUS,
     APIError,
     AuthenticationError,
+    ConfigError,
     ServerUnavailable,
 )
 
@@ -36,7 +37,14 @@ REFRESH_MARGIN = 60.0
 def tls_context(ca_file: str | None) -> ssl.SSLContext:
     """Verify against the pinned CA (e.g. the appliance's self-signed certificate) or the system's."""
     if ca_file:
-        return ssl.create_default_context(cafile=ca_file)
+        try:
+            return ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as err:
+            raise ConfigError(
+                f"cannot load CA certificate {ca_file} ({err.strerror or err})",
+                key="ca_file",
+                hint="a PEM certificate file, e.g. the server state_dir's tls-self-signed.crt",
+            ) from err
     return ssl.create_default_context()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -42,6 +43,17 @@ def test_config_mistakes_are_config_errors() -> None:
         Client("127.0.0.1:3030", "k", TOKEN)
     with pytest.raises(ConfigError, match="not a JWT"):
         Client("http://127.0.0.1:3030", "k", "garbage")
+    for url in ("http://127.0.0.1:99999", "http://[::1", "https://:8443"):
+        with pytest.raises(ConfigError, match="base_url"):
+            Client(url, "k", TOKEN)
+
+
+def test_unreadable_ca_file_is_a_config_error(tmp_path: Path) -> None:
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello\n")
+    for ca_file in (tmp_path / "missing.pem", not_pem):
+        with pytest.raises(ConfigError, match="ca_file: cannot load CA certificate"):
+            Client("https://127.0.0.1:3030", "k", TOKEN, ca_file=str(ca_file))
 
 
 async def test_https_gives_a_secure_websocket_url() -> None:
