@@ -19,7 +19,10 @@ from appliance.errors import APIError, ApplianceError, ConfigError
 # Exit code for a configuration mistake; systemd units carry RestartPreventExitStatus=78.
 EX_CONFIG = 78
 
-# Modules that contribute sub-commands through ``register(subparsers)``.
+# Modules that contribute sub-commands through ``register(subparsers)``. All of them are imported
+# for every command, ``press`` and ``status`` too, which must answer in a blink: their top imports
+# only the standard library and appliance.errors; each command imports what it needs (the server,
+# the client, the media stack) when it runs. tests/daemon/test_cli_imports.py checks it.
 COMMAND_MODULES: list[str] = [
     "appliance.server.cli",
     "appliance.client.cli",

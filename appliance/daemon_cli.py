@@ -12,9 +12,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from appliance.config import DeviceConfig, load_config
+# ``press`` and ``status`` answer in a blink: this module's top imports only the standard
+# library; the config (pydantic, YAML) and the daemon are imported by the commands using them.
+if TYPE_CHECKING:
+    from appliance.config import DeviceConfig
 
 DEFAULT_SYSTEM_STATE = Path("/var/lib/appliance")
 
@@ -58,6 +61,8 @@ def default_state_dir(env: dict[str, str] | None = None) -> Path:
 
 
 def _load(path: str) -> DeviceConfig:
+    from appliance.config import load_config
+
     return load_config(path, state_dir=default_state_dir())
 
 

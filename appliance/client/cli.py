@@ -19,20 +19,16 @@ import json
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from appliance.client.call import Call
-from appliance.client.client import Client
-from appliance.client.clitext import (
-    call_text,
-    member_line,
-    parse_custom,
-    parse_filters,
-    parse_member,
-    parse_sort,
-)
-from appliance.client.models import CallResponse, MembersPage
 from appliance.errors import ConfigError
+
+# Building the parser (every ``appliance`` command, ``press`` and ``status`` too) imports only
+# this module's top: httpx, websockets and pydantic are imported by the commands that use them.
+if TYPE_CHECKING:
+    from appliance.client.call import Call
+    from appliance.client.client import Client
+    from appliance.client.models import CallResponse, MembersPage
 
 
 class _VerbParser(argparse.ArgumentParser):
@@ -185,10 +181,14 @@ def client_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
             "or --config server.yaml",
         )
     assert url and api_key and token
+    from appliance.client.client import Client
+
     return Client(url, api_key, token, ca_file=ca_file)
 
 
 def _print_call(response: CallResponse, args: argparse.Namespace) -> None:
+    from appliance.client.clitext import call_text
+
     if args.json:
         print(response.model_dump_json(by_alias=True))
     else:
@@ -200,6 +200,8 @@ def _call(client: Client, args: argparse.Namespace) -> Call:
 
 
 async def _create(client: Client, args: argparse.Namespace) -> int:
+    from appliance.client.clitext import parse_custom, parse_member
+
     response = await _call(client, args).create(
         members=[parse_member(m) for m in args.member],
         custom=parse_custom(args.custom) or None,
@@ -219,6 +221,8 @@ async def _get(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _update(client: Client, args: argparse.Namespace) -> int:
+    from appliance.client.clitext import parse_custom
+
     custom = parse_custom(args.custom) or None
     if custom is None and args.starts_at is None:
         raise ConfigError("nothing to update", hint="pass --custom KEY=VALUE or --starts-at ISO")
@@ -247,6 +251,8 @@ def _done(args: argparse.Namespace, text: str) -> int:
 
 
 async def _members(client: Client, args: argparse.Namespace) -> int:
+    from appliance.client.clitext import member_line, parse_filters, parse_sort
+
     page: MembersPage = await _call(client, args).query_members(
         filters=parse_filters(args.filter) or None,
         sort=[parse_sort(s) for s in args.sort] or None,

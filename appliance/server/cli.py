@@ -6,15 +6,14 @@ import argparse
 import asyncio
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from appliance.clock import SystemClock
 from appliance.errors import ConfigError, InvalidRequest
-from appliance.server.auth import create_token
-from appliance.server.context import now_ns
-from appliance.server.settings import ServerSettings, ensure_secret, load_settings
+
+# Building the parser (every ``appliance`` command, ``press`` and ``status`` too) imports only
+# this module's top: pydantic, fastapi and SQLAlchemy are imported by the commands that use them.
+if TYPE_CHECKING:
+    from appliance.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +67,8 @@ def register(subparsers: Any) -> None:
 
 
 def _settings(args: argparse.Namespace) -> ServerSettings:
+    from appliance.server.settings import ensure_secret, load_settings
+
     return ensure_secret(load_settings(args.config))
 
 
@@ -75,6 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from appliance.server.app import create_app
+    from appliance.server.settings import load_settings
     from appliance.server.tls import tls_files
 
     settings = load_settings(args.config)
@@ -101,6 +103,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
+    from appliance.clock import SystemClock
+    from appliance.server.auth import create_token
+
     settings = _settings(args)
     assert settings.api_secret
     if args.server:
@@ -143,6 +148,10 @@ async def _with_store(settings: ServerSettings, work: Any) -> Any:
 
 
 def cmd_users_add(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from appliance.clock import SystemClock
+    from appliance.server.context import now_ns
     from appliance.server.users import UserRequest, upsert_user
 
     settings = _settings(args)
