@@ -73,8 +73,10 @@ class Relay:
         try:
             await self._clock.sleep(duration)
         finally:
-            self._out.off()
-            log.info("Relay(%s) off", self.cfg.pin)
+            # close() cancels this task and releases the pin itself; a closed pin takes no writes
+            if not self._out.closed:
+                self._out.off()
+                log.info("Relay(%s) off", self.cfg.pin)
 
     def close(self) -> None:
         if self._task is not None:
@@ -83,4 +85,5 @@ class Relay:
         self._out.close()
 
     def __repr__(self) -> str:
-        return f"<Relay {self.cfg.pin} {'on' if self.active else 'off'} pulses={len(self.pulses)}>"
+        state = "closed" if self._out.closed else "on" if self.active else "off"
+        return f"<Relay {self.cfg.pin} {state} pulses={len(self.pulses)}>"

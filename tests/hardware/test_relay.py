@@ -68,5 +68,10 @@ async def test_relay_off_after_a_restart(factory: Any, clock: ManualClock) -> No
 async def test_close_releases(factory: Any, clock: ManualClock) -> None:
     r = relay(factory, clock, pulse_ms=60_000)
     r.pulse()
+    await settle()  # the pulse task is asleep when the daemon shuts down
     r.close()
     assert factory.pin("GPIO23").state is False
+    # the cancelled pulse task then ends quietly: no write to the closed pin
+    await settle()
+    assert r._task is not None and r._task.done() and r._task.cancelled()
+    assert "closed" in repr(r)
