@@ -128,6 +128,16 @@ class StatusLed(Model):
     def _pin(cls, value: Any) -> str:
         return _check_pin(value)
 
+    @field_validator("patterns", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: Any) -> Any:
+        # YAML reads a bare on / off as true / false: take them as the patterns they spell.
+        if isinstance(value, dict):
+            return {
+                k: ("on" if v else "off") if isinstance(v, bool) else v for k, v in value.items()
+            }
+        return value
+
     @field_validator("patterns")
     @classmethod
     def _patterns(cls, value: dict[str, str]) -> dict[str, str]:
