@@ -78,6 +78,14 @@ async def test_create_without_id_makes_a_uuid(srv: ServerHandle, capsys: Capture
     assert len(call_id) == 36
 
 
+async def test_create_with_a_team(srv: ServerHandle, capsys: Capture) -> None:
+    argv = ["call", "create", "default", "ward-3", "--member", "alice", "--team", "north"]
+    assert await run(*argv, "--created-by", "door", "--json", *flags(srv)) == 0
+    assert json.loads(capsys.readouterr().out)["call"]["team"] == "north"
+    assert await run("call", "get", "default", "ward-3", *flags(srv)) == 0
+    assert "team: north" in capsys.readouterr().out
+
+
 async def test_members_filter_sort_limit(srv: ServerHandle, capsys: Capture) -> None:
     await run(
         "call", "create", "default", "door-1", "--member", "alice:admin", "--member", "bob:admin",
