@@ -20,11 +20,33 @@ log = logging.getLogger(__name__)
 DEFAULT_CONFIG = "config/server.yaml"
 
 
+def _port(text: str) -> int:
+    """A TCP port for ``--port`` (0 = any free port); anything else is a one-line usage error."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0..65535)")
+    return port
+
+
+def _ttl(text: str) -> float:
+    """Seconds a token lives: a token that is born expired is a mistake, not a token."""
+    try:
+        ttl = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not ttl > 0 or ttl == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number of seconds")
+    return ttl
+
+
 def register(subparsers: Any) -> None:
     serve = subparsers.add_parser("serve", help="run the call server")
     serve.add_argument("--config", default=DEFAULT_CONFIG, help="server YAML (default %(default)s)")
     serve.add_argument("--host", help="listen address (overrides the config)")
-    serve.add_argument("--port", type=int, help="listen port (overrides the config)")
+    serve.add_argument("--port", type=_port, help="listen port (overrides the config)")
     serve.set_defaults(func=cmd_serve)
 
     token = subparsers.add_parser("token", help="print a user token (or a server token)")
@@ -32,7 +54,7 @@ def register(subparsers: Any) -> None:
     who = token.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="user id the token is for")
     who.add_argument("--server", action="store_true", help="a server token (full access)")
-    token.add_argument("--ttl", type=float, help="seconds until it expires (default: never)")
+    token.add_argument("--ttl", type=_ttl, help="seconds until it expires (default: never)")
     token.add_argument(
         "--call",
         action="append",

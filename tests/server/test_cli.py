@@ -86,3 +86,22 @@ def test_user_mistakes_are_one_line(config, capsys) -> None:
         err = capsys.readouterr().err
         assert "Traceback" not in err
         assert err.strip().splitlines()[-1].startswith("appliance: InvalidRequest: ")
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["serve", "--port", "99999"], "99999 is not a port (0..65535)"),
+        (["serve", "--port", "http"], "'http' is not a port number"),
+        (["token", "--user", "alice", "--ttl", "-5"], "-5 must be a positive number of seconds"),
+        (["token", "--user", "alice", "--ttl", "0"], "0 must be a positive number of seconds"),
+    ],
+)
+def test_bad_port_and_ttl_are_one_line_usage_errors(config, capsys, args, problem) -> None:
+    """A port above 65535 would silently bind another port; a TTL <= 0 mints a dead token."""
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--config", str(config)])
+    assert exit_.value.code == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "Traceback" not in out.err
+    assert out.err.strip().splitlines()[-1].endswith(problem)
