@@ -274,8 +274,10 @@ async def _members(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _events(client: Client, args: argparse.Namespace) -> int:
+    from appliance.client.clitext import parse_cid
+
     seen = 0
-    with client.events(args.type, call_cid=args.cid) as events:
+    with client.events(args.type, call_cid=parse_cid(args.cid)) as events:
         # Fail fast (one line) when the server cannot be reached at all; once up, reconnect forever.
         await client.connect(args.connect_timeout)
         async for event in events:

@@ -58,6 +58,18 @@ def parse_filters(texts: list[str]) -> dict[str, Any]:
     return {"$and": clauses} if clauses else {}
 
 
+def parse_cid(text: str | None) -> str | None:
+    """``--call TYPE:ID`` → the call cid (None: every call)."""
+    if text is None:
+        return None
+    call_type, sep, call_id = text.partition(":")
+    if not sep or not call_type or not call_id or ":" in call_id:
+        raise InvalidRequest(
+            f"--call {text!r}: expected TYPE:ID, e.g. default:door-1", field="--call"
+        )
+    return text
+
+
 def parse_sort(text: str) -> SortPair:
     field = text.lstrip("+-")
     if not field:

@@ -149,6 +149,12 @@ async def test_mistakes_are_one_line_and_non_zero(srv: ServerHandle, capsys: Cap
     assert await run("call", "members", "default", "x", "--filter", "role", *flags(srv)) == 1
     assert "FIELD<op>VALUE" in capsys.readouterr().err
 
+    assert await run("events", "--call", "door-1", *flags(srv)) == 1
+    err = capsys.readouterr().err
+    assert (
+        err == "appliance: InvalidRequest: --call 'door-1': expected TYPE:ID, e.g. default:door-1\n"
+    )
+
     assert await run("call", "get", "default", "x", "--url", srv.base_url) == 78
     err = capsys.readouterr().err
     assert "missing --api-key, --token" in err and err.count("\n") == 1
