@@ -53,12 +53,14 @@ class AudioCapture(MediaStreamTrack):
         clock: Clock | None = None,
         duplex: HalfDuplex | None = None,
         queue_periods: int = 5,
+        gain_db: float = 0.0,
     ) -> None:
         super().__init__()
         self._pcm = pcm
         self._format = pcm.format
         self._clock = clock or SystemClock()
         self._duplex = duplex
+        self._gain = 10.0 ** (gain_db / 20.0)
         self._layout = "mono" if self._format.channels == 1 else "stereo"
         self._time_base = fractions.Fraction(1, self._format.rate)
         self._queue: asyncio.Queue[tuple[bytes, int] | None] = asyncio.Queue()
@@ -165,14 +167,17 @@ class AudioCapture(MediaStreamTrack):
             pts += fmt.period_frames
 
     def _apply_duplex(self, data: bytes) -> bytes:
-        if self._duplex is None:
+        """The configured microphone gain, times the half-duplex attenuation while the far end talks."""
+        gain = self._gain
+        if self._duplex is not None:
+            duplex_gain = self._duplex.mic_gain()
+            if duplex_gain < 1.0:
+                self.stats.attenuated += 1
+                gain *= duplex_gain
+        if gain == 1.0:
             return data
-        gain = self._duplex.mic_gain()
-        if gain >= 1.0:
-            return data
-        self.stats.attenuated += 1
         samples = np.frombuffer(data, dtype="<i2").astype(np.float32) * gain
-        return samples.astype("<i2").tobytes()
+        return np.clip(samples, -32768, 32767).astype("<i2").tobytes()
 
     def _to_loop(self, callback: Any, arg: Any) -> bool:
         loop = self._loop

@@ -47,6 +47,8 @@ class AudioDevices:
             buffer_periods=settings.buffer_periods,
             target_periods=settings.target_periods,
             duck_db=settings.duck_db,
+            call_volume_db=settings.call_volume_db,
+            sounds_volume_db=settings.sounds_volume_db,
         )
         self.chimes = ChimePlayer(self.playback, settings.sounds)
         self._captures: list[AudioCapture] = []
@@ -73,7 +75,9 @@ class AudioDevices:
         self._collect()
         if pcm is None:
             pcm = open_capture(self.settings.capture_device, self.settings.capture_format())
-        capture = AudioCapture(pcm, clock=self._clock, duplex=self.duplex)
+        capture = AudioCapture(
+            pcm, clock=self._clock, duplex=self.duplex, gain_db=self.settings.mic_gain_db
+        )
         self._captures.append(capture)
         return capture
 

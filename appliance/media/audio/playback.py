@@ -114,6 +114,8 @@ class AudioPlayback:
         target_periods: int = 2,
         duck_db: float = 12.0,
         prefill_periods: int = 2,
+        call_volume_db: float = 0.0,
+        sounds_volume_db: float = 0.0,
     ) -> None:
         self._pcm = pcm
         self._format = pcm.format
@@ -122,6 +124,8 @@ class AudioPlayback:
         self._buffer_periods = buffer_periods
         self._target_periods = target_periods
         self._duck_gain = 10.0 ** (-duck_db / 20.0)
+        self._call_gain = 10.0 ** (call_volume_db / 20.0)
+        self._sounds_gain = 10.0 ** (sounds_volume_db / 20.0)
         self._prefill = prefill_periods
         self._buffers: dict[str, _TrackBuffer] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -249,13 +253,18 @@ class AudioPlayback:
                     self.stats.starved += 1
                 continue
             call += period
+        if self._call_gain != 1.0:
+            call = (call * self._call_gain).astype(np.int32)
         if self._duplex is not None:
             self._duplex.note_far_end(call)
         out = call
         if any(v.duck for v in voices):
             out = (call * self._duck_gain).astype(np.int32)
         for voice in voices:
-            out += voice.take(samples)
+            sound = voice.take(samples)
+            if self._sounds_gain != 1.0:
+                sound = (sound * self._sounds_gain).astype(np.int32)
+            out += sound
             if voice.finished:
                 with self._lock:
                     if voice in self._voices:

@@ -49,6 +49,12 @@ class AudioSettings(BaseModel):
     """Level the playback buffer is kept at; more absorbs network jitter, less is less delay."""
     duck_db: float = Field(12.0, ge=0.0, le=120.0)
     """How much call audio is turned down while a chime plays over it."""
+    mic_gain_db: float = Field(0.0, ge=-60.0, le=30.0)
+    """Gain applied to the microphone before it is sent (negative: quieter), clipped at full scale."""
+    call_volume_db: float = Field(0.0, ge=-60.0, le=20.0)
+    """Volume of the far end's voice on the speaker, relative to as received."""
+    sounds_volume_db: float = Field(0.0, ge=-60.0, le=20.0)
+    """Volume of the chime, ring-back and pre-announce sounds, relative to the WAV files."""
     half_duplex: HalfDuplexSettings | None = None
     """Set it for devices without acoustic echo cancellation (see the README, `pipewire`)."""
     sounds: dict[str, Path] = Field(default_factory=dict)
