@@ -82,12 +82,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     from appliance.service import serve
 
     cfg = _load(args.config)
+    _check_state_dir(cfg.state_dir)
     _audit_to_journal()
     notifier = Notifier.from_env()
     try:
         return asyncio.run(serve(cfg, notifier, banner=not args.no_banner))
     finally:
         notifier.close()
+
+
+def _check_state_dir(state_dir: Path | None) -> None:
+    """An unusable state dir is a one-line config error (exit 78), not a traceback at start."""
+    from appliance.errors import ConfigError
+
+    if state_dir is None:
+        return
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(
+            f"cannot create {state_dir} ({err.strerror or err})",
+            key="state_dir",
+            hint="a writable directory; under systemd leave it unset (StateDirectory=)",
+        ) from err
+    if not os.access(state_dir, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{state_dir} is not writable by this user",
+            key="state_dir",
+            hint="a writable directory; under systemd leave it unset (StateDirectory=)",
+        )
 
 
 def _audit_to_journal() -> None:
