@@ -8,6 +8,7 @@ never a 500. The web console (``appliance/server/web``) is mounted at ``/`` afte
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -119,6 +120,21 @@ async def _on_unexpected(request: Request, err: Exception) -> JSONResponse:
 
 # A JSON \u0000 escape (not an escaped backslash followed by "u0000"): PostgreSQL cannot store it.
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+# A JSON \uD800-\uDFFF escape: fine in a pair, but a lone one is no character (UTF-8 cannot hold it).
+_SURROGATE_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(body: bytes) -> bool:
+    """True for a JSON body whose strings hold a lone surrogate (``"\\ud800"``); cheap when none."""
+    if not _SURROGATE_ESCAPE.search(body):
+        return False
+    try:
+        json.dumps(json.loads(body), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except (ValueError, RecursionError):  # not JSON (or absurdly deep): the framework answers
+        return False
+    return False
 
 
 class RequestLimits:
@@ -168,6 +184,10 @@ class RequestLimits:
         if _NUL_ESCAPE.search(body):
             nul = InvalidRequest("strings may not contain NUL (\\u0000) characters")
             await _json_error(nul)(scope, receive, send)
+            return
+        if _has_lone_surrogate(body):
+            bad = InvalidRequest("strings may not contain lone UTF-16 surrogates (\\ud800-\\udfff)")
+            await _json_error(bad)(scope, receive, send)
             return
         replayed = False
 

@@ -158,8 +158,16 @@ async def query_users(
     ctx = ctx_of(request)
     try:
         raw = json.loads(payload)
+        json.dumps(raw, ensure_ascii=False).encode("utf-8")  # a lone "\ud800" is no character
+    except UnicodeEncodeError:
+        raise InvalidRequest(
+            "payload: strings may not contain lone UTF-16 surrogates (\\ud800-\\udfff)",
+            field="payload",
+        ) from None
     except ValueError as err:
         raise InvalidRequest(f"payload: not valid JSON ({err.args[0]})", field="payload") from None
+    except RecursionError:
+        raise InvalidRequest("payload: nested too deeply", field="payload") from None
     if not isinstance(raw, dict):
         raise InvalidRequest("payload: must be a JSON object", field="payload")
     body = _validate_payload(raw)

@@ -118,3 +118,26 @@ async def test_nul_characters_and_overlong_token_user_are_refused(server: Server
         assert r.status_code == 200  # an escaped backslash followed by "u0000" is fine
     async with server.client(token=server.user_token("u" * 256)) as http:
         _is_error(await http.get(CALL), 401)
+
+
+async def test_lone_surrogates_and_deep_nesting_are_400_not_500(server: ServerHandle) -> None:
+    """JSON may spell "\\ud800" (a lone UTF-16 surrogate); it is no character and the database
+    cannot store it. A pair is one character (an emoji) and is fine."""
+    json_header = {"content-type": "application/json"}
+    async with server.client() as http:
+        for body in (
+            b'{"users": {"zz": {"id": "zz", "custom": {"a": "\\ud800"}}}}',
+            b'{"users": {"zz": {"id": "zz", "name": "x\\uDC00"}}}',
+        ):
+            r = await http.post("/api/v2/users", content=body, headers=json_header)
+            assert "lone UTF-16 surrogates" in _is_error(r, 400)["message"]
+        pair = b'{"users": {"zz": {"id": "zz", "name": "\\ud83d\\ude00 \\\\ud800"}}}'
+        r = await http.post("/api/v2/users", content=pair, headers=json_header)
+        assert r.status_code == 200, r.text
+        assert r.json()["users"]["zz"]["name"] == "\U0001f600 \\ud800"
+
+        query = '{"filter_conditions": {"name": "\\ud800"}}'
+        r = await http.get("/api/v2/users", params={"payload": query})
+        assert _is_error(r, 400)["exception_fields"]["field"] == "payload"
+        r = await http.get("/api/v2/users", params={"payload": "[" * 5_000 + "]" * 5_000})
+        assert _is_error(r, 400)["message"] == "payload: nested too deeply"
