@@ -172,7 +172,8 @@ class CallConfig(Model):
         return value
 
     def call_id(self, device_id: str) -> str:
-        """The configured id with ``{device}`` filled in; "" means a fresh id each call."""
+        """The configured id with ``{device}`` filled in; "" means a fresh id each call (then
+        there is no call to get-or-create at start: consoles list the device only once it rang)."""
         return self.id.format(device=device_id)
 
 
@@ -278,13 +279,19 @@ class DeviceConfig(Model):
         return self.call.call_id(self.device.id)
 
     def device_custom(self) -> dict[str, Any]:
-        """What the daemon publishes as ``custom.device`` on its user (DESIGN §4 "Devices")."""
-        return {
+        """What the daemon publishes as ``custom.device`` on its user (DESIGN §4 "Devices").
+
+        With a relay it carries ``unlock_roles``: the console shows Unlock only to members whose
+        call role is listed (the device still checks every unlock itself)."""
+        custom: dict[str, Any] = {
             "relay": self.relay is not None,
             "video": "send-receive" if self.media.display else "send-only",
             "model": self.device.model,
             "mode": self.mode.value,
         }
+        if self.relay is not None:
+            custom["unlock_roles"] = list(self.relay.unlock_roles)
+        return custom
 
 
 def _resolve(doc: YamlDocument, cfg: DeviceConfig, base: Path, state_default: Path) -> DeviceConfig:

@@ -87,29 +87,77 @@ class ClientLink:
         except (httpx.HTTPError, OSError) as err:
             raise ServerUnavailable(f"{what}: {err}", cid=cid) from err
 
-    async def ring(self, call: CallConfig, call_id: str) -> str:
-        handle = self.client.call(call.type, call_id)
-        self._calls[handle.cid] = handle
+    def _members(self, call: CallConfig) -> list[dict[str, Any]]:
+        """The configured members, plus this device as ``call_member`` unless listed."""
         members = [m.model_dump() for m in call.members]
         if not any(m["user_id"] == self.user_id for m in members):
             members.append({"user_id": self.user_id, "role": "call_member", "custom": {}})
+        return members
+
+    def _create_data(self, call: CallConfig) -> dict[str, Any]:
+        return {
+            "members": self._members(call),
+            "custom": call.custom or None,
+            "settings": call.settings_override or None,
+            "starts_at": call.starts_at,
+            "team": self.cfg.device.team,
+        }
+
+    async def ring(self, call: CallConfig, call_id: str) -> str:
+        handle = self.client.call(call.type, call_id)
+        self._calls[handle.cid] = handle
         ring_all = call.ring is None
         await self._guarded(
             "ring",
             handle.cid,
-            handle.create(
-                members=members,
-                custom=call.custom or None,
-                settings=call.settings_override or None,
-                starts_at=call.starts_at,
-                team=self.cfg.device.team,
-                ring=ring_all,
-                video=call.video,
-            ),
+            handle.create(**self._create_data(call), ring=ring_all, video=call.video),
         )
         if not ring_all:
             await self._guarded("ring", handle.cid, handle.ring(call.ring, video=call.video))
         return handle.cid
+
+    async def prepare_call(self) -> str | None:
+        """Get-or-create the configured call WITHOUT ringing, so that its members see the device
+        in their console before it ever rang; returns the cid, or None for an empty ``call.id``
+        (a fresh call each time: nothing to create ahead).
+
+        Idempotent: an existing call keeps its data (custom, settings, starts_at, team and the
+        roles of its members are the server's from then on); members listed in the config that
+        the call lacks are added; members the server has and the config does not list stay.
+        With a user token this needs ``create-call`` for the role ``user`` on the call type (or
+        the global role admin) and, to add members later, ``update-call-member`` for the
+        device's member role (the built-in ``default`` type grants both)."""
+        call = self.cfg.call
+        call_id = self.cfg.call_id
+        if not call_id:
+            return None
+        handle = self._call(f"{call.type}:{call_id}")
+        data = self._create_data(call)
+        response = await self._guarded("get-or-create", handle.cid, handle.create(**data))
+        if response.created:
+            log.info("Device(%s): created %s (no ring)", self.user_id, handle.cid)
+            return handle.cid
+        wanted = {m["user_id"]: m for m in data["members"]}
+        present = await self._guarded("query members", handle.cid, self._present(handle, wanted))
+        missing = [m for user_id, m in wanted.items() if user_id not in present]
+        if missing:
+            await self._guarded(
+                "update members", handle.cid, handle.update_members(members=missing)
+            )
+            log.info(
+                "Device(%s): %s exists; added members %s",
+                self.user_id,
+                handle.cid,
+                ", ".join(m["user_id"] for m in missing),
+            )
+        else:
+            log.info("Device(%s): %s exists with every configured member", self.user_id, handle.cid)
+        return handle.cid
+
+    @staticmethod
+    async def _present(handle: Call, wanted: dict[str, Any]) -> set[str]:
+        filters = {"user_id": {"$in": sorted(wanted)}}
+        return {m.user_id async for m in handle.iter_members(filters)}
 
     async def accept(self, cid: str) -> None:
         await self._guarded("accept", cid, self._call(cid).accept())

@@ -11,7 +11,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.clock import Clock, SystemClock
 from appliance.config import DeviceConfig
@@ -19,6 +19,9 @@ from appliance.control import ControlServer
 from appliance.daemon import Daemon
 from appliance.errors import AudioDeviceError
 from appliance.sdnotify import Notifier
+
+if TYPE_CHECKING:
+    from appliance.link import ClientLink
 
 log = logging.getLogger(__name__)
 
@@ -109,14 +112,43 @@ async def running(
         stack.push_async_callback(control.close)
         await daemon.start()
         stack.push_async_callback(daemon.stop)
-        if embedded is None:
-
-            async def publish() -> None:
-                await daemon.wait_online()
-                await link.publish_device()
-
-            daemon.spawn(publish())
+        daemon.spawn(_announce(daemon, link, publish=embedded is None))
         yield Running(daemon, control, embedded, base_url)
+
+
+async def _announce(daemon: Daemon, link: ClientLink, *, publish: bool) -> None:
+    """Each time the server link comes up: publish ``custom.device`` (a remote server; the
+    embedded one seeds it) and get-or-create the configured call without ringing, so consoles
+    list the device before its first ring and a server that lost its database gets it back."""
+    from appliance.callstate import LinkState
+    from appliance.client import CONNECTION_OK
+    from appliance.errors import APIError
+
+    online = asyncio.Event()
+    remove = link.client.on(CONNECTION_OK, lambda _event: online.set())
+    if daemon.link_state is LinkState.ONLINE:  # came up before this task ran
+        online.set()
+    try:
+        while True:
+            await online.wait()
+            online.clear()
+            if publish:
+                await link.publish_device()
+            try:
+                await link.prepare_call()
+            except APIError as err:
+                log.warning(
+                    "Device(%s): cannot get-or-create its call %s:%s (%s); consoles list the "
+                    "device once it rang. With a user token the call type must grant "
+                    "create-call to the role user (and update-call-member to the device's "
+                    "member role to add members listed later)",
+                    daemon.me,
+                    daemon.cfg.call.type,
+                    daemon.cfg.call_id,
+                    err,
+                )
+    finally:
+        remove()
 
 
 async def serve(cfg: DeviceConfig, notifier: Notifier, *, banner: bool = True) -> int:

@@ -29,6 +29,21 @@ def test_intercom_is_the_laptop_default(tmp_path: Path) -> None:
     assert cfg.buttons[0].press is Action.TOGGLE
 
 
+def test_custom_device_publishes_unlock_roles_with_a_relay(tmp_path: Path) -> None:
+    """The console shows Unlock only to members whose call role is in ``unlock_roles``."""
+    door = load_config(ROOT / "config" / "intercom.yaml", state_dir=tmp_path)
+    assert door.relay is not None
+    assert door.device_custom() == {
+        "relay": True,
+        "unlock_roles": ["admin"],
+        "video": "send-only",
+        "model": "intercom",
+        "mode": "call",
+    }
+    bed = load_config(ROOT / "config" / "bedside.yaml", state_dir=tmp_path)
+    assert bed.device_custom()["relay"] is False and "unlock_roles" not in bed.device_custom()
+
+
 GOOD = """\
 device: {id: door-1}
 server: embedded

@@ -20,6 +20,7 @@ import yaml
 
 from appliance.client import Client
 from appliance.config import DeviceConfig, load_config
+from appliance.errors import NotFound
 from appliance.service import Running, running
 from tests.support.alsa import AlsaSandbox
 from tests.support.server import ServerHandle, running_server
@@ -136,11 +137,36 @@ async def two_daemons(
             yield srv, door, bed, bed_out
 
 
+async def calls_exist(srv: ServerHandle, wanted: dict[str, set[str]], seconds: float = 30) -> None:
+    """Wait until each call exists with (at least) these members."""
+    deadline = time.monotonic() + seconds
+    async with Client(srv.base_url, srv.api_key, srv.server_token()) as admin:
+        for cid, members in wanted.items():
+            call = admin.call(*cid.split(":", 1))
+            while True:
+                try:
+                    have = {m.user_id for m in (await call.get()).members}
+                except NotFound:
+                    have = set()
+                if members <= have:
+                    break
+                assert time.monotonic() < deadline, f"{cid} has members {have}, not {members}"
+                await asyncio.sleep(0.1)
+
+
 async def test_call_answer_media_unlock_hangup(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with two_daemons(tmp_path, monkeypatch, BEDSIDE) as (srv, door, bed, bed_out):
         cid = "default:door-entrance"
+        # Once online each daemon get-or-creates its configured call without ringing, and the
+        # door publishes its unlock_roles in custom.device (the console hides Unlock from others).
+        await calls_exist(srv, {cid: {"entrance", "bed"}, "default:room-bed": {"bed"}})
+        async with Client(srv.base_url, srv.api_key, srv.server_token()) as admin:
+            members = (await admin.call("default", "door-entrance").get()).members
+        device = next(m.user for m in members if m.user_id == "entrance")
+        assert device is not None and device.custom["device"]["unlock_roles"] == ["admin"]
+        assert door.daemon.call_state.value == "idle" == bed.daemon.call_state.value
         await door.daemon.panel.press("call")  # type: ignore[attr-defined]
         await wait_for("bedside ringing", lambda: bed.daemon.call_state.value == "ringing")
         assert bed.daemon.cid == cid and bed.daemon.panel.snapshot()["leds"]["status"] == "ringing"

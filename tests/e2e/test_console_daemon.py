@@ -9,6 +9,9 @@ The daemon runs as its own process with an embedded call server, mock pins, the 
   browser's tone → Unlock → the relay pulses and the console shows the result → the kiosk hangs up
   after the unlock → both idle;
 - bedside: the console calls the unit, which auto-answers an allow-listed user; then hang up.
+
+The intercom's call is also created with a server token as an administrator would; the bedside
+unit's call exists only because the daemon get-or-creates its configured call at start.
 """
 
 from __future__ import annotations
@@ -297,15 +300,32 @@ BEDSIDE: dict[str, Any] = {
 }
 
 
+CAN_UNLOCK_JS = """
+(cid) => {
+  const app = window.applianceConsole;
+  return app.control.canUnlock(app.directory.device('entrance'), cid);
+}
+"""
+
+
 async def test_press_call_answer_see_hear_unlock_and_hang_up(
     tmp_path: Path, guard: PageGuard
 ) -> None:
     async with Daemon(tmp_path, "intercom", dict(INTERCOM)) as kiosk:
+        # The admin path: the call is also created with a server token, as an administrator
+        # would (the daemon get-or-creates it itself too; whoever comes second finds it).
         await kiosk.ensure_call(INTERCOM["call"])
         alice = await sign_in(guard, kiosk, "alice")
-        await expect(alice.locator('.device[data-user-id="entrance"]')).to_have_attribute(
-            "data-online", "true"
-        )
+        bob = await sign_in(guard, kiosk, "bob")
+        for page in (alice, bob):
+            await expect(page.locator('.device[data-user-id="entrance"]')).to_have_attribute(
+                "data-online", "true"
+            )
+        # The daemon publishes relay.unlock_roles ([admin]) in custom.device: the console offers
+        # Unlock to Alice (admin) and not to Bob (call_member).
+        cid = "default:door-entrance"
+        assert await alice.evaluate(CAN_UNLOCK_JS, cid) is True
+        assert await bob.evaluate(CAN_UNLOCK_JS, cid) is False
 
         await kiosk.cli("press", "call")
         card = alice.locator('.ring-card[data-cid="default:door-entrance"]')
@@ -340,10 +360,12 @@ async def test_console_calls_the_bedside_unit_which_auto_answers_an_allowed_user
     tmp_path: Path, guard: PageGuard
 ) -> None:
     async with Daemon(tmp_path, "bedside", dict(BEDSIDE)) as unit:
-        await unit.ensure_call(BEDSIDE["call"])
+        # No one creates the call but the daemon itself (get-or-create at start, no ring):
+        # the console lists the unit before it ever rang, and calls it.
         alice = await sign_in(guard, unit, "alice")
         bed = alice.locator('.device[data-user-id="bed-12"]')
         await expect(bed).to_have_attribute("data-online", "true")
+        assert await alice.locator(".ring-card").count() == 0
         await bed.locator("button.call-device").click()
 
         await expect(alice.locator("#incall")).to_have_attribute(
