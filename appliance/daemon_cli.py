@@ -60,14 +60,21 @@ def default_state_dir(env: dict[str, str] | None = None) -> Path:
     return local
 
 
-def _load(path: str) -> DeviceConfig:
+def _load(path: str, *, full: bool = False) -> DeviceConfig:
+    """The device config; ``full`` (check, run) adds the cross-key and token checks, which
+    ``press`` / ``status --config`` skip: they only need the socket path, and stay light."""
     from appliance.config import load_config
 
-    return load_config(path, state_dir=default_state_dir())
+    cfg = load_config(path, state_dir=default_state_dir())
+    if full:
+        from appliance.configchecks import check_device_config
+
+        check_device_config(path, cfg)
+    return cfg
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
+    cfg = _load(args.config, full=True)
     server = "embedded" if cfg.server.embedded else cfg.server.url
     print(
         f"{args.config}: ok — device {cfg.device.id}, mode {cfg.mode.value}, "
@@ -81,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from appliance.sdnotify import Notifier
     from appliance.service import serve
 
-    cfg = _load(args.config)
+    cfg = _load(args.config, full=True)
     _check_state_dir(cfg.state_dir)
     _audit_to_journal()
     notifier = Notifier.from_env()
