@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -275,11 +276,23 @@ class Endpoint:
             )
 
 
+# A JSON \uD800-\uDFFF escape: fine in a pair; a lone one is no character (the database refuses it).
+_SURROGATE_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u[dD][89a-fA-F]")
+
+
 def _parse(text: str) -> dict[str, Any]:
     try:
         frame = json.loads(text)
+        if _SURROGATE_ESCAPE.search(text):
+            json.dumps(frame, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(
+            "strings may not contain lone UTF-16 surrogates (\\ud800-\\udfff)"
+        ) from None
     except ValueError as err:
         raise InvalidRequest(f"frame is not valid JSON: {err}") from None
+    except RecursionError:
+        raise InvalidRequest("frame is nested too deeply") from None
     if not isinstance(frame, dict):
         raise InvalidRequest("frame must be a JSON object")
     return frame

@@ -128,6 +128,28 @@ async def test_bad_frames_get_error_frames_and_the_connection_stays(srv: ServerH
         assert await ws.settle() == []
 
 
+async def test_lone_surrogates_and_deep_nesting_are_400_error_frames(srv: ServerHandle) -> None:
+    """JSON may spell a lone UTF-16 surrogate ("\\ud800"): no character, the database refuses
+    it. Such frames, and frames nested past the parser's depth, are 400s, never 500s."""
+    frame = await _refused(
+        srv, json.dumps({"token": srv.server_token(), "user_details": {"id": "\ud800"}})
+    )
+    assert frame["StatusCode"] == 400 and "surrogates" in frame["message"]
+    async with await WsClient.open(srv, "alice") as ws:
+        for text in (
+            '{"type": "participant.attach", "call_cid": "default:a", "session_id": "\\ud800"}',
+            '{"type": "signal", "call_cid": "default:\\udfff", "to": "x", "signal": {}}',
+        ):
+            await ws.ws.send(text)
+            err = await ws.next("error")
+            assert err["StatusCode"] == 400 and "surrogates" in err["message"]
+        await ws.ws.send("[" * 5000 + "]" * 5000)
+        err = await ws.next("error")
+        assert err["StatusCode"] == 400 and err["message"] == "frame is nested too deeply"
+        await ws.send({"type": "health.check", "id": "still-here"})
+        assert (await ws.next("health.check"))["reply_to"] == "still-here"
+
+
 async def test_oversized_frame_gets_413_and_close(srv: ServerHandle) -> None:
     ws = await WsClient.open(srv, "alice")
     await ws.send({"type": "signal", "blob": "x" * 200_000})
