@@ -15,6 +15,7 @@ import yaml
 
 from appliance.config import load_config
 from appliance.service import running
+from tests.support.server import ServerHandle
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -119,3 +120,62 @@ async def test_press_and_status_against_a_running_daemon_import_no_heavy_stack(
         by_config = await asyncio.to_thread(probe, ["status", "--json", "--config", str(path)])
         assert by_config["codes"] == [0] and by_config["heavy"] == [], by_config
         assert json.loads(str(by_config["stdout"]).splitlines()[0])["call_state"] == "calling"
+
+
+REMOTE_DAEMON = """
+import asyncio, json, sys
+from appliance.cli import build_parser
+from appliance.config import load_config
+from appliance.service import running
+
+async def main() -> None:
+    build_parser()
+    async with running(load_config(sys.argv[1])) as run:
+        await asyncio.wait_for(run.daemon.wait_online(), 30)
+        print("PROBE " + json.dumps(sorted(m for m in json.loads(sys.argv[2]) if m in sys.modules)))
+
+asyncio.run(main())
+"""
+
+
+async def test_a_daemon_on_a_remote_server_does_not_import_the_server(
+    server: ServerHandle, tmp_path: Path
+) -> None:
+    """`appliance run` against a separate server: online without fastapi, Starlette, uvicorn
+    or SQLAlchemy in the process (~30 MB of RSS and a third of the start-up time)."""
+    data = {
+        "device": {"id": "door-1"},
+        "server": {
+            "url": server.base_url,
+            "api_key": server.api_key,
+            "token": server.user_token("door-1"),
+        },
+        "call": {"members": ["alice"]},
+        "pin_factory": "mock",
+        "state_dir": str(tmp_path / "state"),
+        "media": {
+            "camera": {"source": "none"},
+            "audio": {"capture_device": "null", "playback_device": "null"},
+        },
+    }
+    path = tmp_path / "device.yaml"
+    path.write_text(yaml.safe_dump(data))
+    server_stack = ["fastapi", "starlette", "uvicorn", "sqlalchemy", "aiosqlite"]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        REMOTE_DAEMON,
+        str(path),
+        json.dumps(server_stack),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 90)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    lines = [line for line in out.decode().splitlines() if line.startswith("PROBE ")]
+    assert lines and json.loads(lines[-1][len("PROBE ") :]) == [], out.decode() + err.decode()
