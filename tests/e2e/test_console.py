@@ -179,6 +179,11 @@ MIC_SENDER_IS_EMPTY = """
 [...window.applianceConsole.call.peers.values()][0].pc.getTransceivers()
   .filter((t) => t.receiver.track.kind === 'audio').every((t) => t.sender.track === null)
 """
+CAM_SENDER_IS_EMPTY = MIC_SENDER_IS_EMPTY.replace("'audio'", "'video'")
+CAM_SENDER_IS_LIVE = """
+[...window.applianceConsole.call.peers.values()][0].pc.getTransceivers()
+  .filter((t) => t.receiver.track.kind === 'video').some((t) => t.sender.track?.readyState === 'live')
+"""
 
 
 # --- sign-in ----------------------------------------------------------------------------------
@@ -383,6 +388,17 @@ async def test_call_a_device_talk_unlock_and_hang_up(srv: ServerHandle, guard: P
     await wait_for_js(alice, MIC_SENDER_IS_EMPTY)
     await alice.keyboard.press("m")
     await expect(alice.locator("#btn-mic")).to_have_attribute("aria-pressed", "false")
+
+    # Camera off: nothing is sent (not a black picture), the own preview says so; then on again.
+    await wait_for_js(alice, CAM_SENDER_IS_LIVE)
+    await alice.locator("#btn-cam").click()
+    await expect(alice.locator("#btn-cam")).to_have_attribute("aria-pressed", "true")
+    await expect(alice.locator("#btn-cam")).to_have_text("Camera on")
+    await expect(alice.locator("#local-video")).to_have_class(re.compile(r"\boff\b"))
+    await wait_for_js(alice, CAM_SENDER_IS_EMPTY)
+    await alice.locator("#btn-cam").click()
+    await expect(alice.locator("#btn-cam")).to_have_attribute("aria-pressed", "false")
+    await wait_for_js(alice, CAM_SENDER_IS_LIVE)
 
     unlock = alice.locator("#btn-unlock")
     await expect(unlock).to_be_visible()
