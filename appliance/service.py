@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -193,6 +195,21 @@ async def _status_lines(daemon: Daemon, notifier: Notifier) -> None:
         await asyncio.sleep(1.0)
 
 
+def _own_command() -> str:
+    """How the user can run this same ``appliance`` again: bare when it is on PATH (an installed
+    package), else its path (``make run`` runs ``.venv/bin/appliance``, which is not on PATH)."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    if not argv0.endswith("appliance"):
+        return "appliance"
+    found = shutil.which("appliance")
+    if found and os.path.realpath(found) == os.path.realpath(argv0):
+        return "appliance"
+    try:
+        return os.path.relpath(argv0)
+    except ValueError:
+        return argv0
+
+
 def print_banner(cfg: DeviceConfig, run: Running) -> None:
     lines = [f"appliance {cfg.device.id} ({cfg.mode.value}) is ready."]
     if run.embedded is not None:
@@ -205,12 +222,10 @@ def print_banner(cfg: DeviceConfig, run: Running) -> None:
     else:
         lines.append(f"  server:       {run.base_url}")
     buttons = ", ".join(b.name for b in cfg.buttons) or "none"
-    config_arg = ""
+    command = _own_command()
     lines.append(f"  buttons:      {buttons}")
     if cfg.buttons:
         name = cfg.buttons[0].name
-        lines.append(
-            f"  press one:    appliance press {name}{config_arg}   (add --hold to hold it)"
-        )
-    lines.append("  state:        appliance status --json")
+        lines.append(f"  press one:    {command} press {name}   (add --hold to hold it)")
+    lines.append(f"  state:        {command} status --json")
     print("\n".join(lines), file=sys.stdout, flush=True)
