@@ -93,7 +93,7 @@ def _rows(members: int, extra_users: list[str]) -> Tables:
     rare = {members // (RARE_COUNT + 1) * (k + 1) for k in range(RARE_COUNT)}
     user_ids = [f"m{i:06d}" for i in range(members)] + extra_users
     member_rows = []
-    index_rows = []
+    index_rows: list[tuple[Any, ...]] = []
     for i in range(members):
         custom: dict[str, Any] = {"colour": ("red", "green", "blue")[i % 3], "flat": i % 500}
         if i in rare:
@@ -249,7 +249,7 @@ async def _connect(url: str, token: str, user_id: str) -> websockets.ClientConne
 
 async def bench_ring(
     server: Server, http: httpx.AsyncClient, token: str, ringed: list[str], rounds: int
-) -> tuple[list[float], int]:
+) -> tuple[list[float], int, list[float]]:
     sockets = await asyncio.gather(*(_connect(server.ws_url, token, uid) for uid in ringed))
     arrivals: dict[str, dict[str, float]] = {}
     complete: dict[str, asyncio.Event] = {}
@@ -437,6 +437,8 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
         "idle_connected": connected,
         "members": args.members,
         "store": args.store,
+        # Others' work on a shared box moves every figure: the 1/5/15-minute load at the end.
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
     }
     return figures
 

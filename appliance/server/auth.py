@@ -12,7 +12,9 @@ layer (its first frame) use.
 
 from __future__ import annotations
 
+import copy
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,8 +85,20 @@ def create_token(
     return jwt.encode(body, secret, algorithm="HS256")
 
 
-def decode_token(token: str, secret: str, clock: Clock, leeway: float) -> dict[str, Any]:
-    """Verify signature and times; raises ``AuthenticationError`` naming the problem."""
+# Tokens whose signature has been verified, with their claims: a device sends the same token
+# with every request, and the HMAC check plus JSON decoding is a good part of a cheap request's
+# time. Only the signature check is remembered; times, shape and (in ``authenticate``)
+# revocation are checked on every use.
+_VERIFIED_MAX = 1024
+_verified: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+
+
+def _verified_claims(token: str, secret: str) -> dict[str, Any]:
+    key = (token, secret)
+    claims = _verified.get(key)
+    if claims is not None:
+        _verified.move_to_end(key)
+        return copy.deepcopy(claims)
     try:
         claims = jwt.decode(
             token,
@@ -100,6 +114,15 @@ def decode_token(token: str, secret: str, clock: Clock, leeway: float) -> dict[s
         ) from None
     if not isinstance(claims, dict):
         raise AuthenticationError("token payload is not an object", field="Authorization")
+    _verified[key] = copy.deepcopy(claims)
+    if len(_verified) > _VERIFIED_MAX:
+        _verified.popitem(last=False)
+    return claims
+
+
+def decode_token(token: str, secret: str, clock: Clock, leeway: float) -> dict[str, Any]:
+    """Verify signature and times; raises ``AuthenticationError`` naming the problem."""
+    claims = _verified_claims(token, secret)
     now = clock.time()
     for name in ("exp", "iat", "nbf"):
         if name in claims and not isinstance(claims[name], int | float):

@@ -120,6 +120,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level=logging.getLevelName(logging.getLogger().level).lower(),
         timeout_graceful_shutdown=5,
         proxy_headers=True,
+        ws_per_message_deflate=settings.ws_compression,
     )
     return 0
 

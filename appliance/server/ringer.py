@@ -32,7 +32,13 @@ from appliance.server.hub import Hub, Target
 from appliance.server.members import member_rows
 from appliance.server.outbox import Outbox, Transactor
 from appliance.server.schema import call_members, call_sessions, session_ring
-from appliance.server.serialize import call_response, members_response, user_response
+from appliance.server.serialize import (
+    call_response,
+    is_online,
+    member_response,
+    members_response,
+    user_response,
+)
 from appliance.server.sessions import (
     active_participants,
     call_for_update,
@@ -179,13 +185,20 @@ class RingEngine:
         out.deadlines_changed = True
         listed = await member_rows(db, cid, RING_MEMBERS_LISTED, ringed[:RING_MEMBERS_LISTED])
         log.info("Call(%s) %s rings %d users in session %s", cid, caller_id, len(ringed), sid)
+        # The caller and the listed members in one read of users.
+        people = await user_rows(db, [caller_id, *(r["user_id"] for r in listed)])
         out.add(
             ev.CALL_RING,
             cid,
             target=Target(user_ids=tuple(ringed)),
             session_id=sid,
-            user=await self.user(db, caller_id),
-            members=await members_response(db, self.ctx, listed),
+            user=user_response(
+                people.get(caller_id), caller_id, self.hub.presence.is_online(caller_id)
+            ),
+            members=[
+                member_response(r, people.get(r["user_id"]), is_online(self.ctx, r["user_id"]))
+                for r in listed
+            ],
             video=bool(video) if video is not None else bool(session.get("ring_video")),
         )
         return ringed

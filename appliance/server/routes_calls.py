@@ -63,6 +63,7 @@ async def get_or_create_call(
     who: Principal = Depends(principal),
 ) -> dict[str, Any]:
     ctx = ctx_of(request)
+    calltypes.read_once_per_request()
     body = body or GetOrCreateCallRequest()
     data = body.data or CallRequest()
     cid = f"{type}:{id}"
@@ -79,10 +80,10 @@ async def get_or_create_call(
     async with ctx.store.connect() as conn:
         row, acc = await load_access(conn, who, cid)
         acc.require_read()
-    if created:
-        async with ctx.store.connect() as conn:
+        if created:  # one connection for the access check and the event's body
             state = await call_state(conn, ctx, who, row, acc)
             member_ids = await all_member_ids(conn, cid)
+    if created:
         await publish(
             ctx,
             {
@@ -172,6 +173,7 @@ async def get_call(
     who: Principal = Depends(principal),
 ) -> dict[str, Any]:
     ctx = ctx_of(request)
+    calltypes.read_once_per_request()
     cid = f"{type}:{id}"
     async with ctx.store.connect() as conn:
         row, acc = await load_access(conn, who, cid)

@@ -13,21 +13,21 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import ColumnElement, func, not_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance.calls import filters
-from appliance.errors import InvalidRequest
+from appliance.errors import InvalidRequest, NotFound
 from appliance.server import queries
 from appliance.server.auth import Principal, principal
 from appliance.server.callstate import access_to, call_state, load_access
 from appliance.server.context import ServerContext
 from appliance.server.jsonsql import JsonArrayHasAny
 from appliance.server.replies import ctx_of, reply
-from appliance.server.schema import call_types, users
+from appliance.server.schema import call_types, calls, users
 from appliance.server.serialize import (
-    call_row,
     full_user_response,
     is_online,
     member_response,
@@ -90,14 +90,19 @@ def _online_ids(ctx: ServerContext) -> frozenset[str]:
 @router.post("/api/v2/video/call/members")
 async def query_call_members(
     body: QueryMembersRequest, request: Request, who: Principal = Depends(principal)
-) -> dict[str, Any]:
-    """Members of one call, filtered and sorted, one page (``next``/``prev`` cursors)."""
+) -> JSONResponse:
+    """Members of one call, filtered and sorted, one page (``next``/``prev`` cursors).
+
+    The body is plain JSON data already: answered as is, without FastAPI's
+    ``jsonable_encoder`` walk over every member (the same bytes, less time)."""
     ctx = ctx_of(request)
     query = filters.parse_query(filters.MEMBERS, body.filter_conditions, body.sort, body.limit)
     cid = f"{body.type}:{body.id}"
     async with ctx.store.connect() as conn:
         if who.is_server:
-            await call_row(conn, cid)  # may read anything: only "does the call exist" is left
+            # May read anything: only "does the call exist" is left (no JSON columns to decode).
+            if (await conn.execute(select(calls.c.cid).where(calls.c.cid == cid))).first() is None:
+                raise NotFound(f"call {cid} not found", cid=cid)
         else:
             _, acc = await load_access(conn, who, cid)
             acc.require_read()
@@ -109,7 +114,7 @@ async def query_call_members(
         user = queries.split_user(row)
         members.append(member_response(row, user, is_online(ctx, row["user_id"])))
     log.debug("Call(%s) query members: %d rows", cid, len(members))
-    return reply(request, {"members": members, "next": page.next, "prev": page.prev})
+    return JSONResponse(reply(request, {"members": members, "next": page.next, "prev": page.prev}))
 
 
 async def _grants_by_type(conn: AsyncConnection) -> dict[str, dict[str, list[str]]]:

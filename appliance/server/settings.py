@@ -93,6 +93,10 @@ class ServerSettings(_Strict):
     ws_grace_seconds: float = Field(default=20.0, ge=0)
     ws_health_seconds: float = Field(default=10.0, gt=0)
     ws_max_frame_bytes: int = Field(default=131_072, ge=1024)
+    # permessage-deflate compresses every frame once per socket (no shared context): an event
+    # fanned out to 100 sockets is compressed 100 times, the largest CPU cost of a ring on a
+    # Pi. Off by default; turn it on for clients on slow links.
+    ws_compression: bool = False
     token_leeway_seconds: float = Field(default=300.0, ge=0)
     limits: Limits = Field(default_factory=Limits)
 
