@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 from typing import TYPE_CHECKING, Any
 
 from appliance.errors import ConfigError, InvalidRequest
@@ -110,8 +111,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings.model_copy(update=update)
     app = create_app(settings)
     tls = tls_files(settings)
-    log.info("serving on %s", settings.public_base_url())
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -122,7 +122,84 @@ def cmd_serve(args: argparse.Namespace) -> int:
         proxy_headers=True,
         ws_per_message_deflate=settings.ws_compression,
     )
+    server = uvicorn.Server(config)
+    log.info("serving on %s", settings.public_base_url())
+    return asyncio.run(_serve(server, app, settings.public_base_url()))
+
+
+async def _serve(server: Any, app: Any, url: str) -> int:
+    """Run uvicorn under systemd's notify protocol: READY=1 once the socket listens and the
+    store answers, WATCHDOG=1 only while both stay true, STOPPING=1 on the way out."""
+    from appliance.clock import SystemClock
+    from appliance.sdnotify import Notifier
+
+    notifier = Notifier.from_env()
+    notifier.status("starting")
+    healthy = _HealthProbe(server, app)
+    # uvicorn re-raises a captured SIGTERM once it has shut down gracefully; with the default
+    # handler that kills us before STOPPING=1 and a clean exit, so make that re-raise a no-op.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
+    serving = asyncio.create_task(_run_uvicorn(server), name="uvicorn")
+    watchdog: asyncio.Task[None] | None = None
+    try:
+        # uvicorn.Server exposes only a `started` flag, no event to wait on
+        while not server.started and not serving.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        if server.started:
+            await healthy.refresh()
+            notifier.ready(f"serving on {url}")
+            watchdog = asyncio.create_task(
+                notifier.run_watchdog(healthy.check, SystemClock()), name="watchdog"
+            )
+        code = await serving
+    finally:
+        notifier.stopping()
+        if watchdog is not None:
+            watchdog.cancel()
+        notifier.close()
+    return code if server.started else (code or 1)
+
+
+async def _run_uvicorn(server: Any) -> int:
+    try:
+        await server.serve()
+    except SystemExit as err:
+        # uvicorn calls sys.exit() when it cannot bind or the app's startup fails; it has
+        # already logged why in one line.
+        return err.code if isinstance(err.code, int) else 1
     return 0
+
+
+class _HealthProbe:
+    """Healthy = uvicorn is serving and the store answered a ``SELECT 1`` within the last
+    probe period. The probe runs on the loop: a wedged loop stops the watchdog pings too."""
+
+    def __init__(self, server: Any, app: Any) -> None:
+        self._server = server
+        self._app = app
+        self._store_ok = False
+        self._probe: asyncio.Task[None] | None = None
+
+    async def refresh(self) -> None:
+        from sqlalchemy import text
+
+        ctx = getattr(self._app.state, "ctx", None)
+        if ctx is None:
+            self._store_ok = False
+            return
+        try:
+            async with asyncio.timeout(5):
+                async with ctx.store.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+            self._store_ok = True
+        except Exception as err:  # any store failure means "unhealthy", logged once per probe
+            log.error("health probe: store unavailable: %s", err)
+            self._store_ok = False
+
+    def check(self) -> bool:
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.get_running_loop().create_task(self.refresh())
+        return bool(self._server.started and not self._server.should_exit and self._store_ok)
 
 
 def cmd_token(args: argparse.Namespace) -> int:

@@ -105,3 +105,74 @@ def test_bad_port_and_ttl_are_one_line_usage_errors(config, capsys, args, proble
     out = capsys.readouterr()
     assert out.out == "" and "Traceback" not in out.err
     assert out.err.strip().splitlines()[-1].endswith(problem)
+
+
+def test_serve_speaks_the_systemd_notify_protocol(tmp_path) -> None:
+    """READY=1 (with a STATUS) once it listens, WATCHDOG=1 while healthy, STOPPING=1 on SIGTERM."""
+    import os
+    import signal
+    import socket as socketlib
+
+    from tests.support.notify import NotifyListener
+
+    with socketlib.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "server.yaml"
+    cfg.write_text(
+        "api_key: k\napi_secret: a-secret-long-enough-for-hs256-signing!\n"
+        f"state_dir: {tmp_path / 'state'}\nhost: 127.0.0.1\nport: {port}\n"
+    )
+    notify = NotifyListener(tmp_path / "notify")
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "1000000"}
+    env.pop("WATCHDOG_PID", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "serve", "--config", str(cfg)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        ready = notify.wait(lambda m: m.startswith("READY=1"), 60)
+        assert f"STATUS=serving on http://127.0.0.1:{port}" in ready
+        notify.wait(lambda m: m == "WATCHDOG=1", 10)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        notify.wait(lambda m: m == "STOPPING=1", 5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        notify.close()
+
+
+def test_serve_on_a_busy_port_exits_non_zero_after_no_ready(tmp_path) -> None:
+    import os
+    import socket as socketlib
+
+    from tests.support.notify import NotifyListener
+
+    with socketlib.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = tmp_path / "server.yaml"
+        cfg.write_text(
+            "api_key: k\napi_secret: a-secret-long-enough-for-hs256-signing!\n"
+            f"state_dir: {tmp_path / 'state'}\nhost: 127.0.0.1\nport: {port}\n"
+        )
+        notify = NotifyListener(tmp_path / "notify")
+        env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify")}
+        try:
+            run = subprocess.run(
+                [sys.executable, "-m", "appliance", "serve", "--config", str(cfg)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        finally:
+            notify.close()
+    assert run.returncode != 0
+    assert not any(m.startswith("READY=1") for m in notify.messages)
+    assert "Traceback" not in run.stderr
