@@ -89,9 +89,11 @@ class Transactor:
         out = Outbox()
         async with self.ctx.store.begin() as db:
             result = await fn(db, out)
+        # Events first: the scheduler's re-plan (a read) would otherwise compete with their
+        # delivery, and a stored deadline is seconds away.
+        await out.flush(self.ctx, self.hub)
         if out.deadlines_changed:
             self.wake()
-        await out.flush(self.ctx, self.hub)
         return result
 
 
