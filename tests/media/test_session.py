@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from appliance.client import Client
 from appliance.media.passthrough import DecodedVideoTrack
+from appliance.media.session import CallMedia
+from appliance.media.signaling import CallSignaling
 from appliance.media.sources.test import TestSource
 from tests.media.video_helpers import Participant, ToneTrack, wait_until
 from tests.support.server import ServerHandle, running_server
@@ -133,4 +136,51 @@ async def test_late_joiner_first_packet_is_a_keyframe_and_mute_stops_sending(
     finally:
         await bob.close()
         await alice.close()
+        await door.close()
+
+
+async def test_received_tracks_without_a_consumer_are_drained(srv: ServerHandle) -> None:
+    """A device that neither plays the far end's audio nor shows its video still reads both
+    tracks; otherwise aiortc queues every decoded frame forever (memory grows all call long)."""
+    source = TestSource(width=192, height=160, framerate=15)
+    door = participant(srv, "door", video=source, audio=ToneTrack(697.0), gate_open=True)
+    client = Client(srv.base_url, srv.api_key, srv.user_token("alice"))
+    quiet = CallMedia(
+        CallSignaling(client.call("default", CALL_ID), create=True),
+        receive_video=True,
+        gate_open=True,
+        name="alice-no-consumer",
+    )
+    try:
+        await door.media.start()
+        await quiet.start()
+        await wait_until(lambda: door.media.session_id in quiet.peers)
+        peer = quiet.peers[door.media.session_id]
+        await wait_until(lambda: peer.state == "connected")
+
+        async def received() -> dict[str, int]:
+            assert peer.pc is not None
+            stats = (await peer.pc.getStats()).values()
+            return {
+                s.kind: s.packetsReceived for s in stats if getattr(s, "type", "") == "inbound-rtp"
+            }
+
+        await wait_until(lambda: len(quiet._drains) == 2)  # audio and video
+        first = await received()
+        for _ in range(200):  # ~2 s of audio (100 frames) and video arrive
+            now = await received()
+            if now.get("audio", 0) >= first.get("audio", 0) + 100 and now.get("video", 0) > 30:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"media did not arrive: {first} -> {now}")
+        assert peer.pc is not None
+        backlog = {
+            r.track.kind: r.track._queue.qsize()  # type: ignore[attr-defined]
+            for r in peer.pc.getReceivers()
+        }
+        assert backlog["audio"] <= 10 and backlog["video"] <= 10, backlog
+    finally:
+        await quiet.stop()
+        await client.aclose()
         await door.close()
