@@ -7,7 +7,7 @@
   (health checks, deadlines, PostgreSQL fan-out when the store is PostgreSQL);
 - ``stop(ctx)`` stops them and closes every WebSocket.
 
-The WebSocket protocol is written down in ``.notes/server-realtime.md`` and the README.
+The WebSocket protocol is written down in ``docs/protocol.md`` and the README.
 """
 
 from __future__ import annotations

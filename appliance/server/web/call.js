@@ -8,7 +8,7 @@
 //   call.addEventListener('track', (e) => video.srcObject = e.detail.stream);
 //   await call.join({media: await LocalMedia.open()});
 //
-// The API is documented in .notes/web.md.
+// The API is documented in docs/call-js.md.
 
 import {ApiError, Connection, decodeToken} from './connection.js';
 import {LocalMedia} from './localmedia.js';
