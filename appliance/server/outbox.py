@@ -35,6 +35,8 @@ class Outbox:
     items: list[_Item] = field(default_factory=list)
     # Set when a deadline was stored, so the scheduler re-plans after the commit.
     deadlines_changed: bool = False
+    # The events' ``call`` by cid, built by ``serialize`` inside the transaction.
+    calls: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
     def add(
         self,
@@ -49,15 +51,26 @@ class Outbox:
         event = {"type": event_type, "call_cid": call_cid, **fields}
         self.items.append(_Item(event, target or Target(call_cid=call_cid), with_call))
 
+    async def serialize(self, db: AsyncConnection, ctx: ServerContext) -> None:
+        """Build the ``call`` of the events that carry one, on the transaction's own connection
+        just before it commits (what it reads is what commits; no second connection on the
+        way to publishing)."""
+        for cid in {i.event["call_cid"] for i in self.items if i.with_call} - self.calls.keys():
+            try:
+                self.calls[cid] = await call_response(db, ctx, cid)
+            except Exception:
+                log.exception("Call(%s): cannot serialize for events", cid)
+                self.calls[cid] = None
+
     async def flush(self, ctx: ServerContext, hub: Hub) -> None:
         items, self.items = self.items, []
         if not items:
             return
-        calls: dict[str, dict[str, Any] | None] = {}
-        wanted = {i.event["call_cid"] for i in items if i.with_call}
-        if wanted:
+        calls = self.calls
+        missing = {i.event["call_cid"] for i in items if i.with_call} - calls.keys()
+        if missing:
             async with ctx.store.connect() as conn:
-                for cid in wanted:
+                for cid in missing:
                     try:
                         calls[cid] = await call_response(conn, ctx, cid)
                     except Exception:
@@ -89,6 +102,8 @@ class Transactor:
         out = Outbox()
         async with self.ctx.store.begin() as db:
             result = await fn(db, out)
+            if out.items:
+                await out.serialize(db, self.ctx)
         # Events first: the scheduler's re-plan (a read) would otherwise compete with their
         # delivery, and a stored deadline is seconds away.
         await out.flush(self.ctx, self.hub)
