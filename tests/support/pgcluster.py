@@ -43,8 +43,8 @@ class PostgresCluster:
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
         for initdb in found:
             return cls(Path(initdb).parent)
-        initdb = shutil.which("initdb")
-        return cls(Path(initdb).parent) if initdb else None
+        on_path = shutil.which("initdb")
+        return cls(Path(on_path).parent) if on_path else None
 
     def __repr__(self) -> str:
         return f"PostgresCluster({self.bindir}, port={self.port}, root={self.root})"
