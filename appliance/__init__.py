@@ -12,8 +12,7 @@ the control commands must start in a blink) does not pay for the server or the m
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from appliance.errors import (
     APIError,
@@ -31,6 +30,7 @@ from appliance.errors import (
     ServerUnavailable,
     StoreError,
 )
+from appliance.lazyexports import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -79,14 +79,4 @@ if TYPE_CHECKING:
     from appliance.server.settings import ServerSettings
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'appliance' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY, __all__)

@@ -6,8 +6,9 @@ command's parser) must not pay for fastapi and SQLAlchemy.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from appliance.lazyexports import lazy_exports
 
 _LAZY: dict[str, str] = {
     "create_app": "appliance.server.app",
@@ -22,14 +23,4 @@ if TYPE_CHECKING:
     from appliance.server.settings import ServerSettings, load_settings
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY, __all__)

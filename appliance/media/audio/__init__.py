@@ -8,8 +8,9 @@ Names are imported lazily: the device config embeds :class:`AudioSettings`, and 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from appliance.lazyexports import lazy_exports
 
 _LAZY: dict[str, str] = {
     "AudioCapture": "appliance.media.audio.capture",
@@ -75,14 +76,4 @@ if TYPE_CHECKING:
     from appliance.media.audio.voice import Voice
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY, __all__)
