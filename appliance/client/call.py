@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from appliance.client.events import Subscription
 from appliance.client.models import CallResponse, JoinResponse, Member, MembersPage
+from appliance.client.paging import follow_pages
 from appliance.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -219,14 +220,13 @@ class Call:
         page_size: int = 100,
     ) -> AsyncIterator[Member]:
         """Every matching member, page after page (``async for member in call.iter_members()``)."""
-        cursor: str | None = None
-        while True:
+
+        async def fetch(cursor: str | None) -> tuple[list[Member], str | None]:
             page = await self.query_members(filters, sort, limit=page_size, next=cursor)
-            for member in page.members:
-                yield member
-            if not page.next or not page.members:
-                return
-            cursor = page.next
+            return page.members, page.next
+
+        async for member in follow_pages(fetch):
+            yield member
 
     async def join(
         self,

@@ -33,6 +33,7 @@ from appliance.client.call import Call, Sort, sort_param
 from appliance.client.connection import Connection
 from appliance.client.events import Callback, Event, EventFilter, EventHub, Subscription
 from appliance.client.models import CallInfo, CallResponse, CallsPage, User
+from appliance.client.paging import follow_pages
 from appliance.client.rest import RestTransport, TokenProvider
 from appliance.client.resync import Resync, RingLedger
 from appliance.clock import Clock, SystemClock
@@ -193,14 +194,13 @@ class Client:
         page_size: int = 100,
     ) -> AsyncIterator[CallResponse]:
         """Every matching call, page after page (``async for c in client.iter_calls(...)``)."""
-        cursor: str | None = None
-        while True:
+
+        async def fetch(cursor: str | None) -> tuple[list[CallResponse], str | None]:
             page = await self.query_calls(filters, sort, limit=page_size, next=cursor)
-            for call in page.calls:
-                yield call
-            if not page.next or not page.calls:
-                return
-            cursor = page.next
+            return page.calls, page.next
+
+        async for call in follow_pages(fetch):
+            yield call
 
     async def upsert_users(self, *users: User | dict[str, Any]) -> dict[str, User]:
         """Create or update users (``User(id="alice", name="Alice", role="user")``)."""
