@@ -9,7 +9,14 @@ import {History} from './history.js';
 import {InCallView} from './incall.js';
 import {Rings} from './rings.js';
 import {Ringtone} from './ringtone.js';
-import {SignInScreen, clearCredentials, credentialsProblem, loadCredentials, saveCredentials} from './signin.js';
+import {
+  SignInScreen,
+  clearCredentials,
+  credentialsProblem,
+  loadCredentials,
+  saveCredentials,
+  takeSignOutReason,
+} from './signin.js';
 import {displayName} from './view.js';
 
 const RECENT_LIMIT = 25;
@@ -44,7 +51,7 @@ class ConsoleApp {
     $('#insecure').hidden = window.isSecureContext;
     const credentials = loadCredentials();
     if (!credentials) {
-      this.signin.show();
+      this.signin.show(takeSignOutReason());
       return;
     }
     this.start(credentials);
@@ -109,7 +116,7 @@ class ConsoleApp {
 
   signedOut(reason) {
     this.stop();
-    clearCredentials();
+    clearCredentials(reason);
     $('#app').hidden = true;
     this.signin.show(reason);
   }

@@ -4,6 +4,7 @@
 import {decodeToken} from './connection.js';
 
 const KEY = 'appliance.signin';
+const REASON_KEY = 'appliance.signout-reason';
 // A Pi has no real-time clock: accept a little skew before calling a token expired.
 const SKEW_S = 120;
 
@@ -36,11 +37,22 @@ export function loadCredentials() {
 }
 
 export function saveCredentials(credentials) {
+  sessionStorage.removeItem(REASON_KEY);
   sessionStorage.setItem(KEY, JSON.stringify(credentials));
 }
 
-export function clearCredentials() {
+// Forget the credentials; the reason is kept for the tab, so that a reload (or a sign-out that
+// happened while the tab was in the background) still says why the sign-in screen is shown.
+export function clearCredentials(reason = '') {
   sessionStorage.removeItem(KEY);
+  if (reason) sessionStorage.setItem(REASON_KEY, reason);
+}
+
+// The reason of the last sign-out in this tab, once.
+export function takeSignOutReason() {
+  const reason = sessionStorage.getItem(REASON_KEY) || '';
+  sessionStorage.removeItem(REASON_KEY);
+  return reason;
 }
 
 // Why these credentials cannot work, before asking the server; null when they may.
