@@ -13,17 +13,7 @@ import pytest
 from appliance.errors import ConfigError
 from appliance.server.settings import load_settings
 from appliance.yamlload import MAX_VALUES, load_yaml, parse_yaml_text
-
-GOOD = """\
-device: {id: door-1}
-server: embedded
-call:
-  members: [alice]
-buttons:
-  - name: call
-    pin: 17
-    press: call
-"""
+from tests.daemon.test_config import GOOD
 
 
 def _bomb(levels: int, width: int) -> str:
