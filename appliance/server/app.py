@@ -8,7 +8,6 @@ never a 500. The web console (``appliance/server/web``) is mounted at ``/`` afte
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -42,7 +41,9 @@ from appliance.server import (
     routes_members,
     routes_query,
     routes_users,
+    wirejson,
 )
+from appliance.server.auth import principal
 from appliance.server.context import ServerContext, now_ns
 from appliance.server.settings import ServerSettings, ensure_secret
 from appliance.server.store import Store, database_url
@@ -93,6 +94,10 @@ async def _on_api_error(request: Request, err: Exception) -> JSONResponse:
 
 async def _on_validation(request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, RequestValidationError)
+    # FastAPI parses a JSON body before it runs the route's dependencies: authenticate first.
+    refused = await _credentials_problem(request.scope)
+    if refused is not None:
+        return _json_error(refused)
     errors = err.errors()
     first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
     field = _loc(tuple(first.get("loc", ())))
@@ -120,21 +125,27 @@ async def _on_unexpected(request: Request, err: Exception) -> JSONResponse:
 
 # A JSON \u0000 escape (not an escaped backslash followed by "u0000"): PostgreSQL cannot store it.
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
-# A JSON \uD800-\uDFFF escape: fine in a pair, but a lone one is no character (UTF-8 cannot hold it).
-_SURROGATE_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u[dD][89a-fA-F]")
 
 
-def _has_lone_surrogate(body: bytes) -> bool:
-    """True for a JSON body whose strings hold a lone surrogate (``"\\ud800"``); cheap when none."""
-    if not _SURROGATE_ESCAPE.search(body):
-        return False
+async def _credentials_problem(scope: Scope) -> APIError | None:
+    """Why this request's credentials are refused, if they are: a request whose body is bad
+    and whose credentials are bad too is answered 401, as if the body had been fine."""
     try:
-        json.dumps(json.loads(body), ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    except (ValueError, RecursionError):  # not JSON (or absurdly deep): the framework answers
-        return False
-    return False
+        await principal(Request(scope))
+    except APIError as err:
+        return err
+    return None
+
+
+def _body_problem(body: bytes) -> InvalidRequest | None:
+    if _NUL_ESCAPE.search(body):
+        return InvalidRequest("strings may not contain NUL (\\u0000) characters")
+    if wirejson.NON_FINITE_HINT_BYTES.search(body) or wirejson.SURROGATE_ESCAPE_BYTES.search(body):
+        try:
+            wirejson.loads(body)
+        except InvalidRequest as err:
+            return err
+    return None
 
 
 class RequestLimits:
@@ -181,13 +192,10 @@ class RequestLimits:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        if _NUL_ESCAPE.search(body):
-            nul = InvalidRequest("strings may not contain NUL (\\u0000) characters")
-            await _json_error(nul)(scope, receive, send)
-            return
-        if _has_lone_surrogate(body):
-            bad = InvalidRequest("strings may not contain lone UTF-16 surrogates (\\ud800-\\udfff)")
-            await _json_error(bad)(scope, receive, send)
+        problem = _body_problem(body)
+        if problem is not None:
+            refused = await _credentials_problem(scope) or problem
+            await _json_error(refused)(scope, receive, send)
             return
         replayed = False
 
@@ -237,6 +245,7 @@ def create_app(settings: ServerSettings, *, clock: Clock | None = None) -> FastA
         lifespan=lifespan,
         docs_url="/api/docs",
         redoc_url=None,
+        default_response_class=wirejson.StrictJSONResponse,
     )
     app.state.settings = settings
     app.add_middleware(RequestLimits, max_body_bytes=settings.limits.max_body_bytes)

@@ -221,6 +221,10 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _custom(pairs: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -228,8 +232,8 @@ def _custom(pairs: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"--custom {pair!r} is not KEY=VALUE")
         try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
+            out[key] = json.loads(value, parse_constant=_not_json)
+        except ValueError:  # not JSON (NaN and Infinity are not JSON either): a string
             out[key] = value
     return out
 

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +23,7 @@ from sqlalchemy import select
 
 from appliance.calls import events as ev
 from appliance.errors import APIError, AuthenticationError, InvalidRequest, PayloadTooLarge
+from appliance.server import wirejson
 from appliance.server.auth import authenticate
 from appliance.server.context import now_ns
 from appliance.server.schema import users
@@ -85,7 +85,7 @@ class Connection:
 
 
 def encode(frame: dict[str, Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"))
+    return wirejson.dumps(frame)
 
 
 def error_frame(err: APIError, **context: Any) -> dict[str, Any]:
@@ -276,23 +276,8 @@ class Endpoint:
             )
 
 
-# A JSON \uD800-\uDFFF escape: fine in a pair; a lone one is no character (the database refuses it).
-_SURROGATE_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u[dD][89a-fA-F]")
-
-
 def _parse(text: str) -> dict[str, Any]:
-    try:
-        frame = json.loads(text)
-        if _SURROGATE_ESCAPE.search(text):
-            json.dumps(frame, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidRequest(
-            "strings may not contain lone UTF-16 surrogates (\\ud800-\\udfff)"
-        ) from None
-    except ValueError as err:
-        raise InvalidRequest(f"frame is not valid JSON: {err}") from None
-    except RecursionError:
-        raise InvalidRequest("frame is nested too deeply") from None
+    frame = wirejson.loads(text, name="frame")
     if not isinstance(frame, dict):
         raise InvalidRequest("frame must be a JSON object")
     return frame

@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import select, update
 
+from appliance.server import wirejson
 from appliance.server.context import ServerContext, now_ns
 from appliance.server.hub import Hub
 from appliance.server.schema import participants
@@ -125,7 +126,7 @@ class Fanout:
         )
 
     async def _send(self, message: dict[str, Any]) -> None:
-        text = json.dumps(message, separators=(",", ":"), ensure_ascii=True)
+        text = wirejson.dumps(message, ensure_ascii=True)
         payloads = chunks(text)
         async with self._send_lock:
             for attempt in (1, 2):

@@ -141,3 +141,27 @@ async def test_lone_surrogates_and_deep_nesting_are_400_not_500(server: ServerHa
         assert _is_error(r, 400)["exception_fields"]["field"] == "payload"
         r = await http.get("/api/v2/users", params={"payload": "[" * 5_000 + "]" * 5_000})
         assert _is_error(r, 400)["message"] == "payload: nested too deeply"
+
+
+async def test_credentials_are_checked_before_the_body(server: ServerHandle) -> None:
+    """A malformed body with bad credentials is a 401: nobody learns how we parse without a token."""
+    bodies = [b"{not json", b'{"data": {"custom": {"v": NaN}}}', b'{"x": "\\ud800"}', b"[1,"]
+    async with httpx.AsyncClient(base_url=server.base_url) as anon:
+        for body in bodies:
+            for params, headers in (
+                ({}, {}),
+                ({"api_key": server.api_key}, {}),
+                ({"api_key": server.api_key}, {"Authorization": "not-a-jwt"}),
+            ):
+                r = await anon.post(
+                    CALL, content=body, params=params, headers={**RAW_JSON, **headers}
+                )
+                _is_error(r, 401)
+        r = await anon.get("/api/v2/users", params={"api_key": server.api_key, "payload": "{"})
+        _is_error(r, 401)
+    async with server.client() as http:  # the same bodies with good credentials: 400
+        for body in bodies:
+            _is_error(await http.post(CALL, content=body, headers=RAW_JSON), 400)
+
+
+RAW_JSON = {"content-type": "application/json"}
