@@ -148,8 +148,26 @@ def _body_problem(body: bytes) -> InvalidRequest | None:
     return None
 
 
+# The console is plain files from this origin: no inline script, no frames, no other origins.
+# no-referrer: a sign-in link carries its token in the query.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; media-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
 class RequestLimits:
-    """Refuse bodies over the limit with 413 and note when handling started (for ``duration``)."""
+    """Every HTTP request: bodies over the limit are 413, bad ones 400 (after the credentials),
+    each response gets the security headers, and an unexpected error is a JSON 500 that keeps
+    the connection (Starlette re-raises it to the server, which then resets the connection and
+    the client's next request on it). Notes when handling started (for ``duration``)."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
@@ -159,6 +177,25 @@ class RequestLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", ()), *SECURITY_HEADERS]
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, send_with_headers)
+        except Exception:
+            if started:
+                raise  # half an answer: only closing the connection tells the client
+            log.exception("%s %s failed", scope.get("method"), scope.get("path"))
+            err = APIError("internal server error", status_code=500)
+            await _json_error(err)(scope, receive, send_with_headers)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope.setdefault("state", {})["started"] = time.perf_counter()
         limit = self.max_body_bytes
         for name, value in scope.get("headers", []):
@@ -243,7 +280,8 @@ def create_app(settings: ServerSettings, *, clock: Clock | None = None) -> FastA
         title="appliance call server",
         version="0.1.0",
         lifespan=lifespan,
-        docs_url="/api/docs",
+        # Swagger UI would load its script from a public CDN on the console's origin.
+        docs_url=None,
         redoc_url=None,
         default_response_class=wirejson.StrictJSONResponse,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -11,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from appliance.errors import InvalidRequest, PermissionDenied
 from appliance.server.auth import Principal, principal
 from appliance.server.context import now_ns
-from appliance.server.replies import ctx_of, reply, to_ns
+from appliance.server.replies import RequestTime, ctx_of, reply, to_ns
 from appliance.server.serialize import full_user_response, is_online
 from appliance.server.users import UserRequest, revoke_tokens, upsert_user, user_rows
 
@@ -28,7 +27,7 @@ class RevokeTokensRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     user_ids: list[str] = Field(min_length=1, max_length=100)
-    revoke_tokens_issued_before: datetime | int | None = None
+    revoke_tokens_issued_before: RequestTime = None
 
 
 @router.post("/users")

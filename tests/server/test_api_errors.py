@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import httpx
+import asyncio
 
+import httpx
+import pytest
+
+from appliance.server import routes_calltypes
 from tests.support.server import ServerHandle, running_server
 
 CALL = "/api/v2/video/call/default/door-1"
@@ -165,3 +169,53 @@ async def test_credentials_are_checked_before_the_body(server: ServerHandle) -> 
 
 
 RAW_JSON = {"content-type": "application/json"}
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> int:
+    """One request on an open keep-alive connection; the status (0 when the server hung up)."""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    await writer.drain()
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return 0
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    await reader.readexactly(length)
+    return int(head.split(b" ", 2)[1])
+
+
+async def test_a_500_keeps_the_keep_alive_connection(
+    server: ServerHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starlette re-raises an unexpected error after answering 500; uvicorn then reset the
+    connection, and the client's NEXT request on it failed too."""
+
+    def boom(row: object) -> object:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(routes_calltypes, "call_type_response", boom)
+    token = server.server_token()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        # The token goes in a query the server does not read: only the path matters here.
+        broken = f"/api/v2/video/calltypes/default?api_key={server.api_key}"
+        writer.write(
+            f"GET {broken} HTTP/1.1\r\nHost: test\r\nAuthorization: {token}\r\n\r\n".encode()
+        )
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 500"), head
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        assert b"internal server error" in await reader.readexactly(length)
+        # The same connection answers the next request.
+        assert await _exchange(reader, writer, "/healthz") == 200
+    finally:
+        writer.close()
