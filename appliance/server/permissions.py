@@ -67,6 +67,13 @@ class Access:
                 cid=self.cid,
             )
 
+    def require_ring(self, creator_id: str | None) -> None:
+        """Ringing: ``ring-call``, or being the call's creator (a device ringing the residents
+        of a call it made, without being one of them)."""
+        if self.who.user_id is not None and self.who.user_id == creator_id and self.blocked is None:
+            return
+        self.require(Capability.RING_CALL)
+
     def require_read(self) -> None:
         """Reading a call: ``read-call``, or being able to join it; unreachable calls look absent."""
         if self.blocked is not None:
