@@ -27,6 +27,7 @@ from appliance.server import wirejson
 from appliance.server.auth import authenticate
 from appliance.server.context import now_ns
 from appliance.server.schema import users
+from appliance.server.serialize import slim_event
 
 if TYPE_CHECKING:
     from appliance.server.hub import Hub
@@ -85,7 +86,8 @@ class Connection:
 
 
 def encode(frame: dict[str, Any]) -> str:
-    return wirejson.dumps(frame)
+    """A frame as sent: strict JSON, users in it slimmed (``serialize.slim_event``)."""
+    return wirejson.dumps(slim_event(frame))
 
 
 def error_frame(err: APIError, **context: Any) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from appliance.server import wirejson
 from appliance.server.context import ServerContext, now_ns
 from appliance.server.hub import Hub
 from appliance.server.schema import participants
+from appliance.server.serialize import slim_event
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,8 @@ class Fanout:
     # -- sending ------------------------------------------------------------------------
 
     async def send_event(self, message: dict[str, Any]) -> None:
-        await self._send({"kind": "event", **message})
+        event = slim_event(message["event"])  # as every socket would get it: smaller NOTIFYs
+        await self._send({"kind": "event", **message, "event": event})
 
     async def _local_presence(self, user_id: str, online: bool) -> None:
         await self._send(

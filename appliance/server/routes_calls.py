@@ -131,6 +131,7 @@ async def _create(
                 cid=cid,
             )
         if data.created_by is not None and data.created_by.id == creator:
+            check_custom(ctx, data.created_by.custom, "data.created_by.custom")
             await upsert_user(conn, data.created_by, now)
         elif not await user_rows(conn, [creator]):
             raise InvalidRequest(

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from appliance.errors import InvalidRequest, PermissionDenied
 from appliance.server.auth import Principal, principal
+from appliance.server.callrequests import check_custom
 from appliance.server.context import now_ns
 from appliance.server.replies import RequestTime, ctx_of, reply, to_ns
 from appliance.server.serialize import full_user_response, is_online
@@ -37,6 +38,8 @@ async def upsert_users(
     """Create or update users. A user token may update only itself, and not its role or teams."""
     ctx = ctx_of(request)
     for key, user in body.users.items():
+        # Users travel in events to everyone who shares a call with them: bounded like call data.
+        check_custom(ctx, user.custom, f"users.{key}.custom")
         if key != user.id:
             raise InvalidRequest(
                 f"key {key!r} differs from the user's id {user.id!r}", field=f"users.{key}.id"

@@ -117,3 +117,12 @@ async def test_a_nan_stored_by_an_older_version_goes_out_as_null(server: ServerH
     ring = _strict(raw[-1])
     assert ring["user"]["id"] == "alice"
     await bob.close()
+
+
+def test_frames_and_notifications_never_carry_nan() -> None:
+    from appliance.server import wirejson
+    from appliance.server.connection import encode
+
+    frame = {"type": "custom", "custom": {"v": float("nan"), "w": [float("-inf"), 1.5]}}
+    assert _strict(encode(frame))["custom"] == {"v": None, "w": [None, 1.5]}
+    assert _strict(wirejson.dumps(frame, ensure_ascii=True))["custom"]["v"] is None
