@@ -36,6 +36,7 @@ from appliance.server import (
     calltypes,
     migrations,
     realtime,
+    redact,
     routes_calls,
     routes_calltypes,
     routes_members,
@@ -250,6 +251,7 @@ def create_app(settings: ServerSettings, *, clock: Clock | None = None) -> FastA
     """The call server. Config mistakes (call-types file, secret) raise ``ConfigError`` here."""
     settings = ensure_secret(settings)
     the_clock: Clock = clock or SystemClock()
+    redact.install()  # before the first request line reaches the access log
     if settings.call_types is not None:
         calltypes.load_file(settings.call_types)
 
