@@ -99,6 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from appliance.server.app import create_app
+    from appliance.server.httpguard import uvicorn_options
     from appliance.server.settings import load_settings
     from appliance.server.tls import tls_files
 
@@ -121,6 +122,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
         proxy_headers=True,
         ws_per_message_deflate=settings.ws_compression,
+        **uvicorn_options(settings),
     )
     server = uvicorn.Server(config)
     log.info("serving on %s", settings.public_base_url())

@@ -141,7 +141,7 @@ async def join_call(
         if who.is_server and not await user_rows(conn, [user_id]):
             raise InvalidRequest(f"user {user_id} does not exist", field="user_id", cid=cid)
     if body.connection_id is not None:
-        svc.check_connection(body.connection_id, user_id)
+        svc.check_connection(body.connection_id, user_id, cid)
 
     async def run(db: AsyncConnection, out: Outbox) -> Any:
         call = await _call(db, cid)

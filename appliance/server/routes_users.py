@@ -13,6 +13,7 @@ from appliance.server.callrequests import check_custom
 from appliance.server.context import now_ns
 from appliance.server.replies import RequestTime, ctx_of, reply, to_ns
 from appliance.server.serialize import full_user_response, is_online
+from appliance.server.services import KEY, Services
 from appliance.server.users import UserRequest, revoke_tokens, upsert_user, user_rows
 
 router = APIRouter(prefix="/api/v2", tags=["users"])
@@ -73,4 +74,7 @@ async def revoke_users_tokens(
         before = now_ns(ctx.clock)
     async with ctx.store.begin() as conn:
         await revoke_tokens(conn, body.user_ids, before)
+    svc = ctx.extras.get(KEY)
+    if isinstance(svc, Services):  # open sockets end with their tokens, on every replica
+        await svc.hub.tokens.revoke(body.user_ids, before)
     return reply(request, {})
