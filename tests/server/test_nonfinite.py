@@ -126,3 +126,14 @@ def test_frames_and_notifications_never_carry_nan() -> None:
     frame = {"type": "custom", "custom": {"v": float("nan"), "w": [float("-inf"), 1.5]}}
     assert _strict(encode(frame))["custom"] == {"v": None, "w": [None, 1.5]}
     assert _strict(wirejson.dumps(frame, ensure_ascii=True))["custom"]["v"] is None
+
+
+def test_users_add_reads_nan_as_text_not_as_a_number() -> None:
+    from appliance.server.cli import _custom
+
+    assert _custom(["score=NaN", "top=Infinity", "n=2", "s=x"]) == {
+        "score": "NaN",
+        "top": "Infinity",
+        "n": 2,
+        "s": "x",
+    }
