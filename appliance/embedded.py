@@ -104,6 +104,7 @@ class EmbeddedServer:
         import uvicorn
 
         from appliance.server.app import create_app
+        from appliance.server.httpguard import uvicorn_options
         from appliance.server.tls import tls_files
 
         app = create_app(self.settings, clock=self.clock)
@@ -119,6 +120,7 @@ class EmbeddedServer:
             timeout_graceful_shutdown=2,
             ssl_certfile=str(tls.cert) if tls else None,
             ssl_keyfile=str(tls.key) if tls else None,
+            **uvicorn_options(self.settings),
         )
         self._server = uvicorn.Server(config)
         # the daemon owns the signals

@@ -2,10 +2,18 @@
 
 PyYAML's own constructors forget where a value came from and silently keep the last of two
 duplicate keys; we compose the node tree ourselves so that both are caught.
+
+A config is read by a daemon on a board with 512 MB, so reading one is bounded: the file size
+(``MAX_FILE_BYTES``), the nesting depth, and the number of values after alias expansion
+(``MAX_VALUES``: a few hundred bytes of nested ``*aliases`` otherwise expand to billions of
+values). Text that is not UTF-8, control characters and ``.nan``/``.inf`` are refused with the
+line they are on, like every other mistake.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +26,33 @@ from appliance.errors import ConfigError
 M = TypeVar("M", bound=BaseModel)
 Loc = tuple[str | int, ...]
 
+MAX_FILE_BYTES = 1_048_576
+# Values (mappings, sequences, scalars) after alias expansion; real configs have a few thousand.
+MAX_VALUES = 100_000
+# What YAML may not contain (the complement of its printable set): C0/C1 controls but tab,
+# newline, carriage return and NEL, surrogates, U+FFFE and U+FFFF.
+_NOT_PRINTABLE = re.compile(
+    "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+)
+
+
+class _Budget:
+    """Counts values as the node tree is expanded (an alias counts as often as it is used)."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.left = MAX_VALUES
+
+    def spend(self, node: yaml.Node) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise ConfigError(
+                f"more than {MAX_VALUES} values after expanding aliases",
+                file=self.file,
+                line=node.start_mark.line + 1,
+                hint="nested *aliases multiply; write the values out",
+            )
+
 
 def _scalar(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
     tag = loader.resolve(yaml.ScalarNode, node.value, (True, False))
@@ -27,8 +62,14 @@ def _scalar(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
 
 
 def _build(
-    loader: yaml.SafeLoader, node: yaml.Node, loc: Loc, lines: dict[Loc, int], file: str
+    loader: yaml.SafeLoader,
+    node: yaml.Node,
+    loc: Loc,
+    lines: dict[Loc, int],
+    file: str,
+    budget: _Budget,
 ) -> Any:
+    budget.spend(node)
     lines[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
@@ -39,7 +80,7 @@ def _build(
                     file=file,
                     line=key_node.start_mark.line + 1,
                 )
-            key = _build(loader, key_node, (*loc, "<key>"), {}, file)
+            key = _build(loader, key_node, (*loc, "<key>"), {}, file, budget)
             if not isinstance(key, str | int | float | bool) and key is not None:
                 raise ConfigError(
                     "mapping keys must be plain scalars",
@@ -56,13 +97,24 @@ def _build(
                     hint="a key may appear once in a mapping",
                 )
             lines[(*loc, skey)] = key_node.start_mark.line + 1
-            out[skey] = _build(loader, value_node, (*loc, skey), lines, file)
+            out[skey] = _build(loader, value_node, (*loc, skey), lines, file, budget)
             lines[(*loc, skey)] = key_node.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_build(loader, item, (*loc, i), lines, file) for i, item in enumerate(node.value)]
+        return [
+            _build(loader, item, (*loc, i), lines, file, budget)
+            for i, item in enumerate(node.value)
+        ]
     assert isinstance(node, yaml.ScalarNode)
-    return _scalar(loader, node)
+    value = _scalar(loader, node)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(
+            f"{node.value} is not a number a config may hold (NaN and infinities are refused)",
+            file=file,
+            line=node.start_mark.line + 1,
+            key=_dotted(loc) or None,
+        )
+    return value
 
 
 def _dotted(loc: Loc) -> str:
@@ -130,8 +182,25 @@ def _known_keys_hint(err: ValidationError, first: Any) -> str | None:
     return f"not a field of {model}" if model else None
 
 
+def _check_printable(text: str, file: str) -> None:
+    bad = _NOT_PRINTABLE.search(text)
+    if bad is None:
+        return
+    line = text.count("\n", 0, bad.start()) + 1
+    column = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
+    raise ConfigError(
+        f"control character U+{ord(bad.group()):04X} at column {column} is not allowed",
+        file=file,
+        line=line,
+    )
+
+
 def parse_yaml_text(text: str, file: str = "<string>") -> YamlDocument:
-    loader = yaml.SafeLoader(text)
+    _check_printable(text, file)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"not valid YAML: {err}", file=file) from None
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as err:
@@ -143,23 +212,42 @@ def parse_yaml_text(text: str, file: str = "<string>") -> YamlDocument:
         ) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"not valid YAML: {err}", file=file) from None
+    except RecursionError:
+        raise ConfigError("nested too deeply", file=file) from None
     finally:
         loader.dispose()
     lines: dict[Loc, int] = {}
     if node is None:
         return YamlDocument({}, {(): 1}, file)
-    data = _build(yaml.SafeLoader(""), node, (), lines, file)
+    try:
+        data = _build(yaml.SafeLoader(""), node, (), lines, file, _Budget(file))
+    except RecursionError:
+        raise ConfigError("nested too deeply", file=file) from None
     return YamlDocument(data, lines, file)
 
 
 def load_yaml(path: str | Path) -> YamlDocument:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError("file not found", file=str(p)) from None
-    except (OSError, UnicodeDecodeError) as err:
+    except OSError as err:
         raise ConfigError(f"cannot read: {err}", file=str(p)) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"file is larger than {MAX_FILE_BYTES} bytes", file=str(p))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        raise ConfigError(
+            f"not UTF-8: byte 0x{raw[err.start]:02x} at column {column}",
+            file=str(p),
+            line=line,
+            hint="save the file as UTF-8",
+        ) from None
     return parse_yaml_text(text, str(p))
 
 

@@ -253,7 +253,8 @@ async def _launch(playwright: Any, *, permission: bool) -> Any:
 
 
 async def _open_probe(browser: Any, srv: Any, *, permission: bool) -> tuple[Any, Any]:
-    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    # bypass_csp: wait_for_function evaluates its predicate with eval, which the CSP forbids.
+    context = await browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
     if permission:
         await context.grant_permissions(["camera", "microphone"])
     page = await context.new_page()

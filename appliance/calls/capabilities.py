@@ -1,6 +1,7 @@
 """Capabilities (what a role may do on a call) and the roles this server knows.
 
-The names are Stream Video's ``OwnCapability`` values. Capabilities of features this server does
+The names are Stream Video's ``OwnCapability`` values, plus ``ring-call`` (ours: Stream leaves
+ringing to its clients, this server decides it; see ``calls/types.py`` for who has it). Capabilities of features this server does
 not offer (recording, broadcasting, transcription, closed captions) are valid names in a call
 type's grants, but no feature answers to them.
 """
@@ -25,6 +26,7 @@ class Capability(StrEnum):
     PIN_FOR_EVERYONE = "pin-for-everyone"
     READ_CALL = "read-call"
     REMOVE_CALL_MEMBER = "remove-call-member"
+    RING_CALL = "ring-call"
     SCREENSHARE = "screenshare"
     SEND_AUDIO = "send-audio"
     SEND_VIDEO = "send-video"

@@ -2,7 +2,9 @@
 
 Grants map a role to the capabilities it has on calls of the type. The ``user`` role is any
 signed-in user who is not a member of the call; ``call_member`` is the default member role.
-"Only members can join" is a type whose ``user`` role lacks ``join-call``.
+"Only members can join" is a type whose ``user`` role lacks ``join-call``. ``ring-call`` (ring
+the members, also by creating or joining with ``ring``) goes to members of ``default`` and to
+hosts, moderators and admins everywhere; a non-member rings only on ``development``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ _MODERATE = [
     C.UPDATE_CALL_MEMBER,
     C.UPDATE_CALL_PERMISSIONS,
     C.REMOVE_CALL_MEMBER,
+    C.RING_CALL,
     C.END_CALL,
     C.MUTE_USERS,
     C.BLOCK_USERS,
@@ -77,7 +80,7 @@ def notification_settings() -> dict[str, Any]:
     }
 
 
-_CALLER = [C.CREATE_CALL, C.READ_CALL, C.JOIN_CALL, C.UPDATE_CALL, C.END_CALL, *_MEDIA]
+_CALLER = [C.CREATE_CALL, C.READ_CALL, C.JOIN_CALL, C.RING_CALL, C.UPDATE_CALL, C.END_CALL, *_MEDIA]
 
 BUILTIN_CALL_TYPES: dict[str, CallType] = {
     t.name: t

@@ -8,7 +8,6 @@ never a 500. The web console (``appliance/server/web``) is mounted at ``/`` afte
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -37,12 +36,15 @@ from appliance.server import (
     calltypes,
     migrations,
     realtime,
+    redact,
     routes_calls,
     routes_calltypes,
     routes_members,
     routes_query,
     routes_users,
+    wirejson,
 )
+from appliance.server.auth import principal
 from appliance.server.context import ServerContext, now_ns
 from appliance.server.settings import ServerSettings, ensure_secret
 from appliance.server.store import Store, database_url
@@ -93,6 +95,10 @@ async def _on_api_error(request: Request, err: Exception) -> JSONResponse:
 
 async def _on_validation(request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, RequestValidationError)
+    # FastAPI parses a JSON body before it runs the route's dependencies: authenticate first.
+    refused = await _credentials_problem(request.scope)
+    if refused is not None:
+        return _json_error(refused)
     errors = err.errors()
     first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
     field = _loc(tuple(first.get("loc", ())))
@@ -120,25 +126,49 @@ async def _on_unexpected(request: Request, err: Exception) -> JSONResponse:
 
 # A JSON \u0000 escape (not an escaped backslash followed by "u0000"): PostgreSQL cannot store it.
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
-# A JSON \uD800-\uDFFF escape: fine in a pair, but a lone one is no character (UTF-8 cannot hold it).
-_SURROGATE_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u[dD][89a-fA-F]")
 
 
-def _has_lone_surrogate(body: bytes) -> bool:
-    """True for a JSON body whose strings hold a lone surrogate (``"\\ud800"``); cheap when none."""
-    if not _SURROGATE_ESCAPE.search(body):
-        return False
+async def _credentials_problem(scope: Scope) -> APIError | None:
+    """Why this request's credentials are refused, if they are: a request whose body is bad
+    and whose credentials are bad too is answered 401, as if the body had been fine."""
     try:
-        json.dumps(json.loads(body), ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    except (ValueError, RecursionError):  # not JSON (or absurdly deep): the framework answers
-        return False
-    return False
+        await principal(Request(scope))
+    except APIError as err:
+        return err
+    return None
+
+
+def _body_problem(body: bytes) -> InvalidRequest | None:
+    if _NUL_ESCAPE.search(body):
+        return InvalidRequest("strings may not contain NUL (\\u0000) characters")
+    if wirejson.NON_FINITE_HINT_BYTES.search(body) or wirejson.SURROGATE_ESCAPE_BYTES.search(body):
+        try:
+            wirejson.loads(body)
+        except InvalidRequest as err:
+            return err
+    return None
+
+
+# The console is plain files from this origin: no inline script, no frames, no other origins.
+# no-referrer: a sign-in link carries its token in the query.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; media-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
 
 
 class RequestLimits:
-    """Refuse bodies over the limit with 413 and note when handling started (for ``duration``)."""
+    """Every HTTP request: bodies over the limit are 413, bad ones 400 (after the credentials),
+    each response gets the security headers, and an unexpected error is a JSON 500 that keeps
+    the connection (Starlette re-raises it to the server, which then resets the connection and
+    the client's next request on it). Notes when handling started (for ``duration``)."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
@@ -148,6 +178,25 @@ class RequestLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", ()), *SECURITY_HEADERS]
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, send_with_headers)
+        except Exception:
+            if started:
+                raise  # half an answer: only closing the connection tells the client
+            log.exception("%s %s failed", scope.get("method"), scope.get("path"))
+            err = APIError("internal server error", status_code=500)
+            await _json_error(err)(scope, receive, send_with_headers)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope.setdefault("state", {})["started"] = time.perf_counter()
         limit = self.max_body_bytes
         for name, value in scope.get("headers", []):
@@ -181,13 +230,10 @@ class RequestLimits:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        if _NUL_ESCAPE.search(body):
-            nul = InvalidRequest("strings may not contain NUL (\\u0000) characters")
-            await _json_error(nul)(scope, receive, send)
-            return
-        if _has_lone_surrogate(body):
-            bad = InvalidRequest("strings may not contain lone UTF-16 surrogates (\\ud800-\\udfff)")
-            await _json_error(bad)(scope, receive, send)
+        problem = _body_problem(body)
+        if problem is not None:
+            refused = await _credentials_problem(scope) or problem
+            await _json_error(refused)(scope, receive, send)
             return
         replayed = False
 
@@ -205,6 +251,7 @@ def create_app(settings: ServerSettings, *, clock: Clock | None = None) -> FastA
     """The call server. Config mistakes (call-types file, secret) raise ``ConfigError`` here."""
     settings = ensure_secret(settings)
     the_clock: Clock = clock or SystemClock()
+    redact.install()  # before the first request line reaches the access log
     if settings.call_types is not None:
         calltypes.load_file(settings.call_types)
 
@@ -235,8 +282,10 @@ def create_app(settings: ServerSettings, *, clock: Clock | None = None) -> FastA
         title="appliance call server",
         version="0.1.0",
         lifespan=lifespan,
-        docs_url="/api/docs",
+        # Swagger UI would load its script from a public CDN on the console's origin.
+        docs_url=None,
         redoc_url=None,
+        default_response_class=wirejson.StrictJSONResponse,
     )
     app.state.settings = settings
     app.add_middleware(RequestLimits, max_body_bytes=settings.limits.max_body_bytes)

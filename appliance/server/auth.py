@@ -20,11 +20,11 @@ from typing import Any
 
 import jwt
 from fastapi import Request
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
 from appliance.clock import Clock
 from appliance.errors import AuthenticationError, PermissionDenied
-from appliance.server.context import ServerContext, now_ns
+from appliance.server.context import ServerContext
 from appliance.server.schema import users
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,8 @@ def decode_token(token: str, secret: str, clock: Clock, leeway: float) -> dict[s
 
 
 async def authenticate(ctx: ServerContext, token: str | None, api_key: str | None) -> Principal:
-    """Check api key and token; for a user token, load (or create) the user and check revocation."""
+    """Check api key and token; for a user token, load the user (it must exist) and check
+    revocation."""
     settings = ctx.settings
     if not api_key:
         raise AuthenticationError("api_key query parameter is missing", field="api_key")
@@ -180,21 +181,17 @@ async def _user_row(ctx: ServerContext, user_id: str) -> dict[str, Any]:
     cols = [users.c.role, users.c.teams, users.c.revoke_tokens_issued_before]
     async with ctx.store.connect() as conn:
         row = (await conn.execute(select(*cols).where(users.c.id == user_id))).mappings().first()
-    if row is not None:
-        return dict(row)
-    # A valid token for a user we have not seen yet: the user exists from now on, as a plain user.
-    now = now_ns(ctx.clock)
-    async with ctx.store.begin() as conn:
-        again = (await conn.execute(select(*cols).where(users.c.id == user_id))).mappings().first()
-        if again is not None:
-            return dict(again)
-        await conn.execute(
-            insert(users).values(
-                id=user_id, role="user", teams=[], custom={}, created_at=now, updated_at=now
-            )
+    if row is None:
+        # Users are created by the operator (seed users, `appliance users add`, POST
+        # /api/v2/users with a server token), with their role and teams: a token, even a valid
+        # one, does not create an account (a typo in `appliance token --user` would, with no
+        # teams, so reaching every call of no team).
+        raise AuthenticationError(
+            f"user {user_id} does not exist: create it before using its token "
+            f"(appliance users add {user_id})",
+            field="Authorization",
         )
-    log.info("user %s created on first authentication", user_id)
-    return {"role": "user", "teams": [], "revoke_tokens_issued_before": None}
+    return dict(row)
 
 
 def token_from_headers(authorization: str | None) -> str | None:

@@ -6,7 +6,6 @@ Every body is a pydantic model, so ``/openapi.json`` describes it (and schemathe
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Path
@@ -18,6 +17,7 @@ from appliance.calls.settings import effective_settings
 from appliance.errors import InvalidRequest
 from appliance.server.context import ServerContext
 from appliance.server.members import MemberRequest
+from appliance.server.replies import RequestTime
 from appliance.server.schema import call_members
 from appliance.server.users import UserRequest
 
@@ -33,7 +33,7 @@ class CallRequest(BaseModel):
     members: list[MemberRequest] | None = None
     custom: dict[str, Any] | None = None
     settings_override: dict[str, Any] | None = None
-    starts_at: datetime | int | None = None
+    starts_at: RequestTime = None
     team: str | None = Field(default=None, max_length=255)
     video: bool | None = None
 
@@ -53,7 +53,7 @@ class UpdateCallRequest(BaseModel):
 
     custom: dict[str, Any] | None = None
     settings_override: dict[str, Any] | None = None
-    starts_at: datetime | int | None = None
+    starts_at: RequestTime = None
 
 
 class UpdateCallMembersRequest(BaseModel):

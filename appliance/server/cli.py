@@ -99,6 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from appliance.server.app import create_app
+    from appliance.server.httpguard import uvicorn_options
     from appliance.server.settings import load_settings
     from appliance.server.tls import tls_files
 
@@ -121,6 +122,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
         proxy_headers=True,
         ws_per_message_deflate=settings.ws_compression,
+        **uvicorn_options(settings),
     )
     server = uvicorn.Server(config)
     log.info("serving on %s", settings.public_base_url())
@@ -221,6 +223,10 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _custom(pairs: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -228,8 +234,8 @@ def _custom(pairs: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"--custom {pair!r} is not KEY=VALUE")
         try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
+            out[key] = json.loads(value, parse_constant=_not_json)
+        except ValueError:  # not JSON (NaN and Infinity are not JSON either): a string
             out[key] = value
     return out
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +21,18 @@ from fastapi import WebSocket, WebSocketDisconnect
 from sqlalchemy import select
 
 from appliance.calls import events as ev
-from appliance.errors import APIError, AuthenticationError, InvalidRequest, PayloadTooLarge
+from appliance.errors import (
+    APIError,
+    AuthenticationError,
+    InvalidRequest,
+    PayloadTooLarge,
+    PermissionDenied,
+)
+from appliance.server import wirejson
 from appliance.server.auth import authenticate
 from appliance.server.context import now_ns
 from appliance.server.schema import users
+from appliance.server.serialize import slim_event
 
 if TYPE_CHECKING:
     from appliance.server.hub import Hub
@@ -37,6 +43,7 @@ SEND_QUEUE_FRAMES = 1000
 AUTH_TIMEOUT_SECONDS = 10.0
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN_LATER = 1013
 
 
 @dataclass(eq=False)
@@ -54,8 +61,12 @@ class Connection:
     # A token pinned to some calls (``call_cids``) hears only those calls' events.
     call_cids: tuple[str, ...] | None = None
     close_code: int = 1000
+    close_reason: str = ""
     # Set once the hub has forgotten the connection and run its close hooks.
     unregistered: bool = False
+    # The token's ``iat`` and ``exp`` (seconds): the socket ends with its token (tokenwatch.py).
+    token_iat: float | None = None
+    token_exp: float | None = None
 
     def send(self, frame: dict[str, Any]) -> bool:
         """Queue a frame; ``False`` (and the connection is closed) when the client lags too far."""
@@ -69,23 +80,59 @@ class Connection:
             self.queue.put_nowait(text)
         except asyncio.QueueFull:
             log.warning("%r is %d frames behind: disconnecting it", self, SEND_QUEUE_FRAMES)
-            self.close()
+            self.drop(
+                APIError(
+                    f"this connection fell {SEND_QUEUE_FRAMES} frames behind (not reading): closed",
+                    status_code=429,
+                ),
+                CLOSE_TRY_AGAIN_LATER,
+            )
             return False
         return True
 
-    def close(self, code: int = 1000) -> None:
+    def close(self, code: int = 1000, reason: str = "") -> None:
         if not self.closed:
             self.closed = True
             self.close_code = code
+            self.close_reason = reason
             with contextlib.suppress(asyncio.QueueFull):
                 self.queue.put_nowait(None)
+
+    def drop(self, err: APIError, code: int = CLOSE_POLICY) -> None:
+        """End the connection for a reason the client is told: an error frame naming it (as
+        ``connection.error``, like a refused first frame), then a close with ``code``.
+        Frames still queued are discarded: they are stale, and a client that stopped reading
+        would otherwise never reach the close."""
+        if self.closed:
+            return
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.send(refusal_frame(err))
+        self.close(code, err.message[:120])
+
+    def require_call(self, cid: str, field: str = "call_cid") -> None:
+        """A connection opened with a token pinned to calls (``call_cids``) acts on those only."""
+        if self.call_cids is not None and cid not in self.call_cids:
+            pinned = ", ".join(self.call_cids) or "(none)"
+            raise PermissionDenied(
+                f"this connection's token is limited to calls {pinned}", field=field, cid=cid
+            )
 
     def __repr__(self) -> str:
         return f"Connection({self.id[:8]} user={self.user_id})"
 
 
 def encode(frame: dict[str, Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"))
+    """A frame as sent: strict JSON, users in it slimmed (``serialize.slim_event``)."""
+    return wirejson.dumps(slim_event(frame))
+
+
+def refusal_frame(err: APIError) -> dict[str, Any]:
+    """``connection.error``: why this server will not (or no longer) serve the connection."""
+    frame = error_frame(err)
+    frame["type"] = ev.CONNECTION_ERROR
+    frame["error"] = {k: frame[k] for k in ("code", "message", "StatusCode", "details")}
+    return frame
 
 
 def error_frame(err: APIError, **context: Any) -> dict[str, Any]:
@@ -181,6 +228,8 @@ class Endpoint:
             user_id=user_id,
             websocket=websocket,
             call_cids=who.call_cids,
+            token_iat=_number(who.claims.get("iat")),
+            token_exp=_number(who.claims.get("exp")),
         )
         conn.last_seen = asyncio.get_running_loop().time()
         return conn
@@ -188,10 +237,7 @@ class Endpoint:
     async def _refuse(self, websocket: WebSocket, err: APIError) -> None:
         log.info("WebSocket refused: %s", err.message)
         with contextlib.suppress(Exception):
-            frame = error_frame(err)
-            frame["type"] = ev.CONNECTION_ERROR
-            frame["error"] = {k: frame[k] for k in ("code", "message", "StatusCode", "details")}
-            await websocket.send_text(json.dumps(frame))
+            await websocket.send_text(encode(refusal_frame(err)))
             code = CLOSE_TOO_BIG if isinstance(err, PayloadTooLarge) else CLOSE_POLICY
             await websocket.close(code=code, reason=err.message[:120])
 
@@ -212,7 +258,7 @@ class Endpoint:
                 conn.closed = True
                 break
         with contextlib.suppress(Exception):
-            await conn.websocket.close(code=conn.close_code)
+            await conn.websocket.close(code=conn.close_code, reason=conn.close_reason)
 
     async def _reader(self, conn: Connection) -> None:
         loop = asyncio.get_running_loop()
@@ -276,23 +322,12 @@ class Endpoint:
             )
 
 
-# A JSON \uD800-\uDFFF escape: fine in a pair; a lone one is no character (the database refuses it).
-_SURROGATE_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u[dD][89a-fA-F]")
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _parse(text: str) -> dict[str, Any]:
-    try:
-        frame = json.loads(text)
-        if _SURROGATE_ESCAPE.search(text):
-            json.dumps(frame, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidRequest(
-            "strings may not contain lone UTF-16 surrogates (\\ud800-\\udfff)"
-        ) from None
-    except ValueError as err:
-        raise InvalidRequest(f"frame is not valid JSON: {err}") from None
-    except RecursionError:
-        raise InvalidRequest("frame is nested too deeply") from None
+    frame = wirejson.loads(text, name="frame")
     if not isinstance(frame, dict):
         raise InvalidRequest("frame must be a JSON object")
     return frame

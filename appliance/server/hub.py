@@ -27,6 +27,7 @@ from appliance.server.context import ServerContext, now_ns
 from appliance.server.presence import Presence
 from appliance.server.schema import call_members, participants, users
 from appliance.server.serialize import user_response
+from appliance.server.tokenwatch import TokenWatch
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,10 @@ class Hub:
         self.on_open: list[Callable[[Connection], Awaitable[None]]] = []
         # Set by pgnotify when the store is PostgreSQL: sends a publication to other replicas.
         self.remote: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+        # Set by pgnotify too: sends a control message (``{"kind": "revoke", …}``) to them.
+        self.broadcast: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+        # Ends sockets with their tokens (expiry, revocation); hooked in by realtime.start.
+        self.tokens = TokenWatch(ctx, self)
         # Told when a user's first local connection opens (True) or last one closes (False).
         self.presence_listeners: list[Callable[[str, bool], Awaitable[None]]] = []
         self._health_task: asyncio.Task[None] | None = None

@@ -67,6 +67,13 @@ class Access:
                 cid=self.cid,
             )
 
+    def require_ring(self, creator_id: str | None) -> None:
+        """Ringing: ``ring-call``, or being the call's creator (a device ringing the residents
+        of a call it made, without being one of them)."""
+        if self.who.user_id is not None and self.who.user_id == creator_id and self.blocked is None:
+            return
+        self.require(Capability.RING_CALL)
+
     def require_read(self) -> None:
         """Reading a call: ``read-call``, or being able to join it; unreachable calls look absent."""
         if self.blocked is not None:
@@ -106,3 +113,68 @@ def check_create(
             field="data.team",
         )
     access(who, cid, team, grants, None).require(Capability.CREATE_CALL)
+
+
+def _granted(grants: Mapping[str, Iterable[str]], role: str) -> frozenset[str]:
+    return frozenset(grants.get(role, ())) & OFFERED
+
+
+def check_member_changes(
+    acc: Access,
+    grants: Mapping[str, Iterable[str]],
+    current: Mapping[str, str],
+    upserts: Iterable[tuple[int, str, str | None]],
+    removals: Iterable[str],
+    creator_id: str,
+) -> None:
+    """Changing the members of an existing call with a user token (a server token may do anything).
+
+    ``current`` maps the affected users who are members to their role; ``upserts`` are
+    ``(index, user_id, role or None)``. A caller grants only roles whose capabilities she has on
+    this call herself, so she never raises her own role; she changes or removes only members
+    whose role's capabilities she has too (a moderator cannot demote or remove an admin); and
+    nobody but the creator herself, a global admin or a server token removes the call's creator.
+    """
+    who = acc.who
+    if who.is_server:
+        return
+    mine = acc.capabilities if acc.blocked is None else frozenset()
+
+    def above(role: str) -> list[str]:
+        return sorted(_granted(grants, role) - mine)
+
+    for index, user_id, role in upserts:
+        where = f"update_members[{index}]"
+        old = current.get(user_id)
+        if old is not None and user_id != who.user_id and above(old):
+            raise PermissionDenied(
+                f"user {who.user_id} may not change member {user_id}: role {old} has "
+                f"capabilities {who.user_id} lacks here ({', '.join(above(old))})",
+                cid=acc.cid,
+                field=f"{where}.user_id",
+            )
+        new = role if role is not None else (old or "call_member")
+        if new != old and above(new):
+            raise PermissionDenied(
+                f"user {who.user_id} may not grant role {new}: it has capabilities "
+                f"{who.user_id} lacks here ({', '.join(above(new))})",
+                cid=acc.cid,
+                field=f"{where}.role",
+            )
+    for index, user_id in enumerate(removals):
+        if user_id == who.user_id:
+            continue
+        if user_id == creator_id and not who.is_admin:
+            raise PermissionDenied(
+                f"user {who.user_id} may not remove {user_id}, who created the call",
+                cid=acc.cid,
+                field=f"remove_members[{index}]",
+            )
+        old = current.get(user_id)
+        if old is not None and above(old):
+            raise PermissionDenied(
+                f"user {who.user_id} may not remove member {user_id}: role {old} has "
+                f"capabilities {who.user_id} lacks here ({', '.join(above(old))})",
+                cid=acc.cid,
+                field=f"remove_members[{index}]",
+            )

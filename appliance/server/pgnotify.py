@@ -28,9 +28,11 @@ from typing import Any
 import psycopg
 from sqlalchemy import select, update
 
+from appliance.server import wirejson
 from appliance.server.context import ServerContext, now_ns
 from appliance.server.hub import Hub
 from appliance.server.schema import participants
+from appliance.server.serialize import slim_event
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,7 @@ class Fanout:
     async def start(self) -> None:
         self._started = asyncio.get_running_loop().time()
         self.hub.remote = self.send_event
+        self.hub.broadcast = self.send_control
         self.hub.presence_listeners.append(self._local_presence)
         self._tasks.append(asyncio.create_task(self._listen(), name="pgnotify-listen"))
         self._tasks.append(asyncio.create_task(self._announce(), name="pgnotify-presence"))
@@ -117,7 +120,11 @@ class Fanout:
     # -- sending ------------------------------------------------------------------------
 
     async def send_event(self, message: dict[str, Any]) -> None:
-        await self._send({"kind": "event", **message})
+        event = slim_event(message["event"])  # as every socket would get it: smaller NOTIFYs
+        await self._send({"kind": "event", **message, "event": event})
+
+    async def send_control(self, message: dict[str, Any]) -> None:
+        await self._send({**message, "origin": self.replica})
 
     async def _local_presence(self, user_id: str, online: bool) -> None:
         await self._send(
@@ -125,7 +132,7 @@ class Fanout:
         )
 
     async def _send(self, message: dict[str, Any]) -> None:
-        text = json.dumps(message, separators=(",", ":"), ensure_ascii=True)
+        text = wirejson.dumps(message, ensure_ascii=True)
         payloads = chunks(text)
         async with self._send_lock:
             for attempt in (1, 2):
@@ -158,6 +165,8 @@ class Fanout:
                     self._listening.set()
                     await self._send({"kind": "hello", "origin": self.replica})
                     log.info("%r listening on %s", self, CHANNEL)
+                    # Revocations sent while this replica was not listening.
+                    await self.hub.tokens.recheck()
                     async for note in conn.notifies():
                         await self._on_payload(note.payload)
             except asyncio.CancelledError:
@@ -194,6 +203,8 @@ class Fanout:
                 presence.replace_remote(origin, set(message["users"]))
             elif kind == "hello":
                 await self._send_full()
+            elif kind == "revoke":
+                self.hub.tokens.on_message(message)
             elif kind == "bye":
                 presence.drop_replica(origin)
                 self._heard.pop(origin, None)
@@ -210,6 +221,8 @@ class Fanout:
             await asyncio.sleep(PRESENCE_EVERY)
             with contextlib.suppress(Exception):
                 await self._send_full()
+            with contextlib.suppress(Exception):
+                await self.hub.tokens.recheck()
             now = loop.time()
             for origin, heard in list(self._heard.items()):
                 if now - heard > 3 * PRESENCE_EVERY:

@@ -127,6 +127,7 @@ async def start(ctx: ServerContext) -> None:
                 "participant.attach needs session_id (your participant session id)",
                 field="session_id",
             )
+        conn.require_call(cid)
 
         async def run(db: AsyncConnection, out: Outbox) -> None:
             await attach(db, ctx, cid, pid, conn.user_id, conn.id, out)
@@ -153,6 +154,8 @@ async def start(ctx: ServerContext) -> None:
     hub.handlers["signal"] = relay.handle
     hub.handlers[ATTACH] = on_attach
     hub.on_close.append(on_close)
+    hub.on_close.append(hub.tokens.closed)
+    hub.on_open.append(hub.tokens.opened)
     hub.on_open.append(ringer.resend_rings)
 
     ctx.extras[KEY] = Services(hub=hub, tx=tx, ringer=ringer, relay=relay, scheduler=scheduler)
@@ -185,6 +188,7 @@ async def stop(ctx: ServerContext) -> None:
     if not isinstance(svc, Services):
         return
     await svc.scheduler.stop()
+    await svc.hub.tokens.stop()
     fanout = ctx.extras.pop("fanout", None)
     if fanout is not None:
         await fanout.stop()

@@ -6,9 +6,10 @@ import logging
 import time
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Request
+from pydantic import BeforeValidator, WithJsonSchema
 
 from appliance.errors import InvalidRequest
 from appliance.server.context import ServerContext
@@ -44,6 +45,41 @@ async def publish(
         await ctx.bus.publish(event, call_cid=call_cid, user_ids=user_ids)
     except Exception:
         log.exception("event %s for %s could not be published", event.get("type"), call_cid)
+
+
+def _request_time(value: Any) -> Any:
+    """One rule for times in requests: a JSON integer is nanoseconds since the epoch, a string is
+    RFC 3339. A fraction (``1700000000.5``) or a number in a string (``"1700000000"``) was read
+    as seconds by the parser before; neither is either form, so both are refused."""
+    if value is None or isinstance(value, datetime):
+        return value
+    if isinstance(value, float) and value.is_integer() and not isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= MAX_NS:
+            raise ValueError("timestamp is out of range (1970 to 2262)")
+        return value
+    if isinstance(value, str):
+        return value
+    raise ValueError(
+        'a time is RFC 3339 text ("2030-01-02T09:00:00Z") or integer nanoseconds since the epoch'
+    )
+
+
+# A time in a request body; ``to_ns`` turns an RFC 3339 string into nanoseconds.
+RequestTime = Annotated[
+    int | str | datetime | None,
+    BeforeValidator(_request_time),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "description": "nanoseconds since the epoch"},
+                {"type": "string", "format": "date-time"},
+                {"type": "null"},
+            ]
+        }
+    ),
+]
 
 
 def to_ns(value: datetime | int | str | None, field: str) -> int | None:

@@ -36,6 +36,7 @@ from appliance.server.context import ServerContext, now_ns
 from appliance.server.customindex import remove_call_custom
 from appliance.server.members import (
     check_members,
+    member_role,
     upsert_members,
 )
 from appliance.server.permissions import check_create
@@ -97,7 +98,7 @@ async def get_or_create_call(
             user_ids=member_ids,
         )
     if body.ring:
-        acc.require(Capability.JOIN_CALL)
+        acc.require_ring(row["created_by_id"])
         caller = (
             who.user_id or data.created_by_id or (data.created_by.id if data.created_by else None)
         )
@@ -130,6 +131,7 @@ async def _create(
                 cid=cid,
             )
         if data.created_by is not None and data.created_by.id == creator:
+            check_custom(ctx, data.created_by.custom, "data.created_by.custom")
             await upsert_user(conn, data.created_by, now)
         elif not await user_rows(conn, [creator]):
             raise InvalidRequest(
@@ -167,20 +169,24 @@ async def get_call(
     id: CallId,
     request: Request,
     members_limit: Annotated[int | None, Query(ge=0, le=100)] = None,
-    ring: bool | None = None,
+    ring: Annotated[
+        bool | None, Query(description="refused when true: a GET never rings (POST …/ring)")
+    ] = None,
     notify: bool | None = None,
     video: bool | None = None,
     who: Principal = Depends(principal),
 ) -> dict[str, Any]:
+    """Read a call. A GET changes nothing: ``ring=true`` is a 400 (ring with ``POST …/ring``)."""
     ctx = ctx_of(request)
     calltypes.read_once_per_request()
     cid = f"{type}:{id}"
     async with ctx.store.connect() as conn:
-        row, acc = await load_access(conn, who, cid)
+        _, acc = await load_access(conn, who, cid)
     acc.require_read()
     if ring:
-        acc.require(Capability.JOIN_CALL)
-        await _ring(ctx, cid, who.user_id or row["created_by_id"], video)
+        raise InvalidRequest(
+            f"a GET never rings: POST /api/v2/video/call/{type}/{id}/ring", field="ring", cid=cid
+        )
     async with ctx.store.connect() as conn:
         state = await call_state(conn, ctx, who, await call_row(conn, cid), acc, members_limit)
     return reply(request, state)
@@ -287,6 +293,12 @@ async def send_call_event(
     async with ctx.store.connect() as conn:
         _, acc = await load_access(conn, who, cid)
         acc.require_read()
+        # Members hear custom events, and members act on them (a door unlocks for one): only a
+        # member speaks in them, so nobody outside a call can spoof a device's answer.
+        if not who.is_admin and await member_role(conn, cid, sender) is None:
+            raise PermissionDenied(
+                f"user {sender} is not a member of call {cid}: cannot send events to it", cid=cid
+            )
         user = (await user_rows(conn, [sender])).get(sender)
     now = now_ns(ctx.clock)
     await publish(

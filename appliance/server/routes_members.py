@@ -10,6 +10,7 @@ from sqlalchemy import update
 from appliance.calls import events
 from appliance.calls.capabilities import Capability
 from appliance.errors import InvalidRequest
+from appliance.server import calltypes
 from appliance.server.auth import Principal, principal
 from appliance.server.callrequests import (
     CallId,
@@ -20,6 +21,7 @@ from appliance.server.callrequests import (
 from appliance.server.callstate import load_access
 from appliance.server.context import now_ns
 from appliance.server.members import check_members, member_rows, remove_members, upsert_members
+from appliance.server.permissions import check_member_changes
 from appliance.server.replies import ctx_of, publish, reply
 from appliance.server.schema import calls
 from appliance.server.serialize import call_response, members_response
@@ -51,12 +53,27 @@ async def update_call_members(
         check_custom(ctx, m.custom, f"update_members[{m.user_id}].custom")
     now = now_ns(ctx.clock)
     async with ctx.store.begin() as conn:
-        _, acc = await load_access(conn, who, cid)
+        row, acc = await load_access(conn, who, cid)
         acc.require_read()
         if upserts:
             acc.require(Capability.UPDATE_CALL_MEMBER)
         if removals:
             acc.require(Capability.REMOVE_CALL_MEMBER)
+        if not who.is_server:
+            affected = [m.user_id for m in upserts] + list(removals)
+            current = {
+                r["user_id"]: r["role"]
+                for r in await member_rows(conn, cid, len(affected), affected)
+            }
+            ctype = await calltypes.get_row(conn, type)
+            check_member_changes(
+                acc,
+                ctype["grants"],
+                current,
+                [(i, m.user_id, m.role) for i, m in enumerate(upserts)],
+                removals,
+                row["created_by_id"],
+            )
         added, updated = await upsert_members(conn, cid, upserts, now, "update_members")
         removed = await remove_members(conn, cid, removals)
         if upserts or removals:

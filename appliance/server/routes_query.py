@@ -8,19 +8,17 @@ calls it may read (grants, teams, ``call_cids``), and the users of its own teams
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import ColumnElement, func, not_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance.calls import filters
 from appliance.errors import InvalidRequest, NotFound
-from appliance.server import queries
+from appliance.server import queries, wirejson
 from appliance.server.auth import Principal, principal
 from appliance.server.callstate import access_to, call_state, load_access
 from appliance.server.context import ServerContext
@@ -90,7 +88,7 @@ def _online_ids(ctx: ServerContext) -> frozenset[str]:
 @router.post("/api/v2/video/call/members")
 async def query_call_members(
     body: QueryMembersRequest, request: Request, who: Principal = Depends(principal)
-) -> JSONResponse:
+) -> wirejson.StrictJSONResponse:
     """Members of one call, filtered and sorted, one page (``next``/``prev`` cursors).
 
     The body is plain JSON data already: answered as is, without FastAPI's
@@ -114,7 +112,9 @@ async def query_call_members(
         user = queries.split_user(row)
         members.append(member_response(row, user, is_online(ctx, row["user_id"])))
     log.debug("Call(%s) query members: %d rows", cid, len(members))
-    return JSONResponse(reply(request, {"members": members, "next": page.next, "prev": page.prev}))
+    return wirejson.StrictJSONResponse(
+        reply(request, {"members": members, "next": page.next, "prev": page.prev})
+    )
 
 
 async def _grants_by_type(conn: AsyncConnection) -> dict[str, dict[str, list[str]]]:
@@ -161,18 +161,7 @@ async def query_users(
 ) -> dict[str, Any]:
     """Users filtered on id, role, teams, name, ``custom.*`` and ``online``; offset paging."""
     ctx = ctx_of(request)
-    try:
-        raw = json.loads(payload)
-        json.dumps(raw, ensure_ascii=False).encode("utf-8")  # a lone "\ud800" is no character
-    except UnicodeEncodeError:
-        raise InvalidRequest(
-            "payload: strings may not contain lone UTF-16 surrogates (\\ud800-\\udfff)",
-            field="payload",
-        ) from None
-    except ValueError as err:
-        raise InvalidRequest(f"payload: not valid JSON ({err.args[0]})", field="payload") from None
-    except RecursionError:
-        raise InvalidRequest("payload: nested too deeply", field="payload") from None
+    raw = wirejson.loads(payload, "payload")
     if not isinstance(raw, dict):
         raise InvalidRequest("payload: must be a JSON object", field="payload")
     body = _validate_payload(raw)

@@ -132,14 +132,16 @@ async def join_call(
             type, id, request, GetOrCreateCallRequest(data=body.data), who
         )
     async with ctx.store.connect() as conn:
-        _, acc = await load_access(conn, who, cid)
+        row, acc = await load_access(conn, who, cid)
         acc.require_read()
         acc.require(Capability.JOIN_CALL)
+        if body.ring:
+            acc.require_ring(row["created_by_id"])
         role = await member_role(conn, cid, user_id)
         if who.is_server and not await user_rows(conn, [user_id]):
             raise InvalidRequest(f"user {user_id} does not exist", field="user_id", cid=cid)
     if body.connection_id is not None:
-        svc.check_connection(body.connection_id, user_id)
+        svc.check_connection(body.connection_id, user_id, cid)
 
     async def run(db: AsyncConnection, out: Outbox) -> Any:
         call = await _call(db, cid)
@@ -231,7 +233,7 @@ async def ring_call(
     async with ctx.store.connect() as conn:
         row, acc = await load_access(conn, who, cid)
         acc.require_read()
-        acc.require(Capability.JOIN_CALL)
+        acc.require_ring(row["created_by_id"])
     if who.user_id is not None:
         caller = _acting_user(who, body.user_id, "ring")
     else:

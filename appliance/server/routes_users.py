@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -10,9 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from appliance.errors import InvalidRequest, PermissionDenied
 from appliance.server.auth import Principal, principal
+from appliance.server.callrequests import check_custom
 from appliance.server.context import now_ns
-from appliance.server.replies import ctx_of, reply, to_ns
+from appliance.server.replies import RequestTime, ctx_of, reply, to_ns
 from appliance.server.serialize import full_user_response, is_online
+from appliance.server.services import KEY, Services
 from appliance.server.users import UserRequest, revoke_tokens, upsert_user, user_rows
 
 router = APIRouter(prefix="/api/v2", tags=["users"])
@@ -28,7 +29,7 @@ class RevokeTokensRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     user_ids: list[str] = Field(min_length=1, max_length=100)
-    revoke_tokens_issued_before: datetime | int | None = None
+    revoke_tokens_issued_before: RequestTime = None
 
 
 @router.post("/users")
@@ -38,6 +39,8 @@ async def upsert_users(
     """Create or update users. A user token may update only itself, and not its role or teams."""
     ctx = ctx_of(request)
     for key, user in body.users.items():
+        # Users travel in events to everyone who shares a call with them: bounded like call data.
+        check_custom(ctx, user.custom, f"users.{key}.custom")
         if key != user.id:
             raise InvalidRequest(
                 f"key {key!r} differs from the user's id {user.id!r}", field=f"users.{key}.id"
@@ -71,4 +74,7 @@ async def revoke_users_tokens(
         before = now_ns(ctx.clock)
     async with ctx.store.begin() as conn:
         await revoke_tokens(conn, body.user_ids, before)
+    svc = ctx.extras.get(KEY)
+    if isinstance(svc, Services):  # open sockets end with their tokens, on every replica
+        await svc.hub.tokens.revoke(body.user_ids, before)
     return reply(request, {})

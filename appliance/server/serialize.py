@@ -226,3 +226,51 @@ def call_type_response(row: Mapping[str, Any]) -> dict[str, Any]:
         "updated_at": row["updated_at"],
         "external_storage": None,
     }
+
+
+# Users inside events carry what a console shows: who, presence, and which users are devices
+# (``custom.device``, ``custom.location``). A ring to 100 members carries ~100 users, once per
+# socket: a resident's whole custom data in each (up to ``limits.max_custom_bytes``) would be
+# sent thousands of times. REST answers keep the whole user.
+EVENT_USER_FIELDS = ("id", "name", "image", "role", "online")
+EVENT_USER_CUSTOM = ("device", "location")
+
+
+def event_user(user: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: user[k] for k in EVENT_USER_FIELDS if k in user}
+    custom = user.get("custom")
+    if isinstance(custom, Mapping):
+        out["custom"] = {k: custom[k] for k in EVENT_USER_CUSTOM if k in custom}
+    return out
+
+
+def _event_member(member: Any) -> Any:
+    if isinstance(member, Mapping) and isinstance(member.get("user"), Mapping):
+        return {**member, "user": event_user(member["user"])}
+    return member
+
+
+def _event_call(call: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(call)
+    if isinstance(out.get("created_by"), Mapping):
+        out["created_by"] = event_user(out["created_by"])
+    session = out.get("session")
+    if isinstance(session, Mapping) and isinstance(session.get("participants"), list):
+        out["session"] = {
+            **session,
+            "participants": [_event_member(p) for p in session["participants"]],
+        }
+    return out
+
+
+def slim_event(event: Mapping[str, Any]) -> dict[str, Any]:
+    """``event`` with every user in it cut to ``event_user`` (a copy: the REST answer that
+    shares its dicts keeps the whole users)."""
+    out = dict(event)
+    if isinstance(out.get("user"), Mapping):
+        out["user"] = event_user(out["user"])
+    if isinstance(out.get("call"), Mapping):
+        out["call"] = _event_call(out["call"])
+    if isinstance(out.get("members"), list):
+        out["members"] = [_event_member(m) for m in out["members"]]
+    return out

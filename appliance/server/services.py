@@ -30,8 +30,9 @@ class Services:
     relay: Relay
     scheduler: Scheduler
 
-    def check_connection(self, connection_id: str, user_id: str) -> None:
-        """A join's ``connection_id`` must be an open WebSocket of the joining user.
+    def check_connection(self, connection_id: str, user_id: str, cid: str) -> None:
+        """A join's ``connection_id`` must be an open WebSocket of the joining user, and one
+        whose token may act on call ``cid`` (a socket pinned to other calls is refused).
 
         A connection of another replica (PostgreSQL fan-out) cannot be checked here; it is
         accepted, and the hub delivers to a connection only what is addressed to its own user.
@@ -42,6 +43,7 @@ class Services:
                 raise InvalidRequest(
                     f"connection_id {connection_id} belongs to another user", field="connection_id"
                 )
+            conn.require_call(cid, field="connection_id")
             return
         if self.hub.remote is None:
             raise InvalidRequest(

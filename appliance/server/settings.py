@@ -75,7 +75,16 @@ class TlsFiles(_Strict):
 class Limits(_Strict):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_members_per_request: int = Field(default=100, ge=1)
+    # Custom data of a call, a member, a user (users travel inside events: keep them small).
     max_custom_bytes: int = Field(default=5_120, ge=16)
+    # Slow clients (httpguard.py): a request header must be complete this long after its first
+    # byte, a body this long after its header; else 408 and the connection is closed.
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    http_body_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Open connections (WebSockets included) per client address; 0 = no cap. A reverse proxy
+    # makes every client one address: list its address in unlimited_addresses.
+    max_connections_per_address: int = Field(default=64, ge=0)
+    unlimited_addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
 
 
 class ServerSettings(_Strict):

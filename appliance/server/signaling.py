@@ -47,6 +47,7 @@ class Relay:
         signal = frame.get("signal")
         if not isinstance(cid, str) or not cid:
             raise InvalidRequest("signal frame needs call_cid (a string)", field="call_cid")
+        conn.require_call(cid)
         if not isinstance(to, str) or not to:
             raise InvalidRequest(
                 "signal frame needs to (a participant session id)", field="to", cid=cid

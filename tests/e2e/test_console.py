@@ -175,6 +175,15 @@ async def device_page(guard: PageGuard, srv: ServerHandle, user: str, *, answer:
     return page
 
 
+async def alice_calls_the_door(guard: PageGuard, srv: ServerHandle) -> tuple[Page, Page]:
+    """The door answers by itself; alice calls it from her console. (door page, alice page)"""
+    door = await device_page(guard, srv, "door-1", answer=True)
+    alice = await sign_in(guard, srv, "alice")
+    await alice.locator('.device[data-user-id="door-1"] button.call-device').click()
+    await expect(alice.locator("#incall")).to_have_attribute("data-state", "connected")
+    return door, alice
+
+
 MIC_SENDER_IS_EMPTY = """
 [...window.applianceConsole.call.peers.values()][0].pc.getTransceivers()
   .filter((t) => t.receiver.track.kind === 'audio').every((t) => t.sender.track === null)
@@ -411,6 +420,34 @@ async def test_call_a_device_talk_unlock_and_hang_up(srv: ServerHandle, guard: P
     await expect(alice.locator("#devices")).to_be_visible()
 
 
+RECORD_MESSAGES = """() => {
+  window.__messages = [];
+  const box = document.querySelector('#call-message');
+  new MutationObserver(() => window.__messages.push(box.textContent)).observe(
+    box, {childList: true, characterData: true, subtree: true});
+}"""
+
+
+async def test_unlock_result_is_believed_only_from_the_device(
+    srv: ServerHandle, guard: PageGuard
+) -> None:
+    """Any member may send a custom event; "Door unlocked" only when the door says so."""
+    door, alice = await alice_calls_the_door(guard, srv)
+    await alice.evaluate(RECORD_MESSAGES)
+    async with srv.client("bob") as bob:  # a member of the door's call, not the door
+        r = await bob.post(f"{DOOR}/event", json={"custom": {"type": "unlock.result", "ok": True}})
+        assert r.status_code == 200, r.text
+    # The door's own answer comes after bob's on the same socket: once it shows, bob's was seen.
+    await door.evaluate(
+        "window.device.call.sendEvent({type: 'unlock.result', ok: false, reason: 'not now'})"
+    )
+    await expect(alice.locator("#call-message")).to_have_text("Unlock refused: not now")
+    messages = await alice.evaluate("window.__messages")
+    assert not any("Door unlocked" in m for m in messages), messages
+    await alice.locator("#btn-hangup").click()
+    await expect(alice.locator("#incall")).to_be_hidden()
+
+
 async def test_screenshots_of_ring_card_and_call_at_desktop_and_phone_sizes(
     srv: ServerHandle, guard: PageGuard
 ) -> None:
@@ -498,10 +535,7 @@ PEER_JS = "[...window.%s.call.peers.values()].map((p) => [p.offerer, p.generatio
 async def test_ice_restart_by_the_first_offerer_builds_a_fresh_connection(
     srv: ServerHandle, guard: PageGuard
 ) -> None:
-    door = await device_page(guard, srv, "door-1", answer=True)
-    alice = await sign_in(guard, srv, "alice")
-    await alice.locator('.device[data-user-id="door-1"] button.call-device').click()
-    await expect(alice.locator("#incall")).to_have_attribute("data-state", "connected")
+    door, alice = await alice_calls_the_door(guard, srv)
     [[alice_offers, _, _]] = await alice.evaluate(PEER_JS % "applianceConsole")
     [[door_offers, _, _]] = await door.evaluate(PEER_JS % "device")
     assert alice_offers != door_offers  # exactly one side offered

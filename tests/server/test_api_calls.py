@@ -107,6 +107,36 @@ async def test_update_call(server: ServerHandle) -> None:
         assert r.json()["call"]["custom"] == {"b": 2}
 
 
+async def test_times_have_one_rule_integer_nanoseconds_or_rfc3339(server: ServerHandle) -> None:
+    """``1700000000.5`` and ``"1700000000"`` were read as seconds while 1700000000 meant
+    nanoseconds; a number is nanoseconds, text is RFC 3339, anything else is a 400."""
+    await _create(server, {"data": {"created_by_id": "alice"}})
+    async with server.client() as http:
+        for value in (1700000000.5, "1700000000", "soon", True, [1]):
+            r = await http.patch(CALL, json={"starts_at": value})
+            assert r.status_code == 400, (value, r.text)
+            assert r.json()["exception_fields"]["field"] == "starts_at", r.text
+            r = await http.post(
+                "/api/v2/video/call/default/other",
+                json={"data": {"created_by_id": "alice", "starts_at": value}},
+            )
+            assert r.status_code == 400, (value, r.text)
+            assert r.json()["exception_fields"]["field"] == "data.starts_at", r.text
+            r = await http.post(
+                "/api/v2/users/revoke_tokens",
+                json={"user_ids": ["bob"], "revoke_tokens_issued_before": value},
+            )
+            assert r.status_code == 400, (value, r.text)
+        for value, ns in (
+            (1_700_000_000, 1_700_000_000),
+            (1.8e18, 1_800_000_000_000_000_000),
+            ("2030-01-02T09:00:00.5Z", 1_893_574_800_500_000_000),
+        ):
+            r = await http.patch(CALL, json={"starts_at": value})
+            assert r.status_code == 200, r.text
+            assert r.json()["call"]["starts_at"] == ns
+
+
 async def test_update_and_remove_members(server: ServerHandle) -> None:
     await _create(server, {"data": {"created_by_id": "alice", "members": [{"user_id": "alice"}]}})
     async with server.client() as http:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import httpx
+import asyncio
 
+import httpx
+import pytest
+
+from appliance.server import routes_calltypes
 from tests.support.server import ServerHandle, running_server
 
 CALL = "/api/v2/video/call/default/door-1"
@@ -141,3 +145,77 @@ async def test_lone_surrogates_and_deep_nesting_are_400_not_500(server: ServerHa
         assert _is_error(r, 400)["exception_fields"]["field"] == "payload"
         r = await http.get("/api/v2/users", params={"payload": "[" * 5_000 + "]" * 5_000})
         assert _is_error(r, 400)["message"] == "payload: nested too deeply"
+
+
+async def test_credentials_are_checked_before_the_body(server: ServerHandle) -> None:
+    """A malformed body with bad credentials is a 401: nobody learns how we parse without a token."""
+    bodies = [b"{not json", b'{"data": {"custom": {"v": NaN}}}', b'{"x": "\\ud800"}', b"[1,"]
+    async with httpx.AsyncClient(base_url=server.base_url) as anon:
+        for body in bodies:
+            for params, headers in (
+                ({}, {}),
+                ({"api_key": server.api_key}, {}),
+                ({"api_key": server.api_key}, {"Authorization": "not-a-jwt"}),
+            ):
+                r = await anon.post(
+                    CALL, content=body, params=params, headers={**RAW_JSON, **headers}
+                )
+                _is_error(r, 401)
+        r = await anon.get("/api/v2/users", params={"api_key": server.api_key, "payload": "{"})
+        _is_error(r, 401)
+    async with server.client() as http:  # the same bodies with good credentials: 400
+        for body in bodies:
+            _is_error(await http.post(CALL, content=body, headers=RAW_JSON), 400)
+
+
+RAW_JSON = {"content-type": "application/json"}
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> int:
+    """One request on an open keep-alive connection; the status (0 when the server hung up)."""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    await writer.drain()
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return 0
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    await reader.readexactly(length)
+    return int(head.split(b" ", 2)[1])
+
+
+async def test_a_500_keeps_the_keep_alive_connection(
+    server: ServerHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starlette re-raises an unexpected error after answering 500; uvicorn then reset the
+    connection, and the client's NEXT request on it failed too."""
+
+    def boom(row: object) -> object:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(routes_calltypes, "call_type_response", boom)
+    token = server.server_token()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        # The token goes in a query the server does not read: only the path matters here.
+        broken = f"/api/v2/video/calltypes/default?api_key={server.api_key}"
+        writer.write(
+            f"GET {broken} HTTP/1.1\r\nHost: test\r\nAuthorization: {token}\r\n\r\n".encode()
+        )
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 500"), head
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        assert b"internal server error" in await reader.readexactly(length)
+        # The same connection answers the next request.
+        assert await _exchange(reader, writer, "/healthz") == 200
+    finally:
+        writer.close()

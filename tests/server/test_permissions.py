@@ -137,7 +137,8 @@ async def test_members_only_call_type(srv: ServerHandle) -> None:
         r = await http.get(path)
         assert r.status_code == 200
         assert r.json()["own_capabilities"] == ["read-call"]
-        assert (await http.get(path, params={"ring": "true"})).status_code == 403
+        assert (await http.post(f"{path}/ring", json={})).status_code == 403
+        assert (await http.get(path, params={"ring": "true"})).status_code == 400  # GET never rings
     async with srv.client("bob") as http:
         caps = (await http.get(path)).json()["own_capabilities"]
         assert "join-call" in caps and "send-video" in caps

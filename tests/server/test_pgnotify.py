@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from sqlalchemy import update
+from websockets.exceptions import ConnectionClosed
 
 from appliance.clock import ManualClock
 from appliance.server.pgnotify import CHUNK_BYTES, Reassembler, chunks
-from appliance.server.schema import participants
+from appliance.server.schema import participants, users
 from tests.server.wsclient import QUIET, WsClient, call_post, create_call, join
 from tests.support.pgcluster import PostgresCluster
 from tests.support.server import ServerHandle, running_server
@@ -208,3 +209,43 @@ async def test_racing_joins_on_two_replicas_share_one_session(
         assert listed in ([ja["session_id"]], [jb["session_id"]])  # exactly one offers
         await alice_on_a.close()
         await bob_on_b.close()
+
+
+async def test_revoking_on_one_replica_closes_the_socket_on_the_other(
+    replicas: tuple[ServerHandle, ServerHandle],
+) -> None:
+    a, b = replicas
+    await create_call(a, CID, USERS)
+    bob_on_b = await WsClient.open(b, "bob")
+    carol_on_b = await WsClient.open(b, "carol")
+    async with a.client() as admin:
+        r = await admin.post("/api/v2/users/revoke_tokens", json={"user_ids": ["bob"]})
+    assert r.status_code == 200, r.text
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            frame = await bob_on_b.next()
+            if frame["type"] == "connection.error":
+                assert "revoked" in frame["message"]
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert b.ctx.extras["realtime"].hub.tokens.dropped == 1
+    assert (await call_post(a, "alice", CID, "ring", {"members_ids": ["carol"]})).status_code == 200
+    assert (await carol_on_b.next("call.ring"))["user"]["id"] == "alice"
+
+
+async def test_a_revocation_whose_notification_was_lost_is_applied_at_the_recheck(
+    replicas: tuple[ServerHandle, ServerHandle],
+) -> None:
+    """Stored revocations are re-read when LISTEN reconnects and every presence period."""
+    a, b = replicas
+    bob_on_b = await WsClient.open(b, "bob")
+    assert await bob_on_b.types() == []  # a barrier: its open hooks (one recheck) have run
+    async with a.ctx.store.begin() as db:  # as if the NOTIFY had been lost
+        await db.execute(
+            update(users)
+            .where(users.c.id == "bob")
+            .values(revoke_tokens_issued_before=int((a.clock.time() + 1) * 1e9))
+        )
+    assert await b.ctx.extras["realtime"].hub.tokens.recheck() == 1
+    with pytest.raises(ConnectionClosed):
+        while True:
+            await bob_on_b.next()

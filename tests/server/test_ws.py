@@ -150,11 +150,23 @@ async def test_lone_surrogates_and_deep_nesting_are_400_error_frames(srv: Server
         assert (await ws.next("health.check"))["reply_to"] == "still-here"
 
 
-async def test_oversized_frame_gets_413_and_close(srv: ServerHandle) -> None:
+async def test_oversized_frame_is_closed_1009(srv: ServerHandle) -> None:
     ws = await WsClient.open(srv, "alice")
     await ws.send({"type": "signal", "blob": "x" * 200_000})
-    err = await ws.next("error")
-    assert err["StatusCode"] == 413
+    with pytest.raises(ConnectionClosed) as closed:
+        await ws.next()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+async def test_a_huge_frame_is_refused_from_its_header_not_buffered(srv: ServerHandle) -> None:
+    """A frame announcing 10 MB is closed 1009 at once: the server does not wait for (and
+    buffer) the 10 MB before checking the size. Only 1 kB of it is ever sent here."""
+    ws = await WsClient.open(srv, "alice")
+    transport = ws.ws.transport
+    size = 10 * 1024 * 1024
+    mask = b"\x01\x02\x03\x04"
+    # FIN + text, masked, 64-bit length; then the first kilobyte of the payload.
+    transport.write(b"\x81\xff" + size.to_bytes(8, "big") + mask + b"x" * 1024)
     with pytest.raises(ConnectionClosed) as closed:
         await ws.next()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009

@@ -118,9 +118,16 @@ class PageGuard:
         page = await context.new_page()
         lines: list[str] = []
         self.logs[id(page)] = lines
-        page.on("console", lambda msg: lines.append(_format_console(msg)))
+        page.on("console", lambda msg: self._console(page, lines, msg))
         page.on("pageerror", lambda err: self.page_errors.append(f"{page.url}: {err}"))
         return page
+
+    def _console(self, page: Page, lines: list[str], msg: ConsoleMessage) -> None:
+        line = _format_console(msg)
+        lines.append(line)
+        # The server's Content-Security-Policy refused something the page tried: a failure.
+        if msg.type == "error" and "Content Security Policy" in msg.text:
+            self.page_errors.append(f"{page.url}: {line}")
 
     def console_lines(self, page: Page) -> list[str]:
         """Everything ``page`` printed to its console so far, as ``"<type>: <text>"`` lines."""
@@ -217,11 +224,10 @@ async def wait_for_js(
 ) -> Any:
     """Poll ``expression`` (a JS expression or function) until it is truthy; return its value.
 
-    It must be synchronous: a Promise is truthy at once. For async work use :func:`poll_js`."""
-    handle = await page.wait_for_function(expression, arg=arg, timeout=seconds * 1000, polling=100)
-    value = await handle.json_value()
-    await handle.dispose()
-    return value
+    Polled with ``page.evaluate``, not Playwright's ``wait_for_function``: that one evaluates
+    the expression with ``eval`` inside the page, which the console's Content-Security-Policy
+    (no ``unsafe-eval``) refuses."""
+    return await poll_js(page, expression, bool, arg, seconds=seconds, every=0.1)
 
 
 async def poll_js(

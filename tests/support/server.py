@@ -39,6 +39,7 @@ from appliance.clock import Clock, SystemClock
 from appliance.server.app import create_app
 from appliance.server.auth import create_token
 from appliance.server.context import ServerContext
+from appliance.server.httpguard import uvicorn_options
 from appliance.server.settings import ServerSettings
 from appliance.server.tls import tls_files
 
@@ -165,6 +166,7 @@ class ServerHandle:
             ws_ping_interval=None,
             ssl_certfile=str(tls.cert) if tls else None,
             ssl_keyfile=str(tls.key) if tls else None,
+            **uvicorn_options(self.settings),
         )
         self._server = uvicorn.Server(config)
         sock = _bind(self.port)

@@ -138,7 +138,7 @@ export class CallControl {
 
   _showCall(call, device) {
     const title = device ? displayName(device) : call.data?.custom?.name || call.id;
-    this.view.show(call, {title, canUnlock: this.canUnlock(device, call.cid)});
+    this.view.show(call, {title, canUnlock: this.canUnlock(device, call.cid), deviceId: device?.id || null});
     if (call.media) this.view.attachLocal(call.media);
     // When everyone else has left (the device hung up), hang up too.
     call.addEventListener('call.session_participant_left', () => {

@@ -47,9 +47,11 @@ export class InCallView extends EventTarget {
     return this.call !== null;
   }
 
-  // call: a joined (or joining) Call; canUnlock: show the Unlock button.
-  show(call, {title, canUnlock}) {
+  // call: a joined (or joining) Call; canUnlock: show the Unlock button; deviceId: the device's
+  // user, the only sender whose unlock.result is believed.
+  show(call, {title, canUnlock, deviceId = null}) {
     this.call = call;
+    this.deviceId = deviceId;
     this.startedAt = null;
     this.root.hidden = false;
     this.root.dataset.state = 'connecting';
@@ -136,6 +138,8 @@ export class InCallView extends EventTarget {
       if (this.call !== call) return;
       const custom = event.detail.custom || {};
       if (custom.type !== 'unlock.result') return;
+      // Any member may send a custom event: only the door's own answer says the door opened.
+      if (!this.deviceId || event.detail.user?.id !== this.deviceId) return;
       this.unlockButton.disabled = false;
       if (custom.ok) this.say('Door unlocked', 'ok', RESULT_SHOWN_MS);
       else this.say(`Unlock refused${custom.reason ? `: ${custom.reason}` : ''}`, 'error', RESULT_SHOWN_MS);
