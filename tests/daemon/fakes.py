@@ -92,6 +92,9 @@ class FakeMedia:
         self.log = log
         self.muted = False
         self.joined: Joined | None = None
+        self.drained = asyncio.Event()  # clear it to keep a frame "on its way out"
+        self.drained.set()
+        self.on_set_muted: Callable[[bool], None] | None = None
 
     async def start(self) -> Joined:
         self.log.append("start")
@@ -101,9 +104,19 @@ class FakeMedia:
     def open_gate(self) -> None:
         self.log.append("gate")
 
+    def close_gate(self) -> None:
+        self.log.append("gate closed")
+
     def set_muted(self, muted: bool) -> None:
+        if self.on_set_muted is not None:
+            self.on_set_muted(muted)
         self.muted = muted
         self.log.append(f"muted={muted}")
+
+    async def quiet(self) -> None:
+        self.log.append("quiet")
+        async with asyncio.timeout(5):  # bounded, as the real one
+            await self.drained.wait()
 
     async def stop(self) -> None:
         self.log.append("stop")
