@@ -394,7 +394,7 @@ class Daemon:
             self._call_task(self._show_muted_when_quiet(media, self._mute_changes))
             return
         self._muted_shown = muted
-        if self.gate_open:
+        if self.gate_open or muted:  # (muted: also a camera-live LED lit by a pre-announce)
             self.panel.camera_live(self._video_leaves())
         self.refresh_leds()
         if media is not None:
@@ -405,8 +405,7 @@ class Daemon:
         if change != self._mute_changes or media is not self.media:
             return
         self._muted_shown = True
-        if self.gate_open:
-            self.panel.camera_live(self._video_leaves())
+        self.panel.camera_live(self._video_leaves())
         self.refresh_leds()
 
     # ----------------------------------------------------------------------------- server events

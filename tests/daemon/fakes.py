@@ -131,6 +131,8 @@ class FakeSounds:
     def __init__(self) -> None:
         self.log: list[str] = []
         self.playing: str | None = None
+        self.finished = asyncio.Event()  # clear it to keep a play_once() sound playing
+        self.finished.set()
 
     def play(self, name: str, *, loop: bool = False) -> None:
         self.log.append(name)
@@ -139,6 +141,7 @@ class FakeSounds:
     async def play_once(self, name: str) -> None:
         self.log.append(name)
         await asyncio.sleep(0)
+        await self.finished.wait()
 
     def stop(self) -> None:
         self.playing = None
