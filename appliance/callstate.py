@@ -95,7 +95,14 @@ class Media(Protocol):
 
     def open_gate(self) -> None: ...
 
+    def close_gate(self) -> None:
+        """Nothing more leaves the device (hanging up)."""
+
     def set_muted(self, muted: bool) -> None: ...
+
+    async def quiet(self) -> None:
+        """Return once nothing let through before the last close or mute is still being sent
+        (bounded): from then on the LEDs may say that nothing leaves."""
 
     async def stop(self) -> None:
         """Close every peer and leave the call (idempotent)."""

@@ -65,6 +65,10 @@ class Daemon:
         self.media: Media | None = None
         self.gate_open = False
         self.muted = False
+        # What the LEDs say about PRIVACY: set once the media confirmed that nothing leaves,
+        # cleared before anything may leave again.
+        self._muted_shown = False
+        self._mute_changes = 0
         self.missed_at: float | None = None
         self.last_error: str | None = None
         self.transitions: list[tuple[float, str, str, str]] = []
@@ -131,8 +135,8 @@ class Daemon:
         elif new is S.IN_CALL:
             self.sounds.stop()
         elif new is S.ENDING:
+            # The camera-live LED goes off in _teardown, once the media is quiet.
             self.sounds.stop()
-            self.panel.camera_live(False)
         elif new is S.IDLE:
             self.sounds.stop()
             self.panel.camera_live(False)
@@ -159,7 +163,7 @@ class Daemon:
             else:
                 led = "idle"
         elif state is S.IN_CALL:
-            led = "muted" if self.muted else "in_call"
+            led = "muted" if self._muted_shown else "in_call"
         else:
             led = state.value
         self.panel.show(led)
@@ -325,7 +329,8 @@ class Daemon:
         media = self._media_factory(cid, create, self.on_media_event)
         self.media = media
         self.first_packet_at = None
-        media.set_muted(self.muted)
+        media.set_muted(self.muted)  # before anything is negotiated: it holds for every peer
+        self._muted_shown = self.muted
         joined = await media.start()
         self.joined = joined
         self.panel.camera_live(self._video_leaves())
@@ -355,7 +360,13 @@ class Daemon:
         self.gate_open = False
         try:
             if media is not None:
-                await media.stop()  # closes the peers and leaves the call
+                try:
+                    media.close_gate()
+                    await media.quiet()
+                finally:
+                    # Off once nothing can leave any more (not while a frame is on its way).
+                    self.panel.camera_live(False)
+                    await media.stop()  # closes the peers and leaves the call
             if cid is not None and reject:
                 await self.link.reject(cid, reason)
         except (APIError, OSError) as err:
@@ -372,12 +383,29 @@ class Daemon:
         self.spawn(self._teardown(leave=leave, reject=False))
 
     def set_muted(self, muted: bool, source: str) -> None:
+        """PRIVACY. The LEDs never claim more than the wire shows: muting, they change once the
+        media is quiet; unmuting, they change before the media may send again."""
         self.muted = muted
         audit("mute" if muted else "unmute", self.cid, self.me, source)
-        if self.media is not None:
-            self.media.set_muted(muted)
-        if self.gate_open:
+        self._mute_changes += 1
+        media = self.media
+        if muted and media is not None:
+            media.set_muted(True)
+            self._call_task(self._show_muted_when_quiet(media, self._mute_changes))
+            return
+        self._muted_shown = muted
+        if self.gate_open or muted:  # (muted: also a camera-live LED lit by a pre-announce)
             self.panel.camera_live(self._video_leaves())
+        self.refresh_leds()
+        if media is not None:
+            media.set_muted(muted)
+
+    async def _show_muted_when_quiet(self, media: Media, change: int) -> None:
+        await media.quiet()
+        if change != self._mute_changes or media is not self.media:
+            return
+        self._muted_shown = True
+        self.panel.camera_live(self._video_leaves())
         self.refresh_leds()
 
     # ----------------------------------------------------------------------------- server events

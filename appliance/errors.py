@@ -7,6 +7,8 @@
     ├── HardwareError(ApplianceError, RuntimeError)    GPIO, camera, ALSA
     │   └── AudioDeviceError
     ├── MediaError(ApplianceError, RuntimeError)       WebRTC / codec problems
+    ├── LibraryVersionError(ApplianceError, ImportError) a library whose internals we use
+    │                                                    is not the version we checked
     ├── StoreError(ApplianceError, RuntimeError)       database failures
     └── APIError(ApplianceError)                       an error answer of the call API
         ├── InvalidRequest(APIError, ValueError)       400, carries .field
@@ -67,6 +69,11 @@ class AudioDeviceError(HardwareError):
 
 class MediaError(ApplianceError, RuntimeError):
     """WebRTC or codec failure."""
+
+
+class LibraryVersionError(ApplianceError, ImportError):
+    """An installed library is not the version whose private API a compatibility module was
+    written for (raised when that module is imported, like gpiozero's ``BadPinFactory``)."""
 
 
 class StoreError(ApplianceError, RuntimeError):

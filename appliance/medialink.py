@@ -116,9 +116,15 @@ class DaemonMedia:
     def open_gate(self) -> None:
         self.session.open_gate()
 
+    def close_gate(self) -> None:
+        self.session.close_gate()
+
     def set_muted(self, muted: bool) -> None:
         self.session.mute_microphone(muted)
         self.session.mute_camera(muted)
+
+    async def quiet(self) -> None:
+        await self.session.quiet()
 
     async def stop(self) -> None:
         try:
@@ -128,7 +134,10 @@ class DaemonMedia:
                 self._capture.stop()
 
     def stats(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"peers": {k: p.state for k, p in self.session.peers.items()}}
+        out: dict[str, Any] = {
+            "peers": {k: p.state for k, p in self.session.peers.items()},
+            "sending": self.session.sending,
+        }
         if self._audio is not None:
             out.update(self._audio.stats())
         return out

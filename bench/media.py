@@ -43,7 +43,7 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
-from appliance.media.keyframes import hook_sender
+from appliance.media.aiortc_compat import on_keyframe_request
 from appliance.media.negotiation import negotiated_codec, prefer_h264
 from appliance.media.passthrough import VideoFanout
 from appliance.media.sources.encoder import H264Encoder
@@ -132,7 +132,7 @@ async def sender_main(mode: str, clip: Path) -> None:
         fanout = VideoFanout(source, gate_open=True)
         track: MediaStreamTrack = fanout.track("receiver")
         transceiver = pc.addTransceiver(track, direction="sendonly")
-        hook_sender(transceiver.sender, lambda: fanout.request_keyframe("PLI/FIR"))
+        on_keyframe_request(transceiver.sender, lambda: fanout.request_keyframe("PLI/FIR"))
 
         @pc.on("connectionstatechange")
         def on_state() -> None:

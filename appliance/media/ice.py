@@ -13,6 +13,7 @@ from typing import Any
 from aiortc import RTCIceCandidate, RTCPeerConnection
 from aiortc.sdp import candidate_from_sdp
 
+from appliance.media.aiortc_compat import transport_stats
 from appliance.media.mdns import is_mdns_candidate
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,6 @@ def received_packets(pc: RTCPeerConnection | None) -> int:
     for transceiver in pc.getTransceivers():
         if transceiver.mid is None:
             continue
-        stats = transceiver.receiver.transport._get_stats().values()
+        stats = transport_stats(transceiver.receiver.transport).values()
         return sum(getattr(s, "packetsReceived", 0) or 0 for s in stats)
     return 0

@@ -1,10 +1,10 @@
 """Keyframe requests: from the peer's RTCP (PLI/FIR) to the camera's encoder, rate-limited.
 
-aiortc reacts to PLI/FIR only when it encodes itself (``RTCRtpSender._send_keyframe`` sets a flag
-its own encoder reads). With passthrough nothing reads that flag, so we hook the method on each
-sender (aiortc is pinned to 1.16 for this; tests/media/test_keyframes.py checks the hook with real
-RTCP). A peer that cannot decode sends a PLI per frame, so requests are rate-limited: one goes
-through at once, the others within ``min_interval`` collapse into one at the end of the interval.
+aiortc reacts to PLI/FIR only when it encodes itself (it sets a flag its own encoder reads). With
+passthrough nothing reads that flag, so each sender is hooked (the hook lives in
+:mod:`appliance.media.aiortc_compat`; tests/media/test_keyframes.py checks it with real RTCP). A
+peer that cannot decode sends a PLI per frame, so requests are rate-limited: one goes through at
+once, the others within ``min_interval`` collapse into one at the end of the interval.
 """
 
 from __future__ import annotations
@@ -13,13 +13,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from aiortc import RTCRtpSender
-
 from appliance.clock import Clock, SystemClock
 
 logger = logging.getLogger(__name__)
-
-_HOOKED = "_appliance_keyframe_hook"
 
 
 class KeyframeLimiter:
@@ -75,20 +71,3 @@ class KeyframeLimiter:
             f"KeyframeLimiter({self._name}, every {self.min_interval:g}s, "
             f"{self.forwarded}/{self.requested} forwarded)"
         )
-
-
-def hook_sender(sender: RTCRtpSender, on_request: Callable[[], None]) -> None:
-    """Call ``on_request`` whenever the peer asks ``sender`` for a keyframe (PLI or FIR).
-
-    aiortc's own flag is still set, so a sender that fell back to aiortc's encoder keeps working.
-    """
-    if getattr(sender, _HOOKED, False):
-        return
-    original = sender._send_keyframe
-
-    def send_keyframe() -> None:
-        original()
-        on_request()
-
-    sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
-    setattr(sender, _HOOKED, True)

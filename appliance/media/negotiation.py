@@ -15,6 +15,8 @@ import logging
 from aiortc import RTCRtpSender, RTCRtpTransceiver
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 
+from appliance.media.aiortc_compat import negotiated_codecs
+
 logger = logging.getLogger(__name__)
 
 CONSTRAINED_BASELINE = "42e01f"
@@ -43,7 +45,7 @@ def prefer_h264(transceiver: RTCRtpTransceiver) -> None:
 
 def negotiated_codec(transceiver: RTCRtpTransceiver) -> RTCRtpCodecParameters | None:
     """The codec the transceiver sends with (the first negotiated one that is not RTX)."""
-    for codec in transceiver._codecs:
+    for codec in negotiated_codecs(transceiver):
         if codec.name.lower() != "rtx":
             return codec
     return None

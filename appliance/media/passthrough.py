@@ -4,8 +4,10 @@
 :class:`PassthroughTrack` per peer. A track's ``recv()`` returns an ``av.Packet`` (one Annex-B access
 unit with ``pts``/``time_base``), which aiortc packetizes as is. Each track has a small bounded
 queue: it drops everything until its first keyframe, and when the queue is full it drops to the next
-keyframe (a P-frame alone is useless to a decoder). Nothing reaches any track while the gate is
-closed or the camera is muted.
+keyframe (a P-frame alone is useless to a decoder). The fanout's :class:`~appliance.media.gate.Valve`
+is open only while the gate is open and the camera is not muted: while it is closed nothing reaches
+any track, what was queued is dropped, and a track hands nothing to its sender, whatever aiortc
+negotiates meanwhile.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from appliance.clock import Clock
+from appliance.media.gate import Valve
 from appliance.media.keyframes import KeyframeLimiter
 from appliance.media.sources.base import EncodedFrame, VideoSource
 
@@ -84,20 +87,25 @@ class PassthroughTrack(MediaStreamTrack):
         self._fanout.request_keyframe(f"{self.name} connected", urgent=True)
 
     def restart(self) -> None:
-        """Forget queued packets and start again from a keyframe (gate reopened, unmute)."""
+        """Forget queued packets and start again from a keyframe (gate or mute changed)."""
         self.packets_dropped += len(self._queue)
         self._queue.clear()
         self._waiting_keyframe = True
 
     async def next_frame(self) -> EncodedFrame:
-        while not self._queue:
+        valve = self._fanout.valve
+        valve.idle(self)  # aiortc asks for the next frame once the last one is sent
+        while not self._queue or not valve.open:
             if self.readyState != "live":
                 raise MediaStreamError
+            if not valve.open:
+                self.restart()  # queued before the valve closed: never sent after
             self._ready.clear()
             await self._ready.wait()
         if self.readyState != "live":
             raise MediaStreamError
         frame = self._queue.popleft()
+        valve.passed(self)
         self.packets_sent += 1
         if frame.keyframe:
             self.keyframes_sent += 1
@@ -120,6 +128,7 @@ class PassthroughTrack(MediaStreamTrack):
         if self.readyState == "live":
             self._fanout.detach(self)
         super().stop()
+        self._fanout.valve.idle(self)
         self._ready.set()
 
     def __repr__(self) -> str:
@@ -154,7 +163,7 @@ class DecodedVideoTrack(PassthroughTrack):
         while True:
             frame = await self.next_frame()
             pictures = await loop.run_in_executor(None, self._decode, frame)
-            if pictures:
+            if pictures and self._fanout.valve.open:  # (it may have closed while decoding)
                 return pictures[-1]
 
 
@@ -175,6 +184,8 @@ class VideoFanout:
         self._tracks: list[PassthroughTrack] = []
         self._gate_open = gate_open
         self._paused = False
+        self.valve = Valve("video", type(source).__name__)
+        self.valve.set(gate_open, "gate open")
         self.limiter = KeyframeLimiter(
             source.request_keyframe,
             min_interval=keyframe_interval,
@@ -213,24 +224,26 @@ class VideoFanout:
             return
         self._gate_open = True
         logger.info("%r gate closed -> open", self)
-        self._restart_tracks("gate opened")
+        self._update("gate opened")
 
     def close_gate(self) -> None:
         if self._gate_open:
             self._gate_open = False
             logger.info("%r gate open -> closed", self)
+            self._update("gate closed")
 
     def pause(self) -> None:
         """Camera mute: stop sending (no packets at all, not a blank picture)."""
         if not self._paused:
             self._paused = True
             logger.info("%r camera sending -> paused", self)
+            self._update("camera muted")
 
     def resume(self) -> None:
         if self._paused:
             self._paused = False
             logger.info("%r camera paused -> sending", self)
-            self._restart_tracks("camera unmuted")
+            self._update("camera unmuted")
 
     def request_keyframe(self, reason: str, *, urgent: bool = False) -> None:
         try:
@@ -243,13 +256,13 @@ class VideoFanout:
     def _flowing(self) -> bool:
         return self._gate_open and not self._paused
 
-    def _restart_tracks(self, reason: str) -> None:
-        if not self._flowing:
-            return
-        active = [t for t in self._tracks if t.active]
-        for track in active:
+    def _update(self, reason: str) -> None:
+        """Every track starts again from a fresh keyframe: nothing queued before a change is sent
+        after it (closing) and the far end can decode at once (opening)."""
+        self.valve.set(self._flowing, reason)
+        for track in self._tracks:
             track.restart()
-        if active:
+        if self._flowing and any(t.active for t in self._tracks):
             # Rare (the daemon opens the gate or unmutes once): never deferred by the PLI limit.
             self.request_keyframe(reason, urgent=True)
 

@@ -27,8 +27,8 @@ from aiortc import (
 )
 from aiortc.sdp import SessionDescription
 
+from appliance.media.aiortc_compat import on_keyframe_request
 from appliance.media.ice import MdnsCandidate, candidate_from_signal, received_packets
-from appliance.media.keyframes import hook_sender
 from appliance.media.liveness import Action, LinkWatch
 from appliance.media.mdns import strip_mdns
 from appliance.media.negotiation import needs_reencode, negotiated_codec, prefer_h264
@@ -91,7 +91,6 @@ class Peer:
         self.pc: RTCPeerConnection | None = None
         self.video_track: PassthroughTrack | None = None
         self.video_codec: str | None = None
-        self.audio_enabled = False
         self.restarts = 0
         self._mdns_dropped = 0
         # Signals and our own offers/restarts, handled one at a time by one task: only that task
@@ -113,13 +112,6 @@ class Peer:
         """A signal from the remote participant (handled in order on the peer's own task)."""
         if not self._closed:
             self._inbox.put_nowait(signal)
-
-    def set_audio_enabled(self, enabled: bool) -> None:
-        self.audio_enabled = enabled
-        if self.pc is not None:
-            for transceiver in self.pc.getTransceivers():
-                if transceiver.kind == "audio":
-                    transceiver.sender._enabled = enabled
 
     async def close(self) -> None:
         """Idempotent."""
@@ -165,16 +157,17 @@ class Peer:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
         self.pc = pc
         if "audio" in kinds:
+            # The track withholds the microphone while gated or muted (CallMedia's valve): aiortc
+            # enables every sender again whenever a description is applied.
             audio = self._audio() if self._audio is not None else None
-            sender = pc.addTransceiver(audio or "audio", direction="sendrecv").sender
-            sender._enabled = self.audio_enabled
+            pc.addTransceiver(audio or "audio", direction="sendrecv")
         if "video" in kinds:
             if self._fanout is not None:
                 self.video_track = self._fanout.track(f"{self.remote}#{number}")
                 self.video_track.on_first_packet = self._first_packet
                 direction = "sendrecv" if self.receive_video else "sendonly"
                 video = pc.addTransceiver(self.video_track, direction=direction)
-                hook_sender(video.sender, self._keyframe_requested)
+                on_keyframe_request(video.sender, self._keyframe_requested)
             else:
                 direction = "recvonly" if self.receive_video else "inactive"
                 video = pc.addTransceiver("video", direction=direction)

@@ -5,6 +5,10 @@ participant (the newcomer offers, everyone else waits for offers), holds every o
 the daemon opens the gate, mutes by not sending, and reports peer connected / disconnected / failed /
 left and the first video packet sent. Peer connections do not depend on the server: when the server
 link drops, media keeps flowing and only new signaling waits.
+
+Gate and mute act on our own tracks (:mod:`appliance.media.gate`): one valve for the microphone,
+one (the fanout's) for the camera. Every peer connection of every generation gets its tracks from
+them, so no offer, answer or ICE restart can send what a closed valve withholds.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
 
 from appliance.errors import MediaError
+from appliance.media.gate import DRAIN_TIMEOUT, GatedTrack, Valve
 from appliance.media.passthrough import PassthroughTrack, VideoFanout
 from appliance.media.peer import Peer
 from appliance.media.signaling import JoinInfo, Signaling, SignalingEvent
@@ -65,6 +70,8 @@ class CallMedia:
         self.fanout = VideoFanout(video, gate_open=gate_open) if video is not None else None
         self._gate_open = gate_open
         self._relay = MediaRelay()
+        self.audio_valve = Valve("audio", name)
+        self.audio_valve.set(gate_open, "gate open")
         self.microphone_muted = False
         self.camera_muted = False
         self.stall_timeout = stall_timeout
@@ -154,7 +161,7 @@ class CallMedia:
             logger.info("%r gate closed -> open", self)
             if self.fanout is not None:
                 self.fanout.open_gate()
-            self._apply_audio()
+            self._apply_audio("gate opened")
 
     def close_gate(self) -> None:
         if self._gate_open:
@@ -162,13 +169,13 @@ class CallMedia:
             logger.info("%r gate open -> closed", self)
             if self.fanout is not None:
                 self.fanout.close_gate()
-            self._apply_audio()
+            self._apply_audio("gate closed")
 
     def mute_microphone(self, muted: bool = True) -> None:
         if muted != self.microphone_muted:
             self.microphone_muted = muted
             logger.info("%r microphone %s", self, "muted" if muted else "live")
-            self._apply_audio()
+            self._apply_audio("microphone muted" if muted else "microphone live")
 
     def mute_camera(self, muted: bool = True) -> None:
         if muted != self.camera_muted:
@@ -180,13 +187,21 @@ class CallMedia:
                 else:
                     self.fanout.resume()
 
-    def _apply_audio(self) -> None:
-        for peer in self.peers.values():
-            peer.set_audio_enabled(self._audio_enabled)
+    def _apply_audio(self, reason: str) -> None:
+        self.audio_valve.set(self._gate_open and not self.microphone_muted, reason)
 
     @property
-    def _audio_enabled(self) -> bool:
-        return self._gate_open and not self.microphone_muted
+    def sending(self) -> dict[str, bool]:
+        """Which kinds may leave the device now (gate open and not muted)."""
+        video = self.fanout is not None and self.fanout.valve.open
+        return {"audio": self.audio is not None and self.audio_valve.open, "video": video}
+
+    async def quiet(self, within: float = DRAIN_TIMEOUT) -> bool:
+        """Return once nothing let through before the last close or mute is still on its way out
+        (at most ``within`` seconds; ``False`` if a sender was stuck that long)."""
+        valves = [self.audio_valve] + ([self.fanout.valve] if self.fanout is not None else [])
+        done = await asyncio.gather(*(v.drained(within) for v in valves))
+        return all(done)
 
     # -- events --------------------------------------------------------------------------
 
@@ -225,14 +240,14 @@ class CallMedia:
             stall_timeout=self.stall_timeout,
             restart_timeout=self.restart_timeout,
         )
-        peer.set_audio_enabled(self._audio_enabled)
         self.peers[remote] = peer
         return peer
 
     def _audio_track(self) -> MediaStreamTrack | None:
+        """The microphone for one new peer connection, behind the call's audio valve."""
         if self.audio is None:
             return None
-        return self._relay.subscribe(self.audio, buffered=False)
+        return GatedTrack(self._relay.subscribe(self.audio, buffered=False), self.audio_valve)
 
     def _peer_state(self, peer: Peer, old: str, state: str) -> None:
         if state in ("connected", "disconnected", "failed"):
@@ -280,6 +295,7 @@ class CallMedia:
             "gate_open": self._gate_open,
             "microphone_muted": self.microphone_muted,
             "camera_muted": self.camera_muted,
+            "sending": self.sending,
             "peers": {
                 remote: {
                     "state": peer.state,

@@ -92,6 +92,9 @@ class FakeMedia:
         self.log = log
         self.muted = False
         self.joined: Joined | None = None
+        self.drained = asyncio.Event()  # clear it to keep a frame "on its way out"
+        self.drained.set()
+        self.on_set_muted: Callable[[bool], None] | None = None
 
     async def start(self) -> Joined:
         self.log.append("start")
@@ -101,9 +104,19 @@ class FakeMedia:
     def open_gate(self) -> None:
         self.log.append("gate")
 
+    def close_gate(self) -> None:
+        self.log.append("gate closed")
+
     def set_muted(self, muted: bool) -> None:
+        if self.on_set_muted is not None:
+            self.on_set_muted(muted)
         self.muted = muted
         self.log.append(f"muted={muted}")
+
+    async def quiet(self) -> None:
+        self.log.append("quiet")
+        async with asyncio.timeout(5):  # bounded, as the real one
+            await self.drained.wait()
 
     async def stop(self) -> None:
         self.log.append("stop")
@@ -118,6 +131,8 @@ class FakeSounds:
     def __init__(self) -> None:
         self.log: list[str] = []
         self.playing: str | None = None
+        self.finished = asyncio.Event()  # clear it to keep a play_once() sound playing
+        self.finished.set()
 
     def play(self, name: str, *, loop: bool = False) -> None:
         self.log.append(name)
@@ -126,6 +141,7 @@ class FakeSounds:
     async def play_once(self, name: str) -> None:
         self.log.append(name)
         await asyncio.sleep(0)
+        await self.finished.wait()
 
     def stop(self) -> None:
         self.playing = None

@@ -111,6 +111,23 @@ async def test_auto_answer_chimes_and_lights_camera_before_gate(bed: Rig) -> Non
 
 
 @pytest.mark.parametrize("bed", [AUTO], indirect=True)
+async def test_privacy_during_the_pre_announce_turns_the_camera_led_off_for_good(
+    bed: Rig,
+) -> None:
+    bed.sounds.finished.clear()  # the pre-announce chime is still playing
+    await ring(bed, "doctor")
+    await bed.advance(3)
+    assert bed.panel.camera_led.on and bed.state == "ringing"
+    await bed.press("privacy")
+    assert not bed.panel.camera_led.on
+    bed.sounds.finished.set()
+    await bed.settle()
+    assert bed.state == "connecting" and bed.medias[0].muted
+    assert bed.media_log[:3] == ["muted=True", "start", "gate"]
+    assert True not in bed.panel.values("camera_live")[1:]  # never lit again
+
+
+@pytest.mark.parametrize("bed", [AUTO], indirect=True)
 async def test_auto_answer_by_member_role(bed: Rig) -> None:
     bed.link.roles = {"relative": "admin"}
     await ring(bed, "relative")

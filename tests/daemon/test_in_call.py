@@ -20,6 +20,55 @@ async def test_privacy_mutes_mic_and_camera(rig: Rig) -> None:
     assert rig.led() == "in_call" and rig.panel.camera_led.on
 
 
+async def test_privacy_leds_say_muted_only_once_the_media_is_quiet(rig: Rig) -> None:
+    """Muting: the media stops at once, but a frame already on its way still leaves, so the LEDs
+    keep saying "live" until the media reports quiet. Unmuting: the LEDs say "live" before the
+    media may send."""
+    await into_call(rig)
+    media = rig.medias[0]
+    media.drained.clear()  # a frame is still on its way out
+    await rig.press("privacy")
+    assert media.muted and rig.daemon.muted
+    assert rig.led() == "in_call" and rig.panel.camera_led.on
+    media.drained.set()
+    await rig.settle()
+    assert rig.led() == "muted" and not rig.panel.camera_led.on
+
+    seen: list[tuple[str, bool]] = []
+    media.on_set_muted = lambda muted: seen.append((rig.led(), rig.panel.camera_led.on))
+    await rig.advance(1.5)
+    await rig.press("privacy")
+    assert seen == [("in_call", True)] and not media.muted
+
+
+async def test_privacy_toggled_back_before_quiet_never_shows_muted(rig: Rig) -> None:
+    await into_call(rig)
+    media = rig.medias[0]
+    media.drained.clear()
+    await rig.press("privacy")
+    await rig.advance(1.5)
+    await rig.press("privacy")  # unmuted again while the mute was still settling
+    media.drained.set()
+    await rig.settle()
+    assert not rig.daemon.muted and rig.led() == "in_call" and rig.panel.camera_led.on
+    assert "muted" not in rig.panel.values("status_led")
+
+
+async def test_hanging_up_closes_the_gate_and_the_camera_led_goes_off_when_quiet(
+    rig: Rig,
+) -> None:
+    await into_call(rig)
+    media = rig.medias[0]
+    media.drained.clear()
+    await rig.advance(1.5)  # past the button's cooldown
+    await rig.press("call")  # toggle: hang up
+    assert rig.media_log[-2:] == ["gate closed", "quiet"] and rig.panel.camera_led.on
+    media.drained.set()
+    await rig.settle()
+    assert not rig.panel.camera_led.on and rig.media_log[-1] == "stop"
+    assert rig.state == "idle"
+
+
 async def test_unlock_by_allowed_role_pulses_and_hangs_up(rig: Rig) -> None:
     rig.link.roles = {"alice": "admin"}
     await into_call(rig)

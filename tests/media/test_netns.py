@@ -34,9 +34,11 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     writer.close()
 
 
-async def _start_server(tmp_path: Path, address: str) -> tuple[Any, ServerHandle, asyncio.Server]:
+async def _start_server(
+    tmp_path: Path, address: str, users: tuple[str, ...] = ("field", "hq")
+) -> tuple[Any, ServerHandle, asyncio.Server]:
     """In namespace a: the test server (loopback) plus a TCP forwarder on the veth address."""
-    manager = running_server(tmp_path, users=["field", "hq"])
+    manager = running_server(tmp_path, users=list(users))
     handle = await manager.__aenter__()
 
     async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -94,12 +94,17 @@ async def test_gate_and_camera_mute_hold_every_packet() -> None:
     source.push()
     assert len(track._queue) == 1 and track._queue[0].keyframe
     fanout.pause()
+    assert len(track._queue) == 0  # queued before the mute: dropped, never sent after it
     source.push()
-    assert len(track._queue) == 1
+    assert len(track._queue) == 0 and not fanout.valve.open
+    waiting = asyncio.ensure_future(track.next_frame())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiting.done()  # the sender gets nothing while muted
     fanout.resume()
-    assert len(track._queue) == 0  # restarted: nothing stale is sent after unmute
+    assert len(track._queue) == 0 and fanout.valve.open
     source.push()
-    assert track._queue[0].keyframe
+    assert (await waiting).keyframe  # unmuted: a fresh keyframe first
 
 
 def test_access_units_split_an_elementary_stream() -> None:

@@ -202,6 +202,15 @@ export class Call extends EventTarget {
     this.media?.setEnabled('video', enabled);
   }
 
+  // Whether our `kind` ('audio' | 'video') is on the wire: some connection has a sender with a
+  // live, enabled track. With no connection yet, what LocalMedia allows. Changes are announced
+  // as 'sending' events ({audio, video}).
+  sending(kind) {
+    const peers = [...this.peers.values()].filter((peer) => peer.pc);
+    if (peers.length === 0) return Boolean(this.media?.sendingTrack(kind));
+    return peers.some((peer) => peer.sending(kind));
+  }
+
   // Worst RTT and the packet loss over every peer: {rttMs, lossPct, videoCodec, framesDecoded}.
   async stats() {
     const all = await Promise.all([...this.peers.values()].map((peer) => peer.stats()));
@@ -245,6 +254,9 @@ export class Call extends EventTarget {
     this.peers.set(sessionId, peer);
     peer.addEventListener('track', (e) => this._emit('track', {sessionId, userId, ...e.detail}));
     peer.addEventListener('state', (e) => this._emit('peer.state', {sessionId, userId, ...e.detail}));
+    peer.addEventListener('sending', () => {
+      this._emit('sending', {audio: this.sending('audio'), video: this.sending('video')});
+    });
     this._emit('peer', {sessionId, userId, peer});
     if (offerer) {
       peer.start().catch((err) => this.log.warn(`${peer.name}: offer failed: ${err.message}`));

@@ -96,10 +96,12 @@ export class InCallView extends EventTarget {
     if (ms) this._messageTimer = setTimeout(() => (this.message.hidden = true), ms);
   }
 
+  // Acts on what the button shows (the wire): a live kind is muted, a silent one unmuted.
   toggle(kind) {
     const media = this.media || this.call?.media;
     if (!media || !media.track(kind)) return;
-    media.setEnabled(kind, !media.enabled[kind]);
+    const live = this.call ? this.call.sending(kind) : media.enabled[kind];
+    media.setEnabled(kind, !live);
     this._renderControls();
   }
 
@@ -121,8 +123,12 @@ export class InCallView extends EventTarget {
       if (this.remote.srcObject !== event.detail.stream) this.remote.srcObject = event.detail.stream;
       this.remote.play().catch(() => {});
     });
+    call.addEventListener('sending', () => {
+      if (this.call === call) this._renderControls();
+    });
     call.addEventListener('peer.state', (event) => {
       if (this.call !== call) return;
+      this._renderControls();
       const state = event.detail.state;
       if (state === 'connected') {
         this.root.dataset.state = 'connected';
@@ -146,14 +152,17 @@ export class InCallView extends EventTarget {
     });
   }
 
+  // The buttons show what is on the wire (Call.sending), not only what was asked for: after
+  // an ICE restart or a reconnect they say what the new connection really sends.
   _renderControls() {
     const media = this.media || this.call?.media;
     const mic = media?.track('audio');
     const cam = media?.track('video');
     this.mic.disabled = !mic;
     this.cam.disabled = !cam;
-    const micOff = !mic || !media.enabled.audio;
-    const camOff = !cam || !media.enabled.video;
+    const live = (kind) => (this.call ? this.call.sending(kind) : Boolean(media?.sendingTrack(kind)));
+    const micOff = !mic || !live('audio');
+    const camOff = !cam || !live('video');
     this.mic.setAttribute('aria-pressed', String(Boolean(mic) && micOff));
     this.cam.setAttribute('aria-pressed', String(Boolean(cam) && camOff));
     this.mic.textContent = !mic ? 'No microphone' : micOff ? 'Unmute' : 'Mute';
@@ -168,6 +177,7 @@ export class InCallView extends EventTarget {
   async _stats() {
     const call = this.call;
     if (!call) return;
+    this._renderControls();
     try {
       const q = quality(await call.stats());
       if (this.call !== call) return;

@@ -2,7 +2,8 @@
 //
 // Without permission (or on a page that asks for none) the call runs receive-only: peers
 // still get offers/answers with recvonly transceivers. Muting stops sending (the senders'
-// tracks are swapped for null), it does not send silence or black frames.
+// tracks are swapped for null: no packets), it does not send silence or black frames; the
+// track is disabled too, so a sender that still held it would carry no sound or picture.
 
 export class LocalMedia extends EventTarget {
   constructor(stream = null) {

@@ -84,6 +84,7 @@ export class Peer extends EventTarget {
       if (kind === 'video') applyCodecPreferences(transceiver, this.log);
     }
     await this._offer(this.generation === 0 ? 'offer' : 'restart');
+    await this.updateTracks();
   }
 
   async handle(signal) {
@@ -121,15 +122,33 @@ export class Peer extends EventTarget {
     await this.start();
   }
 
-  // The local tracks changed (mute, camera off): swap them on the live senders.
+  // The local tracks changed (mute, camera off), or a negotiation finished: put exactly the
+  // tracks LocalMedia allows on the senders (null while muted: no packets at all). Also run
+  // after every offer and answer, so a mute that came in mid-negotiation holds on the new
+  // connection.
   async updateTracks() {
-    if (!this.pc) return;
-    for (const transceiver of this.pc.getTransceivers()) {
+    const pc = this.pc;
+    if (!pc) return;
+    for (const transceiver of pc.getTransceivers()) {
       const kind = transceiver.receiver.track?.kind;
       if (!kind || transceiver.stopped) continue;
       const track = this.media?.sendingTrack(kind) || null;
       if (transceiver.sender.track !== track) await transceiver.sender.replaceTrack(track);
     }
+    if (this.pc === pc) this.dispatchEvent(new CustomEvent('sending', {detail: this.sendingNow()}));
+  }
+
+  // What this connection can put on the wire right now: a sender with a live, enabled track.
+  sending(kind) {
+    if (!this.pc) return false;
+    return this.pc.getTransceivers().some((transceiver) => {
+      const track = transceiver.sender.track;
+      return !transceiver.stopped && track?.kind === kind && track.readyState === 'live' && track.enabled;
+    });
+  }
+
+  sendingNow() {
+    return {audio: this.sending('audio'), video: this.sending('video')};
   }
 
   async stats() {
@@ -250,6 +269,7 @@ export class Peer extends EventTarget {
     await pc.setLocalDescription(answer);
     this._send({kind: 'answer', sdp: pc.localDescription.sdp, generation: this.generation});
     await this._flushCandidates();
+    await this.updateTracks();
   }
 
   // Both sides offered (two joins raced). The smaller participant id keeps its offer; the

@@ -1,0 +1,95 @@
+"""Every use of aiortc's private API, in one place, checked against the aiortc it was written for.
+
+aiortc has no public way to hear a keyframe request when it does not encode itself, to read the
+codecs a transceiver negotiated, or to read a transport's packet counters synchronously. The hooks
+below reach into aiortc 1.16.0 for those, one section per hook, and nothing else in the
+package names an aiortc attribute that starts with ``_``. Importing this module with another
+aiortc raises :class:`~appliance.errors.LibraryVersionError` naming the version found: porting
+means reading each section against the new aiortc source and running
+``tests/media/test_aiortc_compat.py``, which has one test per hook that fails when aiortc stops
+behaving as the hook assumes.
+
+What the package does *not* rely on: aiortc's ``RTCRtpSender._enabled``. aiortc sets it again
+whenever a description is applied (``RTCRtpTransceiver._setCurrentDirection``), so a sender
+disabled by hand starts sending at the next answer or ICE restart. Gate and mute live in our own
+tracks instead (:mod:`appliance.media.gate`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import aiortc
+from aiortc import RTCDtlsTransport, RTCRtpSender, RTCRtpTransceiver
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.stats import RTCStatsReport
+
+from appliance.errors import LibraryVersionError
+
+AIORTC_VERSION = "1.16.0"
+
+
+def check_version(found: str) -> None:
+    """Raise :class:`LibraryVersionError` unless ``found`` is the aiortc these hooks were written
+    for."""
+    if found != AIORTC_VERSION:
+        raise LibraryVersionError(
+            f"aiortc {found} is installed, but appliance.media.aiortc_compat was written for "
+            f"aiortc {AIORTC_VERSION} (it uses aiortc's private API); install "
+            f"aiortc=={AIORTC_VERSION} or port the hooks in {__name__}",
+            name=__name__,
+        )
+
+
+check_version(getattr(aiortc, "__version__", "unknown"))
+
+
+# -- keyframe requests: RTCRtpSender._send_keyframe ----------------------------------------------
+#
+# aiortc answers a peer's PLI or FIR by calling ``sender._send_keyframe()``, which only sets a
+# flag its own encoder reads. Ready H.264 packets (passthrough) never pass that encoder, so the
+# request would be lost; the hook wraps the method on one sender instance.
+
+_KEYFRAME_HOOKED = "_appliance_keyframe_hook"
+
+
+def on_keyframe_request(sender: RTCRtpSender, listener: Callable[[], None]) -> None:
+    """Call ``listener`` whenever the remote asks ``sender`` for a keyframe (PLI or FIR).
+
+    aiortc's own flag is still set, so a sender that fell back to aiortc's encoder keeps
+    working. Installed once per sender; later calls are ignored.
+    """
+    if getattr(sender, _KEYFRAME_HOOKED, False):
+        return
+    original = sender._send_keyframe
+
+    def send_keyframe() -> None:
+        original()
+        listener()
+
+    sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
+    setattr(sender, _KEYFRAME_HOOKED, True)
+
+
+# -- negotiated codecs: RTCRtpTransceiver._codecs ------------------------------------------------
+#
+# After a description is applied, ``transceiver._codecs`` holds the codecs both sides agreed on,
+# in the order aiortc sends with (the first one that is not RTX is the one in use).
+
+
+def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:
+    """The transceiver's negotiated codecs, preferred first (empty before negotiation)."""
+    return list(transceiver._codecs)
+
+
+# -- transport statistics: RTCDtlsTransport._get_stats ---------------------------------------------
+#
+# ``RTCPeerConnection.getStats()`` is a coroutine that builds a report for every sender and
+# receiver; the liveness check reads one transport's counters several times a second, which
+# ``_get_stats()`` returns synchronously (an ``RTCStatsReport`` with one ``transport`` entry).
+
+
+def transport_stats(transport: RTCDtlsTransport) -> RTCStatsReport:
+    """The transport's own statistics (``packetsReceived``, ``packetsSent``, bytes, state)."""
+    report: RTCStatsReport = transport._get_stats()
+    return report
