@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,8 +17,6 @@ from typing import TYPE_CHECKING, Any
 # library; the config (pydantic, YAML) and the daemon are imported by the commands using them.
 if TYPE_CHECKING:
     from appliance.config import DeviceConfig
-
-DEFAULT_SYSTEM_STATE = Path("/var/lib/appliance")
 
 
 def register(subparsers: Any) -> None:
@@ -50,14 +47,10 @@ def _where(parser: argparse.ArgumentParser) -> None:
 
 
 def default_state_dir(env: dict[str, str] | None = None) -> Path:
-    environ = dict(os.environ) if env is None else env
-    for name in ("APPLIANCE_STATE_DIR", "STATE_DIRECTORY"):
-        if environ.get(name):
-            return Path(environ[name].split(":")[0]).resolve()
-    local = Path("state").resolve()
-    if not local.exists() and DEFAULT_SYSTEM_STATE.exists():
-        return DEFAULT_SYSTEM_STATE
-    return local
+    from appliance.statedir import DEVICE_SYSTEM_STATE
+    from appliance.statedir import default_state_dir as default
+
+    return default(DEVICE_SYSTEM_STATE, env)
 
 
 def _load(path: str, *, full: bool = False) -> DeviceConfig:
@@ -87,49 +80,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from appliance.sdnotify import Notifier
     from appliance.service import serve
+    from appliance.statedir import check_writable
 
     cfg = _load(args.config, full=True)
-    _check_state_dir(cfg.state_dir)
-    _audit_to_journal()
+    if cfg.state_dir is not None:
+        check_writable(cfg.state_dir)
     notifier = Notifier.from_env()
     try:
         return asyncio.run(serve(cfg, notifier, banner=not args.no_banner))
     finally:
         notifier.close()
-
-
-def _check_state_dir(state_dir: Path | None) -> None:
-    """An unusable state dir is a one-line config error (exit 78), not a traceback at start."""
-    from appliance.errors import ConfigError
-
-    if state_dir is None:
-        return
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(
-            f"cannot create {state_dir} ({err.strerror or err})",
-            key="state_dir",
-            hint="a writable directory; under systemd leave it unset (StateDirectory=)",
-        ) from err
-    if not os.access(state_dir, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"{state_dir} is not writable by this user",
-            key="state_dir",
-            hint="a writable directory; under systemd leave it unset (StateDirectory=)",
-        )
-
-
-def _audit_to_journal() -> None:
-    """Under systemd, audit records go to journald with CALL_CID/USER/ACTION fields."""
-    import logging
-
-    from appliance.journal import JournalHandler
-
-    if JournalHandler.available():
-        audit = logging.getLogger("appliance.audit")
-        audit.addHandler(JournalHandler())
-        audit.propagate = False
 
 
 def _socket(args: argparse.Namespace) -> Path:
