@@ -25,8 +25,15 @@ def register(subparsers: Any) -> None:
     run.add_argument("--no-banner", action="store_true", help="do not print the console links")
     run.set_defaults(func=cmd_run)
 
-    check = subparsers.add_parser("check", help="check a device config; exit 78 if it is wrong")
+    check = subparsers.add_parser(
+        "check", help="check a device or server config; exit 78 if it is wrong"
+    )
     check.add_argument("--config", required=True)
+    check.add_argument(
+        "--files",
+        action="store_true",
+        help="list the files the config names next to it (call types, token, ...)",
+    )
     check.set_defaults(func=cmd_check)
 
     press = subparsers.add_parser("press", help="press a button of the running daemon's panel")
@@ -66,8 +73,41 @@ def _load(path: str, *, full: bool = False) -> DeviceConfig:
     return cfg
 
 
+def _is_server_config(path: str) -> bool:
+    """A server config (``appliance serve``) has no ``device`` section."""
+    from appliance.yamlload import load_yaml
+
+    data = load_yaml(path).data
+    return isinstance(data, dict) and "device" not in data
+
+
+def _print_files(config: str, files: list[Path]) -> None:
+    """The named files that live in the config's own directory, relative to it: what an
+    installer copies next to the config (deploy/install.sh)."""
+    base = Path(config).resolve().parent
+    for f in files:
+        if f.resolve().is_relative_to(base) and f.exists():
+            print(f.resolve().relative_to(base))
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    if _is_server_config(args.config):
+        from appliance.server.cli import check_server_config
+
+        settings, files = check_server_config(args.config)
+        if args.files:
+            _print_files(args.config, files)
+            return 0
+        print(
+            f"{args.config}: ok — server on {settings.host}:{settings.port}, "
+            f"state {settings.state_dir}, database {settings.database or 'SQLite'}, "
+            f"{'TLS' if settings.tls else 'plain HTTP'}"
+        )
+        return 0
     cfg = _load(args.config, full=True)
+    if args.files:
+        _print_files(args.config, cfg.named_files())
+        return 0
     server = "embedded" if cfg.server.embedded else cfg.server.url
     print(
         f"{args.config}: ok — device {cfg.device.id}, mode {cfg.mode.value}, "

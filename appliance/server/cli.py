@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import signal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.errors import ConfigError, InvalidRequest
@@ -96,6 +97,24 @@ def _load(path: str) -> ServerSettings:
     from appliance.statedir import SERVER_SYSTEM_STATE, default_state_dir
 
     return load_settings(path, state_dir=default_state_dir(SERVER_SYSTEM_STATE))
+
+
+def check_server_config(path: str) -> tuple[ServerSettings, list[Path]]:
+    """``appliance check`` of a server config: the settings and the call types file load; the
+    files it names (call types, TLS) come back for ``--files``."""
+    from appliance.server import calltypes
+    from appliance.server.settings import TlsFiles
+
+    settings = _load(path)
+    files: list[Path] = []
+    if settings.call_types is not None:
+        if not settings.call_types.exists():
+            raise ConfigError(f"file {str(settings.call_types)!r} does not exist", file=path)
+        calltypes.load_file(settings.call_types)
+        files.append(settings.call_types)
+    if isinstance(settings.tls, TlsFiles):
+        files += [settings.tls.cert, settings.tls.key]
+    return settings, files
 
 
 def _settings(args: argparse.Namespace) -> ServerSettings:
