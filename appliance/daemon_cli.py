@@ -36,6 +36,13 @@ def register(subparsers: Any) -> None:
     )
     check.set_defaults(func=cmd_check)
 
+    doctor = subparsers.add_parser(
+        "doctor", help="check this device: config, clock, server, camera, audio, GPIO, disk"
+    )
+    doctor.add_argument("--config", required=True, help="device YAML (/etc/appliance/device.yaml)")
+    doctor.add_argument("--json", action="store_true", help="one JSON object (fleet tooling)")
+    doctor.set_defaults(func=cmd_doctor)
+
     press = subparsers.add_parser("press", help="press a button of the running daemon's panel")
     press.add_argument("button", help="button name from the config, e.g. call")
     press.add_argument("--hold", action="store_true", help="hold it (the button's hold action)")
@@ -130,6 +137,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         return asyncio.run(serve(cfg, notifier, banner=not args.no_banner))
     finally:
         notifier.close()
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import logging
+
+    from appliance.doctor import as_json, diagnose, render
+
+    # the checks open devices and libraries that log at INFO: one screen means only our lines
+    logging.getLogger().setLevel(logging.WARNING)
+    checks = asyncio.run(diagnose(args.config, state_dir=default_state_dir()))
+    sys.stdout.write(as_json(checks) + "\n" if args.json else render(checks))
+    return 1 if any(c.status == "fail" for c in checks) else 0
 
 
 def _socket(args: argparse.Namespace) -> Path:
