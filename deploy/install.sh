@@ -132,6 +132,7 @@ if [ "$ROLE" = device ]; then
     done
     if [ "$PI" = 0 ] && [ ! -e /etc/udev/rules.d/60-appliance-gpio.rules ]; then
         # Pi OS ships this rule; elsewhere GPIO chips are root-only without it.
+        install -d /etc/udev/rules.d
         echo 'SUBSYSTEM=="gpio", KERNEL=="gpiochip*", GROUP="gpio", MODE="0660"' \
             >/etc/udev/rules.d/60-appliance-gpio.rules
     fi
@@ -156,21 +157,22 @@ else
 fi
 
 # 4. The config: the example and every file it names next to it (call-types.yaml, a token file).
-#    Never overwritten: an upgrade keeps the configuration you edited.
+#    Never overwritten: an upgrade keeps the configuration you edited. Readable by all (0644):
+#    the unit's DynamicUser= has no fixed uid or group to own them.
 install -d -m 0755 "$ETC"
 if [ ! -e "$ETC/$ETC_NAME" ]; then
     say "installing $CONFIG as $ETC/$ETC_NAME"
-    install -m 0640 "$CONFIG" "$ETC/$ETC_NAME"
+    install -m 0644 "$CONFIG" "$ETC/$ETC_NAME"
     CONFIG_DIR=$(dirname "$CONFIG")
     for name in $("$PREFIX/.venv/bin/appliance" check --files --config "$CONFIG"); do
         if [ ! -e "$ETC/$name" ]; then
-            install -D -m 0640 "$CONFIG_DIR/$name" "$ETC/$name"
+            install -D -m 0644 "$CONFIG_DIR/$name" "$ETC/$name"
         fi
     done
 else
     echo "kept $ETC/$ETC_NAME"
 fi
-"$PREFIX/.venv/bin/appliance" check --config "$ETC/$ETC_NAME"
+STATE_DIRECTORY=$STATE "$PREFIX/.venv/bin/appliance" check --config "$ETC/$ETC_NAME"
 
 # 5. The unit, enabled and (re)started.
 install -m 0644 "$SRC/systemd/$UNIT" "/etc/systemd/system/$UNIT"

@@ -32,11 +32,13 @@ class Container:
         binds_ro: dict[Path, str] | None = None,
         log: Path,
         name: str = "appliance-field",
+        private_network: bool = True,
     ) -> None:
         self.root = root
         self.binds_ro = binds_ro or {}
         self.log = log
         self.name = name
+        self.private_network = private_network
         self._nspawn: subprocess.Popen[bytes] | None = None
         self.pid1 = 0
         self.booted_at = 0.0
@@ -51,10 +53,11 @@ class Container:
             "--boot",
             "--register=no",
             "--keep-unit",
-            "--private-network",
             f"--machine={self.name}",
             f"--directory={self.root}",
         ]
+        if self.private_network:
+            cmd.append("--private-network")
         for host, inside in self.binds_ro.items():
             cmd.append(f"--bind-ro={host}:{inside}")
         self.booted_at = time.monotonic()

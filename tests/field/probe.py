@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -29,8 +30,7 @@ async def main(args: argparse.Namespace) -> int:
         await client.connect()
         print("CONNECTED", flush=True)
         async with asyncio.timeout(args.timeout):
-            async for event in events:
-                break
+            event = await anext(aiter(events))
         caller = event.user.id if event.user else None
         say(step="ring", cid=event.call_cid, caller=caller)
         if not args.answer or event.call_cid is None:
@@ -51,17 +51,22 @@ async def main(args: argparse.Namespace) -> int:
         started = time.monotonic()
         await media.start()
         try:
-            async with asyncio.timeout(args.timeout):
-                while not (video and len(video[0].codes) >= args.frames):
-                    await asyncio.sleep(0.1)
-                while not (audio and audio[0].seconds >= 1.0):
-                    await asyncio.sleep(0.1)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(args.timeout):
+                    # the readers fill from their own tasks and expose no event to wait on
+                    while not (  # noqa: ASYNC110
+                        video
+                        and len(video[0].codes) >= args.frames
+                        and audio
+                        and audio[0].seconds >= 1.0
+                    ):
+                        await asyncio.sleep(0.1)
             say(
                 step="media",
-                video_frames=video[0].frames,
-                block_codes=len(video[0].codes),
-                audio_seconds=round(audio[0].seconds, 2),
-                seconds_to_frames=round(time.monotonic() - started, 2),
+                video_frames=sum(r.frames for r in video),
+                block_codes=sum(len(r.codes) for r in video),
+                audio_seconds=round(sum(r.seconds for r in audio), 2),
+                seconds=round(time.monotonic() - started, 2),
             )
         finally:
             for reader in [*video, *audio]:
