@@ -28,6 +28,9 @@ RUN = Path("/var/tmp/appliance-arm64-test")
 SRC = "/root/appliance-src"
 VENV = "/opt/appliance/.venv"
 FIGURES: dict[str, object] = {}
+# pip in the container trusts what the host's pip trusts (a site CA in front of the index, here)
+HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+PIP_ENV = {"PIP_CERT": "/etc/ssl/host-ca-certificates.crt"} if HOST_CA.exists() else {}
 # Unit tests with no browser, no PostgreSQL, no network namespaces, no second process tree.
 SMOKE = ["tests/hardware", "tests/daemon/test_config.py", "tests/daemon/test_configchecks.py"]
 SMOKE += ["tests/daemon/test_led_patterns.py", "tests/daemon/test_journal.py"]
@@ -46,7 +49,11 @@ def box() -> Iterator[Container]:
     copy_root(root, RUN)
     copy_source(RUN / SRC.lstrip("/"))
     container = Container(
-        RUN, log=RUN.parent / "arm64-nspawn.log", name="appliance-arm64", private_network=False
+        RUN,
+        binds_ro={HOST_CA: PIP_ENV["PIP_CERT"]} if PIP_ENV else {},
+        log=RUN.parent / "arm64-nspawn.log",
+        name="appliance-arm64",
+        private_network=False,
     )
     started = time.monotonic()
     container.boot(timeout=600)
@@ -68,7 +75,9 @@ def test_it_is_arm64(box: Container) -> None:
 
 def test_install_from_aarch64_wheels(box: Container) -> None:
     started = time.monotonic()
-    out = box.run(["bash", f"{SRC}/deploy/install.sh", "--no-start"], timeout=5000).stdout
+    out = box.run(
+        ["bash", f"{SRC}/deploy/install.sh", "--no-start"], timeout=5000, env=PIP_ENV
+    ).stdout
     FIGURES["install_s"] = round(time.monotonic() - started, 1)
     assert "ok — device entrance" in out, out
     versions = box.run(
@@ -98,13 +107,14 @@ def test_check_every_shipped_config(box: Container) -> None:
 
 def test_unit_tests_without_a_browser(box: Container) -> None:
     box.run([f"{VENV}/bin/pip", "install", "-q", "pytest>=8", "pytest-asyncio>=0.24",
-             "pytest-timeout>=2.3", "pyyaml"], timeout=1800)  # fmt: skip
+             "pytest-timeout>=2.3", "pyyaml"], timeout=1800, env=PIP_ENV)  # fmt: skip
     started = time.monotonic()
     done = box.run(
         ["bash", "-c", f"cd {SRC} && {VENV}/bin/python -m pytest -q -p no:cacheprovider "
          f"-m 'not e2e and not netns and not postgres' {' '.join(SMOKE)}"],
         check=False,
         timeout=3600,
+        env=PIP_ENV,
     )  # fmt: skip
     FIGURES["unit_tests_s"] = round(time.monotonic() - started, 1)
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-2000:]

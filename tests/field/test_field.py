@@ -334,6 +334,17 @@ def test_power_cut_boots_to_ready_with_state_kept(box: Container) -> None:
     )
     FIGURES["boot_to_ready_s"] = round(ready - started, 2)
     assert box.run(["cat", "/var/lib/appliance-server/api_secret"]).stdout == secret
+    # SQLite (WAL, synchronous=NORMAL) came back consistent, with the device's call in it
+    db = box.run(
+        [
+            "/opt/appliance/.venv/bin/python",
+            "-c",
+            "import sqlite3; c = sqlite3.connect('/var/lib/appliance-server/appliance.db'); "
+            "print(c.execute('PRAGMA integrity_check').fetchone()[0]); "
+            "print(c.execute(\"SELECT count(*) FROM calls WHERE id = 'door-door-1'\").fetchone()[0])",
+        ]
+    ).stdout.split()
+    assert db == ["ok", "1"], db
     # the device's token (signed with that secret) is still accepted: the link is up
     assert "server online" in box.show("appliance.service", "StatusText")["StatusText"]
 
