@@ -135,7 +135,9 @@ async def test_fleet_server_token_accepted_refused_expired_unreachable(tmp_path:
         from appliance.clock import SystemClock
         from appliance.server.auth import create_token
 
-        forged = create_token("another-secret", "door-1", clock=SystemClock())
+        forged = create_token(
+            "another-secret-of-the-same-length-as-real-ones", "door-1", clock=SystemClock()
+        )
         refused = await server_check("forged", forged)
         assert refused.status == "fail" and "token refused" in refused.summary
         past = create_token(srv.api_secret, "door-1", clock=SystemClock(), ttl=1)
