@@ -36,6 +36,9 @@ def fake_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[so
     monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
     audit_log = logging.getLogger("appliance.audit")
     level, propagate = audit_log.level, audit_log.propagate
+    root = logging.getLogger()
+    root_handlers, root_level = list(root.handlers), root.level
+    httpx_level = logging.getLogger("httpx").level
     configure_logging("INFO")
     audit_log.setLevel(logging.INFO)  # pytest owns the root logger: basicConfig leaves its level
     handlers = [h for h in audit_log.handlers if isinstance(h, journal.JournalHandler)]
@@ -48,6 +51,11 @@ def fake_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[so
             handler.close()
         audit_log.setLevel(level)
         audit_log.propagate = propagate
+        for handler in root.handlers[:]:
+            if handler not in root_handlers:
+                root.removeHandler(handler)
+        root.setLevel(root_level)
+        logging.getLogger("httpx").setLevel(httpx_level)
         sock.close()
 
 
