@@ -366,8 +366,9 @@ def check_disk(state_dir: Path, pid: int | None, probes: Probes) -> Check:
     return Check("disk", "ok", summary, details=details)
 
 
-def writes_per_hour(pid: int, probes: Probes) -> float | None:
-    """Bytes the process caused to be written to storage, per hour of its life."""
+def process_writes(pid: int) -> tuple[int, float] | None:
+    """Bytes the process caused to be written to storage (``/proc/PID/io`` ``write_bytes``,
+    counted when pages are dirtied) and its age in seconds."""
     io = _read(f"/proc/{pid}/io")
     stat = _read(f"/proc/{pid}/stat")
     uptime = _read("/proc/uptime")
@@ -376,6 +377,15 @@ def writes_per_hour(pid: int, probes: Probes) -> float | None:
     written = int(dict(line.split(": ") for line in io.splitlines())["write_bytes"])
     start_ticks = int(stat[stat.rindex(")") + 2 :].split()[19])
     age = float(uptime.split()[0]) - start_ticks / os.sysconf("SC_CLK_TCK")
+    return written, age
+
+
+def writes_per_hour(pid: int, probes: Probes) -> float | None:
+    """Bytes written per hour of the process's life."""
+    found = process_writes(pid)
+    if found is None:
+        return None
+    written, age = found
     return written / max(age, 1.0) * 3600
 
 

@@ -22,6 +22,7 @@ from appliance.doctor import (
     check_gpio,
     check_relay,
     diagnose,
+    process_writes,
     render,
     writes_per_hour,
 )
@@ -230,11 +231,14 @@ def write_and_sync(path: Path, size: int) -> None:
 
 @pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="no /proc/<pid>/io")
 async def test_writes_per_hour_of_the_running_daemon(tmp_path: Path) -> None:
-    before = writes_per_hour(os.getpid(), Probes())
+    before = process_writes(os.getpid())
     assert before is not None
     write_and_sync(tmp_path / "blob", 4 * 1024 * 1024)
-    after = writes_per_hour(os.getpid(), Probes())
-    assert after is not None and after > before
+    after = process_writes(os.getpid())
+    assert after is not None and after[0] - before[0] >= 4 * 1024 * 1024
+    assert after[1] >= before[1] > 0
+    rate = writes_per_hour(os.getpid(), Probes())
+    assert rate is not None and rate >= after[0] / max(after[1], 1.0) * 3600 * 0.99
     probes = Probes(clock_state=lambda: 0, daemon_pid=lambda _s: os.getpid())
     found = by_name(await diagnose(str(intercom(tmp_path)), state_dir=tmp_path, probes=probes))
     assert "MB/h" in found["disk"].summary and found["disk"].details["write_bytes_per_hour"] > 0
