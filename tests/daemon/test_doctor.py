@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -233,7 +234,10 @@ def write_and_sync(path: Path, size: int) -> None:
 async def test_writes_per_hour_of_the_running_daemon(tmp_path: Path) -> None:
     before = process_writes(os.getpid())
     assert before is not None
-    write_and_sync(tmp_path / "blob", 4 * 1024 * 1024)
+    # on disk, not in tmp_path: /tmp may be a tmpfs, whose writes reach no storage (and are
+    # rightly not counted)
+    with tempfile.TemporaryDirectory(dir=CONFIG.parent) as disk:
+        write_and_sync(Path(disk) / "blob", 4 * 1024 * 1024)
     after = process_writes(os.getpid())
     assert after is not None and after[0] - before[0] >= 4 * 1024 * 1024
     assert after[1] >= before[1] > 0
