@@ -15,18 +15,9 @@ import pytest
 import yaml
 
 from appliance.config import load_config
-from appliance.doctor import (
-    TIME_ERROR,
-    Check,
-    Probes,
-    check_camera,
-    check_gpio,
-    check_relay,
-    diagnose,
-    process_writes,
-    render,
-    writes_per_hour,
-)
+from appliance.diagnosis import TIME_ERROR, Check, Probes
+from appliance.doctor import check_relay, diagnose, render
+from appliance.hardwarechecks import check_camera, check_gpio, process_writes, writes_per_hour
 from appliance.media.sources.picamera2 import Picamera2Modules
 from tests.support.server import running_server
 
