@@ -7,7 +7,10 @@ APT_STAMP := .apt-installed
 CONFIG ?= config/intercom.yaml
 APT_PACKAGES := chromium libasound2-dev libasound2-plugins alsa-utils postgresql iproute2 systemd python3-venv python3-dev gcc
 
-.PHONY: setup system-deps run test lint fmt clean
+# The boot test: a Debian root from debootstrap, booted with systemd-nspawn; arm64 under qemu.
+FIELD_APT_PACKAGES := debootstrap systemd-container qemu-user-static binfmt-support
+
+.PHONY: setup system-deps run test test-field test-arm64 field-deps lint fmt clean
 
 setup: $(STAMP)
 
@@ -34,6 +37,20 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+field-deps:
+	@missing=""; for p in $(FIELD_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+# Needs root. Roots and wheels are cached in /var/cache/appliance-field (APPLIANCE_FIELD_CACHE).
+test-field: $(STAMP) field-deps
+	APPLIANCE_FIELD=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests/field/test_field.py $(PYTEST_ARGS)
+
+test-arm64: $(STAMP) field-deps
+	APPLIANCE_FIELD=1 $(VENV)/bin/pytest -q -p no:cacheprovider -s tests/field/test_arm64.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check appliance tests bench

@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(level: str) -> None:
+    """The only place handlers are set up. The servers run uvicorn with ``log_config=None``:
+    uvicorn's own ``dictConfig`` would close every handler made here (the journal one too)."""
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -52,6 +54,20 @@ def configure_logging(level: str) -> None:
     )
     # httpx logs every request at INFO: a device's journal would be mostly that.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
+    _audit_to_journal()
+
+
+def _audit_to_journal() -> None:
+    """Under systemd, audit records go to journald natively, with CALL_CID/USER/ACTION fields
+    (``journalctl ACTION=unlock``); elsewhere they reach stderr as text like any record."""
+    from appliance.journal import JournalHandler
+
+    audit = logging.getLogger("appliance.audit")
+    if JournalHandler.available() and not any(
+        isinstance(h, JournalHandler) for h in audit.handlers
+    ):
+        audit.addHandler(JournalHandler())
+        audit.propagate = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -271,6 +271,20 @@ class DeviceConfig(Model):
             if (value := getattr(self.sounds, field_name)) not in ("builtin", "none")
         }
 
+    def named_files(self) -> list[Path]:
+        """Every file this config names (resolved): what must travel with it."""
+        out: list[Path] = []
+        e = self.server.embedded
+        if e is not None:
+            out += [p for p in (e.call_types, e.secret_file) if p is not None]
+            if isinstance(e.tls, TlsPaths):
+                out += [e.tls.cert, e.tls.key]
+        if self.server.token_file is not None:
+            out.append(self.server.token_file)
+        if self.media.camera.file is not None:
+            out.append(self.media.camera.file)
+        return out + list(self.sound_files().values())
+
     def button(self, name: str) -> ButtonConfig | None:
         return next((b for b in self.buttons if b.name == name), None)
 

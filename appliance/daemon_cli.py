@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,8 +18,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from appliance.config import DeviceConfig
 
-DEFAULT_SYSTEM_STATE = Path("/var/lib/appliance")
-
 
 def register(subparsers: Any) -> None:
     run = subparsers.add_parser("run", help="run the appliance daemon")
@@ -28,9 +25,23 @@ def register(subparsers: Any) -> None:
     run.add_argument("--no-banner", action="store_true", help="do not print the console links")
     run.set_defaults(func=cmd_run)
 
-    check = subparsers.add_parser("check", help="check a device config; exit 78 if it is wrong")
+    check = subparsers.add_parser(
+        "check", help="check a device or server config; exit 78 if it is wrong"
+    )
     check.add_argument("--config", required=True)
+    check.add_argument(
+        "--files",
+        action="store_true",
+        help="list the files the config names next to it (call types, token, ...)",
+    )
     check.set_defaults(func=cmd_check)
+
+    doctor = subparsers.add_parser(
+        "doctor", help="check this device: config, clock, server, camera, audio, GPIO, disk"
+    )
+    doctor.add_argument("--config", required=True, help="device YAML (/etc/appliance/device.yaml)")
+    doctor.add_argument("--json", action="store_true", help="one JSON object (fleet tooling)")
+    doctor.set_defaults(func=cmd_doctor)
 
     press = subparsers.add_parser("press", help="press a button of the running daemon's panel")
     press.add_argument("button", help="button name from the config, e.g. call")
@@ -50,14 +61,10 @@ def _where(parser: argparse.ArgumentParser) -> None:
 
 
 def default_state_dir(env: dict[str, str] | None = None) -> Path:
-    environ = dict(os.environ) if env is None else env
-    for name in ("APPLIANCE_STATE_DIR", "STATE_DIRECTORY"):
-        if environ.get(name):
-            return Path(environ[name].split(":")[0]).resolve()
-    local = Path("state").resolve()
-    if not local.exists() and DEFAULT_SYSTEM_STATE.exists():
-        return DEFAULT_SYSTEM_STATE
-    return local
+    from appliance.statedir import DEVICE_SYSTEM_STATE
+    from appliance.statedir import default_state_dir as default
+
+    return default(DEVICE_SYSTEM_STATE, env)
 
 
 def _load(path: str, *, full: bool = False) -> DeviceConfig:
@@ -73,8 +80,41 @@ def _load(path: str, *, full: bool = False) -> DeviceConfig:
     return cfg
 
 
+def _is_server_config(path: str) -> bool:
+    """A server config (``appliance serve``) has no ``device`` section."""
+    from appliance.yamlload import load_yaml
+
+    data = load_yaml(path).data
+    return isinstance(data, dict) and "device" not in data
+
+
+def _print_files(config: str, files: list[Path]) -> None:
+    """The named files that live in the config's own directory, relative to it: what an
+    installer copies next to the config (deploy/install.sh)."""
+    base = Path(config).resolve().parent
+    for f in files:
+        if f.resolve().is_relative_to(base) and f.exists():
+            print(f.resolve().relative_to(base))
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    if _is_server_config(args.config):
+        from appliance.server.cli import check_server_config
+
+        settings, files = check_server_config(args.config)
+        if args.files:
+            _print_files(args.config, files)
+            return 0
+        print(
+            f"{args.config}: ok — server on {settings.host}:{settings.port}, "
+            f"state {settings.state_dir}, database {settings.database or 'SQLite'}, "
+            f"{'TLS' if settings.tls else 'plain HTTP'}"
+        )
+        return 0
     cfg = _load(args.config, full=True)
+    if args.files:
+        _print_files(args.config, cfg.named_files())
+        return 0
     server = "embedded" if cfg.server.embedded else cfg.server.url
     print(
         f"{args.config}: ok — device {cfg.device.id}, mode {cfg.mode.value}, "
@@ -87,10 +127,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from appliance.sdnotify import Notifier
     from appliance.service import serve
+    from appliance.statedir import check_writable
 
     cfg = _load(args.config, full=True)
-    _check_state_dir(cfg.state_dir)
-    _audit_to_journal()
+    if cfg.state_dir is not None:
+        check_writable(cfg.state_dir)
     notifier = Notifier.from_env()
     try:
         return asyncio.run(serve(cfg, notifier, banner=not args.no_banner))
@@ -98,38 +139,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         notifier.close()
 
 
-def _check_state_dir(state_dir: Path | None) -> None:
-    """An unusable state dir is a one-line config error (exit 78), not a traceback at start."""
-    from appliance.errors import ConfigError
-
-    if state_dir is None:
-        return
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(
-            f"cannot create {state_dir} ({err.strerror or err})",
-            key="state_dir",
-            hint="a writable directory; under systemd leave it unset (StateDirectory=)",
-        ) from err
-    if not os.access(state_dir, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"{state_dir} is not writable by this user",
-            key="state_dir",
-            hint="a writable directory; under systemd leave it unset (StateDirectory=)",
-        )
-
-
-def _audit_to_journal() -> None:
-    """Under systemd, audit records go to journald with CALL_CID/USER/ACTION fields."""
+def cmd_doctor(args: argparse.Namespace) -> int:
     import logging
 
-    from appliance.journal import JournalHandler
+    from appliance.doctor import as_json, diagnose, render
 
-    if JournalHandler.available():
-        audit = logging.getLogger("appliance.audit")
-        audit.addHandler(JournalHandler())
-        audit.propagate = False
+    # the checks open devices and libraries that log at INFO: one screen means only our lines
+    logging.getLogger().setLevel(logging.WARNING)
+    checks = asyncio.run(diagnose(args.config, state_dir=default_state_dir()))
+    sys.stdout.write(as_json(checks) + "\n" if args.json else render(checks))
+    return 1 if any(c.status == "fail" for c in checks) else 0
 
 
 def _socket(args: argparse.Namespace) -> Path:

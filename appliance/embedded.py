@@ -115,6 +115,9 @@ class EmbeddedServer:
             app,
             host=self.settings.host,
             port=self.settings.port,
+            # uvicorn's default dictConfig would close the daemon's handlers (the audit
+            # trail's journal one too); with None its loggers propagate to the CLI's.
+            log_config=None,
             log_level="warning",
             lifespan="on",
             timeout_graceful_shutdown=2,

@@ -37,9 +37,9 @@ def encode(fields: dict[str, str]) -> bytes:
 
 
 class JournalHandler(logging.Handler):
-    def __init__(self, address: str = JOURNAL_SOCKET, identifier: str = "appliance") -> None:
+    def __init__(self, address: str | None = None, identifier: str = "appliance") -> None:
         super().__init__()
-        self.address = address
+        self.address = address or JOURNAL_SOCKET
         self.identifier = identifier
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self._sock.setblocking(False)

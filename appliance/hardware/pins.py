@@ -64,3 +64,35 @@ def _real_factory(name: str) -> Any:
         raise HardwareError(f"pin factory {name!r} cannot start: {err}") from err
     log.info("pins: using %s", class_name)
     return factory
+
+
+def pins_in_use(factory: Any, pins: list[str], chip: str) -> dict[str, str]:
+    """Which of ``pins`` someone else holds: gpiozero's reservations (mock pins), or the
+    kernel's line info on ``chip`` (lgpio), without claiming or driving any of them (a relay
+    pin briefly made an input could energise an active-low relay)."""
+    used: dict[str, str] = {}
+    if is_mock(factory):
+        from gpiozero import GPIODevice
+        from gpiozero.exc import GPIOPinInUse
+
+        for pin in pins:
+            try:
+                GPIODevice(pin, pin_factory=factory).close()  # reserves, sets no function
+            except GPIOPinInUse as err:
+                used[pin] = str(err)
+        return used
+    try:
+        import lgpio
+    except ImportError as err:
+        raise HardwareError(f"lgpio is not installed: {err}") from err
+    handle = lgpio.gpiochip_open(int(chip.removeprefix("/dev/gpiochip")))
+    try:
+        for pin in pins:
+            if not pin.upper().startswith("GPIO"):
+                continue
+            _status, _offset, flags, _name, user = lgpio.gpio_get_line_info(handle, int(pin[4:]))
+            if flags & 1:  # GPIO_V2_LINE_FLAG_USED / lgpio's LG_KERNEL_USED
+                used[pin] = f"in use by {user or 'the kernel'}"
+    finally:
+        lgpio.gpiochip_close(handle)
+    return used

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import signal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.errors import ConfigError, InvalidRequest
@@ -89,44 +90,82 @@ def register(subparsers: Any) -> None:
     ls.set_defaults(func=cmd_users_list)
 
 
-def _settings(args: argparse.Namespace) -> ServerSettings:
-    from appliance.server.settings import ensure_secret, load_settings
+def _load(path: str) -> ServerSettings:
+    """The server config; a config that names no ``state_dir`` gets systemd's
+    ``$STATE_DIRECTORY``, else ``./state``, else the installed unit's /var/lib/appliance-server."""
+    from appliance.server.settings import load_settings
+    from appliance.statedir import SERVER_SYSTEM_STATE, default_state_dir
 
-    return ensure_secret(load_settings(args.config))
+    return load_settings(path, state_dir=default_state_dir(SERVER_SYSTEM_STATE))
+
+
+def check_server_config(path: str) -> tuple[ServerSettings, list[Path]]:
+    """``appliance check`` of a server config: the settings and the call types file load; the
+    files it names (call types, TLS) come back for ``--files``."""
+    from appliance.server import calltypes
+    from appliance.server.settings import TlsFiles
+
+    settings = _load(path)
+    files: list[Path] = []
+    if settings.call_types is not None:
+        if not settings.call_types.exists():
+            raise ConfigError(f"file {str(settings.call_types)!r} does not exist", file=path)
+        calltypes.load_file(settings.call_types)
+        files.append(settings.call_types)
+    if isinstance(settings.tls, TlsFiles):
+        files += [settings.tls.cert, settings.tls.key]
+    return settings, files
+
+
+def _settings(args: argparse.Namespace) -> ServerSettings:
+    from appliance.server.settings import ensure_secret
+
+    return ensure_secret(_load(args.config))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from appliance.server.app import create_app
-    from appliance.server.httpguard import uvicorn_options
-    from appliance.server.settings import load_settings
-    from appliance.server.tls import tls_files
+    from appliance.statedir import check_writable
 
-    settings = load_settings(args.config)
+    settings = _load(args.config)
     update: dict[str, Any] = {}
     if args.host:
         update["host"] = args.host
     if args.port is not None:
         update["port"] = args.port
     settings = settings.model_copy(update=update)
+    check_writable(settings.state_dir)
     app = create_app(settings)
+    server = uvicorn.Server(uvicorn_config(app, settings))
+    log.info("serving on %s", settings.public_base_url())
+    return asyncio.run(_serve(server, app, settings.public_base_url()))
+
+
+def uvicorn_config(app: Any, settings: ServerSettings) -> Any:
+    """uvicorn's config for ``appliance serve``. ``log_config=None``: uvicorn would otherwise
+    ``dictConfig`` its own, closing every handler the CLI set up (the journal's too); its
+    loggers propagate to ours instead."""
+    import uvicorn
+
+    from appliance.server.httpguard import uvicorn_options
+    from appliance.server.tls import tls_files
+
     tls = tls_files(settings)
-    config = uvicorn.Config(
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         ssl_certfile=str(tls.cert) if tls else None,
         ssl_keyfile=str(tls.key) if tls else None,
+        log_config=None,
         log_level=logging.getLevelName(logging.getLogger().level).lower(),
         timeout_graceful_shutdown=5,
         proxy_headers=True,
         ws_per_message_deflate=settings.ws_compression,
         **uvicorn_options(settings),
     )
-    server = uvicorn.Server(config)
-    log.info("serving on %s", settings.public_base_url())
-    return asyncio.run(_serve(server, app, settings.public_base_url()))
 
 
 async def _serve(server: Any, app: Any, url: str) -> int:

@@ -123,15 +123,21 @@ class ServerSettings(_Strict):
         return f"{self.scheme}://{h}:{port if port is not None else self.port}"
 
 
-def load_settings(path: str | Path, env: Mapping[str, str] | None = None) -> ServerSettings:
-    """Read ``server.yaml``; relative paths in it are relative to the file; env fills api key/secret."""
+def load_settings(
+    path: str | Path, env: Mapping[str, str] | None = None, *, state_dir: Path | None = None
+) -> ServerSettings:
+    """Read ``server.yaml``; relative paths in it are relative to the file; env fills api key/secret.
+    ``state_dir`` is the default when the YAML names none (the CLI passes systemd's
+    ``$STATE_DIRECTORY`` or ``./state``); without it, ``state`` next to the file."""
     doc = load_yaml(path)
     if not isinstance(doc.data, dict):
         raise doc.error((), "the server config must be a mapping")
     settings = doc.validate(ServerSettings)
     base = Path(path).resolve().parent
     update: dict[str, Any] = {}
-    if not settings.state_dir.is_absolute():
+    if "state_dir" not in doc.data and state_dir is not None:
+        update["state_dir"] = state_dir
+    elif not settings.state_dir.is_absolute():
         update["state_dir"] = base / settings.state_dir
     if settings.call_types is not None and not settings.call_types.is_absolute():
         update["call_types"] = base / settings.call_types

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import jwt
 import pytest
 
 from appliance.cli import EX_CONFIG, main
 from tests.support.server import running_server
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -176,3 +179,38 @@ def test_serve_on_a_busy_port_exits_non_zero_after_no_ready(tmp_path) -> None:
     assert run.returncode != 0
     assert not any(m.startswith("READY=1") for m in notify.messages)
     assert "Traceback" not in run.stderr
+
+
+def test_state_dir_from_systemd_when_the_config_names_none(tmp_path, monkeypatch, capsys) -> None:
+    """Installed under /etc, the shipped server.yaml must not put its state next to itself
+    (read-only under ProtectSystem=strict): ``$STATE_DIRECTORY`` is the default, as for the
+    daemon; the secret generated there is the one ``appliance token`` signs with."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    shipped = (ROOT / "config" / "server.yaml").read_text()
+    (etc / "server.yaml").write_text(shipped)
+    (etc / "call-types.yaml").write_text((ROOT / "config" / "call-types.yaml").read_text())
+    etc.chmod(0o555)
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "var-lib"))
+    monkeypatch.delenv("APPLIANCE_API_SECRET", raising=False)
+    try:
+        assert main(["token", "--config", str(etc / "server.yaml"), "--server"]) == 0
+    finally:
+        etc.chmod(0o755)
+    token = capsys.readouterr().out.strip()
+    secret = (tmp_path / "var-lib" / "api_secret").read_text().strip()
+    assert jwt.decode(token, secret, algorithms=["HS256"]) == {}
+    assert not (tmp_path / "state").exists()
+
+
+def test_unwritable_state_dir_is_exit_78(tmp_path) -> None:
+    cfg = tmp_path / "server.yaml"
+    cfg.write_text("api_key: k\napi_secret: s\nstate_dir: /proc/appliance-state\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "appliance", "serve", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == EX_CONFIG, run.stderr
+    assert "state_dir" in run.stderr and "Traceback" not in run.stderr

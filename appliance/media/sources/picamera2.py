@@ -152,3 +152,14 @@ class Picamera2Source(VideoSource):
         self._deliver_threadsafe(
             EncodedFrame(data, pts, VIDEO_TIME_BASE, keyframe, self.clock.time())
         )
+
+
+def describe_cameras(modules: Picamera2Modules | None = None) -> tuple[list[str], bool]:
+    """The attached cameras' models (``Picamera2.global_camera_info()``, which opens none of
+    them) and whether the board has the hardware H.264 encoder (not on a Pi 5)."""
+    modules = modules or load_picamera2()
+    cameras = [
+        str(info.get("Model", info.get("Id", "camera")))
+        for info in modules.Picamera2.global_camera_info()
+    ]
+    return cameras, modules.hardware_encoder
