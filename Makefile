@@ -5,14 +5,15 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 APT_STAMP := .apt-installed
 CONFIG ?= config/intercom.yaml
-APT_PACKAGES := chromium libasound2-dev libasound2-plugins alsa-utils postgresql iproute2 systemd python3-venv python3-dev gcc
+APT_PACKAGES := chromium libasound2-dev libasound2-plugins alsa-utils postgresql iproute2 systemd python3-venv python3-dev gcc espeak-ng
 
 .PHONY: setup system-deps run test lint fmt clean
 
 setup: $(STAMP)
 
 # System packages: ALSA headers for pyalsaaudio, Chromium for the browser tests,
-# PostgreSQL for the fleet-store tests, iproute2 for network namespaces.
+# PostgreSQL for the fleet-store tests, iproute2 for network namespaces, espeak-ng for the
+# speech the echo-cancellation tests and benchmark play.
 system-deps: $(APT_STAMP)
 $(APT_STAMP):
 	@if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \

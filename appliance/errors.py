@@ -6,7 +6,10 @@
     ├── ConfigError(ApplianceError, ValueError)        bad YAML / settings; carries file:line
     ├── HardwareError(ApplianceError, RuntimeError)    GPIO, camera, ALSA
     │   └── AudioDeviceError
+    │       └── AudioProcessingUnavailable(AudioDeviceError, ImportError)  no WebRTC APM here
     ├── MediaError(ApplianceError, RuntimeError)       WebRTC / codec problems
+    ├── LibraryVersionError(ApplianceError, ImportError) a library whose internals we use
+    │                                                    is not the version we checked
     ├── StoreError(ApplianceError, RuntimeError)       database failures
     └── APIError(ApplianceError)                       an error answer of the call API
         ├── InvalidRequest(APIError, ValueError)       400, carries .field
@@ -65,8 +68,17 @@ class AudioDeviceError(HardwareError):
     """An ALSA device could not be opened or used."""
 
 
+class AudioProcessingUnavailable(AudioDeviceError, ImportError):
+    """WebRTC audio processing (echo cancellation) cannot run: binding missing or failing."""
+
+
 class MediaError(ApplianceError, RuntimeError):
     """WebRTC or codec failure."""
+
+
+class LibraryVersionError(ApplianceError, ImportError):
+    """An installed library is not the version whose private API a compatibility module was
+    written for (raised when that module is imported, like gpiozero's ``BadPinFactory``)."""
 
 
 class StoreError(ApplianceError, RuntimeError):

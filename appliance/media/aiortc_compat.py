@@ -1,0 +1,89 @@
+"""Every use of aiortc's private API, in one place, checked against the aiortc it was written for.
+
+Importing this module with another aiortc raises :class:`~appliance.errors.LibraryVersionError`
+naming the version found: porting means reading each section against the new aiortc source and
+running the tests of each hook (one test per hook fails when aiortc stops behaving as the hook
+assumes).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import aiortc
+from aiortc import RTCRtpReceiver
+
+from appliance.errors import LibraryVersionError
+
+AIORTC_VERSION = "1.16.0"
+
+
+def check_version(found: str) -> None:
+    """Raise :class:`LibraryVersionError` unless ``found`` is the aiortc these hooks were written
+    for."""
+    if found != AIORTC_VERSION:
+        raise LibraryVersionError(
+            f"aiortc {found} is installed, but appliance.media.aiortc_compat was written for "
+            f"aiortc {AIORTC_VERSION} (it uses aiortc's private API); install "
+            f"aiortc=={AIORTC_VERSION} or port the hooks in {__name__}",
+            name=__name__,
+        )
+
+
+check_version(getattr(aiortc, "__version__", "unknown"))
+
+
+# -- audio jitter buffer: RTCRtpReceiver.__jitter_buffer ----------------------------------------
+#
+# ``RTCRtpReceiver.__init__`` gives an audio receiver ``JitterBuffer(capacity=16, prefetch=4)``
+# in the name-mangled attribute ``_RTCRtpReceiver__jitter_buffer``; ``_handle_rtp_packet`` calls
+# its ``add(packet)`` once per depayloaded packet (``packet._data`` set) and decodes the frame it
+# returns, if any, ``(pli_flag, JitterFrame | None)``. The hook wraps ``__init__`` so that every
+# audio receiver created afterwards gets a buffer from ``factory`` instead (see
+# :mod:`appliance.media.audio.jitter` for why); video receivers keep aiortc's. Tests:
+# ``tests/media/test_aiortc_compat_jitter.py``.
+
+_JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
+_jitter_lock = threading.Lock()
+_jitter_factory: Callable[[], Any] | None = None
+_original_receiver_init: Callable[..., None] | None = None
+
+
+def audio_jitter_buffer(receiver: RTCRtpReceiver) -> Any:
+    """The jitter buffer an audio receiver decodes from (aiortc's or ours)."""
+    return getattr(receiver, _JITTER_ATTR)
+
+
+def install_audio_jitter_buffer(factory: Callable[[], Any]) -> None:
+    """From now on, audio receivers take their jitter buffer from ``factory()``.
+
+    Idempotent: installing again replaces the factory, the wrap stays single."""
+    global _jitter_factory, _original_receiver_init
+    with _jitter_lock:
+        _jitter_factory = factory
+        if _original_receiver_init is not None:
+            return
+        original = RTCRtpReceiver.__init__
+        _original_receiver_init = original
+
+        @functools.wraps(original)
+        def init(self: RTCRtpReceiver, kind: str, *args: Any, **kwargs: Any) -> None:
+            original(self, kind, *args, **kwargs)
+            make = _jitter_factory
+            if kind == "audio" and make is not None:
+                setattr(self, _JITTER_ATTR, make())
+
+        RTCRtpReceiver.__init__ = init  # type: ignore[method-assign]
+
+
+def uninstall_audio_jitter_buffer() -> None:
+    """Back to aiortc's own audio jitter buffer for receivers created from now on."""
+    global _jitter_factory, _original_receiver_init
+    with _jitter_lock:
+        if _original_receiver_init is not None:
+            RTCRtpReceiver.__init__ = _original_receiver_init  # type: ignore[method-assign]
+        _jitter_factory = None
+        _original_receiver_init = None
