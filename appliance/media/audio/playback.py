@@ -27,8 +27,8 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from appliance.clock import Clock, SystemClock
 from appliance.errors import AudioDeviceError
-from appliance.media.audio.duplex import HalfDuplex
 from appliance.media.aiortc_compat import install_audio_jitter_buffer
+from appliance.media.audio.duplex import HalfDuplex
 from appliance.media.audio.jitter import AudioJitterBuffer, JitterEstimator
 from appliance.media.audio.pacer import Pacer, raise_priority
 from appliance.media.audio.pcm import PCM, PcmFormat
@@ -166,6 +166,8 @@ class AudioPlayback:
         processor: AudioProcessor | None = None,
         priority: int = 0,
     ) -> None:
+        # audio this device receives goes to the decoder on arrival: jitter is absorbed here, once
+        install_audio_jitter_buffer(AudioJitterBuffer)
         self._pcm = pcm
         self._priority = priority
         self._processor = processor
