@@ -49,6 +49,7 @@ check_version(getattr(aiortc, "__version__", "unknown"))
 _JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 _jitter_lock = threading.Lock()
 _jitter_factory: Callable[[], Any] | None = None
+_jitter_users = 0
 _original_receiver_init: Callable[..., None] | None = None
 
 
@@ -60,10 +61,12 @@ def audio_jitter_buffer(receiver: RTCRtpReceiver) -> Any:
 def install_audio_jitter_buffer(factory: Callable[[], Any]) -> None:
     """From now on, audio receivers take their jitter buffer from ``factory()``.
 
-    Idempotent: installing again replaces the factory, the wrap stays single."""
-    global _jitter_factory, _original_receiver_init
+    Counted: each install needs a :func:`release_audio_jitter_buffer`; the last release puts
+    aiortc's own buffer back. Installing again replaces the factory, the wrap stays single."""
+    global _jitter_factory, _original_receiver_init, _jitter_users
     with _jitter_lock:
         _jitter_factory = factory
+        _jitter_users += 1
         if _original_receiver_init is not None:
             return
         original = RTCRtpReceiver.__init__
@@ -79,10 +82,21 @@ def install_audio_jitter_buffer(factory: Callable[[], Any]) -> None:
         RTCRtpReceiver.__init__ = init  # type: ignore[method-assign]
 
 
+def release_audio_jitter_buffer() -> None:
+    """One user of :func:`install_audio_jitter_buffer` is done."""
+    global _jitter_users
+    with _jitter_lock:
+        _jitter_users = max(0, _jitter_users - 1)
+        last = _jitter_users == 0
+    if last:
+        uninstall_audio_jitter_buffer()
+
+
 def uninstall_audio_jitter_buffer() -> None:
     """Back to aiortc's own audio jitter buffer for receivers created from now on."""
-    global _jitter_factory, _original_receiver_init
+    global _jitter_factory, _original_receiver_init, _jitter_users
     with _jitter_lock:
+        _jitter_users = 0
         if _original_receiver_init is not None:
             RTCRtpReceiver.__init__ = _original_receiver_init  # type: ignore[method-assign]
         _jitter_factory = None

@@ -27,7 +27,10 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from appliance.clock import Clock, SystemClock
 from appliance.errors import AudioDeviceError
-from appliance.media.aiortc_compat import install_audio_jitter_buffer
+from appliance.media.aiortc_compat import (
+    install_audio_jitter_buffer,
+    release_audio_jitter_buffer,
+)
 from appliance.media.audio.duplex import HalfDuplex
 from appliance.media.audio.jitter import AudioJitterBuffer, JitterEstimator
 from appliance.media.audio.pacer import Pacer, raise_priority
@@ -166,7 +169,8 @@ class AudioPlayback:
         processor: AudioProcessor | None = None,
         priority: int = 0,
     ) -> None:
-        # audio this device receives goes to the decoder on arrival: jitter is absorbed here, once
+        # while a playback lives, audio received goes to the decoder on arrival: jitter is
+        # absorbed here, once (released when it stops)
         install_audio_jitter_buffer(AudioJitterBuffer)
         self._pcm = pcm
         self._priority = priority
@@ -278,6 +282,7 @@ class AudioPlayback:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 2.0)
         self._finish_voices()
         self._pcm.close()
+        release_audio_jitter_buffer()
         logger.info("AudioPlayback(%s) stopped: %s", self._pcm.name, self.stats)
 
     def _finish_voices(self) -> None:
@@ -291,6 +296,7 @@ class AudioPlayback:
         if self._thread is None and not self._closed:
             self._closed = True
             self._pcm.close()
+            release_audio_jitter_buffer()
 
     async def _consume(self, track: MediaStreamTrack, buffer: _TrackBuffer) -> None:
         try:
