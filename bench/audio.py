@@ -25,8 +25,8 @@ tone bursts (100 ms of 1 kHz every second), the speaker writes a raw file. Both 
 to record *when* each period was read / written (our clock), so the latency is measured from the
 moment a burst's first sample was read from the capture device to the moment it was handed to
 the playback device. A real speaker adds its own buffer on top (``prefill_periods`` x 20 ms).
-Of the result, about 80 ms is aiortc's audio jitter buffer (``prefetch=4`` packets) plus Opus;
-our playout buffer holds ``target_periods`` (2 x 20 ms) once settled.
+aiortc's 4-packet prefetch is replaced (``appliance.media.audio.jitter``); our playout buffer
+holds the level the measured jitter needs (one 20 ms period on loopback).
 CPU is the whole process (both peers, Opus encode + decode, resampling, both worker threads).
 
     .venv/bin/python bench/audio.py [--seconds 20] [--aec-seconds 15]
