@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 APT_STAMP := .apt-installed
 CONFIG ?= config/intercom.yaml
-APT_PACKAGES := chromium libasound2-dev libasound2-plugins alsa-utils postgresql iproute2 systemd python3-venv python3-dev gcc
+APT_PACKAGES := chromium libasound2-dev libasound2-plugins alsa-utils postgresql iproute2 systemd python3-venv python3-dev gcc espeak-ng
 
 # The boot test: a Debian root from debootstrap, booted with systemd-nspawn; arm64 under qemu.
 FIELD_APT_PACKAGES := debootstrap systemd-container qemu-user-static binfmt-support
@@ -15,7 +15,8 @@ FIELD_APT_PACKAGES := debootstrap systemd-container qemu-user-static binfmt-supp
 setup: $(STAMP)
 
 # System packages: ALSA headers for pyalsaaudio, Chromium for the browser tests,
-# PostgreSQL for the fleet-store tests, iproute2 for network namespaces.
+# PostgreSQL for the fleet-store tests, iproute2 for network namespaces, espeak-ng for the
+# speech the echo-cancellation tests and benchmark play.
 system-deps: $(APT_STAMP)
 $(APT_STAMP):
 	@if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \

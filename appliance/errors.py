@@ -6,6 +6,7 @@
     ├── ConfigError(ApplianceError, ValueError)        bad YAML / settings; carries file:line
     ├── HardwareError(ApplianceError, RuntimeError)    GPIO, camera, ALSA
     │   └── AudioDeviceError
+    │       └── AudioProcessingUnavailable(AudioDeviceError, ImportError)  no WebRTC APM here
     ├── MediaError(ApplianceError, RuntimeError)       WebRTC / codec problems
     ├── LibraryVersionError(ApplianceError, ImportError) a library whose internals we use
     │                                                    is not the version we checked
@@ -65,6 +66,10 @@ class HardwareError(ApplianceError, RuntimeError):
 
 class AudioDeviceError(HardwareError):
     """An ALSA device could not be opened or used."""
+
+
+class AudioProcessingUnavailable(AudioDeviceError, ImportError):
+    """WebRTC audio processing (echo cancellation) cannot run: binding missing or failing."""
 
 
 class MediaError(ApplianceError, RuntimeError):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 
 from tests.support.server import ServerHandle, running_server
@@ -26,3 +28,12 @@ async def server(tmp_path: Path) -> AsyncIterator[ServerHandle]:
     """An in-process call server with users alice, bob, carol and door-1."""
     async with running_server(tmp_path, users=DEFAULT_USERS) as srv:
         yield srv
+
+
+@pytest.fixture(autouse=True)
+def _aiortc_hooks_do_not_outlive_a_test() -> Iterator[None]:
+    """An AudioPlayback a test never stopped must not change how later tests receive audio."""
+    yield
+    compat = sys.modules.get("appliance.media.aiortc_compat")
+    if compat is not None:
+        compat.uninstall_audio_jitter_buffer()

@@ -1,13 +1,14 @@
 """Every use of aiortc's private API, in one place, checked against the aiortc it was written for.
 
 aiortc has no public way to hear a keyframe request when it does not encode itself, to read the
-codecs a transceiver negotiated, or to read a transport's packet counters synchronously. The hooks
-below reach into aiortc 1.16.0 for those, one section per hook, and nothing else in the
-package names an aiortc attribute that starts with ``_``. Importing this module with another
-aiortc raises :class:`~appliance.errors.LibraryVersionError` naming the version found: porting
-means reading each section against the new aiortc source and running
-``tests/media/test_aiortc_compat.py``, which has one test per hook that fails when aiortc stops
-behaving as the hook assumes.
+codecs a transceiver negotiated, to read a transport's packet counters synchronously, or to give
+an audio receiver another jitter buffer. The hooks below reach into aiortc 1.16.0 for those, one
+section per hook, and nothing else in the package names an aiortc attribute that starts with
+``_``. Importing this module with another aiortc raises
+:class:`~appliance.errors.LibraryVersionError` naming the version found: porting means reading
+each section against the new aiortc source and running ``tests/media/test_aiortc_compat.py`` and
+``tests/media/test_aiortc_compat_jitter.py``, which have one test per hook that fails when aiortc
+stops behaving as the hook assumes.
 
 What the package does *not* rely on: aiortc's ``RTCRtpSender._enabled``. aiortc sets it again
 whenever a description is applied (``RTCRtpTransceiver._setCurrentDirection``), so a sender
@@ -17,10 +18,13 @@ tracks instead (:mod:`appliance.media.gate`).
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable
+from typing import Any
 
 import aiortc
-from aiortc import RTCDtlsTransport, RTCRtpSender, RTCRtpTransceiver
+from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.stats import RTCStatsReport
 
@@ -93,3 +97,70 @@ def transport_stats(transport: RTCDtlsTransport) -> RTCStatsReport:
     """The transport's own statistics (``packetsReceived``, ``packetsSent``, bytes, state)."""
     report: RTCStatsReport = transport._get_stats()
     return report
+
+
+# -- audio jitter buffer: RTCRtpReceiver.__jitter_buffer ----------------------------------------
+#
+# ``RTCRtpReceiver.__init__`` gives an audio receiver ``JitterBuffer(capacity=16, prefetch=4)``
+# in the name-mangled attribute ``_RTCRtpReceiver__jitter_buffer``; ``_handle_rtp_packet`` calls
+# its ``add(packet)`` once per depayloaded packet (``packet._data`` set) and decodes the frame it
+# returns, if any, ``(pli_flag, JitterFrame | None)``. The hook wraps ``__init__`` so that every
+# audio receiver created afterwards gets a buffer from ``factory`` instead (see
+# :mod:`appliance.media.audio.jitter` for why); video receivers keep aiortc's. Tests:
+# ``tests/media/test_aiortc_compat_jitter.py``.
+
+_JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
+_jitter_lock = threading.Lock()
+_jitter_factory: Callable[[], Any] | None = None
+_jitter_users = 0
+_original_receiver_init: Callable[..., None] | None = None
+
+
+def audio_jitter_buffer(receiver: RTCRtpReceiver) -> Any:
+    """The jitter buffer an audio receiver decodes from (aiortc's or ours)."""
+    return getattr(receiver, _JITTER_ATTR)
+
+
+def install_audio_jitter_buffer(factory: Callable[[], Any]) -> None:
+    """From now on, audio receivers take their jitter buffer from ``factory()``.
+
+    Counted: each install needs a :func:`release_audio_jitter_buffer`; the last release puts
+    aiortc's own buffer back. Installing again replaces the factory, the wrap stays single."""
+    global _jitter_factory, _original_receiver_init, _jitter_users
+    with _jitter_lock:
+        _jitter_factory = factory
+        _jitter_users += 1
+        if _original_receiver_init is not None:
+            return
+        original = RTCRtpReceiver.__init__
+        _original_receiver_init = original
+
+        @functools.wraps(original)
+        def init(self: RTCRtpReceiver, kind: str, *args: Any, **kwargs: Any) -> None:
+            original(self, kind, *args, **kwargs)
+            make = _jitter_factory
+            if kind == "audio" and make is not None:
+                setattr(self, _JITTER_ATTR, make())
+
+        RTCRtpReceiver.__init__ = init  # type: ignore[method-assign]
+
+
+def release_audio_jitter_buffer() -> None:
+    """One user of :func:`install_audio_jitter_buffer` is done."""
+    global _jitter_users
+    with _jitter_lock:
+        _jitter_users = max(0, _jitter_users - 1)
+        last = _jitter_users == 0
+    if last:
+        uninstall_audio_jitter_buffer()
+
+
+def uninstall_audio_jitter_buffer() -> None:
+    """Back to aiortc's own audio jitter buffer for receivers created from now on."""
+    global _jitter_factory, _original_receiver_init, _jitter_users
+    with _jitter_lock:
+        _jitter_users = 0
+        if _original_receiver_init is not None:
+            RTCRtpReceiver.__init__ = _original_receiver_init  # type: ignore[method-assign]
+        _jitter_factory = None
+        _original_receiver_init = None

@@ -22,6 +22,7 @@ from appliance.media.audio import (
     open_playback,
 )
 from appliance.media.audio.duplex import level_dbfs
+from appliance.media.audio.settings import ProcessingSettings
 from tests.support.alsa import AlsaSandbox
 from tests.support.tone import (
     FedToneTrack,
@@ -88,6 +89,7 @@ async def test_capture_is_attenuated_while_playback_is_loud(
         capture_device=mic,
         playback_device=alsa.null("speaker"),
         half_duplex=HalfDuplexSettings(attenuation_db=20, hold_ms=100),
+        processing=ProcessingSettings(noise_suppression=False, high_pass=False),
     )
     devices = AudioDevices.open(settings, clock=clock)
     capture = devices.new_capture()

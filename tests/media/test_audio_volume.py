@@ -55,7 +55,7 @@ async def test_call_and_sounds_volumes_in_the_mix(alsa: AlsaSandbox) -> None:
     playback = AudioPlayback(pcm, call_volume_db=-20.0, sounds_volume_db=-6.0)
     fmt = pcm.format
     n = fmt.period_frames * fmt.channels
-    far_end = _TrackBuffer("far", fmt, 6, playback.stats)
+    far_end = _TrackBuffer("far", fmt, 6, playback.stats, target_periods=1)
     frame = av.AudioFrame.from_ndarray(
         np.full((1, fmt.period_frames), 10000, dtype=np.int16), format="s16", layout="mono"
     )

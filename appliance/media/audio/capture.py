@@ -1,5 +1,9 @@
 """Microphone → aiortc: a MediaStreamTrack fed by a named ALSA reader thread.
 
+Each period read goes through the audio processor (echo cancellation against what the speaker
+played, noise suppression, high-pass; :mod:`appliance.media.audio.processor`) when there is one,
+then through the microphone gain and, on devices that use it instead, the half-duplex gate.
+
 The reader thread reads one period (20 ms) per tick of a :class:`Pacer` on our clock, because
 clockless devices (alsa-lib ``file``/``null``, some virtual PCMs) would otherwise deliver audio as
 fast as the thread can read. Overruns (``-EPIPE``) are counted and the lost period goes out as
@@ -26,8 +30,9 @@ from av import AudioFrame
 from appliance.clock import Clock, SystemClock
 from appliance.errors import AudioDeviceError
 from appliance.media.audio.duplex import HalfDuplex
-from appliance.media.audio.pacer import Pacer
+from appliance.media.audio.pacer import Pacer, raise_priority
 from appliance.media.audio.pcm import PCM
+from appliance.media.audio.processor import AudioProcessor
 from appliance.media.audio.stats import CaptureStats
 
 __all__ = ["AudioCapture"]
@@ -52,14 +57,18 @@ class AudioCapture(MediaStreamTrack):
         *,
         clock: Clock | None = None,
         duplex: HalfDuplex | None = None,
+        processor: AudioProcessor | None = None,
         queue_periods: int = 5,
         gain_db: float = 0.0,
+        priority: int = 0,
     ) -> None:
         super().__init__()
         self._pcm = pcm
         self._format = pcm.format
         self._clock = clock or SystemClock()
         self._duplex = duplex
+        self._processor = processor
+        self._priority = priority
         self._gain = 10.0 ** (gain_db / 20.0)
         self._layout = "mono" if self._format.channels == 1 else "stereo"
         self._time_base = fractions.Fraction(1, self._format.rate)
@@ -82,6 +91,8 @@ class AudioCapture(MediaStreamTrack):
         if self._thread is not None or self._closed:
             return
         self._loop = asyncio.get_running_loop()
+        if self._processor is not None:
+            self._processor.start_stream()
         self._thread = threading.Thread(
             target=self._run, name=f"audio-capture:{self._pcm.name}", daemon=True
         )
@@ -114,6 +125,8 @@ class AudioCapture(MediaStreamTrack):
             if self._thread.is_alive():
                 logger.warning("AudioCapture(%s) reader thread did not stop", self._pcm.name)
         self._pcm.close()
+        if self._processor is not None:
+            self._processor.end_stream()
         self._end_queue()
         logger.info("AudioCapture(%s) stopped: %s", self._pcm.name, self.stats)
 
@@ -139,6 +152,7 @@ class AudioCapture(MediaStreamTrack):
     # -- reader thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
+        raise_priority(self._priority)
         fmt = self._format
         silence = bytes(fmt.period_bytes)
         pts = 0
@@ -159,6 +173,8 @@ class AudioCapture(MediaStreamTrack):
             elif len(data) < fmt.period_bytes:
                 self.stats.short_reads += 1
                 data = data + silence[len(data) :]
+            if self._processor is not None:
+                data = self._processor.process(data, self._clock.monotonic())
             data = self._apply_duplex(data)
             self.stats.periods += 1
             self.stats.frames_captured += fmt.period_frames

@@ -8,11 +8,15 @@ in ``read``/``write`` simply makes the schedule already due when the thread gets
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 
 from appliance.clock import Clock
 
-__all__ = ["Pacer"]
+__all__ = ["Pacer", "raise_priority"]
+
+logger = logging.getLogger(__name__)
 
 # The longest a worker waits in one go before looking at the clock again. A ManualClock only moves
 # when a test advances it, so a worker must re-read it instead of sleeping the whole period.
@@ -65,3 +69,24 @@ class Pacer:
 
     def __repr__(self) -> str:
         return f"Pacer(period={self._period:.3f}, ticks={self.ticks}, resyncs={self.resyncs})"
+
+
+def raise_priority(priority: int) -> bool:
+    """Give the calling worker thread real-time round-robin ``priority`` (1..99; 0: leave it).
+
+    An audio worker that misses its period by more than the device buffer is an audible glitch,
+    and for the echo canceller a jump of the echo path it must re-learn; on a busy board a normal
+    thread misses it. The threads sleep most of each period, and the kernel keeps a share of
+    every second for normal tasks anyway. Without the privilege (CAP_SYS_NICE, or systemd's
+    ``CPUSchedulingPolicy``/``LimitRTPRIO``) the thread keeps its normal priority.
+    """
+    if priority <= 0:
+        return False
+    name = threading.current_thread().name
+    try:
+        os.sched_setscheduler(threading.get_native_id(), os.SCHED_RR, os.sched_param(priority))
+    except (OSError, AttributeError) as err:
+        logger.info("%s keeps its normal priority (real-time %d refused: %s)", name, priority, err)
+        return False
+    logger.debug("%s runs at real-time priority %d", name, priority)
+    return True

@@ -43,7 +43,9 @@ class PlaybackStats:
     trimmed: int = 0
     """Periods skipped to bring a remote track's buffer back to its target level (latency)."""
     starved: int = 0
-    """Periods in which an attached remote track had nothing buffered (silence was played)."""
+    """Times a remote track's buffer ran dry (it then refills to its target level)."""
+    concealed: int = 0
+    """Gaps in a remote track's timestamps (lost packets) filled with silence."""
     sounds_played: int = 0
     """Chimes and ringtones started."""
 
