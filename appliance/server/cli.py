@@ -252,6 +252,13 @@ def cmd_token(args: argparse.Namespace) -> int:
     if args.server:
         print(create_token(settings.api_secret))
         return 0
+    if not asyncio.run(_user_exists(settings, args.user)):
+        # the server refuses a token of a user nobody created (401): say so now, not at the door
+        raise InvalidRequest(
+            f"user {args.user} does not exist: create it first (`appliance users add "
+            f"{args.user}`, or `users:` in {args.config}), then mint its token",
+            field="--user",
+        )
     token = create_token(
         settings.api_secret, args.user, clock=SystemClock(), ttl=args.ttl, call_cids=args.call_cids
     )
@@ -277,6 +284,25 @@ def _custom(pairs: list[str]) -> dict[str, Any]:
         except ValueError:  # not JSON (NaN and Infinity are not JSON either): a string
             out[key] = value
     return out
+
+
+async def _user_exists(settings: ServerSettings, user_id: str) -> bool:
+    """Whether the server would accept a token of ``user_id``: a seed user of the config (created
+    on the server's next start) or a user in its database."""
+    from sqlalchemy import select
+
+    from appliance.server.schema import users
+
+    if any(seed.id == user_id for seed in settings.users):
+        return True
+
+    async def work(store: Any) -> bool:
+        async with store.connect() as conn:
+            row = await conn.execute(select(users.c.id).where(users.c.id == user_id))
+            return row.first() is not None
+
+    found: bool = await _with_store(settings, work)
+    return found
 
 
 async def _with_store(settings: ServerSettings, work: Any) -> Any:

@@ -111,7 +111,8 @@ def fleet_config(tmp_path: Path, url: str, token: str) -> Path:
 
 
 async def test_fleet_server_token_accepted_refused_expired_unreachable(tmp_path: Path) -> None:
-    async with running_server(tmp_path / "srv", api_key="test-key") as srv:
+    door = [{"id": "door-1", "name": "Front door"}]
+    async with running_server(tmp_path / "srv", api_key="test-key", users=door) as srv:
 
         async def server_check(name: str, token: str, url: str = srv.base_url) -> Check:
             folder = tmp_path / name

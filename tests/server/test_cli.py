@@ -32,6 +32,8 @@ def test_token_and_link(config, capsys) -> None:
     token = capsys.readouterr().out.strip()
     claims = jwt.decode(token, "cli-secret-long-enough-for-hs256-signing", algorithms=["HS256"])
     assert claims["user_id"] == "alice" and claims["exp"] - claims["iat"] == 60
+    assert main(["users", "add", "bob", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.strip() == "user bob saved"
     assert main(["token", "--config", str(config), "--user", "bob", "--link"]) == 0
     link = capsys.readouterr().out.strip()
     assert link.startswith("https://door.example.org/?api_key=cli-key&token=")
@@ -40,6 +42,15 @@ def test_token_and_link(config, capsys) -> None:
     assert (
         jwt.decode(server, "cli-secret-long-enough-for-hs256-signing", algorithms=["HS256"]) == {}
     )
+
+
+def test_no_token_for_a_user_nobody_created(config, capsys) -> None:
+    """The server would refuse it (401): the CLI says so, naming the command that fixes it."""
+    assert main(["token", "--config", str(config), "--user", "carol"]) != 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "user carol does not exist" in captured.err and "appliance users add carol" in captured.err
+    assert "Traceback" not in captured.err
 
 
 def test_users_add_and_list(config, capsys) -> None:
