@@ -161,7 +161,14 @@ def test_press_call_rings_a_console_user_and_media_flows(box: Container) -> None
     assert media["block_codes"] >= 30, media  # type: ignore[operator]
     assert media["audio_seconds"] >= 1.0, media  # type: ignore[operator]
     journal = box.run(["journalctl", "-u", "appliance", "--no-pager", "-o", "cat"]).stdout
-    assert "SIGSYS" not in journal and "Operation not permitted" not in journal
+    # Real-time priority for the audio workers is asked for and may be refused: a kernel built with
+    # CONFIG_RT_GROUP_SCHED (this test machine's) gives a service's cgroup no real-time budget, so
+    # sched_setscheduler is EPERM whatever LimitRTPRIO says. That refusal is logged and harmless;
+    # any other refused call is a hole in the unit's sandbox.
+    priority = [line for line in journal.splitlines() if "real-time 10 refused" in line]
+    FIGURES["audio_realtime_priority"] = "refused" if priority else "granted"
+    rest = "\n".join(line for line in journal.splitlines() if line not in priority)
+    assert "SIGSYS" not in rest and "Operation not permitted" not in rest, rest
 
 
 def write_bytes(box: Container) -> dict[str, int]:
