@@ -13,7 +13,10 @@ transaction and announced after it commits:
 - the caller cancels (reject, or leaves before anyone accepted) → ``call.rejected {user:
   caller, reason: "cancel"}``, ``call.ended {reason: "cancelled"}``;
 - per-callee deadline → ``call.missed {user}``; the attempt's deadline with nobody accepted →
-  ``call.missed`` for everyone still ringing, then ``call.ended {reason: "timeout"}``.
+  ``call.missed`` for everyone still ringing, then ``call.ended {reason: "timeout"}``;
+- a reject with reason ``timeout`` (Stream's SDKs run ring timers of their own) is that deadline
+  come early: a callee's is a miss, the caller's ends the attempt as above. Any other reason
+  text (up to ``REJECT_REASON_CHARS``) is kept as given; rejecting a ring already over does nothing.
 """
 
 from __future__ import annotations
