@@ -19,11 +19,15 @@ import httpx
 import pytest
 import pytest_asyncio
 import websockets
+from pydantic import ValidationError
+from sqlalchemy import select
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from appliance.clock import ManualClock
-from tests.server.wsclient import QUIET, WsClient, call_post, create_call, join
+from appliance.server.schema import participants
+from appliance.server.settings import ServerSettings
+from tests.server.wsclient import QUIET, WsClient, call_post, create_call
 from tests.support.server import ServerHandle, running_server
 
 USERS = ["alice", "bob", "carol"]
@@ -132,7 +136,7 @@ async def test_times_are_rfc3339_for_stream_client_sdks_and_integers_for_others(
     assert all(isinstance(m["created_at"], str) for m in js["members"])
     assert call["custom"] == {"visit_at": 1234}  # a client's own data is left alone
     as_int = (await _get_call(srv, None))["call"]["created_at"]
-    seconds, rest = divmod(as_int, 1_000_000_000)
+    rest = as_int % 1_000_000_000
     assert call["created_at"].endswith(f".{rest:09d}Z")
 
 
@@ -236,10 +240,6 @@ async def test_join_reads_connection_id_from_the_query(srv: ServerHandle) -> Non
     assert r.status_code == 200, r.text
     hub = srv.ctx.extras["realtime"].hub
     async with srv.ctx.store.connect() as db:
-        from sqlalchemy import select
-
-        from appliance.server.schema import participants
-
         rows = (await db.execute(select(participants.c.connection_id))).scalars().all()
     assert rows == [bob.connection_id] and bob.connection_id in hub.connections
     await alice.close()
@@ -351,9 +351,10 @@ async def test_call_client_event_is_accepted_counted_and_bounded(srv: ServerHand
 
 @pytest.mark.parametrize("origins", [[], ["https://app.example.org"]])
 async def test_cors_allows_only_the_configured_origins(tmp_path, origins: list[str]) -> None:
-    async with running_server(
-        tmp_path, users=USERS, cors={"allowed_origins": origins}
-    ) as srv, httpx.AsyncClient(base_url=srv.base_url) as http:
+    async with (
+        running_server(tmp_path, users=USERS, cors={"allowed_origins": origins}) as srv,
+        httpx.AsyncClient(base_url=srv.base_url) as http,
+    ):
         preflight = {
             "Access-Control-Request-Method": "POST",
             "Access-Control-Request-Headers": "authorization, x-stream-client",
@@ -383,11 +384,7 @@ async def test_cors_allows_only_the_configured_origins(tmp_path, origins: list[s
     )
 
 
-async def test_cors_settings_refuse_a_wildcard(tmp_path) -> None:
-    from pydantic import ValidationError
-
-    from appliance.server.settings import ServerSettings
-
+def test_cors_settings_refuse_a_wildcard() -> None:
     with pytest.raises(ValidationError, match="'\\*' is not allowed"):
         ServerSettings.model_validate({"cors": {"allowed_origins": ["*"]}})
     with pytest.raises(ValidationError, match="not an origin"):
