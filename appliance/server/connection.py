@@ -13,8 +13,10 @@ stays; a frame over the size limit closes it (1009).
 A Stream client SDK (``X-Stream-Client`` query parameter ``stream-video-…``) gets RFC 3339 times
 (``wiretime.py``) and paces health checks itself: it pings 25 s after the last ``health.check``
 it received, so the hub sends it none unprompted (they would reset its timer and it would never
-ping) and only answers its pings. Each connection has a bounded send queue drained by its own writer task, so
-a slow client never blocks a publisher; a client that falls that far behind is disconnected.
+ping) and only answers its pings.
+
+Each connection has a bounded send queue drained by its own writer task, so a slow client never
+blocks a publisher; a client that falls that far behind is disconnected.
 """
 
 from __future__ import annotations
