@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 APT_STAMP := .apt-installed
 CONFIG ?= config/intercom.yaml
-APT_PACKAGES := chromium libasound2-dev libasound2-plugins alsa-utils postgresql iproute2 systemd python3-venv python3-dev gcc espeak-ng
+APT_PACKAGES := chromium libasound2-dev libasound2-plugins alsa-utils postgresql iproute2 systemd python3-venv python3-dev gcc espeak-ng nodejs
 
 # The boot test: a Debian root from debootstrap, booted with systemd-nspawn; arm64 under qemu.
 FIELD_APT_PACKAGES := debootstrap systemd-container qemu-user-static binfmt-support
@@ -16,11 +16,14 @@ setup: $(STAMP)
 
 # System packages: ALSA headers for pyalsaaudio, Chromium for the browser tests,
 # PostgreSQL for the fleet-store tests, iproute2 for network namespaces, espeak-ng for the
-# speech the echo-cancellation tests and benchmark play.
+# speech the echo-cancellation tests and benchmark play, Node.js and npm (Debian's npm
+# package, unless the Node.js installed already brings npm) for the test that runs
+# Stream's JavaScript client SDK against the server (tests/js).
 system-deps: $(APT_STAMP)
 $(APT_STAMP):
 	@if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
@@ -36,7 +39,13 @@ $(STAMP): pyproject.toml $(APT_STAMP)
 run: $(STAMP)
 	$(VENV)/bin/appliance run --config $(CONFIG)
 
-test: $(STAMP)
+# Stream's JavaScript client SDK and ws, pinned by tests/js/package-lock.json.
+JS_STAMP := tests/js/node_modules/.installed
+$(JS_STAMP): tests/js/package.json tests/js/package-lock.json $(APT_STAMP)
+	cd tests/js && npm ci --no-audit --no-fund
+	@touch $@
+
+test: $(STAMP) $(JS_STAMP)
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 field-deps:
@@ -63,4 +72,4 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix appliance tests bench
 
 clean:
-	rm -rf $(VENV) $(APT_STAMP) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(APT_STAMP) tests/js/node_modules .pytest_cache .mypy_cache .ruff_cache

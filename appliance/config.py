@@ -75,7 +75,8 @@ class EmbeddedServer(Model):
     dir) or your ``{cert, key}``."""
 
     host: str = "127.0.0.1"
-    port: int = Field(default=3030, ge=0, le=65535)
+    # Not 3030: Stream's client SDKs rewrite ":3030" to ":8800" in their WebSocket URL.
+    port: int = Field(default=3040, ge=0, le=65535)
     call_types: Path | None = None
     users: list[UserSeed] = Field(default_factory=list)
     secret_file: Path | None = None

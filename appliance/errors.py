@@ -14,10 +14,12 @@
     └── APIError(ApplianceError)                       an error answer of the call API
         ├── InvalidRequest(APIError, ValueError)       400, carries .field
         ├── AuthenticationError(APIError)              401
+        │   └── TokenExpired                           401, code 40 (Stream's: refresh the token)
         ├── PermissionDenied(APIError, PermissionError) 403
         ├── NotFound(APIError, LookupError)            404
         ├── Conflict(APIError)                         409
         ├── PayloadTooLarge(APIError)                  413
+        ├── Unsupported(APIError)                      501, unrecoverable: a client must not retry
         └── ServerUnavailable(APIError, ConnectionError) 5xx, network failures
 
 Library errors are re-raised as ours with ``raise ... from err`` at the boundary.
@@ -123,6 +125,13 @@ class AuthenticationError(APIError):
     code = 5
 
 
+class TokenExpired(AuthenticationError):
+    """The token's ``exp`` has passed. Stream's code 40 makes its client SDKs fetch a new token
+    from their ``tokenProvider`` and retry (REST) or reconnect (WebSocket)."""
+
+    code = 40
+
+
 class PermissionDenied(APIError, PermissionError):
     status_code = 403
     code = 17
@@ -141,6 +150,15 @@ class Conflict(APIError):
 class PayloadTooLarge(APIError):
     status_code = 413
     code = 22
+
+
+class Unsupported(APIError):
+    """A request this server understands but does not serve (e.g. a Stream SDK's media join).
+    The answer carries ``unrecoverable: true``: Stream's SDKs then stop retrying."""
+
+    status_code = 501
+    code = 4
+    unrecoverable = True
 
 
 class ServerUnavailable(APIError, ConnectionError):

@@ -2,7 +2,7 @@
 
 ::
 
-    async with Client("http://127.0.0.1:3030", api_key, token) as client:
+    async with Client("http://127.0.0.1:3040", api_key, token) as client:
         call = client.call("default", "door-1")
         await call.create(member_ids=["alice"], ring=True)
         async for event in client.events({"call.accepted", "call.ended"}):

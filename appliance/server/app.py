@@ -39,13 +39,16 @@ from appliance.server import (
     redact,
     routes_calls,
     routes_calltypes,
+    routes_clientevents,
     routes_members,
     routes_query,
     routes_users,
     wirejson,
+    wiretime,
 )
 from appliance.server.auth import principal
 from appliance.server.context import ServerContext, now_ns
+from appliance.server.cors import Cors
 from appliance.server.settings import ServerSettings, ensure_secret
 from appliance.server.store import Store, database_url
 from appliance.server.users import UserRequest, upsert_user
@@ -61,7 +64,7 @@ def error_body(err: APIError) -> dict[str, Any]:
         fields["field"] = err.field
     if err.cid:
         fields["cid"] = err.cid
-    return {
+    body: dict[str, Any] = {
         "code": err.code,
         "message": str(err.message),
         "StatusCode": err.status_code,
@@ -70,6 +73,9 @@ def error_body(err: APIError) -> dict[str, Any]:
         "more_info": "",
         "duration": "0.00ms",
     }
+    if getattr(err, "unrecoverable", False):
+        body["unrecoverable"] = True  # Stream's SDKs stop retrying
+    return body
 
 
 def _json_error(err: APIError) -> JSONResponse:
@@ -166,6 +172,7 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
 
 class RequestLimits:
     """Every HTTP request: bodies over the limit are 413, bad ones 400 (after the credentials),
+    times in JSON answers are RFC 3339 text for a Stream client SDK (``wiretime.py``),
     each response gets the security headers, and an unexpected error is a JSON 500 that keeps
     the connection (Starlette re-raises it to the server, which then resets the connection and
     the client's next request on it). Notes when handling started (for ``duration``)."""
@@ -187,8 +194,13 @@ class RequestLimits:
                 message["headers"] = [*message.get("headers", ()), *SECURITY_HEADERS]
             await send(message)
 
+        client_name = None
+        for name, value in scope.get("headers", ()):
+            if name == b"x-stream-client":
+                client_name = value[:128].decode("latin-1")
         try:
-            await self._handle(scope, receive, send_with_headers)
+            with wiretime.responses_in_rfc3339(wiretime.wants_rfc3339(client_name)):
+                await self._handle(scope, receive, send_with_headers)
         except Exception:
             if started:
                 raise  # half an answer: only closing the connection tells the client
@@ -289,6 +301,8 @@ def create_app(settings: ServerSettings, *, clock: Clock | None = None) -> FastA
     )
     app.state.settings = settings
     app.add_middleware(RequestLimits, max_body_bytes=settings.limits.max_body_bytes)
+    # Outermost: a preflight is answered before the limits look at it.
+    app.add_middleware(Cors, allowed_origins=settings.cors.allowed_origins)
     app.add_exception_handler(APIError, _on_api_error)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
@@ -310,6 +324,7 @@ def create_app(settings: ServerSettings, *, clock: Clock | None = None) -> FastA
     app.include_router(routes_members.router)
     app.include_router(routes_calltypes.router)
     app.include_router(routes_query.router)
+    app.include_router(routes_clientevents.router)
     realtime.install(app)
     if WEB_DIR.is_dir():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")

@@ -23,7 +23,7 @@ from fastapi import Request
 from sqlalchemy import select
 
 from appliance.clock import Clock
-from appliance.errors import AuthenticationError, PermissionDenied
+from appliance.errors import AuthenticationError, PermissionDenied, TokenExpired
 from appliance.server.context import ServerContext
 from appliance.server.schema import users
 
@@ -128,7 +128,7 @@ def decode_token(token: str, secret: str, clock: Clock, leeway: float) -> dict[s
         if name in claims and not isinstance(claims[name], int | float):
             raise AuthenticationError(f"token claim {name} is not a number", field="Authorization")
     if "exp" in claims and now > claims["exp"] + leeway:
-        raise AuthenticationError("token has expired", field="Authorization")
+        raise TokenExpired("token has expired", field="Authorization")
     if "iat" in claims and claims["iat"] > now + leeway:
         raise AuthenticationError(
             "token was issued in the future (check this device's clock)", field="Authorization"

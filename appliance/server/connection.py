@@ -2,11 +2,21 @@
 
 The first frame must be ``{token, user_details: {id}}`` (within 10 s); the answer is
 ``connection.ok {connection_id, me}`` or ``connection.error`` and a close (1008, or 1009 for an
-oversized frame). After that every text frame is JSON with a ``type``: ``health.check`` is
-answered here, the rest goes to the hub's handlers (``signal``, ``participant.attach``). A bad
-frame is answered with an error frame and the connection stays; a frame over the size limit
-closes it (1009). Each connection has a bounded send queue drained by its own writer task, so
-a slow client never blocks a publisher; a client that falls that far behind is disconnected.
+oversized frame). ``user_details`` may also carry the user's own ``name``, ``image`` and
+``custom``: they are saved, as Stream does (never ``role`` or ``teams``, which are not read).
+After that every text frame is JSON with a ``type``: ``health.check`` is answered here (also
+in the form Stream's JavaScript SDK sends it, a one-element array ``[{"type": "health.check",
+"client_id"}]``), the rest goes to the hub's handlers (``signal``, ``participant.attach``). Any
+frame counts as a sign of life. A bad frame is answered with an error frame and the connection
+stays; a frame over the size limit closes it (1009).
+
+A Stream client SDK (``X-Stream-Client`` query parameter ``stream-video-…``) gets RFC 3339 times
+(``wiretime.py``) and paces health checks itself: it pings 25 s after the last ``health.check``
+it received, so the hub sends it none unprompted (they would reset its timer and it would never
+ping) and only answers its pings.
+
+Each connection has a bounded send queue drained by its own writer task, so a slow client never
+blocks a publisher; a client that falls that far behind is disconnected.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fastapi import WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from appliance.calls import events as ev
@@ -30,9 +41,12 @@ from appliance.errors import (
 )
 from appliance.server import wirejson
 from appliance.server.auth import authenticate
+from appliance.server.callrequests import check_custom
 from appliance.server.context import now_ns
 from appliance.server.schema import users
 from appliance.server.serialize import slim_event
+from appliance.server.users import UserRequest, upsert_user
+from appliance.server.wiretime import rfc3339_times, wants_rfc3339
 
 if TYPE_CHECKING:
     from appliance.server.hub import Hub
@@ -44,6 +58,12 @@ AUTH_TIMEOUT_SECONDS = 10.0
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN_LATER = 1013
+# The server is stopping, and a client that stayed silent too long: any code but 1000, which
+# Stream's client SDKs take as final (they would not reconnect until their own watchdog fires).
+CLOSE_GOING_AWAY = 1001
+CLOSE_SILENT = 4008
+# What a client may change of its own user on connect (as with POST /api/v2/users).
+USER_DETAILS = ("name", "image", "custom")
 
 
 @dataclass(eq=False)
@@ -67,10 +87,12 @@ class Connection:
     # The token's ``iat`` and ``exp`` (seconds): the socket ends with its token (tokenwatch.py).
     token_iat: float | None = None
     token_exp: float | None = None
+    # A Stream client SDK: RFC 3339 times, and it sends the health checks (module docstring).
+    stream_sdk: bool = False
 
     def send(self, frame: dict[str, Any]) -> bool:
         """Queue a frame; ``False`` (and the connection is closed) when the client lags too far."""
-        return self.send_text(encode(frame))
+        return self.send_text(encode(frame, rfc3339=self.stream_sdk))
 
     def send_text(self, text: str) -> bool:
         """Queue an encoded frame (one encoding shared by every recipient of an event)."""
@@ -122,16 +144,21 @@ class Connection:
         return f"Connection({self.id[:8]} user={self.user_id})"
 
 
-def encode(frame: dict[str, Any]) -> str:
-    """A frame as sent: strict JSON, users in it slimmed (``serialize.slim_event``)."""
-    return wirejson.dumps(slim_event(frame))
+def encode(frame: dict[str, Any], *, rfc3339: bool = False) -> str:
+    """A frame as sent: strict JSON, users in it slimmed (``serialize.slim_event``), times as
+    RFC 3339 text for a Stream client SDK."""
+    slim = slim_event(frame)
+    return wirejson.dumps(rfc3339_times(slim) if rfc3339 else slim)
 
 
 def refusal_frame(err: APIError) -> dict[str, Any]:
-    """``connection.error``: why this server will not (or no longer) serve the connection."""
+    """``connection.error``: why this server will not (or no longer) serve the connection. The
+    code sits only inside ``error`` (as with Stream): Stream's SDK takes a frame with a
+    top-level ``code`` for a WebSocket close event and misreads it."""
     frame = error_frame(err)
     frame["type"] = ev.CONNECTION_ERROR
     frame["error"] = {k: frame[k] for k in ("code", "message", "StatusCode", "details")}
+    del frame["code"]
     return frame
 
 
@@ -220,6 +247,7 @@ class Endpoint:
                     f"user_details.id {asked!r} does not match the token's user {user_id!r}",
                     field="user_details.id",
                 )
+            await self._save_details(user_id, details)
         except APIError as err:
             await self._refuse(websocket, err)
             return None
@@ -230,6 +258,7 @@ class Endpoint:
             call_cids=who.call_cids,
             token_iat=_number(who.claims.get("iat")),
             token_exp=_number(who.claims.get("exp")),
+            stream_sdk=wants_rfc3339(websocket.query_params.get("X-Stream-Client")),
         )
         conn.last_seen = asyncio.get_running_loop().time()
         return conn
@@ -246,6 +275,28 @@ class Endpoint:
             found = (await db.execute(select(users.c.id).where(users.c.id == user_id))).first()
         if found is None:
             raise InvalidRequest(f"user {user_id!r} does not exist", field="user_details.id")
+
+    async def _save_details(self, user_id: str, details: dict[str, Any]) -> None:
+        """Store the user's own ``name``, ``image`` and ``custom`` from ``user_details`` (bounded
+        as on ``POST /api/v2/users``); written only when they differ from what is stored."""
+        given = {k: details[k] for k in USER_DETAILS if details.get(k) is not None}
+        if not given:
+            return
+        try:
+            wanted = UserRequest.model_validate({"id": user_id, **given})
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            field = f"user_details.{where}" if where else "user_details"
+            raise InvalidRequest(f"{field}: {first.get('msg')}", field=field) from None
+        check_custom(self.hub.ctx, wanted.custom, "user_details.custom")
+        ctx = self.hub.ctx
+        async with ctx.store.begin() as db:
+            row = (await db.execute(select(users).where(users.c.id == user_id))).mappings().first()
+            if row is None or all(row[k] == getattr(wanted, k) for k in given):
+                return
+            await upsert_user(db, wanted, now_ns(ctx.clock))
+        log.info("User(%s) details updated on connect: %s", user_id, ", ".join(sorted(given)))
 
     async def _writer(self, conn: Connection) -> None:
         while True:
@@ -291,7 +342,7 @@ class Endpoint:
         reply_to: Any = None
         kind: Any = None
         try:
-            frame = _parse(text)
+            frame = _parse(text, allow_ping_array=True)
             reply_to = frame.get("id")
             kind = frame.get("type")
             if kind == ev.HEALTH_CHECK:
@@ -326,8 +377,17 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _parse(text: str) -> dict[str, Any]:
+def _parse(text: str, *, allow_ping_array: bool = False) -> dict[str, Any]:
     frame = wirejson.loads(text, name="frame")
+    if (
+        allow_ping_array
+        and isinstance(frame, list)
+        and len(frame) == 1
+        and isinstance(frame[0], dict)
+        and frame[0].get("type") == ev.HEALTH_CHECK
+    ):
+        # Stream's JavaScript SDK pings with [{"type": "health.check", "client_id": …}].
+        frame = frame[0]
     if not isinstance(frame, dict):
         raise InvalidRequest("frame must be a JSON object")
     return frame

@@ -22,7 +22,13 @@ from fastapi import WebSocket
 from sqlalchemy import select, union
 
 from appliance.calls import events as ev
-from appliance.server.connection import Connection, Endpoint, encode
+from appliance.server.connection import (
+    CLOSE_GOING_AWAY,
+    CLOSE_SILENT,
+    Connection,
+    Endpoint,
+    encode,
+)
 from appliance.server.context import ServerContext, now_ns
 from appliance.server.presence import Presence
 from appliance.server.schema import call_members, participants, users
@@ -33,6 +39,8 @@ log = logging.getLogger(__name__)
 
 CHUNK = 500
 REPLICA_PREFIX = 12
+# Stream's client SDKs ping 25 s after the last health.check they received.
+STREAM_SDK_PING_SECONDS = 25.0
 
 FrameHandler = Callable[[Connection, dict[str, Any]], Awaitable[None]]
 
@@ -123,7 +131,7 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._health_task
         for conn in list(self.connections.values()):
-            conn.close()
+            conn.close(CLOSE_GOING_AWAY, "server stopping")
 
     # -- publishing ---------------------------------------------------------------------
 
@@ -205,8 +213,11 @@ class Hub:
         cid = event.get("call_cid")
         if cid is not None:
             conns = [c for c in conns if c.call_cids is None or cid in c.call_cids]
-        text = encode(event) if conns else ""
+        texts: dict[bool, str] = {}
         for conn in conns:
+            text = texts.get(conn.stream_sdk)
+            if text is None:
+                text = texts[conn.stream_sdk] = encode(event, rfc3339=conn.stream_sdk)
             conn.send_text(text)
         log.debug("%s to %d connections", event.get("type"), len(conns))
         return len(conns)
@@ -321,8 +332,18 @@ class Hub:
             online = self.presence.is_online(user_id)
         return user_response(dict(row) if row else None, user_id, online)
 
+    def silence_limit(self, conn: Connection) -> float:
+        """How long ``conn`` may send nothing before it is taken for dead: three health intervals,
+        or for a Stream SDK (which pings only every 25 s) its ping period and two intervals."""
+        interval = self.health_seconds
+        if conn.stream_sdk:
+            return STREAM_SDK_PING_SECONDS + 2 * interval
+        return 3 * interval
+
     async def _health_loop(self) -> None:
-        """``health.check`` to every connection; close those silent for three intervals.
+        """``health.check`` to every connection but a Stream SDK's (it pings, we answer); close
+        those silent too long (``silence_limit``; any frame counts) with 4008, a code on which
+        Stream's SDKs reconnect (1000 they take as final).
 
         Transport liveness runs on the event loop's own clock, not the injected one: moving a
         test's ManualClock across a ring timeout must not look like every client went silent.
@@ -334,8 +355,12 @@ class Hub:
             now = loop.time()
             stamp = now_ns(self.ctx.clock)
             for conn in list(self.connections.values()):
-                if now - conn.last_seen > 3 * interval:
-                    log.info("%r silent for %.0f s: closing", conn, now - conn.last_seen)
-                    conn.close()
+                silent = now - conn.last_seen
+                if silent > self.silence_limit(conn):
+                    log.info("%r silent for %.0f s: closing", conn, silent)
+                    conn.close(CLOSE_SILENT, "no frame from the client: health check failed")
                     continue
-                conn.send({"type": ev.HEALTH_CHECK, "connection_id": conn.id, "created_at": stamp})
+                if not conn.stream_sdk:
+                    conn.send(
+                        {"type": ev.HEALTH_CHECK, "connection_id": conn.id, "created_at": stamp}
+                    )

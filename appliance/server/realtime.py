@@ -1,6 +1,7 @@
 """The realtime layer's entry points, called by the app factory (``appliance/server/app.py``).
 
-- ``install(app)`` adds the WebSocket endpoint ``/api/v2/connect`` and the session/ring routes
+- ``install(app)`` adds the WebSocket endpoint ``/api/v2/connect`` (also served at
+  ``/api/v2/video/connect``, where Stream's client SDKs look for it) and the session/ring routes
   (join, leave, ring, accept, reject, mark_ended);
 - ``start(ctx)`` builds the hub, ring engine, signaling relay and deadline scheduler, sets
   ``ctx.bus``, ``ctx.ringer`` and ``ctx.extras["presence"]``, and starts the background tasks
@@ -48,6 +49,8 @@ def install(app: FastAPI) -> None:
     """Add the realtime routes and the WebSocket endpoint to ``app``."""
     app.include_router(routes_realtime.router)
     app.add_api_websocket_route("/api/v2/connect", _connect)
+    # Stream's client SDKs connect to ``<baseURL>/connect`` with baseURL ``…/api/v2/video``.
+    app.add_api_websocket_route("/api/v2/video/connect", _connect)
 
 
 async def _connect(websocket: WebSocket) -> None:

@@ -13,7 +13,10 @@ transaction and announced after it commits:
 - the caller cancels (reject, or leaves before anyone accepted) → ``call.rejected {user:
   caller, reason: "cancel"}``, ``call.ended {reason: "cancelled"}``;
 - per-callee deadline → ``call.missed {user}``; the attempt's deadline with nobody accepted →
-  ``call.missed`` for everyone still ringing, then ``call.ended {reason: "timeout"}``.
+  ``call.missed`` for everyone still ringing, then ``call.ended {reason: "timeout"}``;
+- a reject with reason ``timeout`` (Stream's SDKs run ring timers of their own) is that deadline
+  come early: a callee's is a miss, the caller's ends the attempt as above. Any other reason
+  text (up to ``REJECT_REASON_CHARS``) is kept as given; rejecting a ring already over does nothing.
 """
 
 from __future__ import annotations
@@ -53,7 +56,9 @@ log = logging.getLogger(__name__)
 
 NS = 1_000_000_000
 MS = 1_000_000
+# The reasons our clients send; any other text up to REJECT_REASON_CHARS is kept as given.
 REJECT_REASONS = ("decline", "busy", "cancel")
+REJECT_REASON_CHARS = 32  # the session_ring.reason column
 # Members listed in a call.ring event (the full list of a huge call does not belong in it).
 RING_MEMBERS_LISTED = 25
 BATCH = 500
@@ -306,16 +311,25 @@ class RingEngine:
         return Target(call_cid=cid, user_ids=tuple(u for u in user_ids if u))
 
     async def reject(self, call_cid: str, user_id: str, reason: str | None) -> None:
+        # Any short text: Stream's SDKs send "timeout" and whatever an app passes to
+        # ``leave({reject: true, reason})``; "cancel" stays the caller's (below).
         reason = reason or "decline"
-        if reason not in REJECT_REASONS:
-            raise InvalidRequest(
-                f"reason {reason!r} is not one of {', '.join(REJECT_REASONS)}", field="reason"
-            )
 
         async def run(db: AsyncConnection, out: Outbox) -> None:
-            session = await self._live(db, call_cid, "reject")
+            call = await call_for_update(db, call_cid)
+            if call is None:
+                raise NotFound(f"call {call_cid} not found", cid=call_cid)
+            session = await live_session(db, call)
+            if session is None:
+                # The ring is over already (a client's own timer lost the race with ours, or
+                # the caller cancels after everyone declined): what the client wants holds.
+                log.info("Call(%s) %s rejected a ring that is over (%s)", call_cid, user_id, reason)
+                return
             now = now_ns(self.ctx.clock)
             if user_id == session["rung_by_id"]:
+                if reason == "timeout":  # the caller's own "nobody answered" timer
+                    await self.time_out(db, session, now, out)
+                    return
                 if not await self._cancel(db, session, now, out):
                     raise Conflict(
                         f"the ring of call {call_cid} was already accepted; leave the call to "
@@ -331,6 +345,13 @@ class RingEngine:
             rows = await self.rows(db, sid)
             mine = rows.get(user_id)
             if mine is not None and mine["state"] == "rejected":
+                return
+            if reason == "timeout" and mine is not None:
+                # A callee's own ring timer (Stream's SDKs): missed, as if ours had fired.
+                if mine["state"] == "ringing":
+                    await self._set(db, sid, user_id, True, now, state="missed", reason=reason)
+                    await self.missed(db, session, [user_id], out)
+                    await self.attempt_over(db, session, now, out)
                 return
             await self._set(
                 db, sid, user_id, mine is not None, now, state="rejected", reason=reason
@@ -348,6 +369,47 @@ class RingEngine:
             await self.attempt_over(db, session, now, out)
 
         await self.tx(run)
+
+    async def missed(
+        self, db: AsyncConnection, session: dict[str, Any], user_ids: list[str], out: Outbox
+    ) -> None:
+        """``call.missed`` for each of ``user_ids`` (their rows already say so)."""
+        cid = session["call_cid"]
+        for user_id in user_ids:
+            log.info("Call(%s) %s missed the ring", cid, user_id)
+            out.add(
+                ev.CALL_MISSED,
+                cid,
+                target=self.members_and(cid, session["rung_by_id"], user_id),
+                session_id=session["id"],
+                user=await self.user(db, user_id),
+                caller=await self.user(db, session["rung_by_id"] or ""),
+            )
+
+    async def time_out(
+        self, db: AsyncConnection, session: dict[str, Any], now: int, out: Outbox
+    ) -> None:
+        """Nobody accepted in time: everyone still ringing missed it, and the call ends unless
+        someone besides the caller is in it."""
+        sid = session["id"]
+        await db.execute(
+            update(call_sessions).where(call_sessions.c.id == sid).values(auto_cancel_at=None)
+        )
+        rows = await self.rows(db, sid)
+        if any(r["state"] == "accepted" for r in rows.values()):
+            return
+        still = sorted(u for u, r in rows.items() if r["state"] == "ringing")
+        await db.execute(
+            update(session_ring)
+            .where(session_ring.c.session_id == sid, session_ring.c.state == "ringing")
+            .values(state="missed", reason="timeout", deadline=None, updated_at=now)
+        )
+        await self.missed(db, session, still, out)
+        others = [
+            p for p in await active_participants(db, sid) if p["user_id"] != session["rung_by_id"]
+        ]
+        if not others:  # someone in the call with the caller keeps it going
+            await end_session(db, session, "timeout", now, out)
 
     async def attempt_over(
         self, db: AsyncConnection, session: dict[str, Any], now: int, out: Outbox

@@ -17,12 +17,10 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from appliance.calls import events as ev
 from appliance.server.context import now_ns
 from appliance.server.outbox import Outbox
 from appliance.server.ringer import RingEngine
 from appliance.server.schema import call_sessions, session_ring
-from appliance.server.sessions import active_participants, end_session
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +50,7 @@ class RingTimeouts:
             session = await self._session(db, session_id)
             if session is None:
                 return
-            await self._missed(db, session, [user_id], out)
+            await self.engine.missed(db, session, [user_id], out)
             await self.engine.attempt_over(db, session, now, out)
 
         await self.engine.tx(run)
@@ -74,23 +72,7 @@ class RingTimeouts:
             session = await self._session(db, session_id)
             if session is None:
                 return
-            rows = await self.engine.rows(db, session_id)
-            if any(r["state"] == "accepted" for r in rows.values()):
-                return
-            still = sorted(u for u, r in rows.items() if r["state"] == "ringing")
-            await db.execute(
-                update(session_ring)
-                .where(session_ring.c.session_id == session_id, session_ring.c.state == "ringing")
-                .values(state="missed", reason="timeout", deadline=None, updated_at=now)
-            )
-            await self._missed(db, session, still, out)
-            others = [
-                p
-                for p in await active_participants(db, session_id)
-                if p["user_id"] != session["rung_by_id"]
-            ]
-            if not others:  # someone in the call with the caller keeps it going
-                await end_session(db, session, "timeout", now, out)
+            await self.engine.time_out(db, session, now, out)
 
         await self.engine.tx(run)
 
@@ -107,18 +89,3 @@ class RingTimeouts:
             .first()
         )
         return dict(row) if row is not None else None
-
-    async def _missed(
-        self, db: AsyncConnection, session: dict[str, Any], user_ids: list[str], out: Outbox
-    ) -> None:
-        cid = session["call_cid"]
-        for user_id in user_ids:
-            log.info("Call(%s) %s missed the ring", cid, user_id)
-            out.add(
-                ev.CALL_MISSED,
-                cid,
-                target=self.engine.members_and(cid, session["rung_by_id"], user_id),
-                session_id=session["id"],
-                user=await self.engine.user(db, user_id),
-                caller=await self.engine.user(db, session["rung_by_id"] or ""),
-            )

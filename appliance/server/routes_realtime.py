@@ -1,9 +1,15 @@
-"""Session and ring routes: join, leave, ring, accept, reject, mark_ended.
+"""Session and ring routes: join, leave, ring, accept, reject, mark_ended, ring_state.
 
-Join binds the new participant to the caller's WebSocket: the body carries ``connection_id``
-(from ``connection.ok``). Without it the participant must be attached within the grace period
-(``participant.attach`` frame). A join that names ``session_id`` (a participant session id
-of the same user that has not left) re-attaches that participant instead of adding one.
+Join binds the new participant to the caller's WebSocket: the body (or, as Stream's client
+SDKs send it, the query) carries ``connection_id`` (from ``connection.ok``). Without it the
+participant must be attached within the grace period (``participant.attach`` frame). A join
+that names ``session_id`` (a participant session id of the same user that has not left)
+re-attaches that participant instead of adding one.
+
+A join from a Stream client SDK (``X-Stream-Client: stream-video-…``) is refused before it
+changes anything: the SDK would go on to Stream's media server (SFU) protocol, which this server
+does not speak (``docs/stream-sdk.md``). The error says so and carries ``unrecoverable: true``,
+so the SDK gives up at once instead of retrying.
 """
 
 from __future__ import annotations
@@ -11,14 +17,14 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance.calls import events as ev
 from appliance.calls.capabilities import Capability
-from appliance.errors import InvalidRequest, NotFound, PermissionDenied
+from appliance.errors import InvalidRequest, NotFound, PermissionDenied, Unsupported
 from appliance.server import routes_calls
 from appliance.server.auth import Principal, principal
 from appliance.server.callrequests import CallRequest, GetOrCreateCallRequest
@@ -29,8 +35,9 @@ from appliance.server.members import member_role
 from appliance.server.outbox import Outbox
 from appliance.server.participant import join, leave_participant
 from appliance.server.replies import ctx_of, reply
-from appliance.server.schema import calls
-from appliance.server.serialize import call_row, user_response
+from appliance.server.ringer import REJECT_REASON_CHARS
+from appliance.server.schema import call_sessions, calls
+from appliance.server.serialize import call_row, session_response, user_response
 from appliance.server.services import services
 from appliance.server.sessions import (
     active_participants,
@@ -39,6 +46,7 @@ from appliance.server.sessions import (
     live_session,
 )
 from appliance.server.users import user_rows
+from appliance.server.wiretime import wants_rfc3339
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v2/video", tags=["sessions"])
@@ -90,7 +98,7 @@ class RingCallRequest(BaseModel):
 class RejectCallRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    reason: str | None = Field(default=None, max_length=32)
+    reason: str | None = Field(default=None, max_length=REJECT_REASON_CHARS)
 
 
 class EndCallRequest(BaseModel):
@@ -120,12 +128,26 @@ async def join_call(
     id: CallId,
     request: Request,
     body: JoinCallRequest | None = None,
+    connection_id: Annotated[str | None, Query(max_length=64)] = None,
     who: Principal = Depends(principal),
 ) -> dict[str, Any]:
     ctx = ctx_of(request)
     svc = services(ctx)
     body = body or JoinCallRequest()
     cid = f"{type}:{id}"
+    if wants_rfc3339(request.headers.get("x-stream-client")):
+        raise Unsupported(
+            "joining with a Stream client SDK needs Stream's media server (SFU), which this "
+            "server does not run: join with the appliance client or the web console "
+            "(docs/stream-sdk.md); calls, members, ringing and events work with the SDK",
+            cid=cid,
+        )
+    if connection_id is not None:
+        if body.connection_id is not None and body.connection_id != connection_id:
+            raise InvalidRequest(
+                "connection_id differs between the query and the body", field="connection_id"
+            )
+        body.connection_id = connection_id
     user_id = _acting_user(who, body.user_id, "join")
     if body.create:
         await routes_calls.get_or_create_call(
@@ -345,3 +367,52 @@ async def _ender(
         return None
     row = (await user_rows(conn, [who.user_id])).get(who.user_id)
     return user_response(row, who.user_id, True)
+
+
+@router.get("/call/{type}/{id}/ring_state")
+async def ring_state(
+    type: CallTypeName,
+    id: CallId,
+    request: Request,
+    call_session_id: Annotated[str | None, Query(max_length=64)] = None,
+    who: Principal = Depends(principal),
+) -> dict[str, Any]:
+    """Who accepted, rejected and missed the ring of a session (default: the current one).
+    Stream's SDK polls it while a ring goes unanswered, to learn an outcome whose event it
+    missed."""
+    ctx = ctx_of(request)
+    cid = f"{type}:{id}"
+    async with ctx.store.connect() as conn:
+        row, acc = await load_access(conn, who, cid)
+        acc.require_read()
+        sid = call_session_id or row["current_session_id"]
+        session = None
+        if sid:
+            found = await conn.execute(
+                select(call_sessions).where(
+                    call_sessions.c.id == sid, call_sessions.c.call_cid == cid
+                )
+            )
+            session = found.mappings().first()
+        if session is None:
+            raise NotFound(
+                f"call {cid} has no session {sid!r}" if sid else f"call {cid} has no session",
+                field="call_session_id",
+                cid=cid,
+            )
+        detail = await session_response(conn, ctx, sid)
+    assert detail is not None
+    return reply(
+        request,
+        {
+            "session_id": sid,
+            "call_cid": cid,
+            "created_by_user_id": session["rung_by_id"] or row["created_by_id"],
+            "accepted_by": detail["accepted_by"],
+            "rejected_by": detail["rejected_by"],
+            "missed_by": detail["missed_by"],
+            "session_started_at": session["started_at"],
+            "session_ended_at": session["ended_at"],
+            "call_ended_at": row["ended_at"],
+        },
+    )

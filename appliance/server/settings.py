@@ -87,6 +87,25 @@ class Limits(_Strict):
     unlimited_addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
 
 
+class CorsSettings(_Strict):
+    """Browser apps on other origins that may call the API (``appliance/server/cors.py``)."""
+
+    # Exact origins, e.g. "https://app.example.org" (scheme, host, port); none by default.
+    allowed_origins: list[str] = Field(default_factory=list, max_length=100)
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin == "*":
+                raise ValueError("'*' is not allowed: every API request carries credentials")
+            if not origin.startswith(("http://", "https://")) or "/" in origin.split("://", 1)[
+                1
+            ].rstrip("/"):
+                raise ValueError(f"{origin!r} is not an origin like https://app.example.org")
+        return [o.rstrip("/") for o in value]
+
+
 class ServerSettings(_Strict):
     api_key: str | None = None
     api_secret: str | None = None
@@ -97,7 +116,8 @@ class ServerSettings(_Strict):
     ice_servers: list[IceServer] = Field(default_factory=list)
     tls: TlsFiles | Literal["self-signed"] | None = None
     host: str = "127.0.0.1"
-    port: int = Field(default=3030, ge=0, le=65535)
+    # Not 3030: Stream's client SDKs rewrite ":3030" to ":8800" in their WebSocket URL.
+    port: int = Field(default=3040, ge=0, le=65535)
     base_url: str | None = None
     ws_grace_seconds: float = Field(default=20.0, ge=0)
     ws_health_seconds: float = Field(default=10.0, gt=0)
@@ -108,6 +128,7 @@ class ServerSettings(_Strict):
     ws_compression: bool = False
     token_leeway_seconds: float = Field(default=300.0, ge=0)
     limits: Limits = Field(default_factory=Limits)
+    cors: CorsSettings = Field(default_factory=CorsSettings)
 
     @property
     def scheme(self) -> str:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from appliance.errors import AuthenticationError
+from appliance.errors import AuthenticationError, TokenExpired
 from appliance.server.context import ServerContext
 from appliance.server.schema import users
 
@@ -89,7 +89,7 @@ class TokenWatch:
         while (left := conn.token_exp + self.leeway - clock.time()) > 0:
             await clock.sleep(left)
         self._timers.pop(conn.id, None)
-        self._drop(conn, "token has expired")
+        self._drop(conn, "token has expired", expired=True)
 
     # -- revocation -----------------------------------------------------------------------
 
@@ -132,12 +132,12 @@ class TokenWatch:
                     closed += self.revoked([user_id], int(before))
         return closed
 
-    def _drop(self, conn: Connection, why: str) -> None:
+    def _drop(self, conn: Connection, why: str, *, expired: bool = False) -> None:
         if conn.closed:
             return
         log.info("%r: %s: closing it", conn, why)
         self.dropped += 1
-        conn.drop(AuthenticationError(why))
+        conn.drop(TokenExpired(why) if expired else AuthenticationError(why))
 
     def on_message(self, message: dict[str, Any]) -> None:
         """A ``revoke`` message of another replica (``pgnotify``)."""

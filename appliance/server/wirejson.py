@@ -19,6 +19,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 from appliance.errors import InvalidRequest
+from appliance.server.wiretime import current_wants_rfc3339, rfc3339_times
 
 log = logging.getLogger(__name__)
 
@@ -137,4 +138,6 @@ class StrictJSONResponse(JSONResponse):
     """The API's responses: never NaN or Infinity (a stored one is answered as null, not a 500)."""
 
     def render(self, content: Any) -> bytes:
+        if current_wants_rfc3339():
+            content = rfc3339_times(content)
         return dumps(content, ensure_ascii=False).encode("utf-8")

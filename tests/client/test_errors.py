@@ -73,7 +73,7 @@ async def test_bad_input_is_invalid_request_naming_the_field(make_client: MakeCl
     call = make_client("door").call("default", "door-1")
     await call.create(member_ids=["alice"], ring=True)
     with pytest.raises(InvalidRequest) as info:
-        await make_client("alice").call("default", "door-1").reject(reason="maybe")
+        await make_client("alice").call("default", "door-1").reject(reason="m" * 33)  # too long
     assert info.value.field == "reason"
     assert info.value.cid == "default:door-1"
     with pytest.raises(InvalidRequest) as info:

@@ -24,7 +24,7 @@ from tests.support.netns import VethPair, veth_pair
 
 SECRET = "netns-test-secret-" * 3
 API_KEY = "netns-key"
-PORT = 3030
+PORT = 3040
 
 
 @pytest.fixture

@@ -65,7 +65,7 @@ def test_control_characters_name_the_line(tmp_path: Path, command: str) -> None:
 
 def test_the_server_config_is_read_the_same_way(tmp_path: Path) -> None:
     path = tmp_path / "server.yaml"
-    path.write_text("host: 127.0.0.1\nport: 3030\napi_key: k\x07\n", encoding="utf-8")
+    path.write_text("host: 127.0.0.1\nport: 3040\napi_key: k\x07\n", encoding="utf-8")
     err = _one_line(_run("serve", "--config", str(path)))
     assert f"{path}:3: control character U+0007" in err
 

@@ -31,7 +31,7 @@ def check(tmp_path: Path, text: str, capsys: Capture) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-def remote(tmp_path: Path, token: str, url: str = "http://127.0.0.1:3030") -> str:
+def remote(tmp_path: Path, token: str, url: str = "http://127.0.0.1:3040") -> str:
     (tmp_path / "device.token").write_text(token + "\n")
     return REMOTE.replace("URL", url)
 
@@ -61,8 +61,8 @@ def test_a_good_remote_config_passes(tmp_path: Path, capsys: Capture) -> None:
 @pytest.mark.parametrize(
     ("token", "url", "message"),
     [
-        ("garbage", "http://127.0.0.1:3030", ":6: server.token_file: the token is not a JWT"),
-        (token_for("someone"), "http://127.0.0.1:3030", "is for user 'someone', not for device.id"),
+        ("garbage", "http://127.0.0.1:3040", ":6: server.token_file: the token is not a JWT"),
+        (token_for("someone"), "http://127.0.0.1:3040", "is for user 'someone', not for device.id"),
         (
             token_for("field-7"),
             "http://127.0.0.1:99999",

@@ -69,7 +69,7 @@ async def test_audit_survives_the_embedded_server(
     audit("ring", "default:before", "entrance", "before the server")
     assert "CALL_CID=default:before" in received(fake_journal)
     device = tmp_path / "device.yaml"
-    device.write_text((CONFIG / "intercom.yaml").read_text().replace("port: 3030", "port: 0"))
+    device.write_text((CONFIG / "intercom.yaml").read_text().replace("port: 3040", "port: 0"))
     (tmp_path / "call-types.yaml").write_text((CONFIG / "call-types.yaml").read_text())
     cfg = load_config(device, state_dir=tmp_path / "state")
     server = EmbeddedServer(cfg, SystemClock())

@@ -32,7 +32,7 @@ def cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_run_ready_status_press_stop(tmp_path: Path) -> None:
     text = (ROOT / "config" / "intercom.yaml").read_text()
-    text = text.replace("port: 3030 ", "port: 0    ").replace(
+    text = text.replace("port: 3040 ", "port: 0    ").replace(
         "call_types: call-types.yaml", f"call_types: {ROOT / 'config' / 'call-types.yaml'}"
     )
     state = tmp_path / "state"

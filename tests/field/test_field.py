@@ -109,7 +109,7 @@ def main_pid(box: Container, unit: str) -> str:
 
 def test_install_server_and_device_both_ready(box: Container) -> None:
     out = install(box, "--server")
-    assert "ok — server on 0.0.0.0:3030, state /var/lib/appliance-server" in out, out
+    assert "ok — server on 0.0.0.0:3040, state /var/lib/appliance-server" in out, out
     box.wait_unit("appliance-server.service")
     # the device's token, minted from the secret the server generated in its state dir
     box.sh(f"mkdir -p /root/door && cp {SRC}/tests/field/door.yaml /root/door/device.yaml")
@@ -127,7 +127,7 @@ def test_install_server_and_device_both_ready(box: Container) -> None:
 def ring_probe(
     box: Container, user_token: str, *, answer: bool, frames: int = 30
 ) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "tests.field.probe", "--url", "http://127.0.0.1:3030"]
+    cmd = [sys.executable, "-m", "tests.field.probe", "--url", "http://127.0.0.1:3040"]
     cmd += ["--api-key", "appliance", "--token", user_token, "--timeout", "60"]
     cmd += ["--frames", str(frames)]
     if answer:

@@ -149,6 +149,15 @@ DECISIONS: dict[tuple[str, str], Decision] = {
         setup=_ring_bob,
         why="a ringed member, or the caller (cancels)",
     ),
+    ("GET", "/api/v2/video/call/{type}/{id}/ring_state"): Decision(
+        READ, setup=_ring_bob, why="read-call: the ring outcome of a session"
+    ),
+    ("POST", "/api/v2/video/call_client_event"): Decision(
+        every(200),
+        body=lambda role: {"events": [{"type": "call.joined", "call_cid": "default:x"}]},
+        public=True,
+        why="a Stream SDK's telemetry (sent without a token): counted, not stored, reads nothing",
+    ),
     ("POST", "/api/v2/video/call/{type}/{id}/mark_ended"): Decision(
         every(200, non_member=403, **FENCED), body=lambda role: {}, why="end-call: members"
     ),

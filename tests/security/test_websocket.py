@@ -1,4 +1,5 @@
-"""The WebSocket (``/api/v2/connect``): the same bad credentials are refused in the first frame,
+"""The WebSocket (``/api/v2/connect``, also at ``/api/v2/video/connect`` for Stream's client SDKs):
+the same bad credentials are refused in the first frame,
 each role connects and hears exactly the calls it should, and every frame type a client may send
 has an authorization decision (a new frame type without one fails ``test_every_frame_type…``)."""
 
@@ -62,9 +63,10 @@ async def _first_frame(srv: ServerHandle, url: str, token: str | None, user: str
     return ws, json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
 
 
-async def test_bad_credentials_are_refused_in_the_first_frame(srv: ServerHandle) -> None:
+@pytest.mark.parametrize("path", ["/api/v2/connect", "/api/v2/video/connect"])
+async def test_bad_credentials_are_refused_in_the_first_frame(srv: ServerHandle, path: str) -> None:
     await revoke_erin(srv)
-    base = f"ws://127.0.0.1:{srv.port}/api/v2/connect"
+    base = f"ws://127.0.0.1:{srv.port}{path}"
     results = {}
     for case, (params, headers) in bad_credentials(srv).items():
         if "stream-auth-type" in headers and headers["stream-auth-type"] != "jwt":

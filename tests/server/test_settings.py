@@ -34,7 +34,7 @@ def test_load_resolves_paths_and_env_overrides(tmp_path) -> None:
 
 def test_yaml_mistakes_are_file_line_errors(tmp_path) -> None:
     cfg = tmp_path / "server.yaml"
-    cfg.write_text("api_key: k\nport: 3030\nlimits:\n  max_body_byte: 10\n")
+    cfg.write_text("api_key: k\nport: 3040\nlimits:\n  max_body_byte: 10\n")
     with pytest.raises(ConfigError) as err:
         load_settings(cfg, env={})
     assert str(err.value).startswith(f"{cfg}:4: limits.max_body_byte: unknown key")
