@@ -49,7 +49,9 @@ def test_no_token_for_a_user_nobody_created(config, capsys) -> None:
     assert main(["token", "--config", str(config), "--user", "carol"]) != 0
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert "user carol does not exist" in captured.err and "appliance users add carol" in captured.err
+    assert (
+        "user carol does not exist" in captured.err and "appliance users add carol" in captured.err
+    )
     assert "Traceback" not in captured.err
 
 
