@@ -289,17 +289,14 @@ def _custom(pairs: list[str]) -> dict[str, Any]:
 async def _user_exists(settings: ServerSettings, user_id: str) -> bool:
     """Whether the server would accept a token of ``user_id``: a seed user of the config (created
     on the server's next start) or a user in its database."""
-    from sqlalchemy import select
-
-    from appliance.server.schema import users
+    from appliance.server.users import missing_users
 
     if any(seed.id == user_id for seed in settings.users):
         return True
 
     async def work(store: Any) -> bool:
         async with store.connect() as conn:
-            row = await conn.execute(select(users.c.id).where(users.c.id == user_id))
-            return row.first() is not None
+            return not await missing_users(conn, [user_id])
 
     found: bool = await _with_store(settings, work)
     return found
