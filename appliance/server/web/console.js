@@ -7,6 +7,7 @@ import {CallControl} from './callcontrol.js';
 import {Directory} from './directory.js';
 import {History} from './history.js';
 import {InCallView} from './incall.js';
+import {DeviceRinging, forgetCredentials, listenToWorker, notifyHidden, registerWorker, rememberedCredentials, tellWorker} from './pwa.js';
 import {Rings} from './rings.js';
 import {Ringtone} from './ringtone.js';
 import {
@@ -34,6 +35,13 @@ class ConsoleApp {
     this.ringtone = new Ringtone();
     this.ringtone.addEventListener('allowed', () => ($('#sound-note').hidden = true));
     this.view = new InCallView($('#incall'));
+    this.deviceRinging = new DeviceRinging({root: $('#ring-setup'), ringtone: this.ringtone});
+    registerWorker();
+    // A notification's Accept (a new window: "#accept=<cid>"; an open one: a message).
+    this._fromWorker = listenToWorker({
+      onAccept: (cid) => this.acceptFromNotification(cid),
+      onMissed: () => this.showMissed(),
+    });
     $('#signout').addEventListener('click', () => this.signOut());
     this.connection = null;
     this.control = null;
@@ -49,7 +57,7 @@ class ConsoleApp {
 
   boot() {
     $('#insecure').hidden = window.isSecureContext;
-    const credentials = loadCredentials();
+    const credentials = loadCredentials() || rememberedCredentials();
     if (!credentials) {
       this.signin.show(takeSignOutReason());
       return;
@@ -64,6 +72,7 @@ class ConsoleApp {
     const problem = credentialsProblem(credentials);
     if (problem) {
       clearCredentials();
+      forgetCredentials();
       this.signin.show(problem);
       return;
     }
@@ -87,7 +96,9 @@ class ConsoleApp {
       const ok = await connection.open();
       if (this.connection !== connection) return;
       this._showApp(ok.me);
+      this.deviceRinging.attach(connection, credentials).catch((err) => console.warn(`ring setup: ${err.message}`));
       await this.refresh();
+      this._takeWorkerRequest();
     } catch (err) {
       if (this.connection !== connection) return;
       if (err instanceof ApiError && err.isAuth) return; // auth.failed already showed sign-in
@@ -111,12 +122,16 @@ class ConsoleApp {
 
   async signOut() {
     await this.control?.hangUp();
+    // While the token still works: remove this device's push subscription at the server.
+    await this.deviceRinging.disable({signingOut: true});
     this.signedOut('You are signed out.');
   }
 
   signedOut(reason) {
     this.stop();
+    this.deviceRinging.detach();
     clearCredentials(reason);
+    forgetCredentials();
     $('#app').hidden = true;
     this.signin.show(reason);
   }
@@ -140,7 +155,10 @@ class ConsoleApp {
     this.rings = new Rings({container: $('#rings'), template: $('#ring-template'), ringtone: this.ringtone, me: this.me});
     this.control = new CallControl({host: this, view: this.view, rings: this.rings, directory: this.directory});
     this.rings.addEventListener('removed', (e) => {
-      if (e.detail.direction === 'in' && e.detail.reason !== 'accepted') this.refreshSoon();
+      if (e.detail.direction !== 'in') return;
+      // Close this ring's notification (a missed one becomes "Missed call" while hidden).
+      tellWorker({type: 'ring_stopped', stop: {call_cid: e.detail.cid, reason: e.detail.reason}});
+      if (e.detail.reason !== 'accepted') this.refreshSoon();
     });
   }
 
@@ -186,6 +204,7 @@ class ConsoleApp {
     if (!event.call_cid || !this.rings) return;
     if (event.type === 'call.ring') {
       this.rings.incoming(event);
+      if (this.rings.cards.has(event.call_cid)) notifyHidden({type: 'ring', ring: ringMessage(event)});
       this.refreshSoon();
       return;
     }
@@ -197,9 +216,70 @@ class ConsoleApp {
     }
   }
 
+  // --- the service worker's requests -----------------------------------------------------------
+
+  _takeWorkerRequest() {
+    const request = this._fromWorker;
+    this._fromWorker = null;
+    if (request?.type === 'accept') this.acceptFromNotification(request.cid);
+    else if (request?.type === 'missed') this.showMissed();
+  }
+
+  // Accept from a notification: answer if the call still rings this user, else say what became of it.
+  async acceptFromNotification(cid) {
+    if (!this.connection || !this.control || this.connection.state !== 'open') {
+      this._fromWorker = {type: 'accept', cid};
+      return;
+    }
+    const [type, ...rest] = cid.split(':');
+    let state;
+    try {
+      state = await this.connection.get(`/api/v2/video/call/${encodeURIComponent(type)}/${encodeURIComponent(rest.join(':'))}`);
+    } catch (err) {
+      this.notice(`Could not answer: ${err.message}`);
+      return;
+    }
+    const ringing = state?.call?.session?.ringing || [];
+    if (!ringing.includes(this.me) || state.call.ended_at) {
+      this.notice('That call is no longer ringing: someone answered it, or the caller gave up.');
+      this.refresh();
+      return;
+    }
+    await this.control.accept(cid);
+  }
+
+  showMissed() {
+    const target = $('#missed') || $('#recent');
+    target?.scrollIntoView({block: 'start'});
+    (target?.closest('section') || target)?.focus?.();
+  }
+
+  notice(text) {
+    const node = $('#console-notice');
+    node.textContent = text;
+    node.hidden = !text;
+  }
+
   stateOf(cid) {
     return this.states.find((s) => s.call.cid === cid) || null;
   }
+}
+
+// The Web Push payload's shape (README "Push notifications"), made from a WebSocket call.ring.
+function ringMessage(event) {
+  const call = event.call || {};
+  const caller = event.user || {};
+  const session = call.session || {};
+  return {
+    type: 'call.ring',
+    call_cid: event.call_cid,
+    session_id: session.id || call.current_session_id || '',
+    caller: {id: caller.id, name: caller.name || caller.id},
+    custom: call.custom || {},
+    video: Boolean(event.video ?? true),
+    created_at: event.created_at,
+    expires_at: '',
+  };
 }
 
 const app = new ConsoleApp();
