@@ -77,9 +77,18 @@ function customLines(custom) {
   return lines.slice(0, 4).join('\n');
 }
 
-async function visibleConsole() {
+function isConsole(client) {
+  const path = new URL(client.url).pathname;
+  return path === '/' || path === '/index.html';
+}
+
+async function consoleWindows() {
   const windows = await self.clients.matchAll({type: 'window', includeUncontrolled: true});
-  return windows.find((client) => client.visibilityState === 'visible') || null;
+  return windows.filter(isConsole);
+}
+
+async function visibleConsole() {
+  return (await consoleWindows()).find((client) => client.visibilityState === 'visible') || null;
 }
 
 // A ring that arrives while a console window is visible is rung by that page itself; the same
@@ -148,8 +157,8 @@ function consoleUrl(hash) {
 }
 
 async function openConsole(hash, message) {
-  const windows = await self.clients.matchAll({type: 'window', includeUncontrolled: true});
-  const existing = windows[0];
+  const windows = await consoleWindows();
+  const existing = windows.find((client) => client.visibilityState === 'visible') || windows[0];
   if (existing) {
     existing.postMessage(message);
     try {
