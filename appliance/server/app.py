@@ -40,9 +40,11 @@ from appliance.server import (
     routes_calls,
     routes_calltypes,
     routes_clientevents,
+    routes_devices,
     routes_members,
     routes_query,
     routes_users,
+    vapid,
     wirejson,
     wiretime,
 )
@@ -281,6 +283,9 @@ def create_app(settings: ServerSettings, *, clock: Clock | None = None) -> FastA
                 await calltypes.seed(conn, settings.call_types, now)
                 for user in settings.users:
                     await upsert_user(conn, UserRequest.model_validate(user.model_dump()), now)
+            ctx.extras[routes_devices.VAPID] = await vapid.load_or_create(
+                store, settings.push.vapid_subject, now
+            )
             await realtime.start(ctx)
             log.info("call server ready (%r, api_key %s)", store, settings.api_key)
             try:
@@ -325,6 +330,7 @@ def create_app(settings: ServerSettings, *, clock: Clock | None = None) -> FastA
     app.include_router(routes_calltypes.router)
     app.include_router(routes_query.router)
     app.include_router(routes_clientevents.router)
+    app.include_router(routes_devices.router)
     realtime.install(app)
     if WEB_DIR.is_dir():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")

@@ -29,7 +29,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from appliance.errors import StoreError
-from appliance.server.schema import SCHEMA_VERSION, metadata, schema_info
+from appliance.server.schema import (
+    SCHEMA_VERSION,
+    metadata,
+    push_claims,
+    push_devices,
+    schema_info,
+    server_keys,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +56,15 @@ class Migration:
         return f"Migration(v{self.version}: {self.description})"
 
 
+def _web_push_tables(conn: Connection) -> None:
+    for table in (server_keys, push_devices, push_claims):
+        table.create(conn, checkfirst=True)
+
+
 # Version 1 is the baseline (the first released schema): nothing to migrate from.
-MIGRATIONS: tuple[Migration, ...] = ()
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(2, "Web Push: server_keys, push_devices, push_claims", _web_push_tables),
+)
 
 
 def database_version(conn: Connection) -> int | None:

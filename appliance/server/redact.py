@@ -7,7 +7,7 @@ filter on the logger acts on every record created there, whichever handlers prin
 when uvicorn configures logging itself and when it is run with ``log_config=None`` and the
 records propagate to ours. Tokens are found by name in a query (``token=``, ``access_token=``,
 ``authorization=``, ``jwt=``) and by shape anywhere (a JWT: three base64url parts, the first
-``eyJ``, i.e. ``{"``).
+``eyJ``, i.e. ``{"``). A URL in an ``id=`` query (a push subscription's endpoint) is blanked too.
 """
 
 from __future__ import annotations
@@ -21,12 +21,16 @@ LOGGERS = ("uvicorn.access", "uvicorn.error", "uvicorn")
 
 _QUERY_TOKEN = re.compile(r"(?i)([?&;](?:access_token|token|authorization|jwt)=)[^&\s\"']*")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+# A push subscription's endpoint (``DELETE /api/v2/devices?id=https://…``) is the capability
+# to push to that phone.
+_QUERY_URL = re.compile(r"(?i)([?&;]id=)https?(?::|%3A)[^&\s\"']*")
 
 
 def redact(text: str) -> str:
     if "=" not in text and "eyJ" not in text:
         return text
-    return _JWT.sub(REDACTED, _QUERY_TOKEN.sub(r"\1" + REDACTED, text))
+    text = _QUERY_URL.sub(r"\1" + REDACTED, _QUERY_TOKEN.sub(r"\1" + REDACTED, text))
+    return _JWT.sub(REDACTED, text)
 
 
 def _clean(value: Any) -> Any:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from appliance.errors import InvalidRequest, PermissionDenied
+from appliance.server import pushdevices
 from appliance.server.auth import Principal, principal
 from appliance.server.callrequests import check_custom
 from appliance.server.context import now_ns
@@ -74,6 +75,8 @@ async def revoke_users_tokens(
         before = now_ns(ctx.clock)
     async with ctx.store.begin() as conn:
         await revoke_tokens(conn, body.user_ids, before)
+        # A revoked phone must stop hearing the door: its push subscriptions go too.
+        await pushdevices.drop_revoked(conn, body.user_ids, before)
     svc = ctx.extras.get(KEY)
     if isinstance(svc, Services):  # open sockets end with their tokens, on every replica
         await svc.hub.tokens.revoke(body.user_ids, before)

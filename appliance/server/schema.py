@@ -29,7 +29,7 @@ from sqlalchemy import (
 metadata = MetaData()
 
 # Schema version; migrations in appliance/server/migrations.py move a database forward.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 schema_info = Table(
     "schema_info",
@@ -190,4 +190,48 @@ participants = Table(
     Index("ix_participants_call", "call_cid", "left_at"),
     Index("ix_participants_conn", "connection_id"),
     Index("ix_participants_gone", "gone_at"),
+)
+
+# --- Web Push (version 2) -------------------------------------------------------------------
+
+# Key pairs the server makes once per database and every replica shares: ``vapid`` (RFC 8292,
+# P-256) signs the Web Push requests. The first replica to start inserts; the others read.
+server_keys = Table(
+    "server_keys",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("private_key", Text, nullable=False),  # PKCS#8 PEM
+    Column("public_key", String(128), nullable=False),  # base64url, uncompressed point
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# Push subscriptions in Stream's device shape: ``id`` is the push endpoint URL. A POST of the
+# same endpoint updates it (moving it to the posting user); ``updated_at`` is the last POST,
+# what a token revocation compares against.
+push_devices = Table(
+    "push_devices",
+    metadata,
+    Column("id", String(2048), primary_key=True),
+    Column("user_id", String(255), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("push_provider", String(32), nullable=False),
+    Column("p256dh", String(128), nullable=False),
+    Column("auth", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index("ix_push_devices_user", "user_id", "updated_at"),
+)
+
+# One row per push decided: the replica whose insert succeeds sends it (the others' insert
+# finds the row and skips). ``ring_at`` is the ring attempt's start (a call rings again later
+# in the same session); ``kind`` is ``ring`` or ``stopped``. Rows older than a day are deleted.
+push_claims = Table(
+    "push_claims",
+    metadata,
+    Column("session_id", String(64), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("ring_at", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ux_push_claims", "session_id", "user_id", "kind", "ring_at", unique=True),
+    Index("ix_push_claims_created", "created_at"),
 )

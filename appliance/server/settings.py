@@ -106,6 +106,72 @@ class CorsSettings(_Strict):
         return [o.rstrip("/") for o in value]
 
 
+# The browsers' push services (Chrome/Edge-on-Android/Samsung/Opera: FCM; Firefox: autopush;
+# Safari on macOS and iOS 16.4+: Apple; Edge on Windows: WNS).
+DEFAULT_PUSH_HOSTS = [
+    "fcm.googleapis.com",
+    "updates.push.services.mozilla.com",
+    "push.services.mozilla.com",
+    "web.push.apple.com",
+    "*.notify.windows.com",
+]
+_LOOPBACK = ("127.", "[::1]", "localhost")
+
+
+class PushSettings(_Strict):
+    """Web Push (``appliance/server/pushsender.py``): who the server may send to, and how hard.
+
+    ``allowed_hosts`` entries: a host name (``fcm.googleapis.com``: https on port 443), a
+    wildcard for its subdomains (``*.notify.windows.com``), or an origin with its scheme and
+    port (``https://push.example.org:8443``). Plain ``http://`` is allowed for loopback origins
+    only (``http://127.0.0.1:8470``: the tests' push-service stand-in), never by default.
+    """
+
+    enabled: bool = True
+    # The contact a push service may write to about our traffic (RFC 8292 ``sub``).
+    vapid_subject: str = "mailto:admin@localhost"
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PUSH_HOSTS), max_length=100
+    )
+    # A user's subscriptions (phones, browsers); a new one beyond it drops the oldest.
+    max_devices_per_user: int = Field(default=10, ge=1, le=1000)
+    # HTTP requests to push services in flight at once (all users, all rings).
+    max_concurrent_sends: int = Field(default=64, ge=1, le=1024)
+    # One request to a push service; a timed-out one is retried while the ring lasts.
+    send_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+
+    @field_validator("vapid_subject")
+    @classmethod
+    def _subject(cls, value: str) -> str:
+        if value.startswith("mailto:") and "@" in value[7:] and " " not in value:
+            return value
+        if value.startswith("https://") and len(value) > 8 and " " not in value:
+            return value
+        raise ValueError(f"{value!r} is not a mailto: or https: URL (RFC 8292 sub)")
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        out = []
+        for entry in value:
+            entry = entry.strip().lower().rstrip("/")
+            if "://" in entry:
+                scheme, rest = entry.split("://", 1)
+                if scheme not in ("http", "https") or not rest or "/" in rest or "@" in rest:
+                    raise ValueError(f"{entry!r} is not an origin like https://push.example.org")
+                if scheme == "http" and not rest.startswith(_LOOPBACK):
+                    raise ValueError(
+                        f"{entry!r}: plain http is allowed for loopback origins only "
+                        "(a test's push-service stand-in)"
+                    )
+            elif not entry or "/" in entry or ":" in entry or "*" in entry.removeprefix("*."):
+                raise ValueError(
+                    f"{entry!r} is not a host name, *.domain, or scheme://host:port origin"
+                )
+            out.append(entry)
+        return out
+
+
 class ServerSettings(_Strict):
     api_key: str | None = None
     api_secret: str | None = None
@@ -129,6 +195,7 @@ class ServerSettings(_Strict):
     token_leeway_seconds: float = Field(default=300.0, ge=0)
     limits: Limits = Field(default_factory=Limits)
     cors: CorsSettings = Field(default_factory=CorsSettings)
+    push: PushSettings = Field(default_factory=PushSettings)
 
     @property
     def scheme(self) -> str:

@@ -10,12 +10,15 @@ is even looked at). The authorization model these numbers encode is written down
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.security.principals import (
     ROLES,
@@ -48,6 +51,45 @@ SERVER_ONLY = every(403, server=200)
 async def _ring_bob(srv: ServerHandle, role: str) -> None:
     r = await call_post(srv, "alice", cid_of(role), "ring", {"members_ids": ["bob"]})
     assert r.status_code == 200, r.text
+
+
+# A subscription on a push service of the default allow-list, one endpoint per role.
+_PUSH_KEY = ec.generate_private_key(ec.SECP256R1()).public_key()
+_P256DH = (
+    base64.urlsafe_b64encode(
+        _PUSH_KEY.public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+    )
+    .rstrip(b"=")
+    .decode()
+)
+
+
+def _device(role: str) -> dict[str, Any]:
+    endpoint = f"https://fcm.googleapis.com/fcm/send/{call_id(role)}"
+    body: dict[str, Any] = {
+        "id": endpoint,
+        "push_provider": "web_push",
+        "web_push_subscription": {
+            "endpoint": endpoint,
+            "keys": {"p256dh": _P256DH, "auth": "AAAAAAAAAAAAAAAAAAAAAA"},
+        },
+    }
+    if role == "server":
+        body["user_id"] = "bob"
+    return body
+
+
+def _own_user(role: str) -> dict[str, str]:
+    return {"user_id": "bob"} if role == "server" else {}
+
+
+async def _register_device(srv: ServerHandle, role: str) -> None:
+    user = ROLES[role][0] or "bob"
+    async with srv.client() as http:
+        r = await http.post("/api/v2/devices", json={**_device(role), "user_id": user})
+    assert r.status_code == 201, r.text
 
 
 async def _make_type(srv: ServerHandle, role: str) -> None:
@@ -83,6 +125,24 @@ DECISIONS: dict[tuple[str, str], Decision] = {
         every(403, server=200, global_admin=200),
         body=lambda role: {"user_ids": ["erin"]},
         why="revoking is an admin's act",
+    ),
+    # --- push subscriptions (Stream's device API) -----------------------------------------
+    ("POST", "/api/v2/devices"): Decision(
+        every(201),
+        body=_device,
+        why="everyone registers their own push subscriptions; a server token names user_id",
+    ),
+    ("GET", "/api/v2/devices"): Decision(
+        every(200), query=_own_user, why="one's own subscriptions; a server token names user_id"
+    ),
+    ("DELETE", "/api/v2/devices"): Decision(
+        every(200),
+        query=lambda role: {"id": _device(role)["id"], **_own_user(role)},
+        setup=_register_device,
+        why="one's own subscriptions only (another's is 404); a server token names user_id",
+    ),
+    ("GET", "/api/v2/app"): Decision(
+        every(200), why="the VAPID public key a browser subscribes with: any valid token"
     ),
     # --- calls ---------------------------------------------------------------------------
     ("POST", "/api/v2/video/call/{type}/{id}"): Decision(READ, body=lambda role: {}),

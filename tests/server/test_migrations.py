@@ -12,7 +12,7 @@ from sqlalchemy import Connection, insert, inspect, select, text
 from appliance.errors import StoreError
 from appliance.server import migrations
 from appliance.server.migrations import Migration, upgrade
-from appliance.server.schema import SCHEMA_VERSION, calls, schema_info
+from appliance.server.schema import SCHEMA_VERSION, calls, metadata, schema_info
 from appliance.server.store import Store
 
 
@@ -108,3 +108,29 @@ async def test_failed_step_rolls_back(mstore: Store) -> None:
     assert "half_done" not in await _columns(mstore)
     async with mstore.connect() as conn:
         assert (await conn.execute(select(schema_info.c.version))).scalar_one() == 1
+
+
+async def test_a_v1_database_gets_the_web_push_tables(mstore: Store) -> None:
+    """A database made by the version-1 program (no push tables) moves to version 2."""
+    v1_tables = [t for t in metadata.sorted_tables if t.name not in PUSH_TABLES]
+
+    def make_v1(conn: Connection) -> None:
+        metadata.create_all(conn, tables=v1_tables)
+        conn.execute(insert(schema_info).values(id=1, version=1))
+
+    async with mstore.begin() as conn:
+        await conn.run_sync(make_v1)
+    assert not await _has_tables(mstore, PUSH_TABLES)
+    assert await upgrade(mstore.engine) == 1
+    assert await _version(mstore) == SCHEMA_VERSION == 2
+    assert await _has_tables(mstore, PUSH_TABLES)
+    await mstore.open()
+
+
+PUSH_TABLES = ("server_keys", "push_devices", "push_claims")
+
+
+async def _has_tables(store: Store, names: tuple[str, ...]) -> bool:
+    async with store.engine.connect() as conn:
+        found = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+    return set(names) <= found
