@@ -84,6 +84,9 @@ class EmbeddedServer(Model):
     database: str | None = None
     public_url: str | None = None
     tls: Literal["self-signed"] | TlsPaths | None = None
+    # Web Push to the residents' phones: the server's ``push`` settings (config/server.yaml,
+    # README "Push notifications"); checked when the embedded server starts.
+    push: dict[str, Any] | None = None
 
 
 class ServerConfig(Model):

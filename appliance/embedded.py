@@ -74,6 +74,8 @@ class EmbeddedServer:
             data["tls"] = e.tls if isinstance(e.tls, str) else e.tls.model_dump()
         if e.secret_file is not None:
             data["api_secret"] = _secret(e.secret_file)
+        if e.push is not None:
+            data["push"] = e.push
         try:
             settings = ServerSettings.model_validate(
                 {k: v for k, v in data.items() if v is not None}
