@@ -15,18 +15,26 @@ is in ``test_console_push.py``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import BrowserContext, Page, Worker, expect
+from playwright.async_api import Page, expect
 
 from appliance.client import Client
 from tests.support.browser import PageGuard, guarded_browser, poll_js, wait_for_js
 from tests.support.server import ServerHandle, running_server
+from tests.support.serviceworker import (
+    HIDDEN_JS,
+    STORE_CREDENTIALS_JS,
+    PushChannel,
+    click_notification,
+    notifications,
+    service_worker,
+    wait_notifications,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 expect.set_options(timeout=15_000)
@@ -86,97 +94,6 @@ async def resident(guard: PageGuard, srv: ServerHandle, user: str) -> Page:
     return page
 
 
-async def service_worker(context: BrowserContext) -> Worker:
-    if not context.service_workers:
-        await context.wait_for_event("serviceworker")
-    return context.service_workers[0]
-
-
-class PushChannel:
-    """Delivers push messages to a context's service worker through the DevTools protocol, from
-    a page of the same origin that is not a console (so the console counts as closed)."""
-
-    def __init__(self, page: Page, origin: str) -> None:
-        self.page = page
-        self.origin = origin
-        self.registration_id = ""
-
-    @classmethod
-    async def open(cls, guard: PageGuard, context: BrowserContext, origin: str) -> PushChannel:
-        page = await guard.new_page(context)
-        await page.goto(f"{origin}/manifest.webmanifest")
-        channel = cls(page, origin)
-        cdp = await context.new_cdp_session(page)
-        registrations: list[dict[str, Any]] = []
-        cdp.on(
-            "ServiceWorker.workerRegistrationUpdated",
-            lambda event: registrations.extend(event["registrations"]),
-        )
-        await cdp.send("ServiceWorker.enable")
-        for _ in range(100):
-            live = [
-                r for r in registrations if not r["isDeleted"] and r["scopeURL"] == f"{origin}/"
-            ]
-            if live:
-                channel.registration_id = live[-1]["registrationId"]
-                break
-            await page.wait_for_timeout(50)
-        assert channel.registration_id, registrations
-        channel.cdp = cdp
-        return channel
-
-    cdp: Any
-
-    async def deliver(self, payload: dict[str, Any]) -> None:
-        await self.cdp.send(
-            "ServiceWorker.deliverPushMessage",
-            {
-                "origin": self.origin,
-                "registrationId": self.registration_id,
-                "data": json.dumps(payload),
-            },
-        )
-
-
-NOTIFICATIONS_JS = """
-async (tag) => (await self.registration.getNotifications(tag ? {tag} : {})).map((n) => ({
-  title: n.title, body: n.body, tag: n.tag, requireInteraction: n.requireInteraction,
-  vibrate: Array.from(n.vibrate || []), actions: (n.actions || []).map((a) => a.action),
-  data: n.data,
-}))
-"""
-
-# Record clients.openWindow (allowed only inside a real notification click) and run the worker's
-# notificationclick handler with the real notification and an action.
-CLICK_JS = """
-async ([tag, action]) => {
-  self.opened = self.opened || [];
-  Object.defineProperty(self.clients, 'openWindow', {
-    configurable: true,
-    value: async (url) => { self.opened.push(url); return null; },
-  });
-  const [notification] = await self.registration.getNotifications({tag});
-  if (!notification) throw new Error(`no notification tagged ${tag}`);
-  await self.applianceWorker.onNotificationClick({notification, action});
-  return self.opened;
-}
-"""
-
-
-async def notifications(worker: Worker, tag: str = "") -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = await worker.evaluate(NOTIFICATIONS_JS, tag)
-    return found
-
-
-async def wait_notifications(worker: Worker, check: Any, tag: str = CID) -> list[dict[str, Any]]:
-    for _ in range(150):
-        found = await notifications(worker, tag)
-        if check(found):
-            return found
-        await __import__("asyncio").sleep(0.1)
-    raise AssertionError(f"notifications never matched; last {found!r}")
-
-
 async def door_rings(srv: ServerHandle) -> dict[str, Any]:
     """The door rings its call (as the daemon does); returns the push payload the server sends."""
     async with Client(srv.base_url, srv.api_key, srv.user_token("door-1")) as client:
@@ -218,7 +135,7 @@ async def test_a_ring_push_to_a_closed_console_is_a_notification_and_decline_rej
     assert "alice" in (await session_of(srv))["ringing"]
 
     await channel.deliver(ring)
-    [shown] = await wait_notifications(worker, lambda found: len(found) == 1)
+    [shown] = await wait_notifications(worker, lambda found: len(found) == 1, CID)
     assert shown["title"] == "Front door is calling"
     assert "location: Main entrance" in shown["body"]
     assert shown["tag"] == CID
@@ -233,10 +150,10 @@ async def test_a_ring_push_to_a_closed_console_is_a_notification_and_decline_rej
     # Decline from the notification: the worker rejects with the credential... which this
     # console never stored (the user did not choose "Ring me on this device"), so it says so
     # and the ring goes on.
-    opened = await worker.evaluate(CLICK_JS, [CID, "decline"])
+    opened = await click_notification(worker, CID, "decline")
     assert opened == []
     [failed] = await wait_notifications(
-        worker, lambda found: bool(found) and found[0]["title"].startswith("Could not decline")
+        worker, lambda found: bool(found) and found[0]["title"].startswith("Could not decline"), CID
     )
     assert "not signed in" in failed["body"]
     assert "alice" in (await session_of(srv))["ringing"]
@@ -245,7 +162,7 @@ async def test_a_ring_push_to_a_closed_console_is_a_notification_and_decline_rej
     # no window opens.
     await worker.evaluate(STORE_CREDENTIALS_JS, [srv.api_key, srv.user_token("alice")])
     await channel.deliver(ring)
-    opened = await worker.evaluate(CLICK_JS, [CID, "decline"])
+    opened = await click_notification(worker, CID, "decline")
     assert opened == []
     assert [p for p in context.pages if p.url.rstrip("/") == srv.base_url] == []
     for _ in range(100):
@@ -256,25 +173,6 @@ async def test_a_ring_push_to_a_closed_console_is_a_notification_and_decline_rej
     assert "alice" in session["rejected_by"], session
     assert "alice" not in session["ringing"], session
     assert await notifications(worker, CID) == []
-
-
-STORE_CREDENTIALS_JS = """
-async ([apiKey, token]) => {
-  const db = await new Promise((resolve, reject) => {
-    const request = indexedDB.open('appliance', 1);
-    request.onupgradeneeded = () => request.result.createObjectStore('kv');
-    request.onsuccess = () => resolve(request.result);
-    request.onerror = () => reject(request.error);
-  });
-  await new Promise((resolve, reject) => {
-    const tx = db.transaction('kv', 'readwrite');
-    tx.objectStore('kv').put({apiKey, token}, 'signin');
-    tx.oncomplete = resolve;
-    tx.onerror = () => reject(tx.error);
-  });
-  db.close();
-}
-"""
 
 
 async def test_ring_stopped_closes_the_notification_and_missed_becomes_missed_call(
@@ -290,35 +188,21 @@ async def test_ring_stopped_closes_the_notification_and_missed_becomes_missed_ca
 
     # Answered elsewhere: the notification goes away.
     await channel.deliver(ring)
-    await wait_notifications(worker, lambda found: len(found) == 1)
+    await wait_notifications(worker, lambda found: len(found) == 1, CID)
     await channel.deliver({**stop, "reason": "accepted"})
-    await wait_notifications(worker, lambda found: found == [])
+    await wait_notifications(worker, lambda found: found == [], CID)
 
     # Missed: replaced by "Missed call", whose click opens the console's missed calls.
     await channel.deliver(ring)
-    await wait_notifications(worker, lambda found: len(found) == 1)
+    await wait_notifications(worker, lambda found: len(found) == 1, CID)
     await channel.deliver({**stop, "reason": "missed"})
     [missed] = await wait_notifications(
-        worker, lambda found: len(found) == 1 and found[0]["data"]["kind"] == "missed"
+        worker, lambda found: len(found) == 1 and found[0]["data"]["kind"] == "missed", CID
     )
     assert missed["title"] == "Missed call from Front door"
     assert missed["actions"] == []
-    opened = await worker.evaluate(CLICK_JS, [CID, ""])
+    opened = await click_notification(worker, CID, "")
     assert opened == [f"{srv.base_url}/#missed"]
-
-
-HIDDEN_JS = """
-(() => {
-  // Headless tabs are always visible: a test can say that this one is not.
-  let hidden = false;
-  Object.defineProperty(document, 'visibilityState', {get: () => (hidden ? 'hidden' : 'visible')});
-  Object.defineProperty(document, 'hidden', {get: () => hidden});
-  window.setTestHidden = (value) => {
-    hidden = value;
-    document.dispatchEvent(new Event('visibilitychange'));
-  };
-})();
-"""
 
 
 async def test_a_ring_on_an_open_hidden_console_shows_the_notification_until_it_stops(
@@ -346,7 +230,7 @@ async def test_a_ring_on_an_open_hidden_console_shows_the_notification_until_it_
     await page.evaluate(
         "(ring) => navigator.serviceWorker.controller.postMessage({type: 'ring', ring})", barrier
     )
-    await wait_notifications(worker, lambda found: len(found) == 1, tag="default:barrier")
+    await wait_notifications(worker, lambda found: len(found) == 1, "default:barrier")
     assert await notifications(worker, CID) == []
     await worker.evaluate(
         "async () => (await self.registration.getNotifications()).forEach((n) => n.close())"
@@ -359,10 +243,10 @@ async def test_a_ring_on_an_open_hidden_console_shows_the_notification_until_it_
     await page.evaluate("window.setTestHidden(true)")
     await door_rings(srv)
     await expect(page.locator(f'.ring-card[data-cid="{CID}"]')).to_be_visible()
-    [shown] = await wait_notifications(worker, lambda found: len(found) == 1)
+    [shown] = await wait_notifications(worker, lambda found: len(found) == 1, CID)
     assert shown["title"] == "Front door is calling"
     # ...which closes when the caller gives up.
     async with Client(srv.base_url, srv.api_key, srv.user_token("door-1")) as client:
         await client.call("default", "door-1").reject(reason="cancel")
     await poll_js(page, "document.querySelectorAll('.ring-card').length", lambda n: n == 0)
-    await wait_notifications(worker, lambda found: found == [])
+    await wait_notifications(worker, lambda found: found == [], CID)

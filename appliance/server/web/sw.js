@@ -15,6 +15,7 @@ const STORE = 'kv';
 const CREDENTIALS_KEY = 'signin';
 const VIBRATE = [400, 200, 400, 200, 400, 1000, 400, 200, 400];
 const FETCH_TIMEOUT_MS = 10000;
+const LATE_SLACK_MS = 5 * 60 * 1000;
 
 // --- the credential the page left for the worker (pwa.js writes it) ---------------------------
 
@@ -63,6 +64,13 @@ async function api(method, path, body) {
 
 // --- notifications ----------------------------------------------------------------------------
 
+// Payload times are integer nanoseconds (as in the API); RFC 3339 text is read too.
+function toMs(value) {
+  if (typeof value === 'number') return value / 1e6;
+  const ms = Date.parse(value || '');
+  return Number.isNaN(ms) ? 0 : ms;
+}
+
 function callerName(ring) {
   const caller = ring.caller || {};
   return caller.name || caller.id || 'Someone';
@@ -95,8 +103,10 @@ async function visibleConsole() {
 // ring from the page (hidden) and from the push shows one notification (tag = the call).
 async function showRing(ring, {evenIfVisible = false} = {}) {
   if (!evenIfVisible && (await visibleConsole())) return;
-  const expires = Date.parse(ring.expires_at || '');
-  if (expires && expires < Date.now()) return; // delivered late: the ring is over already
+  // Delivered long after the ring ended (a phone that was off): not worth a ring. The push
+  // service drops it at its TTL anyway; the slack is for a server without a real-time clock.
+  const expires = toMs(ring.expires_at);
+  if (expires && expires + LATE_SLACK_MS < Date.now()) return;
   const shown = await self.registration.getNotifications({tag: ring.call_cid});
   if (shown.some((n) => n.data && n.data.kind === 'ring' && n.data.session_id === ring.session_id)) return;
   const name = callerName(ring);
@@ -108,7 +118,7 @@ async function showRing(ring, {evenIfVisible = false} = {}) {
     vibrate: VIBRATE,
     icon: '/icons/icon-192.png',
     badge: '/icons/badge-96.png',
-    timestamp: Date.parse(ring.created_at || '') || Date.now(),
+    timestamp: toMs(ring.created_at) || Date.now(),
     actions: [
       {action: 'accept', title: 'Accept'},
       {action: 'decline', title: 'Decline'},
