@@ -18,18 +18,29 @@ worker through the DevTools protocol (``test_console_worker.PushChannel``).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
+import httpx
 import pytest
 import pytest_asyncio
-from playwright.async_api import BrowserContext, Page, expect
+import yaml
+from playwright.async_api import BrowserContext, Page, Worker, expect
 
+from appliance.server.auth import create_token
 from appliance.server.settings import DEFAULT_PUSH_HOSTS
+from tests.e2e.test_console_daemon import API_KEY, INTERCOM, Daemon
 from tests.support.browser import PageGuard, guarded_browser, wait_for_js
-from tests.support.pushservice import PushService
+from tests.support.pushservice import Message, PushService
 from tests.support.server import ServerHandle, running_server
+from tests.support.serviceworker import (
+    PushChannel,
+    click_notification,
+    service_worker,
+    wait_notifications,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 expect.set_options(timeout=15_000)
@@ -192,3 +203,134 @@ async def test_blocked_notifications_say_how_to_fix_it_and_register_nothing(
     await expect(page.locator("#ring-setup")).to_have_class("ring-setup first-run")
     assert await device_ids(srv, "alice") == []
     assert await page.evaluate("localStorage.getItem('appliance.remembered')") is None
+
+
+# --- end to end: the kiosk's button, the server's pushes, two residents' closed consoles --------
+
+
+async def kiosk_get(kiosk: Daemon, path: str, user: str | None = None) -> dict[str, Any]:
+    """GET from the kiosk's embedded server as ``user`` (None: with a server token)."""
+    token = create_token(kiosk.secret, user) if user else create_token(kiosk.secret)
+    async with httpx.AsyncClient(base_url=kiosk.base_url) as http:
+        r = await http.get(
+            path,
+            params={"api_key": API_KEY},
+            headers={"Authorization": token, "stream-auth-type": "jwt"},
+        )
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+async def kiosk_with_push(tmp_path: Path, push: PushService) -> Daemon:
+    """The intercom daemon (its embedded server) allowed to push to the stand-in."""
+    kiosk = Daemon(tmp_path, "intercom", json.loads(json.dumps(INTERCOM)))
+    config = yaml.safe_load(kiosk.config_path.read_text(encoding="utf-8"))
+    config["server"]["embedded"]["push"] = {"allowed_hosts": [*DEFAULT_PUSH_HOSTS, push.origin]}
+    kiosk.config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return kiosk
+
+
+class Resident:
+    """A person's phone: a browser profile that chose "Ring me on this device", then closed
+    the console; a non-console page of the origin carries the pushes to its worker."""
+
+    def __init__(self, user: str, context: BrowserContext, sub: dict[str, Any]) -> None:
+        self.user = user
+        self.context = context
+        self.sub = sub
+        self.worker: Worker
+        self.channel: PushChannel
+
+    @classmethod
+    async def set_up(
+        cls, guard: PageGuard, kiosk: Daemon, push: PushService, user: str
+    ) -> Resident:
+        context, sub = await push_context(guard, kiosk.base_url, push, user)
+        page = await open_console(context, guard, kiosk.login_link(user))
+        await ring_me(page)
+        resident = cls(user, context, sub)
+        resident.worker = await service_worker(context)
+        resident.channel = await PushChannel.open(guard, context, kiosk.base_url)
+        await page.close()
+        return resident
+
+
+def is_ring(user: str) -> Callable[[Message], bool]:
+    return lambda m: m.user == user and m.payload["type"] == "call.ring"
+
+
+def is_stop(user: str, reason: str) -> Callable[[Message], bool]:
+    return lambda m: (
+        m.user == user
+        and m.payload["type"] == "call.ring_stopped"
+        and m.payload["reason"] == reason
+    )
+
+
+async def test_kiosk_call_reaches_both_residents_closed_consoles_one_accepts_other_stops(
+    tmp_path: Path, push: PushService, guard: PageGuard
+) -> None:
+    cid = "default:door-entrance"
+    async with await kiosk_with_push(tmp_path, push) as kiosk:
+        await kiosk.ensure_call(INTERCOM["call"])
+        app = await kiosk_get(kiosk, "/api/v2/app", "alice")
+        push.vapid_public_key = app["app"]["web_push"]["vapid_public_key"]
+        alice = await Resident.set_up(guard, kiosk, push, "alice")
+        bob = await Resident.set_up(guard, kiosk, push, "bob")
+
+        # The door button: both residents' phones get the encrypted ring.
+        await kiosk.cli("press", "call")
+        rings = {m.user: m for m in [await push.wait_for(is_ring(u)) for u in ("alice", "bob")]}
+        for user, message in rings.items():
+            payload = message.payload
+            assert payload["call_cid"] == cid, payload
+            assert payload["caller"] == {"id": "entrance", "name": "Front door"}, payload
+            assert payload["custom"]["location"] == "main entrance", payload
+            assert message.urgency == "high" and message.ttl and message.ttl > 0, message
+            assert message.topic and len(message.topic) <= 32, message
+            resident = alice if user == "alice" else bob
+            await resident.channel.deliver(message.text)
+        for resident in (alice, bob):
+            [shown] = await wait_notifications(resident.worker, lambda n: len(n) == 1, cid)
+            assert shown["title"] == "Front door is calling", shown
+            assert shown["actions"] == ["accept", "decline"], shown
+
+        # Alice accepts on her notification: the console opens straight into the call.
+        opened = await click_notification(alice.worker, cid, "accept")
+        assert opened == [f"{kiosk.base_url}/#accept={quote(cid, safe='')}"], opened
+        page = await guard.new_page(alice.context)
+        await page.goto(opened[0])
+        await expect(page.locator("#incall")).to_have_attribute(
+            "data-state", "connected", timeout=30000
+        )
+        await kiosk.wait_status("in_call", lambda s: s["call_state"] == "in_call")
+
+        # Bob's phone: the ring stopped (someone answered) and his notification closes.
+        stop = await push.wait_for(is_stop("bob", "accepted"))
+        assert stop.topic == rings["bob"].topic
+        await bob.channel.deliver(stop.text)
+        await wait_notifications(bob.worker, lambda n: n == [], cid)
+
+        await page.locator("#btn-hangup").click()
+        await kiosk.wait_status("idle", lambda s: s["call_state"] == "idle")
+        await page.close()
+
+        # The next ring: both decline on their notifications, without opening a window; the
+        # server ends the ring and the kiosk goes back to idle.
+        before = len(push.received)
+        await kiosk.cli("press", "call")
+        for resident in (alice, bob):
+            ring = await push.wait_for(
+                lambda m, u=resident.user: push.received.index(m) >= before and is_ring(u)(m)
+            )
+            await resident.channel.deliver(ring.text)
+            await wait_notifications(resident.worker, lambda n: len(n) == 1, cid)
+            already = await resident.worker.evaluate("self.opened || []")
+            assert await click_notification(resident.worker, cid, "decline") == already
+        await kiosk.wait_status("idle after both declined", lambda s: s["call_state"] == "idle")
+        state = await kiosk_get(kiosk, "/api/v2/video/call/default/door-entrance")
+        assert set(state["call"]["session"]["rejected_by"]) == {"alice", "bob"}, state
+        for resident in (alice, bob):
+            consoles = [p for p in resident.context.pages if urlsplit(p.url).path == "/"]
+            assert consoles == [], [p.url for p in resident.context.pages]

@@ -15,9 +15,11 @@ is in ``test_console_push.py``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import pytest_asyncio
@@ -122,6 +124,20 @@ async def session_of(srv: ServerHandle) -> dict[str, Any]:
     return session
 
 
+async def session_when(
+    srv: ServerHandle, check: Callable[[dict[str, Any]], bool], within: float = 15.0
+) -> dict[str, Any]:
+    """The call's session once ``check`` holds for it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    session = await session_of(srv)
+    while not check(session):
+        assert loop.time() < deadline, session
+        await asyncio.sleep(0.1)
+        session = await session_of(srv)
+    return session
+
+
 async def test_a_ring_push_to_a_closed_console_is_a_notification_and_decline_rejects_the_call(
     srv: ServerHandle, guard: PageGuard
 ) -> None:
@@ -165,12 +181,7 @@ async def test_a_ring_push_to_a_closed_console_is_a_notification_and_decline_rej
     opened = await click_notification(worker, CID, "decline")
     assert opened == []
     assert [p for p in context.pages if p.url.rstrip("/") == srv.base_url] == []
-    for _ in range(100):
-        session = await session_of(srv)
-        if "alice" in session.get("rejected_by", {}):
-            break
-        await page.context.pages[0].wait_for_timeout(100)
-    assert "alice" in session["rejected_by"], session
+    session = await session_when(srv, lambda s: "alice" in s.get("rejected_by", {}))
     assert "alice" not in session["ringing"], session
     assert await notifications(worker, CID) == []
 
@@ -250,3 +261,12 @@ async def test_a_ring_on_an_open_hidden_console_shows_the_notification_until_it_
         await client.call("default", "door-1").reject(reason="cancel")
     await poll_js(page, "document.querySelectorAll('.ring-card').length", lambda n: n == 0)
     await wait_notifications(worker, lambda found: found == [], CID)
+
+    # Hidden again, a new ring, Accept on the notification: the open console answers it (no
+    # second window), and the server has alice's accept.
+    await door_rings(srv)
+    await wait_notifications(worker, lambda found: len(found) == 1, CID)
+    assert await click_notification(worker, CID, "accept") == []
+    await expect(page.locator("#incall")).to_be_visible()
+    await session_when(srv, lambda s: "alice" in s.get("accepted_by", {}))
+    assert [p for p in context.pages if urlsplit(p.url).path == "/"] == [page]
