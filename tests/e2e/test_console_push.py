@@ -188,6 +188,24 @@ async def test_ring_me_on_this_device_registers_remembers_and_sign_out_removes_i
     await expect(page.locator("#signin")).to_be_visible()
 
 
+async def test_stop_ringing_on_this_device_removes_the_subscription_and_keeps_the_tab_signed_in(
+    srv: ServerHandle, push: PushService, guard: PageGuard
+) -> None:
+    context, sub = await push_context(guard, srv.base_url, push, "alice")
+    link = f"{srv.base_url}/?api_key={srv.api_key}&token={srv.user_token('alice')}"
+    page = await open_console(context, guard, link)
+    await ring_me(page)
+    assert await device_ids(srv, "alice") == [sub["endpoint"]]
+    await page.locator("#ring-setup-disable").click()
+    await expect(page.locator("#ring-setup")).to_have_class("ring-setup first-run")
+    await expect(page.locator("#ring-setup-steps")).to_contain_text("no longer rings")
+    assert await device_ids(srv, "alice") == []
+    assert await page.evaluate("localStorage.getItem('appliance.remembered')") is None
+    await page.reload()
+    await expect(page.locator("#me")).to_have_text("Alice")
+    await expect(page.locator("#ring-setup")).to_have_attribute("data-state", "off")
+
+
 async def test_blocked_notifications_say_how_to_fix_it_and_register_nothing(
     srv: ServerHandle, push: PushService, guard: PageGuard
 ) -> None:

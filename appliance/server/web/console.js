@@ -36,6 +36,8 @@ class ConsoleApp {
     this.ringtone.addEventListener('allowed', () => ($('#sound-note').hidden = true));
     this.view = new InCallView($('#incall'));
     this.deviceRinging = new DeviceRinging({root: $('#ring-setup'), ringtone: this.ringtone});
+    // No longer remembered on this device: this tab stays signed in (as after a sign-in link).
+    this.deviceRinging.addEventListener('disabled', () => this.credentials && saveCredentials(this.credentials));
     registerWorker();
     // A notification's Accept (a new window: "#accept=<cid>"; an open one: a message).
     this._fromWorker = listenToWorker({
@@ -85,6 +87,7 @@ class ConsoleApp {
       return;
     }
     this.connection = connection;
+    this.credentials = credentials;
     this.me = connection.userId;
     connection.addEventListener('auth.failed', () => this.signedOut(
       'The server did not accept your sign-in: it is no longer valid (expired or revoked) or it never was. Ask for a new sign-in link.',

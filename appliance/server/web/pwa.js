@@ -277,7 +277,9 @@ export class DeviceRinging extends EventTarget {
       // Already gone at the push service.
     }
     await forgetCredentials();
-    if (!signingOut) this._show({enabled: false, steps: [['info', 'This device no longer rings when the console is closed.']]});
+    if (signingOut) return;
+    this._show({enabled: false, steps: [['info', 'This device no longer rings when the console is closed.']]});
+    this.dispatchEvent(new Event('disabled'));
   }
 
   _show({enabled, steps, soundOnly = false}) {
