@@ -23,10 +23,17 @@ from urllib.parse import urlsplit
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, async_playwright, expect
 
 from appliance.client import Client
-from tests.support.browser import PageGuard, guarded_browser, poll_js, wait_for_js
+from tests.support.browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    PageGuard,
+    guarded_browser,
+    poll_js,
+    wait_for_js,
+)
 from tests.support.server import ServerHandle, running_server
 from tests.support.serviceworker import (
     HIDDEN_JS,
@@ -270,3 +277,28 @@ async def test_a_ring_on_an_open_hidden_console_shows_the_notification_until_it_
     await expect(page.locator("#incall")).to_be_visible()
     await session_when(srv, lambda s: "alice" in s.get("accepted_by", {}))
     assert [p for p in context.pages if urlsplit(p.url).path == "/"] == [page]
+
+
+async def test_the_console_is_an_installable_app(srv: ServerHandle, tmp_path: Path) -> None:
+    """Chromium's own installability check (the one behind "Install app" and Android's
+    "Add to Home screen"): manifest, icons, display mode, service worker. A normal profile, not
+    the tests' incognito contexts (which Chromium never offers to install from)."""
+    async with async_playwright() as playwright:
+        context = await playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = await context.new_page()
+            await page.goto(f"{srv.base_url}/")
+            scope = await page.evaluate(
+                "navigator.serviceWorker.ready.then((registration) => registration.scope)"
+            )
+            assert scope == f"{srv.base_url}/"
+            cdp = await context.new_cdp_session(page)
+            manifest = await cdp.send("Page.getAppManifest")
+            assert manifest["url"] == f"{srv.base_url}/manifest.webmanifest"
+            assert manifest["errors"] == []
+            installability = await cdp.send("Page.getInstallabilityErrors")
+            assert installability["installabilityErrors"] == []
+        finally:
+            await context.close()
