@@ -283,7 +283,7 @@ def create_app(settings: ServerSettings, *, clock: Clock | None = None) -> FastA
                 await calltypes.seed(conn, settings.call_types, now)
                 for user in settings.users:
                     await upsert_user(conn, UserRequest.model_validate(user.model_dump()), now)
-            ctx.extras[routes_devices.VAPID] = await vapid.load_or_create(
+            ctx.extras[vapid.EXTRAS_KEY] = await vapid.load_or_create(
                 store, settings.push.vapid_subject, now
             )
             await realtime.start(ctx)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance.server.context import ServerContext, now_ns
 from appliance.server.hub import Hub, Target
+from appliance.server.ringpush import RingPush
 from appliance.server.serialize import call_response
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ class Outbox:
     deadlines_changed: bool = False
     # The events' ``call`` by cid, built by ``serialize`` inside the transaction.
     calls: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    # Rings started or stopped, for the users' push subscriptions (``pushsender.py``).
+    pushes: list[RingPush] = field(default_factory=list)
 
     def add(
         self,
@@ -97,6 +100,7 @@ class Transactor:
         self.ctx = ctx
         self.hub = hub
         self.wake: Callable[[], None] = _nothing
+        self.push: Callable[[list[RingPush]], None] = _no_push
 
     async def __call__(self, fn: Callable[[AsyncConnection, Outbox], Awaitable[T]]) -> T:
         out = Outbox()
@@ -107,10 +111,23 @@ class Transactor:
         # Events first: the scheduler's re-plan (a read) would otherwise compete with their
         # delivery, and a stored deadline is seconds away.
         await out.flush(self.ctx, self.hub)
+        if out.pushes:  # after the WebSockets: a push never delays them
+            self.push([_with_custom(p, out.calls) for p in out.pushes])
         if out.deadlines_changed:
             self.wake()
         return result
 
 
+def _with_custom(note: RingPush, calls: dict[str, dict[str, Any] | None]) -> RingPush:
+    call = calls.get(note.call_cid)
+    if note.kind != "ring" or not call:
+        return note
+    return replace(note, custom=call.get("custom") or {})
+
+
 def _nothing() -> None:
+    return None
+
+
+def _no_push(notes: list[RingPush]) -> None:
     return None

@@ -3,7 +3,8 @@
 - ``install(app)`` adds the WebSocket endpoint ``/api/v2/connect`` (also served at
   ``/api/v2/video/connect``, where Stream's client SDKs look for it) and the session/ring routes
   (join, leave, ring, accept, reject, mark_ended);
-- ``start(ctx)`` builds the hub, ring engine, signaling relay and deadline scheduler, sets
+- ``start(ctx)`` builds the hub, ring engine, signaling relay, deadline scheduler and Web Push
+  sender (``ctx.extras["push"]``, when the app loaded the VAPID key), sets
   ``ctx.bus``, ``ctx.ringer`` and ``ctx.extras["presence"]``, and starts the background tasks
   (health checks, deadlines, PostgreSQL fan-out when the store is PostgreSQL);
 - ``stop(ctx)`` stops them and closes every WebSocket.
@@ -21,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance.errors import InvalidRequest
-from appliance.server import routes_realtime
+from appliance.server import routes_realtime, vapid
 from appliance.server.connection import Connection
 from appliance.server.context import ServerContext, now_ns
 from appliance.server.deadlines import Handlers, Scheduler
@@ -33,6 +34,7 @@ from appliance.server.participant import (
     leave_participant,
     orphaned_after_crash,
 )
+from appliance.server.pushsender import PushSender
 from appliance.server.ringer import RingEngine
 from appliance.server.ringtimeouts import RingTimeouts
 from appliance.server.schema import call_sessions, participants
@@ -43,6 +45,7 @@ from appliance.server.signaling import Relay
 log = logging.getLogger(__name__)
 
 ATTACH = "participant.attach"
+PUSH = "push"
 
 
 def install(app: FastAPI) -> None:
@@ -119,6 +122,11 @@ async def start(ctx: ServerContext) -> None:
         ),
     )
     tx.wake = scheduler.wake
+    key = ctx.extras.get(vapid.EXTRAS_KEY)
+    if key is not None:
+        pusher = PushSender(ctx, key)
+        tx.push = pusher.submit
+        ctx.extras[PUSH] = pusher
 
     async def on_attach(conn: Connection, frame: dict[str, Any]) -> None:
         cid = frame.get("call_cid")
@@ -182,6 +190,8 @@ async def start(ctx: ServerContext) -> None:
         ctx.extras["fanout"] = fanout
     hub.start()
     scheduler.start()
+    if PUSH in ctx.extras:
+        ctx.extras[PUSH].start()
     log.info("realtime layer started: %r", hub)
 
 
@@ -191,6 +201,9 @@ async def stop(ctx: ServerContext) -> None:
     if not isinstance(svc, Services):
         return
     await svc.scheduler.stop()
+    pusher = ctx.extras.pop(PUSH, None)
+    if pusher is not None:
+        await pusher.stop()
     await svc.hub.tokens.stop()
     fanout = ctx.extras.pop("fanout", None)
     if fanout is not None:

@@ -34,6 +34,7 @@ from appliance.server.context import ServerContext, now_ns
 from appliance.server.hub import Hub, Target
 from appliance.server.members import member_rows
 from appliance.server.outbox import Outbox, Transactor
+from appliance.server.ringpush import UNTIMED_RING_SECONDS, RingPush, stopped
 from appliance.server.schema import call_members, call_sessions, session_ring
 from appliance.server.serialize import (
     call_response,
@@ -188,6 +189,7 @@ class RingEngine:
             values["auto_cancel_at"] = now + ring.auto_cancel_timeout_ms * MS
         await db.execute(update(call_sessions).where(call_sessions.c.id == sid).values(**values))
         out.deadlines_changed = True
+        ends = [t for t in (callee_deadline, values.get("auto_cancel_at")) if t is not None]
         listed = await member_rows(db, cid, RING_MEMBERS_LISTED, ringed[:RING_MEMBERS_LISTED])
         log.info("Call(%s) %s rings %d users in session %s", cid, caller_id, len(ringed), sid)
         # The caller and the listed members in one read of users.
@@ -205,6 +207,19 @@ class RingEngine:
                 for r in listed
             ],
             video=bool(video) if video is not None else bool(session.get("ring_video")),
+        )
+        caller = people.get(caller_id) or {}
+        out.pushes.append(
+            RingPush(
+                "ring",
+                cid,
+                sid,
+                now,
+                tuple(ringed),
+                caller={"id": caller_id, "name": caller.get("name")},
+                video=bool(video) if video is not None else bool(session.get("ring_video")),
+                expires_at=min(ends) if ends else now + UNTIMED_RING_SECONDS * NS,
+            )
         )
         return ringed
 
@@ -285,6 +300,8 @@ class RingEngine:
             if only_if_ringing and (mine is None or mine["state"] != "ringing"):
                 return
             await self._set(db, sid, user_id, mine is not None, now, state="accepted", reason=None)
+            ringing = [u for u, r in rows.items() if r["state"] == "ringing" and u != user_id]
+            stopped(out.pushes, session, [user_id, *ringing], "accepted")
             await db.execute(
                 update(session_ring)
                 .where(session_ring.c.session_id == sid, session_ring.c.state == "ringing")
@@ -356,6 +373,8 @@ class RingEngine:
             await self._set(
                 db, sid, user_id, mine is not None, now, state="rejected", reason=reason
             )
+            if mine is not None and mine["state"] == "ringing":
+                stopped(out.pushes, session, [user_id], "rejected")
             log.info("Call(%s) %s rejected (%s)", call_cid, user_id, reason)
             user = await self.user(db, user_id)
             out.add(
@@ -375,6 +394,7 @@ class RingEngine:
     ) -> None:
         """``call.missed`` for each of ``user_ids`` (their rows already say so)."""
         cid = session["call_cid"]
+        stopped(out.pushes, session, user_ids, "missed")
         for user_id in user_ids:
             log.info("Call(%s) %s missed the ring", cid, user_id)
             out.add(
@@ -441,6 +461,12 @@ class RingEngine:
             .values(state="cancelled", reason="cancel", deadline=None, updated_at=now)
         )
         caller = session["rung_by_id"]
+        stopped(
+            out.pushes,
+            session,
+            [u for u, r in rows.items() if r["state"] == "ringing"],
+            "cancelled",
+        )
         log.info("Call(%s) ring cancelled by %s", session["call_cid"], caller)
         out.add(
             ev.CALL_REJECTED,

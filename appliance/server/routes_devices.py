@@ -27,14 +27,12 @@ from appliance.server.context import ServerContext, now_ns
 from appliance.server.pushdevices import PROVIDER, Subscription
 from appliance.server.replies import ctx_of, reply
 from appliance.server.users import missing_users
-from appliance.server.vapid import VapidKey
+from appliance.server.vapid import EXTRAS_KEY, VapidKey
 
 router = APIRouter(prefix="/api/v2", tags=["devices"])
 
 # ``?user_id=``: whose subscriptions a server token acts on (a user token: its own, if given).
 UserIdQuery = Annotated[str | None, Query(min_length=1, max_length=255)]
-
-VAPID = "vapid"
 
 
 class WebPushKeys(BaseModel):
@@ -65,7 +63,7 @@ class CreateDeviceRequest(BaseModel):
 
 
 def vapid_key(ctx: ServerContext) -> VapidKey:
-    key = ctx.extras.get(VAPID)
+    key = ctx.extras.get(EXTRAS_KEY)
     if not isinstance(key, VapidKey):
         raise Unsupported("Web Push is not available on this server")
     return key

@@ -23,6 +23,7 @@ from appliance.calls.settings import CallSettings, effective_settings
 from appliance.server import calltypes
 from appliance.server.hub import Target
 from appliance.server.outbox import Outbox
+from appliance.server.ringpush import stop_reason, stopped
 from appliance.server.schema import call_sessions, calls, participants, session_ring
 
 log = logging.getLogger(__name__)
@@ -105,11 +106,13 @@ async def end_session(
         .where(participants.c.session_id == session["id"], participants.c.left_at.is_(None))
         .values(left_at=now, gone_at=None)
     )
-    await db.execute(
+    still_ringing = await db.execute(
         update(session_ring)
         .where(session_ring.c.session_id == session["id"], session_ring.c.state == "ringing")
         .values(state="cancelled", reason=reason, deadline=None, updated_at=now)
+        .returning(session_ring.c.user_id)
     )
+    stopped(out.pushes, session, still_ringing.scalars(), stop_reason(reason))
     cid = session["call_cid"]
     await db.execute(update(calls).where(calls.c.cid == cid).values(ended_at=now, updated_at=now))
     log.info("Call(%s) session %s ended: %s", cid, session["id"], reason)

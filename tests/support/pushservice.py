@@ -200,7 +200,12 @@ class PushService:
 
     async def start(self) -> None:
         config = uvicorn.Config(
-            self._app, host=self.host, port=self.port, log_level="warning", lifespan="off"
+            self._app,
+            host=self.host,
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
+            interface="asgi3",
         )
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve())
@@ -363,6 +368,16 @@ class PushService:
         if not str(claims["sub"]).startswith(("mailto:", "https:")):
             raise ValueError("sub is not a mailto: or https: URL")
         return dict(claims)
+
+
+async def until(predicate: Callable[[], bool], within: float = TIMEOUT) -> None:
+    """Poll a condition that has no event to wait on (a sender's counters)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        if loop.time() > deadline:
+            raise TimeoutError(f"condition not met within {within} s")
+        await asyncio.sleep(0.005)
 
 
 def _free_port() -> int:
