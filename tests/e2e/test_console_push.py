@@ -32,7 +32,7 @@ from playwright.async_api import BrowserContext, Page, Worker, expect
 from appliance.server.auth import create_token
 from appliance.server.settings import DEFAULT_PUSH_HOSTS
 from tests.e2e.test_console_daemon import API_KEY, INTERCOM, Daemon
-from tests.support.browser import PageGuard, guarded_browser, wait_for_js
+from tests.support.browser import PHONE, PageGuard, guarded_browser, wait_for_js
 from tests.support.pushservice import Message, PushService
 from tests.support.server import ServerHandle, running_server
 from tests.support.serviceworker import (
@@ -204,6 +204,32 @@ async def test_stop_ringing_on_this_device_removes_the_subscription_and_keeps_th
     await page.reload()
     await expect(page.locator("#me")).to_have_text("Alice")
     await expect(page.locator("#ring-setup")).to_have_attribute("data-state", "off")
+
+
+IPHONE_UA = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"
+)
+
+
+async def test_an_iphone_safari_tab_is_told_to_add_the_console_to_the_home_screen(
+    srv: ServerHandle, push: PushService, guard: PageGuard
+) -> None:
+    sub, _key = push.make_subscription("alice")
+    guard.allow(srv.base_url)
+    context = await guard.new_context(user_agent=IPHONE_UA, viewport=PHONE, has_touch=True)
+    await context.grant_permissions(["notifications"], origin=srv.base_url)
+    await context.add_init_script(SUBSCRIBE_STUB_JS.replace("__SUB__", json.dumps(sub)))
+    link = f"{srv.base_url}/?api_key={srv.api_key}&token={srv.user_token('alice')}"
+    page = await open_console(context, guard, link)
+    await expect(page.locator("#ring-setup-steps")).to_contain_text("Add to Home Screen")
+    # The click still turns the ringtone on for the open page, and registers nothing.
+    await page.locator("#ring-setup-enable").click()
+    await expect(page.locator("#ring-setup")).to_have_attribute("data-state", "sound-only")
+    await expect(page.locator('#ring-setup-steps li[data-kind="fail"]')).to_contain_text(
+        "iPhone and iPad"
+    )
+    assert await device_ids(srv, "alice") == []
 
 
 async def test_blocked_notifications_say_how_to_fix_it_and_register_nothing(
