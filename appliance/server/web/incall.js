@@ -33,6 +33,7 @@ export class InCallView extends EventTarget {
     this.cam = root.querySelector('#btn-cam');
     this.unlockButton = root.querySelector('#btn-unlock');
     this.hangup = root.querySelector('#btn-hangup');
+    this.link = root.querySelector('#call-link');
     this.call = null;
     this.media = null;
     this._timers = [];
@@ -68,6 +69,12 @@ export class InCallView extends EventTarget {
     this._timers.push(setInterval(() => this._tick(), 1000));
     this._timers.push(setInterval(() => this._stats(), STATS_EVERY_MS));
     this.hangup.focus();
+  }
+
+  // The header's link state, repeated here: the call view covers the header.
+  linkState(state, text) {
+    this.link.dataset.state = state;
+    this.link.textContent = text;
   }
 
   attachLocal(media) {

@@ -45,7 +45,8 @@ export class Rings extends EventTarget {
     const decline = node.querySelector('.decline');
     accept.addEventListener('click', () => this._act('accept', event, node));
     decline.addEventListener('click', () => this._act('decline', event, node));
-    this.cards.set(event.call_cid, {key, node, direction: 'in', caller, call: event.call});
+    const at = Number(event.call?.session?.ring_started_at || 0) / 1e6 || Date.now();
+    this.cards.set(event.call_cid, {key, node, direction: 'in', caller, call: event.call, at});
     this.container.append(node);
     this._sound();
     accept.focus();
@@ -125,7 +126,7 @@ export class Rings extends EventTarget {
     this.cards.delete(cid);
     card.node.remove();
     if (!this.ringing.length) this.ringtone.stop();
-    this.dispatchEvent(new CustomEvent('removed', {detail: {cid, reason, direction: card.direction}}));
+    this.dispatchEvent(new CustomEvent('removed', {detail: {cid, reason, direction: card.direction, card}}));
     this.dispatchEvent(new CustomEvent('change'));
   }
 
