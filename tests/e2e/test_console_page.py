@@ -159,3 +159,73 @@ async def test_the_link_state_stays_visible_during_a_call(
     assert await alice.evaluate(ON_TOP_JS, "#call-link")
     await srv.start()
     await expect(link).to_have_text("online", timeout=20_000)
+
+
+# --- the tab title while a ring waits in a hidden tab -------------------------------------------
+
+# Headless Chromium keeps every tab "visible": the test decides what document.visibilityState
+# says (before the page's scripts run) and fires visibilitychange as the browser would.
+VISIBILITY_JS = """
+(() => {
+  let state = 'visible';
+  Object.defineProperty(Document.prototype, 'visibilityState', {configurable: true, get: () => state});
+  Object.defineProperty(Document.prototype, 'hidden', {configurable: true, get: () => state === 'hidden'});
+  window.__setVisibility = (next) => {
+    state = next;
+    document.dispatchEvent(new Event('visibilitychange'));
+  };
+  window.__titles = [];
+  const watch = () => {
+    const title = document.querySelector('title');
+    new MutationObserver(() => window.__titles.push(document.title)).observe(
+      title, {childList: true, characterData: true, subtree: true});
+  };
+  document.addEventListener('DOMContentLoaded', watch);
+})();
+"""
+CALLING = "🔔 Front door is calling"
+LONG_RING = {"ring": {"incoming_call_timeout_ms": 60000, "auto_cancel_timeout_ms": 60000}}
+
+
+async def test_the_title_blinks_while_a_ring_waits_in_a_hidden_tab(
+    srv: ServerHandle, guard: PageGuard
+) -> None:
+    guard.allow(srv.base_url)
+    context = await guard.new_context()
+    await context.add_init_script(VISIBILITY_JS)
+    alice = await sign_in(guard, srv, "alice", context=context)
+    plain = await alice.title()
+    async with srv.client() as admin:  # long rings: each one here ends when the test says
+        r = await admin.patch(DOOR, json={"settings_override": LONG_RING})
+        assert r.status_code == 200, r.text
+
+    # A ring in a visible tab leaves the title alone.
+    await ring_from(srv, "door-1", DOOR)
+    await expect(ring_card(alice)).to_be_visible()
+    await ring_card(alice).locator("button.decline").click()
+    await expect(ring_card(alice)).to_have_count(0)
+    assert await alice.evaluate("window.__titles") == []
+
+    # Hidden: it blinks (the ring's text and the plain title, in turn) until the tab is shown.
+    await alice.evaluate("window.__setVisibility('hidden')")
+    await ring_from(srv, "door-1", DOOR)
+    await expect(ring_card(alice)).to_be_visible()
+    titles = await poll_js(
+        alice, "window.__titles", lambda t: t.count(CALLING) >= 2 and plain in t, seconds=10
+    )
+    assert set(titles) == {CALLING, plain}, titles
+    await alice.evaluate("window.__setVisibility('visible')")
+    await expect(alice).to_have_title(plain)
+    count = len(await alice.evaluate("window.__titles"))
+    # Hidden again, it blinks again, and the ring's end (the door gives up) stops it.
+    await alice.evaluate("window.__setVisibility('hidden')")
+    await poll_js(alice, "window.__titles", lambda t: CALLING in t[count:])
+    async with srv.client("door-1") as door:
+        r = await door.post(f"{DOOR}/reject", json={"reason": "cancel"})
+        assert r.status_code == 200, r.text
+    await expect(ring_card(alice)).to_have_count(0)
+    await expect(alice).to_have_title(plain)
+    settled = len(await alice.evaluate("window.__titles"))
+    # Nothing to await for "stays still": watch two blink periods.
+    await alice.evaluate("new Promise((r) => setTimeout(r, 2500))")
+    assert len(await alice.evaluate("window.__titles")) == settled
