@@ -344,6 +344,7 @@ async def test_press_call_answer_see_hear_unlock_and_hang_up(
 
         await expect(alice.locator("#btn-unlock")).to_be_visible()
         await alice.locator("#btn-unlock").click()
+        await alice.locator("#btn-unlock").click()  # "Confirm unlock"
         await expect(alice.locator("#call-message")).to_contain_text("Door unlocked", timeout=10000)
         await kiosk.wait_status("relay pulse", lambda s: (s["relay"] or {}).get("pulses") == 1)
 

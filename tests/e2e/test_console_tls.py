@@ -93,7 +93,7 @@ async def test_plain_http_on_a_lan_address_says_why_there_is_no_camera(
         await expect(page.locator("#call-message")).to_contain_text("Receive-only")
         await expect(page.locator("#btn-mic")).to_have_text("No microphone")
         await expect(page.locator("#btn-mic")).to_be_disabled()
-        await page.keyboard.press("h")
+        await page.keyboard.press("Alt+KeyH")
         await expect(page.locator("#incall")).to_be_hidden()
 
 

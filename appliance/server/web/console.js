@@ -7,6 +7,7 @@ import {CallControl} from './callcontrol.js';
 import {Directory} from './directory.js';
 import {History} from './history.js';
 import {InCallView} from './incall.js';
+import {MissedCalls} from './missed.js';
 import {DeviceRinging, forgetCredentials, listenToWorker, notifyHidden, registerWorker, rememberedCredentials, tellWorker} from './pwa.js';
 import {Rings} from './rings.js';
 import {Ringtone} from './ringtone.js';
@@ -50,6 +51,7 @@ class ConsoleApp {
     this.states = []; // query calls' [{call, members, membership, own_capabilities}]
     this._retry = null;
     this._refreshTimer = null;
+    this._attempt = 0; // failed attempts to reach the server in a row
   }
 
   // The call in progress (tests and the console's own views read it).
@@ -108,11 +110,13 @@ class ConsoleApp {
       this._linkState('offline');
       this._retry = setTimeout(() => this.start(credentials), RETRY_MS);
       this._showApp({id: this.me});
+      this._unreachable();
     }
   }
 
   stop() {
     clearTimeout(this._retry);
+    clearTimeout(this._listRetry);
     this.control?.endCall('');
     for (const cid of [...(this.rings?.cards.keys() || [])]) this.rings.remove(cid);
     this.ringtone.stop();
@@ -145,19 +149,25 @@ class ConsoleApp {
     $('#me').textContent = displayName(me, this.me);
     if (!this.rings) this._buildViews();
     this.directory.me = this.history.me = this.rings.me = this.me;
+    this.missed.setUser(this.me);
   }
 
   _buildViews() {
     this.directory = new Directory({
       list: $('#devices'),
       empty: $('#devices-empty'),
+      unreachable: $('#devices-unreachable'),
       me: this.me,
       onCall: (device, cid) => this.control.callDevice(device, cid),
     });
     this.history = new History({list: $('#recent'), empty: $('#recent-empty'), me: this.me});
     this.rings = new Rings({container: $('#rings'), template: $('#ring-template'), ringtone: this.ringtone, me: this.me});
     this.control = new CallControl({host: this, view: this.view, rings: this.rings, directory: this.directory});
+    this.missed = new MissedCalls({
+      root: $('#missed'), list: $('#missed-list'), badge: $('#missed-badge'), empty: $('#missed-empty'), me: this.me,
+    });
     this.rings.addEventListener('removed', (e) => {
+      this.missed.ringEnded(e.detail);
       if (e.detail.direction !== 'in') return;
       // Close this ring's notification (a missed one becomes "Missed call" while hidden).
       tellWorker({type: 'ring_stopped', stop: {call_cid: e.detail.cid, reason: e.detail.reason}});
@@ -169,6 +179,7 @@ class ConsoleApp {
     const pill = $('#link-state');
     pill.dataset.state = state;
     pill.textContent = {open: 'online', connecting: 'connecting…', reconnecting: 'reconnecting…'}[state] || 'offline';
+    this.view.linkState(state, pill.textContent);
   }
 
   // --- data -----------------------------------------------------------------------------------
@@ -186,12 +197,26 @@ class ConsoleApp {
       });
       if (this.connection !== connection) return;
       this.states = page.calls || [];
+      this._attempt = 0;
+      clearTimeout(this._listRetry);
+      this.directory.reachable();
       this.directory.update(this.states);
       this.history.update(this.states);
+      this.missed.update(this.states);
       if (reconcile) this.rings.reconcile(this.states);
     } catch (err) {
-      if (!(err instanceof ApiError && err.isAuth)) console.warn(`recent calls: ${err.message}`);
+      if (this.connection !== connection || (err instanceof ApiError && err.isAuth)) return;
+      console.warn(`recent calls: ${err.message}`);
+      clearTimeout(this._listRetry);
+      this._listRetry = setTimeout(() => this.refresh({reconcile}), RETRY_MS);
+      this._unreachable();
     }
+  }
+
+  // The server did not answer: say so (never "no devices"), with the retry that is under way.
+  _unreachable() {
+    this._attempt += 1;
+    this.directory.unreachable({attempt: this._attempt, nextInMs: RETRY_MS});
   }
 
   refreshSoon() {
@@ -252,9 +277,11 @@ class ConsoleApp {
   }
 
   showMissed() {
-    const target = $('#missed') || $('#recent');
-    target?.scrollIntoView({block: 'start'});
-    (target?.closest('section') || target)?.focus?.();
+    const missed = $('#missed');
+    if (!missed) return;
+    if (missed.tagName === 'DETAILS') missed.open = true;
+    missed.scrollIntoView({block: 'start'});
+    missed.querySelector('summary')?.focus();
   }
 
   notice(text) {

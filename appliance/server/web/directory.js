@@ -8,9 +8,11 @@ export function isDevice(user) {
 
 export class Directory {
   // onCall(device user, call cid) places a call to the device.
-  constructor({list, empty, me, onCall}) {
+  constructor({list, empty, unreachable, me, onCall}) {
     this.list = list;
     this.empty = empty;
+    this.unreachableNote = unreachable;
+    this.offline = null; // {attempt, nextInMs} while the server cannot be reached
     this.me = me;
     this.onCall = onCall;
     this.devices = new Map(); // user id -> {user, cids: [cid, …] (most recent call first)}
@@ -45,6 +47,31 @@ export class Directory {
     return this.devices.get(userId)?.user || null;
   }
 
+  // The device list could not be read: show that and the retry in progress instead of "none".
+  unreachable({attempt, nextInMs}) {
+    this.offline = {attempt, nextInMs};
+    clearInterval(this._countdown);
+    const due = Date.now() + nextInMs;
+    const detail = this.unreachableNote.querySelector('.retry-detail');
+    const tick = () => {
+      const left = Math.ceil((due - Date.now()) / 1000);
+      detail.textContent = left > 0 ? ` (attempt ${attempt}; next try in ${left} s)` : ` (attempt ${attempt + 1} under way…)`;
+      if (left <= 0) clearInterval(this._countdown);
+    };
+    tick();
+    this._countdown = setInterval(tick, 500);
+    this.unreachableNote.hidden = false;
+    this.render();
+  }
+
+  reachable() {
+    if (!this.offline) return;
+    this.offline = null;
+    clearInterval(this._countdown);
+    this.unreachableNote.hidden = true;
+    this.render();
+  }
+
   setBusy(busy) {
     this.busy = busy;
     this.render();
@@ -55,7 +82,7 @@ export class Directory {
       displayName(a.user).localeCompare(displayName(b.user)),
     );
     this.list.replaceChildren(...items.map((entry) => this._item(entry)));
-    this.empty.hidden = items.length > 0;
+    this.empty.hidden = items.length > 0 || this.offline !== null;
   }
 
   _item({user, cids}) {

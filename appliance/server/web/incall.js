@@ -1,10 +1,24 @@
 // The in-call view: remote video large, own preview small, mute, camera off, hang up, Unlock
 // for a door with a relay, the call's duration and a connection-quality hint.
 
-import {formatDuration} from './view.js';
+import {formatDuration, updateInert} from './view.js';
 
 const STATS_EVERY_MS = 2000;
 const RESULT_SHOWN_MS = 6000;
+// Unlock takes two presses: the second within this time opens the door (a relay pulse cannot
+// be taken back, so it is confirmed before, not undone after).
+const UNLOCK_CONFIRM_MS = 5000;
+const SHORTCUTS_KEY = 'appliance.shortcuts';
+// Alt + a key (event.code, so a keyboard layout or Alt's own characters do not matter).
+const SHORTCUT_CODES = {KeyM: 'mic', KeyV: 'cam', KeyU: 'unlock', KeyH: 'hangup'};
+
+export function shortcutsEnabled() {
+  try {
+    return localStorage.getItem(SHORTCUTS_KEY) !== 'off';
+  } catch {
+    return true;
+  }
+}
 
 // RTT and packet loss → a word a person understands.
 export function quality(stats) {
@@ -33,6 +47,7 @@ export class InCallView extends EventTarget {
     this.cam = root.querySelector('#btn-cam');
     this.unlockButton = root.querySelector('#btn-unlock');
     this.hangup = root.querySelector('#btn-hangup');
+    this.link = root.querySelector('#call-link');
     this.call = null;
     this.media = null;
     this._timers = [];
@@ -41,6 +56,17 @@ export class InCallView extends EventTarget {
     this.unlockButton.addEventListener('click', () => this.unlock());
     this.hangup.addEventListener('click', () => this.dispatchEvent(new Event('hangup')));
     document.addEventListener('keydown', (event) => this._key(event));
+    this.shortcuts = document.querySelector('#shortcuts-on');
+    if (this.shortcuts) {
+      this.shortcuts.checked = shortcutsEnabled();
+      this.shortcuts.addEventListener('change', () => {
+        try {
+          localStorage.setItem(SHORTCUTS_KEY, this.shortcuts.checked ? 'on' : 'off');
+        } catch {
+          // storage refused: the setting holds for this page only
+        }
+      });
+    }
   }
 
   get active() {
@@ -63,11 +89,19 @@ export class InCallView extends EventTarget {
     this.message.hidden = true;
     this.unlockButton.hidden = !canUnlock;
     this.unlockButton.disabled = false;
+    this._disarm();
     this._listen(call);
     this._renderControls();
     this._timers.push(setInterval(() => this._tick(), 1000));
     this._timers.push(setInterval(() => this._stats(), STATS_EVERY_MS));
+    updateInert();
     this.hangup.focus();
+  }
+
+  // The header's link state, repeated here: the call view covers the header.
+  linkState(state, text) {
+    this.link.dataset.state = state;
+    this.link.textContent = text;
   }
 
   attachLocal(media) {
@@ -86,6 +120,8 @@ export class InCallView extends EventTarget {
     this.root.hidden = true;
     this.remote.srcObject = null;
     this.local.srcObject = null;
+    this._disarm();
+    updateInert();
   }
 
   say(text, kind = 'info', ms = 0) {
@@ -105,8 +141,17 @@ export class InCallView extends EventTarget {
     this._renderControls();
   }
 
+  // The first press asks for confirmation; a second one within UNLOCK_CONFIRM_MS unlocks.
   async unlock() {
-    if (!this.call || this.unlockButton.hidden) return;
+    if (!this.call || this.unlockButton.hidden || this.unlockButton.disabled) return;
+    if (!this._armed) {
+      this._armed = setTimeout(() => this._disarm(), UNLOCK_CONFIRM_MS);
+      this.unlockButton.dataset.armed = 'true';
+      this.unlockButton.textContent = 'Confirm unlock';
+      this.say('Press Confirm unlock to open the door', 'info', UNLOCK_CONFIRM_MS);
+      return;
+    }
+    this._disarm();
     this.unlockButton.disabled = true;
     this.say('Unlocking…');
     try {
@@ -115,6 +160,13 @@ export class InCallView extends EventTarget {
       this.unlockButton.disabled = false;
       this.say(`Unlock could not be sent: ${err.message}`, 'error', RESULT_SHOWN_MS);
     }
+  }
+
+  _disarm() {
+    clearTimeout(this._armed);
+    this._armed = null;
+    delete this.unlockButton.dataset.armed;
+    this.unlockButton.textContent = 'Unlock';
   }
 
   _listen(call) {
@@ -188,11 +240,17 @@ export class InCallView extends EventTarget {
     }
   }
 
+  // Alt+M, Alt+V, Alt+U, Alt+H; none while a ring card is up (the call view is inert then)
+  // or when the user turned them off.
   _key(event) {
-    if (!this.active || event.ctrlKey || event.metaKey || event.altKey) return;
-    if (event.target.closest && event.target.closest('input, textarea')) return;
-    const action = {m: () => this.toggle('audio'), v: () => this.toggle('video'), u: () => this.unlock(),
-      h: () => this.dispatchEvent(new Event('hangup'))}[event.key.toLowerCase()];
+    if (!this.active || !event.altKey || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    if (this.root.inert || (this.shortcuts && !this.shortcuts.checked)) return;
+    const action = {
+      mic: () => this.toggle('audio'),
+      cam: () => this.toggle('video'),
+      unlock: () => this.unlock(),
+      hangup: () => this.dispatchEvent(new Event('hangup')),
+    }[SHORTCUT_CODES[event.code]];
     if (action) {
       event.preventDefault();
       action();

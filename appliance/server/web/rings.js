@@ -3,7 +3,9 @@
 // Ringing is server-authoritative: a card goes away the moment the server says anyone accepted,
 // this user declined or missed it (on any tab), the caller cancelled, or the call ended.
 
-import {customEntries, displayName, el} from './view.js';
+import {customEntries, displayName, el, updateInert} from './view.js';
+
+const BLINK_MS = 1000;
 
 function sessionKey(event) {
   const call = event.call || {};
@@ -19,6 +21,13 @@ export class Rings extends EventTarget {
     this.me = me;
     this.cards = new Map(); // cid -> {key, node, direction, caller, call}
     this.seen = new Set(); // session keys already rung (the hub re-sends rings on reconnect)
+    this.title = document.title;
+    this._blink = null;
+    document.addEventListener('visibilitychange', () => this._blinkTitle());
+    this.addEventListener('change', () => {
+      updateInert();
+      this._blinkTitle();
+    });
   }
 
   get ringing() {
@@ -45,10 +54,13 @@ export class Rings extends EventTarget {
     const decline = node.querySelector('.decline');
     accept.addEventListener('click', () => this._act('accept', event, node));
     decline.addEventListener('click', () => this._act('decline', event, node));
-    this.cards.set(event.call_cid, {key, node, direction: 'in', caller, call: event.call});
+    const at = Number(event.call?.session?.ring_started_at || 0) / 1e6 || Date.now();
+    this.cards.set(event.call_cid, {key, node, direction: 'in', caller, call: event.call, at});
     this.container.append(node);
     this._sound();
-    accept.focus();
+    // Focus goes to the card, not to Accept: a key pressed at that moment answers nothing.
+    node.tabIndex = -1;
+    node.focus({preventScroll: true});
     this.dispatchEvent(new CustomEvent('change'));
   }
 
@@ -125,8 +137,28 @@ export class Rings extends EventTarget {
     this.cards.delete(cid);
     card.node.remove();
     if (!this.ringing.length) this.ringtone.stop();
-    this.dispatchEvent(new CustomEvent('removed', {detail: {cid, reason, direction: card.direction}}));
+    this.dispatchEvent(new CustomEvent('removed', {detail: {cid, reason, direction: card.direction, card}}));
     this.dispatchEvent(new CustomEvent('change'));
+  }
+
+  // While a ring waits in a hidden tab, the title blinks "🔔 Front door is calling".
+  _blinkTitle() {
+    const ring = this.ringing.at(-1);
+    if (ring && document.visibilityState === 'hidden') {
+      if (this._blink) return;
+      const text = `🔔 ${displayName(ring.caller)} is calling`;
+      let on = false;
+      const flip = () => {
+        on = !on;
+        document.title = on ? text : this.title;
+      };
+      flip();
+      this._blink = setInterval(flip, BLINK_MS);
+    } else if (this._blink) {
+      clearInterval(this._blink);
+      this._blink = null;
+      document.title = this.title;
+    }
   }
 
   _sound() {

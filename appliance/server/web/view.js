@@ -59,3 +59,22 @@ export function customEntries(custom) {
   }
   return out;
 }
+
+// What is under the ring cards and the call view takes no clicks, focus or keys (`inert`):
+// under a ring card everything but the cards, under the call view everything but the call
+// and the cards.
+export function updateInert(doc = document) {
+  const app = doc.querySelector('#app');
+  const rings = doc.querySelector('#rings');
+  const incall = doc.querySelector('#incall');
+  if (!app || !rings || !incall) return;
+  const ringing = Boolean(rings.querySelector('.ring-card'));
+  const inCall = !incall.hidden;
+  for (const child of app.children) {
+    if (child === rings) continue;
+    child.inert = child === incall ? ringing && inCall : ringing || inCall;
+  }
+  for (const child of doc.body.children) {
+    if (child !== app && !['SCRIPT', 'TEMPLATE'].includes(child.tagName)) child.inert = ringing || inCall;
+  }
+}
