@@ -18,12 +18,6 @@ from tests.support.server import ServerHandle, running_server
 
 
 @pytest_asyncio.fixture
-async def push() -> AsyncIterator[PushService]:
-    async with PushService() as service:
-        yield service
-
-
-@pytest_asyncio.fixture
 async def srv(tmp_path: Path, push: PushService) -> AsyncIterator[ServerHandle]:
     async with running_server(
         tmp_path,

@@ -29,12 +29,6 @@ from tests.support.server import ServerHandle, running_server
 
 
 @pytest_asyncio.fixture
-async def push() -> AsyncIterator[PushService]:
-    async with PushService() as service:
-        yield service
-
-
-@pytest_asyncio.fixture
 async def srv(tmp_path: Path, push: PushService) -> AsyncIterator[ServerHandle]:
     async with running_server(
         tmp_path,
@@ -79,8 +73,8 @@ async def test_app_serves_one_vapid_key_per_database(srv: ServerHandle) -> None:
     assert again["app"]["web_push"]["vapid_public_key"] == key
 
 
-async def test_replicas_starting_together_agree_on_one_key(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'k.db'}"
+async def race_for_the_key(url: str) -> set[str]:
+    """Four stores on one database make the key pair at once: the public keys they end with."""
     stores = [Store(url) for _ in range(4)]
     try:
         await stores[0].open()
@@ -90,7 +84,11 @@ async def test_replicas_starting_together_agree_on_one_key(tmp_path: Path) -> No
     finally:
         for s in stores:
             await s.close()
-    assert len({k.public_key for k in keys}) == 1
+    return {k.public_key for k in keys}
+
+
+async def test_replicas_starting_together_agree_on_one_key(tmp_path: Path) -> None:
+    assert len(await race_for_the_key(f"sqlite+aiosqlite:///{tmp_path / 'k.db'}")) == 1
 
 
 async def test_register_list_update_move_and_delete(srv: ServerHandle, push: PushService) -> None:

@@ -3,9 +3,8 @@ and each push sent once, whichever replica decided it and however many tried."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -13,12 +12,10 @@ import pytest
 import pytest_asyncio
 
 from appliance.clock import ManualClock
-from appliance.server import vapid
 from appliance.server.pushsender import PushSender
 from appliance.server.ringpush import RingPush
-from appliance.server.store import Store
 from tests.server.test_push import RING, USERS, rings, stops
-from tests.server.test_push_devices import device_body
+from tests.server.test_push_devices import device_body, race_for_the_key
 from tests.server.wsclient import QUIET, call_post, create_call
 from tests.support.pgcluster import PostgresCluster
 from tests.support.pushservice import PushService
@@ -29,23 +26,11 @@ pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 CID = "default:front"
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[PostgresCluster]:
-    found = PostgresCluster.find()
-    if found is None:
-        pytest.skip("PostgreSQL binaries are not installed")
-    found.start()
-    try:
-        yield found
-    finally:
-        found.stop()
-
-
 @pytest_asyncio.fixture
 async def fleet(
-    tmp_path: Path, cluster: PostgresCluster
+    tmp_path: Path, postgres: PostgresCluster
 ) -> AsyncIterator[tuple[ServerHandle, ServerHandle, PushService]]:
-    url = cluster.create_database("p" + uuid.uuid4().hex[:10])
+    url = postgres.create_database("p" + uuid.uuid4().hex[:10])
     async with PushService() as push, AsyncExitStack() as stack:
         common = {
             "users": USERS,
@@ -61,19 +46,10 @@ async def fleet(
         yield a, b, push
 
 
-async def test_replicas_racing_make_one_key(cluster: PostgresCluster) -> None:
+async def test_replicas_racing_make_one_key(postgres: PostgresCluster) -> None:
     name = "k" + uuid.uuid4().hex[:10]
-    cluster.create_database(name)
-    stores = [Store(cluster.sqlalchemy_url(name)) for _ in range(4)]
-    try:
-        await stores[0].open()
-        keys = await asyncio.gather(
-            *(vapid.load_or_create(s, "mailto:a@example.org", 1) for s in stores)
-        )
-    finally:
-        for s in stores:
-            await s.close()
-    assert len({k.public_key for k in keys}) == 1
+    postgres.create_database(name)
+    assert len(await race_for_the_key(postgres.sqlalchemy_url(name))) == 1
 
 
 def sender(srv: ServerHandle) -> PushSender:
