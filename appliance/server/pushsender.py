@@ -10,8 +10,10 @@ the ring on the WebSocket. A worker task takes each ``RingPush`` and:
 3. per subscription, in its own task: encrypts the payload (``http_ece``, aes128gcm, a fresh
    ephemeral key per message) and POSTs it with ``TTL``, ``Urgency``, ``Topic`` and the VAPID
    ``Authorization`` (signed once per push-service origin and cached, ``vapid.py``) through one
-   shared ``httpx.AsyncClient`` (keep-alive pool; at most ``push.max_concurrent_sends``
-   requests in flight, redirects never followed).
+   shared ``aiohttp.ClientSession`` (keep-alive pool; at most ``push.max_concurrent_sends``
+   requests in flight, redirects never followed). Not httpx, which the rest of the project
+   uses: its connection pool scans every connection for every queued request, and 200 posts
+   over 32 connections took 2.4-5.6 s with it against 0.3-0.6 s with aiohttp here.
 
 Answers: 2xx done; 404/410 the subscription is gone (deleted); 429, 5xx, a timeout or a network
 error are retried with exponential backoff (or the 429's ``Retry-After``) for as long as the
@@ -32,15 +34,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import http_ece
-import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import delete
 
 from appliance.server import pushdevices
 from appliance.server.context import ServerContext, now_ns
 from appliance.server.pushdevices import Subscription
-from appliance.server.redact import PushUrlRedactor
 from appliance.server.ringpush import RingPush, topic
 from appliance.server.schema import push_claims
 from appliance.server.vapid import VapidKey, b64url_decode, insert_ignoring_duplicates
@@ -73,29 +74,17 @@ class _Job:
 
 
 class PushSender:
-    def __init__(
-        self, ctx: ServerContext, key: VapidKey, http: httpx.AsyncClient | None = None
-    ) -> None:
+    def __init__(self, ctx: ServerContext, key: VapidKey) -> None:
         self.ctx = ctx
         self.key = key
         self.settings = ctx.settings.push
-        self.http = http or httpx.AsyncClient(
-            timeout=self.settings.send_timeout_seconds,
-            limits=httpx.Limits(
-                max_connections=self.settings.max_concurrent_sends,
-                max_keepalive_connections=self.settings.max_concurrent_sends,
-            ),
-            follow_redirects=False,
-            trust_env=False,
-        )
+        self.http: aiohttp.ClientSession | None = None
         self._queue: asyncio.Queue[RingPush] = asyncio.Queue(MAX_QUEUED)
         self._slots = asyncio.Semaphore(self.settings.max_concurrent_sends)
         self._rings: dict[tuple[str, str], _Job] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._worker: asyncio.Task[None] | None = None
         self._last_cleanup = 0.0
-        allowed = self.settings.allowed_hosts
-        self._redactor = PushUrlRedactor(lambda url: pushdevices.host_allowed(url, allowed))
         # counters (tests and the benchmark read them)
         self.sent = 0
         self.retried = 0
@@ -113,7 +102,11 @@ class PushSender:
     # --- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
-        logging.getLogger("httpx").addFilter(self._redactor)
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.settings.max_concurrent_sends),
+            timeout=aiohttp.ClientTimeout(total=self.settings.send_timeout_seconds),
+            auto_decompress=False,
+        )
         self._worker = asyncio.create_task(self._run(), name="push-sender")
 
     async def stop(self) -> None:
@@ -123,8 +116,8 @@ class PushSender:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.http.aclose()
-        logging.getLogger("httpx").removeFilter(self._redactor)
+        if self.http is not None:
+            await self.http.close()
 
     async def idle(self) -> None:
         """Return once everything submitted so far has been delivered or given up on."""
@@ -299,12 +292,15 @@ class PushSender:
             "Content-Encoding": "aes128gcm",
             "Content-Type": "application/octet-stream",
         }
+        assert self.http is not None, "start() first"
         try:
-            r = await self.http.post(job.sub.endpoint, content=body, headers=headers)
-        except httpx.HTTPError as err:
+            async with self.http.post(
+                job.sub.endpoint, data=body, headers=headers, allow_redirects=False
+            ) as r:
+                return r.status, _retry_after(r.headers.get("retry-after"))
+        except (aiohttp.ClientError, TimeoutError) as err:
             log.info("%r: %s", job, type(err).__name__)
             return 0, None
-        return r.status_code, _retry_after(r.headers.get("retry-after"))
 
     async def _forget(self, job: _Job) -> None:
         """The push service says the subscription is gone (the browser unsubscribed)."""

@@ -314,7 +314,6 @@ async def test_no_endpoint_secret_in_the_logs(env: Env, caplog: pytest.LogCaptur
         if not (r.name == "httpx" and env.srv.base_url in r.getMessage())
     )
     assert "retry in" in text and "gone" in text  # the push path did log
-    assert f"POST {env.push.origin}/" in text  # and so did httpx, for each push request
     for sub in subs:
         secret_part = sub["endpoint"].rsplit("/", 1)[1]
         for value in (secret_part, sub["keys"]["p256dh"], sub["keys"]["auth"]):
