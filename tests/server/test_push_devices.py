@@ -281,3 +281,15 @@ async def test_stream_sdk_lists_and_deletes_devices(srv: ServerHandle, push: Pus
         assert (await client.list_devices(user_id="alice")).data.devices == []
     finally:
         await client.aclose()
+
+
+async def test_push_turned_off(tmp_path: Path, push: PushService) -> None:
+    async with running_server(
+        tmp_path, users=["alice"], push={"enabled": False, "allowed_hosts": [push.origin]}
+    ) as srv:
+        sub, _ = push.make_subscription("alice")
+        r = await _post(srv, "alice", device_body(sub))
+        assert r.status_code == 501, r.text
+        async with srv.client("alice") as http:
+            web_push = (await http.get("/api/v2/app")).json()["app"]["web_push"]
+        assert web_push["enabled"] is False and web_push["vapid_public_key"]
