@@ -162,6 +162,11 @@ class PushSender:
         except Exception:
             log.exception("%r: cannot read subscriptions", note)
             return
+        allowed = self.settings.allowed_hosts
+        refused = [sub for sub in subs if not pushdevices.host_allowed(sub.endpoint, allowed)]
+        if refused:  # stored before push.allowed_hosts lost their host: never contacted
+            log.warning("%r: %d subscriptions off push.allowed_hosts skipped", note, len(refused))
+            subs = [sub for sub in subs if sub not in refused]
         now = now_ns(self.ctx.clock)
         if note.kind == "ring":
             deadline = note.expires_at

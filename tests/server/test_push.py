@@ -339,3 +339,18 @@ async def test_a_kiosk_rings_two_residents_and_one_answers(env: Env) -> None:
     stop = await env.push.wait_for(lambda m: stops(m) and m.user == "bob")
     assert stop.payload["reason"] == "accepted"
     assert json.loads(stop.text) == stop.payload  # what a service worker would be handed
+
+
+async def test_a_host_taken_off_the_list_is_not_contacted(env: Env) -> None:
+    await env.subscribe("alice")
+    await env.ring()
+    await env.push.wait_for(rings)  # reachable while on the list
+    r = await call_post(env.srv, "door-1", CID, "reject", {"reason": "cancel"})
+    assert r.status_code == 200, r.text
+    await env.quiet()
+    seen = len(env.push.attempts)
+    env.srv.ctx.settings.push.allowed_hosts = ["fcm.googleapis.com"]  # the operator's change
+    env.advance(1)
+    await env.ring()
+    await env.quiet()
+    assert len(env.push.attempts) == seen
