@@ -4,9 +4,10 @@
 it only queues (bounded: ``MAX_QUEUED``; a full queue drops and logs), so a push never delays
 the ring on the WebSocket. A worker task takes each ``RingPush`` and:
 
-1. claims it: one ``INSERT … ON CONFLICT DO NOTHING`` of a ``push_claims`` row per user, so
-   with several replicas the one whose insert lands sends it (the others skip);
-2. reads the claimed users' subscriptions (one query);
+1. reads the users' subscriptions (one query);
+2. claims it: one ``INSERT … ON CONFLICT DO NOTHING`` of a ``push_claims`` row per user who has
+   a subscription, so with several replicas the one whose insert lands sends it (the others
+   skip);
 3. per subscription, in its own task: encrypts the payload (``http_ece``, aes128gcm, a fresh
    ephemeral key per message) and POSTs it with ``TTL``, ``Urgency``, ``Topic`` and the VAPID
    ``Authorization`` (signed once per push-service origin and cached, ``vapid.py``) through one
@@ -157,11 +158,14 @@ class PushSender:
         # Let the WebSocket writers this ring just woke go first.
         await asyncio.sleep(0)
         try:
-            users = await self._claim(note)
+            async with self.ctx.store.connect() as db:
+                subs = await pushdevices.of_users(db, note.user_ids)
+            # Claims only for users with somewhere to push to (most members of a big call
+            # may have none): no write for them.
+            users = await self._claim(note, {sub.user_id for sub in subs})
             if not users:
                 return
-            async with self.ctx.store.connect() as db:
-                subs = await pushdevices.of_users(db, users)
+            subs = [sub for sub in subs if sub.user_id in users]
         except Exception:
             log.exception("%r: cannot read subscriptions", note)
             return
@@ -182,9 +186,9 @@ class PushSender:
             job = _Job(note, sub, topics[sub.user_id], deadline)
             self._spawn(self._deliver(job, payload))
 
-    async def _claim(self, note: RingPush) -> list[str]:
-        """The users of ``note`` this replica sends to (all of them, unless another replica
-        claimed some already)."""
+    async def _claim(self, note: RingPush, user_ids: set[str]) -> set[str]:
+        """The users of ``user_ids`` this replica sends ``note`` to (all of them, unless
+        another replica claimed some already)."""
         now = now_ns(self.ctx.clock)
         rows = [
             {
@@ -194,16 +198,18 @@ class PushSender:
                 "ring_at": note.ring_at,
                 "created_at": now,
             }
-            for u in dict.fromkeys(note.user_ids)
+            for u in sorted(user_ids)
         ]
+        if not rows:
+            return set()
         stmt = insert_ignoring_duplicates(self.ctx.store.engine.dialect.name, push_claims)
-        claimed: list[str] = []
+        claimed: set[str] = set()
         async with self.ctx.store.begin() as db:
             for i in range(0, len(rows), 500):
                 result = await db.execute(
                     stmt.values(rows[i : i + 500]).returning(push_claims.c.user_id)
                 )
-                claimed.extend(result.scalars())
+                claimed.update(result.scalars())
             if self.ctx.clock.monotonic() - self._last_cleanup > CLEANUP_EVERY_SECONDS:
                 self._last_cleanup = self.ctx.clock.monotonic()
                 await db.execute(
