@@ -95,6 +95,13 @@ async def test_bounds(srv: ServerHandle, push: PushService) -> None:
         # id length on delete
         r = await http.delete("/api/v2/devices", params={"id": "x" * 3000})
         assert r.status_code == 400 and r.json()["exception_fields"]["field"] == "id"
+        # a NUL (PostgreSQL cannot store one) or a control character in a query
+        for params in ({"id": "https://x/\x00"}, {"id": "https://x/\n"}):
+            r = await http.delete("/api/v2/devices", params=params)
+            assert r.status_code == 400 and r.json()["exception_fields"]["field"] == "id"
+    async with srv.client() as http:
+        r = await http.get("/api/v2/devices", params={"user_id": "alice\x00"})
+        assert r.status_code == 400 and r.json()["exception_fields"]["field"] == "user_id"
     # a body that is not an object, keys of the wrong type
     assert (await _post(srv, "alice", ["x"])).status_code == 400
     body = device_body(fresh)
