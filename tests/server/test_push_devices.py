@@ -19,6 +19,7 @@ from getstream import AsyncStream
 from getstream.exceptions import StreamApiException
 from pydantic import ValidationError
 
+from appliance.clock import ManualClock
 from appliance.server import vapid
 from appliance.server.pushdevices import host_allowed
 from appliance.server.settings import DEFAULT_PUSH_HOSTS, PushSettings
@@ -145,14 +146,26 @@ async def test_server_token_acts_for_a_named_user(srv: ServerHandle, push: PushS
     assert r.status_code == 403 and r.json()["exception_fields"]["field"] == "user_id"
 
 
-async def test_oldest_subscription_makes_room(srv: ServerHandle, push: PushService) -> None:
-    subs = [push.make_subscription("alice")[0] for _ in range(4)]
-    for sub in subs:
-        assert (await _post(srv, "alice", device_body(sub))).status_code == 201
-        srv.clock.time()  # posts are ordered by time; the clock moves on its own
-        await asyncio.sleep(0.002)
-    kept = await _ids(srv, "alice")
-    assert sorted(kept) == sorted(s["endpoint"] for s in subs[1:])  # max_devices_per_user: 3
+async def test_oldest_subscription_makes_room(tmp_path: Path, push: PushService) -> None:
+    clock = ManualClock()
+    async with running_server(
+        tmp_path,
+        users=["alice"],
+        clock=clock,
+        push={"allowed_hosts": [push.origin], "max_devices_per_user": 3},
+    ) as srv:
+        subs = [push.make_subscription("alice")[0] for _ in range(4)]
+        for sub in subs:
+            assert (await _post(srv, "alice", device_body(sub))).status_code == 201
+            clock.advance(1)  # posted one after the other
+        # posting the second again makes it the newest: the third goes next, not the second
+        assert (await _post(srv, "alice", device_body(subs[1]))).status_code == 201
+        clock.advance(1)
+        fresh = push.make_subscription("alice")[0]
+        assert (await _post(srv, "alice", device_body(fresh))).status_code == 201
+        kept = await _ids(srv, "alice")
+    # max_devices_per_user 3: the first went when the fourth came, the third when the fifth came
+    assert kept == [fresh["endpoint"], subs[1]["endpoint"], subs[3]["endpoint"]]
 
 
 async def test_revoking_tokens_drops_the_subscriptions(
