@@ -34,7 +34,7 @@ import json
 import secrets
 import socket
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,6 +103,7 @@ class PushService:
         self._held: asyncio.Event | None = None
         self.holding = 0  # requests waiting for release()
         self._verified: dict[str, dict[str, Any]] = {}
+        self._counts: Counter[tuple[Any, Any]] = Counter()
         self._changed = asyncio.Condition()
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -265,6 +266,8 @@ class PushService:
             self.attempts.append(record)
             if status == 201:
                 self.received.append(record)
+                payload = record.payload if isinstance(record.payload, dict) else {}
+                self._counts[(payload.get("type"), payload.get("call_cid"))] += 1
             self._changed.notify_all()
         location = [(b"location", f"{self.origin}/message/{len(self.attempts)}".encode())]
         await send(
@@ -286,14 +289,9 @@ class PushService:
             out = self.make_subscription(json.loads(body)["user"])[0]
         elif path == "key":
             self.vapid_public_key = json.loads(body)["vapid_public_key"]
-        elif path == "count":
+        elif path == "count":  # polled by a benchmark while it measures: O(1)
             want = json.loads(body)
-            out = sum(
-                1
-                for m in self.received
-                if (m.payload or {}).get("type") == want["type"]
-                and (m.payload or {}).get("call_cid") == want["call_cid"]
-            )
+            out = self._counts[(want["type"], want["call_cid"])]
         elif path == "received":
             out = [
                 {
