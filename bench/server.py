@@ -32,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +152,9 @@ def _copy_postgres(url: str, tables: Tables) -> None:
 class Server:
     """``python -m appliance serve`` in a subprocess."""
 
-    def __init__(self, root: Path, database: str, secret: str) -> None:
+    def __init__(
+        self, root: Path, database: str, secret: str, extra: dict[str, Any] | None = None
+    ) -> None:
         self.port = _free_port()
         self.config = root / "server.yaml"
         data = {
@@ -163,6 +166,7 @@ class Server:
             "port": self.port,
             # The caller plus 100 ringed members in one create.
             "limits": {"max_members_per_request": 200},
+            **(extra or {}),
         }
         self.config.write_text(yaml.safe_dump(data), encoding="utf-8")
         self.log = root / "server.log"
@@ -256,8 +260,18 @@ async def _connect(url: str, token: str, user_id: str) -> websockets.ClientConne
 
 
 async def bench_ring(
-    server: Server, http: httpx.AsyncClient, token: str, ringed: list[str], rounds: int
+    server: Server,
+    http: httpx.AsyncClient,
+    token: str,
+    ringed: list[str],
+    rounds: int,
+    started_at: dict[str, float] | None = None,
+    between: Callable[[str, str], Awaitable[None]] | None = None,
 ) -> tuple[list[float], int, list[float], float]:
+    """Ring fan-out latencies. ``started_at``, if given, gets each round's call cid → the wall
+    time (``time.time()``) its create+ring request started; ``between(phase, cid)`` is awaited
+    before (``"before_end"``) and after (``"after_end"``) each round's call is ended
+    (bench/push.py waits there for the round's pushes)."""
     sockets = await asyncio.gather(*(_connect(server.ws_url, token, uid) for uid in ringed))
     arrivals: dict[str, dict[str, float]] = {}
     complete: dict[str, asyncio.Event] = {}
@@ -294,6 +308,8 @@ async def bench_ring(
             members = [{"user_id": "ring-caller"}] + [{"user_id": u} for u in ringed]
             body = {"data": {"created_by_id": "ring-caller", "members": members}, "ring": True}
             done = complete.setdefault(cid, asyncio.Event())
+            if started_at is not None:
+                started_at[cid] = time.time()
             started = time.perf_counter()
             r = await http.post(f"/api/v2/video/call/default/{cid_id}", json=body)
             if n:
@@ -305,8 +321,12 @@ async def bench_ring(
             got = arrivals.get(cid, {})
             missing += len(ringed) - len(got)
             (latencies if n else first).extend((t - started) * 1000 for t in got.values())
+            if between is not None:
+                await between("before_end", cid)
             with contextlib.suppress(httpx.HTTPError):
                 await http.post(f"/api/v2/video/call/default/{cid_id}/mark_ended", json={})
+            if between is not None:
+                await between("after_end", cid)
             await asyncio.sleep(0.2)
     finally:
         gc.unfreeze()

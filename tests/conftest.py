@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from tests.support.pgcluster import PostgresCluster
+from tests.support.pushservice import PushService
 from tests.support.server import ServerHandle, running_server
 
 # tests/field boots a Debian root under systemd-nspawn: `make test-field` (APPLIANCE_FIELD=1).
@@ -28,6 +30,27 @@ async def server(tmp_path: Path) -> AsyncIterator[ServerHandle]:
     """An in-process call server with users alice, bob, carol and door-1."""
     async with running_server(tmp_path, users=DEFAULT_USERS) as srv:
         yield srv
+
+
+@pytest_asyncio.fixture
+async def push() -> AsyncIterator[PushService]:
+    """A push-service stand-in on loopback (``tests/support/pushservice.py``); a server sends
+    to it when started with ``push={"allowed_hosts": [push.origin]}``."""
+    async with PushService() as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster for a module's tests (skipped without the binaries)."""
+    found = PostgresCluster.find()
+    if found is None:
+        pytest.skip("PostgreSQL binaries are not installed")
+    found.start()
+    try:
+        yield found
+    finally:
+        found.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -61,27 +61,3 @@ def install() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, TokenRedactor) for f in logger.filters):
             logger.addFilter(TokenRedactor())
-
-
-class PushUrlRedactor(logging.Filter):
-    """httpx logs every request's URL at INFO; a push subscription's URL is the capability to
-    push to that phone. URLs of the push services a server sends to lose their path and query."""
-
-    def __init__(self, is_push_url: Any) -> None:
-        super().__init__()
-        self.is_push_url = is_push_url
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(self._clean(a) for a in record.args)
-        return True
-
-    def _clean(self, value: Any) -> Any:
-        text = str(value) if type(value).__name__ == "URL" else value
-        if isinstance(text, str) and "://" in text and self.is_push_url(text):
-            scheme, rest = text.split("://", 1)
-            return f"{scheme}://{rest.split('/', 1)[0]}/{REDACTED}"
-        return value
-
-    def __repr__(self) -> str:
-        return "PushUrlRedactor()"

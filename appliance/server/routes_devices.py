@@ -32,7 +32,14 @@ from appliance.server.vapid import EXTRAS_KEY, VapidKey
 router = APIRouter(prefix="/api/v2", tags=["devices"])
 
 # ``?user_id=``: whose subscriptions a server token acts on (a user token: its own, if given).
-UserIdQuery = Annotated[str | None, Query(min_length=1, max_length=255)]
+UserIdQuery = Annotated[
+    str | None, Query(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9@_\-.=]+$")
+]
+# ``?id=``: an endpoint URL (no control characters: PostgreSQL refuses a NUL in text).
+EndpointQuery = Annotated[
+    str,
+    Query(min_length=1, max_length=pushdevices.MAX_ENDPOINT_CHARS, pattern=r"^[^\x00-\x1f\x7f]+$"),
+]
 
 
 class WebPushKeys(BaseModel):
@@ -138,7 +145,7 @@ async def list_devices(
 @router.delete("/devices")
 async def delete_device(
     request: Request,
-    id: str = Query(min_length=1, max_length=pushdevices.MAX_ENDPOINT_CHARS),
+    id: EndpointQuery,
     user_id: UserIdQuery = None,
     who: Principal = Depends(principal),
 ) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -38,15 +38,8 @@ def test_chunks_reassemble_in_order_and_fit_notify() -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[PostgresCluster]:
-    found = PostgresCluster.find()
-    if found is None:
-        pytest.skip("PostgreSQL binaries are not installed")
-    found.start()
-    try:
-        yield found
-    finally:
-        found.stop()
+def cluster(postgres: PostgresCluster) -> PostgresCluster:
+    return postgres
 
 
 @pytest_asyncio.fixture

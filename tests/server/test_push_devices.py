@@ -19,6 +19,7 @@ from getstream import AsyncStream
 from getstream.exceptions import StreamApiException
 from pydantic import ValidationError
 
+from appliance.clock import ManualClock
 from appliance.server import vapid
 from appliance.server.pushdevices import host_allowed
 from appliance.server.settings import DEFAULT_PUSH_HOSTS, PushSettings
@@ -26,12 +27,6 @@ from appliance.server.store import Store
 from tests.conftest import DEFAULT_USERS
 from tests.support.pushservice import PushService
 from tests.support.server import ServerHandle, running_server
-
-
-@pytest_asyncio.fixture
-async def push() -> AsyncIterator[PushService]:
-    async with PushService() as service:
-        yield service
 
 
 @pytest_asyncio.fixture
@@ -79,8 +74,8 @@ async def test_app_serves_one_vapid_key_per_database(srv: ServerHandle) -> None:
     assert again["app"]["web_push"]["vapid_public_key"] == key
 
 
-async def test_replicas_starting_together_agree_on_one_key(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'k.db'}"
+async def race_for_the_key(url: str) -> set[str]:
+    """Four stores on one database make the key pair at once: the public keys they end with."""
     stores = [Store(url) for _ in range(4)]
     try:
         await stores[0].open()
@@ -90,7 +85,11 @@ async def test_replicas_starting_together_agree_on_one_key(tmp_path: Path) -> No
     finally:
         for s in stores:
             await s.close()
-    assert len({k.public_key for k in keys}) == 1
+    return {k.public_key for k in keys}
+
+
+async def test_replicas_starting_together_agree_on_one_key(tmp_path: Path) -> None:
+    assert len(await race_for_the_key(f"sqlite+aiosqlite:///{tmp_path / 'k.db'}")) == 1
 
 
 async def test_register_list_update_move_and_delete(srv: ServerHandle, push: PushService) -> None:
@@ -147,14 +146,26 @@ async def test_server_token_acts_for_a_named_user(srv: ServerHandle, push: PushS
     assert r.status_code == 403 and r.json()["exception_fields"]["field"] == "user_id"
 
 
-async def test_oldest_subscription_makes_room(srv: ServerHandle, push: PushService) -> None:
-    subs = [push.make_subscription("alice")[0] for _ in range(4)]
-    for sub in subs:
-        assert (await _post(srv, "alice", device_body(sub))).status_code == 201
-        srv.clock.time()  # posts are ordered by time; the clock moves on its own
-        await asyncio.sleep(0.002)
-    kept = await _ids(srv, "alice")
-    assert sorted(kept) == sorted(s["endpoint"] for s in subs[1:])  # max_devices_per_user: 3
+async def test_oldest_subscription_makes_room(tmp_path: Path, push: PushService) -> None:
+    clock = ManualClock()
+    async with running_server(
+        tmp_path,
+        users=["alice"],
+        clock=clock,
+        push={"allowed_hosts": [push.origin], "max_devices_per_user": 3},
+    ) as srv:
+        subs = [push.make_subscription("alice")[0] for _ in range(4)]
+        for sub in subs:
+            assert (await _post(srv, "alice", device_body(sub))).status_code == 201
+            clock.advance(1)  # posted one after the other
+        # posting the second again makes it the newest: the third goes next, not the second
+        assert (await _post(srv, "alice", device_body(subs[1]))).status_code == 201
+        clock.advance(1)
+        fresh = push.make_subscription("alice")[0]
+        assert (await _post(srv, "alice", device_body(fresh))).status_code == 201
+        kept = await _ids(srv, "alice")
+    # max_devices_per_user 3: the first went when the fourth came, the third when the fifth came
+    assert kept == [fresh["endpoint"], subs[1]["endpoint"], subs[3]["endpoint"]]
 
 
 async def test_revoking_tokens_drops_the_subscriptions(
@@ -283,3 +294,15 @@ async def test_stream_sdk_lists_and_deletes_devices(srv: ServerHandle, push: Pus
         assert (await client.list_devices(user_id="alice")).data.devices == []
     finally:
         await client.aclose()
+
+
+async def test_push_turned_off(tmp_path: Path, push: PushService) -> None:
+    async with running_server(
+        tmp_path, users=["alice"], push={"enabled": False, "allowed_hosts": [push.origin]}
+    ) as srv:
+        sub, _ = push.make_subscription("alice")
+        r = await _post(srv, "alice", device_body(sub))
+        assert r.status_code == 501, r.text
+        async with srv.client("alice") as http:
+            web_push = (await http.get("/api/v2/app")).json()["app"]["web_push"]
+        assert web_push["enabled"] is False and web_push["vapid_public_key"]

@@ -34,7 +34,7 @@ import json
 import secrets
 import socket
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,8 +91,9 @@ class _Answer:
 
 
 class PushService:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, control: bool = False) -> None:
         self.host = host
+        self.control = control
         self.port = port or _free_port()
         self.vapid_public_key: str | None = None
         self.received: list[Message] = []
@@ -102,6 +103,7 @@ class PushService:
         self._held: asyncio.Event | None = None
         self.holding = 0  # requests waiting for release()
         self._verified: dict[str, dict[str, Any]] = {}
+        self._counts: Counter[tuple[Any, Any]] = Counter()
         self._changed = asyncio.Condition()
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -236,12 +238,10 @@ class PushService:
     async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        if self.control and scope["path"].startswith("/_control/"):
+            await self._control(scope, receive, send)
+            return
+        body = await _read_body(receive)
         arrived = time.time()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         endpoint = f"{self.origin}{scope['path']}"
@@ -266,6 +266,8 @@ class PushService:
             self.attempts.append(record)
             if status == 201:
                 self.received.append(record)
+                payload = record.payload if isinstance(record.payload, dict) else {}
+                self._counts[(payload.get("type"), payload.get("call_cid"))] += 1
             self._changed.notify_all()
         location = [(b"location", f"{self.origin}/message/{len(self.attempts)}".encode())]
         await send(
@@ -276,6 +278,41 @@ class PushService:
             }
         )
         await send({"type": "http.response.body", "body": b""})
+
+    async def _control(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """The stand-in run as its own process (``main``): another process subscribes, hands
+        it the server's key and reads what arrived, over HTTP."""
+        body = await _read_body(receive)
+        path = scope["path"].removeprefix("/_control/")
+        out: Any = {}
+        if path == "subscribe":
+            out = self.make_subscription(json.loads(body)["user"])[0]
+        elif path == "key":
+            self.vapid_public_key = json.loads(body)["vapid_public_key"]
+        elif path == "count":  # polled by a benchmark while it measures: O(1)
+            want = json.loads(body)
+            out = self._counts[(want["type"], want["call_cid"])]
+        elif path == "received":
+            out = [
+                {
+                    "user": m.user,
+                    "status": m.status,
+                    "arrived": m.arrived,
+                    "type": (m.payload or {}).get("type"),
+                    "call_cid": (m.payload or {}).get("call_cid"),
+                    "problem": m.problem,
+                }
+                for m in self.attempts
+            ]
+        data = json.dumps(out).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": data})
 
     def _next_answer(self, endpoint: str) -> _Answer | None:
         for answer in self._answers:
@@ -370,6 +407,15 @@ class PushService:
         return dict(claims)
 
 
+async def _read_body(receive: Any) -> bytes:
+    body = b""
+    while True:
+        msg = await receive()
+        body += msg.get("body", b"")
+        if not msg.get("more_body"):
+            return body
+
+
 async def until(predicate: Callable[[], bool], within: float = TIMEOUT) -> None:
     """Poll a condition that has no event to wait on (a sender's counters)."""
     loop = asyncio.get_running_loop()
@@ -384,3 +430,21 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def _serve(port: int) -> None:
+    async with PushService(port=port, control=True) as service:
+        print(f"push service stand-in at {service.origin}", flush=True)
+        await asyncio.Event().wait()
+
+
+def main() -> None:
+    """``python -m tests.support.pushservice PORT``: the stand-in as its own process, with the
+    ``/_control/`` routes (subscribe, key, received) for a benchmark in another process."""
+    import sys
+
+    asyncio.run(_serve(int(sys.argv[1]) if len(sys.argv) > 1 else 0))
+
+
+if __name__ == "__main__":
+    main()
