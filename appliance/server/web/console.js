@@ -217,7 +217,8 @@ class ConsoleApp {
     this.rings.handle(event);
     this.control.onEvent(event);
     if (['call.ended', 'call.session_ended', 'call.missed', 'call.accepted', 'call.created',
-      'call.member_added', 'call.member_removed', 'call.updated'].includes(event.type)) {
+      'call.member_added', 'call.member_removed', 'call.updated',
+      'call.session_participant_joined', 'call.session_participant_left'].includes(event.type)) {
       this.refreshSoon();
     }
   }
