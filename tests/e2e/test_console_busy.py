@@ -124,3 +124,19 @@ async def test_the_server_refuses_a_third_member_where_the_call_type_says_so(
     await expect(alice.locator("#tiles .tile")).to_have_count(0)
     await alice.locator("#btn-hangup").click()
     await expect(alice.locator("#incall")).to_be_hidden()
+
+
+async def test_join_after_the_conversation_ended_joins_nothing(
+    srv: ServerHandle, guard: PageGuard
+) -> None:
+    _, alice, bob = await _bob_sees_the_door_busy(guard, srv)
+    await bob.locator('.device[data-user-id="door-1"] button.call-device').click()
+    ask = console.ring_card(bob)
+    await expect(ask.locator(".ring-state")).to_have_text("Join the call with Alice?")
+    await alice.locator("#btn-hangup").click()  # while Bob is asked
+    await expect(alice.locator("#incall")).to_be_hidden()
+    await ask.locator("button.accept").click()
+    await expect(ask.locator(".ring-state")).to_have_text("That call has ended.")
+    await expect(ask).to_have_count(0)
+    await expect(bob.locator("#incall")).to_be_hidden()
+    assert "bob" not in await _participants(srv)

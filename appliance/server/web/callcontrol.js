@@ -115,6 +115,14 @@ export class CallControl {
       return;
     }
     if (this.call) return;
+    await this.host.refresh();
+    if (!this.directory.busyWith(device.id)) {
+      // The conversation ended while the question was up: nothing to join any more.
+      this.rings.setState(cid, 'That call has ended.');
+      setTimeout(() => this.rings.remove(cid, 'ended'), ENDED_SHOWN_MS);
+      this.directory.setBusy(false);
+      return;
+    }
     const [type, ...rest] = cid.split(':');
     const call = new Call(this.host.connection, type, rest.join(':'));
     this.call = call;

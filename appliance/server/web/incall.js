@@ -230,7 +230,8 @@ export class InCallView extends EventTarget {
     call.addEventListener('call.session_participant_joined', (event) => {
       const participant = event.detail.participant || {};
       const sid = participantSessionId(participant);
-      if (this.call !== call || !sid || sid === call.sessionId) return;
+      // Announced when it makes three or more (the device answering a call is no news).
+      if (this.call !== call || !sid || sid === call.sessionId || call.participants.size < 2) return;
       this.say(`${this._name(sid, participant)} joined`, 'info', RESULT_SHOWN_MS);
     });
     call.addEventListener('call.session_participant_left', (event) => {
