@@ -103,7 +103,7 @@ class ConsoleApp {
   stop() {
     clearTimeout(this._retry);
     clearTimeout(this._listRetry);
-    this.control?.endCall('');
+    if (this.call) this.control.endCall(''); // (without a call it would re-read the list)
     for (const cid of [...(this.rings?.cards.keys() || [])]) this.rings.remove(cid);
     this.ringtone.stop();
     if (this.connection) {
