@@ -18,7 +18,7 @@ setup: $(STAMP)
 # PostgreSQL for the fleet-store tests, iproute2 for network namespaces, espeak-ng for the
 # speech the echo-cancellation tests and benchmark play, Node.js and npm (Debian's npm
 # package, unless the Node.js installed already brings npm) for the test that runs
-# Stream's JavaScript client SDK against the server (tests/js).
+# Stream's JavaScript client SDK against the server and for axe-core (tests/js).
 system-deps: $(APT_STAMP)
 $(APT_STAMP):
 	@if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
@@ -39,7 +39,8 @@ $(STAMP): pyproject.toml $(APT_STAMP)
 run: $(STAMP)
 	$(VENV)/bin/appliance run --config $(CONFIG)
 
-# Stream's JavaScript client SDK and ws, pinned by tests/js/package-lock.json.
+# Stream's JavaScript client SDK, ws and axe-core (the console's accessibility checks), pinned by
+# tests/js/package-lock.json.
 JS_STAMP := tests/js/node_modules/.installed
 $(JS_STAMP): tests/js/package.json tests/js/package-lock.json $(APT_STAMP)
 	cd tests/js && npm ci --no-audit --no-fund

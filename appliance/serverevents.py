@@ -53,6 +53,7 @@ def handle(d: Daemon, event: LinkEvent) -> None:
     elif kind == "call.session_participant_joined" and mine:
         if d.joined is not None and event.participant_session and event.user_id:
             d.joined.participants[event.participant_session] = event.user_id
+            _on_further_participant(d, event.user_id)
         if event.user_id is not None:
             d._arrived.add(event.user_id)
             d._arrival.set()
@@ -89,6 +90,16 @@ def _on_ring(d: Daemon, event: LinkEvent) -> None:
     audit("ring", d.cid, d.caller, "incoming ring")
     d.transition(S.RINGING, f"rung by {d.caller}")
     d.modes.maybe_auto_answer()
+
+
+def _on_further_participant(d: Daemon, user_id: str) -> None:
+    """A third (or later) person joined the call this device talks in: on the audit trail,
+    like the ring and the answer, so the journal says who else was in the conversation."""
+    assert d.joined is not None
+    others = sorted({u for s, u in d.joined.participants.items() if s != d.joined.session_id})
+    if user_id == d.me or len(others) < 2:
+        return
+    audit("joined", d.cid, user_id, f"joined the call too (now with {', '.join(others)})")
 
 
 def _on_participant_left(d: Daemon, event: LinkEvent) -> None:

@@ -1,7 +1,10 @@
 """Capabilities (what a role may do on a call) and the roles this server knows.
 
-The names are Stream Video's ``OwnCapability`` values, plus ``ring-call`` (ours: Stream leaves
-ringing to its clients, this server decides it; see ``calls/types.py`` for who has it). Capabilities of features this server does
+The names are Stream Video's ``OwnCapability`` values, plus two of ours: ``ring-call`` (Stream
+leaves ringing to its clients, this server decides it) and ``join-ongoing-call`` (join a session
+in which two other users already talk, as the third or later; without it such a join is a 403,
+so a door's conversation with one resident is not joined by another unasked). See
+``calls/types.py`` for who has them. Capabilities of features this server does
 not offer (recording, broadcasting, transcription, closed captions) are valid names in a call
 type's grants, but no feature answers to them.
 """
@@ -20,6 +23,7 @@ class Capability(StrEnum):
     END_CALL = "end-call"
     JOIN_BACKSTAGE = "join-backstage"
     JOIN_CALL = "join-call"
+    JOIN_ONGOING_CALL = "join-ongoing-call"
     JOIN_ENDED_CALL = "join-ended-call"
     KICK_USER = "kick-user"
     MUTE_USERS = "mute-users"

@@ -5,6 +5,9 @@ signed-in user who is not a member of the call; ``call_member`` is the default m
 "Only members can join" is a type whose ``user`` role lacks ``join-call``. ``ring-call`` (ring
 the members, also by creating or joining with ``ring``) goes to members of ``default`` and to
 hosts, moderators and admins everywhere; a non-member rings only on ``development``.
+``join-ongoing-call`` (join as the third or later user of a session) goes on the built-ins to
+every role that has ``join-call``, as on Stream; a type that keeps a conversation between two
+(``intercom`` in ``config/call-types.yaml``) leaves it out.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ _MEDIA = [C.SEND_AUDIO, C.SEND_VIDEO, C.SCREENSHARE, C.CREATE_REACTION]
 _MODERATE = [
     C.READ_CALL,
     C.JOIN_CALL,
+    C.JOIN_ONGOING_CALL,
     C.JOIN_BACKSTAGE,
     C.JOIN_ENDED_CALL,
     C.UPDATE_CALL,
@@ -80,7 +84,8 @@ def notification_settings() -> dict[str, Any]:
     }
 
 
-_CALLER = [C.CREATE_CALL, C.READ_CALL, C.JOIN_CALL, C.RING_CALL, C.UPDATE_CALL, C.END_CALL, *_MEDIA]
+_JOIN = [C.JOIN_CALL, C.JOIN_ONGOING_CALL]
+_CALLER = [C.CREATE_CALL, C.READ_CALL, *_JOIN, C.RING_CALL, C.UPDATE_CALL, C.END_CALL, *_MEDIA]
 
 BUILTIN_CALL_TYPES: dict[str, CallType] = {
     t.name: t
@@ -89,7 +94,7 @@ BUILTIN_CALL_TYPES: dict[str, CallType] = {
             "default",
             _settings(),
             _grants(
-                user=[C.CREATE_CALL, C.READ_CALL, C.JOIN_CALL, *_MEDIA],
+                user=[C.CREATE_CALL, C.READ_CALL, *_JOIN, *_MEDIA],
                 member=[*_CALLER, C.UPDATE_CALL_MEMBER],
             ),
         ),
@@ -101,16 +106,16 @@ BUILTIN_CALL_TYPES: dict[str, CallType] = {
                 audio={"default_device": "speaker", "mic_default_on": False},
             ),
             _grants(
-                user=[C.CREATE_CALL, C.READ_CALL, C.JOIN_CALL],
-                member=[C.READ_CALL, C.JOIN_CALL, C.SEND_AUDIO, C.CREATE_REACTION],
+                user=[C.CREATE_CALL, C.READ_CALL, *_JOIN],
+                member=[C.READ_CALL, *_JOIN, C.SEND_AUDIO, C.CREATE_REACTION],
             ),
         ),
         CallType(
             "livestream",
             _settings(backstage={"enabled": True}, audio={"mic_default_on": False}),
             _grants(
-                user=[C.READ_CALL, C.JOIN_CALL],
-                member=[C.READ_CALL, C.JOIN_CALL, C.CREATE_REACTION],
+                user=[C.READ_CALL, *_JOIN],
+                member=[C.READ_CALL, *_JOIN, C.CREATE_REACTION],
             ),
         ),
         CallType(

@@ -22,7 +22,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance.calls import events as ev
-from appliance.errors import Conflict
+from appliance.calls.capabilities import Capability
+from appliance.errors import Conflict, PermissionDenied
 from appliance.server.context import ServerContext, now_ns
 from appliance.server.outbox import Outbox
 from appliance.server.schema import call_sessions, participants, session_ring
@@ -92,8 +93,13 @@ async def join(
     connection_id: str | None,
     reattach_id: str | None,
     out: Outbox,
+    *,
+    may_join_ongoing: bool = True,
 ) -> Joined:
-    """Make ``user_id`` a participant of the live session of ``call`` (opening one if needed)."""
+    """Make ``user_id`` a participant of the live session of ``call`` (opening one if needed).
+
+    Without ``may_join_ongoing`` (the capability ``join-ongoing-call``), joining a session in
+    which two other users are already present is refused (a re-attach is not a join)."""
     now = now_ns(ctx.clock)
     grace = int(float(ctx.settings.ws_grace_seconds) * NS)
     session, _ = await open_session(db, call, now, out)
@@ -117,6 +123,14 @@ async def join(
         log.info("Call(%s) participant %s of %s re-attached", call["cid"], part["id"], user_id)
         others = await _listed(db, ctx, [p for p in present if p["id"] != part["id"]])
         return Joined(part["id"], sid, True, others)
+    talking = sorted({p["user_id"] for p in present if _fills(p) and p["user_id"] != user_id})
+    if not may_join_ongoing and len(talking) >= 2:
+        raise PermissionDenied(
+            f"call {call['cid']} is ongoing between {' and '.join(talking[:2])}"
+            f"{' and others' if len(talking) > 2 else ''}: joining it as a further participant "
+            f"needs the capability {Capability.JOIN_ONGOING_CALL}, which {user_id} lacks here",
+            cid=call["cid"],
+        )
     settings = await settings_of(db, call)
     limit = settings.limits.max_participants
     if limit is not None and sum(1 for p in present if _fills(p)) >= limit:

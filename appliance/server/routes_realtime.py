@@ -160,6 +160,7 @@ async def join_call(
         if body.ring:
             acc.require_ring(row["created_by_id"])
         role = await member_role(conn, cid, user_id)
+        may_join_ongoing = acc.can(Capability.JOIN_ONGOING_CALL)
         if who.is_server and not await user_rows(conn, [user_id]):
             raise InvalidRequest(f"user {user_id} does not exist", field="user_id", cid=cid)
     if body.connection_id is not None:
@@ -167,7 +168,17 @@ async def join_call(
 
     async def run(db: AsyncConnection, out: Outbox) -> Any:
         call = await _call(db, cid)
-        return await join(db, ctx, call, user_id, role, body.connection_id, body.session_id, out)
+        return await join(
+            db,
+            ctx,
+            call,
+            user_id,
+            role,
+            body.connection_id,
+            body.session_id,
+            out,
+            may_join_ongoing=may_join_ongoing,
+        )
 
     joined = await svc.tx(run)
     if joined.was_ringing:

@@ -44,6 +44,22 @@ async def test_ring_unlock_refusal_and_mute_are_audited(
     ]
 
 
+async def test_a_further_participant_joining_the_call_is_audited(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="appliance.audit")
+    await into_call(rig)  # alice answered: the two of them talk, nothing more to say
+    assert [t for t in trail(caplog) if t[0] == "joined"] == []
+    rig.link.emit(
+        "call.session_participant_joined", DOOR_CID, user_id="bob", participant_session="bob-s"
+    )
+    await rig.settle()
+    joined = [r for r in caplog.records if getattr(r, "action", None) == "joined"]
+    assert [(r.call_cid, r.user) for r in joined] == [(DOOR_CID, "bob")]  # type: ignore[attr-defined]
+    assert "now with alice, bob" in joined[0].getMessage()
+    assert rig.state == "in_call"
+
+
 async def test_refused_unlock_is_audited(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="appliance.audit")
     rig.link.roles = {"alice": "call_member"}

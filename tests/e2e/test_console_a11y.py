@@ -35,6 +35,10 @@ sign_in = console.sign_in
 AXE = Path(__file__).resolve().parents[1] / "js" / "node_modules" / "axe-core" / "axe.min.js"
 LONG_RING = {"ring": {"incoming_call_timeout_ms": 60000, "auto_cancel_timeout_ms": 60000}}
 
+MISSED_ONE_JS = """localStorage.setItem('appliance.missed.alice', JSON.stringify([{
+  key: 'default:door-1/s-1', cid: 'default:door-1', at: Date.now() - 60000,
+  caller: 'Front door', custom: {location: 'Main entrance'}}]))"""
+
 # Tab through the page; say where focus went each time (inside which part of the page).
 TAB_PLACES_JS = """() => {
   const node = document.activeElement;
@@ -199,7 +203,14 @@ async def test_axe_finds_no_violations_on_any_view(
     door = await device_page(guard, srv, "door-1", answer=False)
     alice = await sign_in(guard, srv, "alice", **options)
     await expect(alice.locator('.device[data-user-id="door-1"]')).to_be_visible()
+    # With a missed ring badged, then with the list open.
+    await alice.evaluate(MISSED_ONE_JS)
+    await alice.reload()
+    await expect(alice.locator("#missed-badge")).to_have_text("1")
     await check(alice, "home")
+    await alice.locator("#missed summary").click()
+    await expect(alice.locator("#missed-list .missed-call")).to_have_count(1)
+    await check(alice, "home-missed-open")
 
     await door.evaluate("window.device.call.join({})")
     await ring_from(srv, "door-1", DOOR)

@@ -381,3 +381,48 @@ async def test_console_calls_the_bedside_unit_which_auto_answers_an_allowed_user
         await alice.locator("#btn-hangup").click()
         await expect(alice.locator("#incall")).to_be_hidden()
         await unit.wait_status("idle", lambda s: s["call_state"] == "idle")
+
+
+async def test_a_second_resident_joins_the_units_call_and_sees_it_too(
+    tmp_path: Path, guard: PageGuard
+) -> None:
+    """Three in one call with the real daemon: its media (one peer connection per participant)
+    carries the unit's picture to both, and the daemon knows who else joined (issue #11)."""
+    async with Daemon(tmp_path, "bedside", dict(BEDSIDE)) as unit:
+        alice = await sign_in(guard, unit, "alice")
+        await alice.locator('.device[data-user-id="bed-12"] button.call-device').click()
+        await expect(alice.locator("#incall")).to_have_attribute(
+            "data-state", "connected", timeout=25000
+        )
+        await unit.wait_status("in_call", lambda s: s["call_state"] == "in_call")
+
+        bob = await sign_in(guard, unit, "bob")
+        bed = bob.locator('.device[data-user-id="bed-12"]')
+        await expect(bed.locator(".busy")).to_have_text("Busy — in a call with Alice")
+        await bed.locator("button.call-device").click()
+        ask = bob.locator('.ring-card[data-cid="default:room-bed-12"]')
+        await expect(ask.locator(".ring-state")).to_have_text("Join the call with Alice?")
+        await ask.locator("button.accept").click()
+        await expect(bob.locator("#incall")).to_have_attribute(
+            "data-state", "connected", timeout=25000
+        )
+        await expect(alice.locator("#call-message")).to_have_text("Bob joined")
+        await assert_video_decodes(bob)  # the unit's picture reaches the newcomer ...
+        await assert_video_decodes(alice)  # ... and stays on the first resident's screen
+        for page in (alice, bob):
+            assert await page.locator("#remote-name").text_content() == "Bed 12"
+            await expect(page.locator("#tiles .tile")).to_have_count(1)
+        status = await unit.wait_status(
+            "three in the call",
+            lambda s: (
+                s["participants"] == ["alice", "bed-12", "bob"]
+                and list(s["audio"]["peers"].values()) == ["connected", "connected"]
+            ),
+        )
+        assert status["call_state"] == "in_call", status
+
+        await bob.locator("#btn-hangup").click()
+        await expect(alice.locator("#call-message")).to_have_text("Bob left")
+        await expect(alice.locator("#incall")).to_have_attribute("data-state", "connected")
+        await alice.locator("#btn-hangup").click()
+        await expect(alice.locator("#incall")).to_be_hidden()

@@ -3,6 +3,7 @@
 // and the calls it last read.
 
 import {Call, LocalMedia} from './call.js';
+import {joinNames} from './directory.js';
 import {displayName} from './view.js';
 
 const ENDED_SHOWN_MS = 1500;
@@ -72,8 +73,15 @@ export class CallControl {
   }
 
   // "Call this device": get-or-create the shared call, ring the device, join and wait for it.
+  // A device already in a call is not rung: the user is asked, then joins that call (the
+  // server decides whether a further participant may: join-ongoing-call).
   async callDevice(device, cid) {
     if (this.call) return;
+    const busy = this.directory.busyWith(device.id);
+    if (busy) {
+      await this.joinOngoing(device, busy.cid, joinNames(busy.names));
+      return;
+    }
     const [type, ...rest] = cid.split(':');
     const call = new Call(this.host.connection, type, rest.join(':'));
     this.call = call;
@@ -98,6 +106,42 @@ export class CallControl {
       this.rings.setState(cid, `Could not call: ${err.message}`);
       this.endCall('', 4000);
     }
+  }
+
+  async joinOngoing(device, cid, names) {
+    this.directory.setBusy(true);
+    if (!(await this.rings.confirmJoin(cid, device, names))) {
+      this.directory.setBusy(false);
+      return;
+    }
+    if (this.call) return;
+    await this.host.refresh();
+    if (!this.directory.busyWith(device.id)) {
+      // The conversation ended while the question was up: nothing to join any more.
+      this.rings.setState(cid, 'That call has ended.');
+      setTimeout(() => this.rings.remove(cid, 'ended'), ENDED_SHOWN_MS);
+      this.directory.setBusy(false);
+      return;
+    }
+    const [type, ...rest] = cid.split(':');
+    const call = new Call(this.host.connection, type, rest.join(':'));
+    this.call = call;
+    this.outgoing = null;
+    let media = null;
+    try {
+      media = await LocalMedia.open({audio: true, video: true});
+      if (this.call !== call) return media.stop();
+      await call.join({media});
+    } catch (err) {
+      media?.stop();
+      if (this.call !== call) return;
+      this.rings.setState(cid, `Could not join: ${err.message}`);
+      this.endCall('', 6000);
+      return;
+    }
+    this._ownMedia = media;
+    this.rings.remove(cid, 'joined');
+    this._showCall(call, device);
   }
 
   onEvent(event) {

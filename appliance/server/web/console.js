@@ -117,7 +117,7 @@ class ConsoleApp {
   stop() {
     clearTimeout(this._retry);
     clearTimeout(this._listRetry);
-    this.control?.endCall('');
+    if (this.call) this.control.endCall(''); // (without a call it would re-read the list)
     for (const cid of [...(this.rings?.cards.keys() || [])]) this.rings.remove(cid);
     this.ringtone.stop();
     if (this.connection) {
@@ -239,7 +239,8 @@ class ConsoleApp {
     this.rings.handle(event);
     this.control.onEvent(event);
     if (['call.ended', 'call.session_ended', 'call.missed', 'call.accepted', 'call.created',
-      'call.member_added', 'call.member_removed', 'call.updated'].includes(event.type)) {
+      'call.member_added', 'call.member_removed', 'call.updated',
+      'call.session_participant_joined', 'call.session_participant_left'].includes(event.type)) {
       this.refreshSoon();
     }
   }

@@ -1,7 +1,10 @@
 // The in-call view: remote video large, own preview small, mute, camera off, hang up, Unlock
-// for a door with a relay, the call's duration and a connection-quality hint.
+// for a door with a relay, the call's duration and a connection-quality hint. With more than
+// two people every other participant gets a tile of its own, named; the large picture stays
+// the device's (a newcomer never replaces it), and arrivals and departures are announced.
 
-import {formatDuration, updateInert} from './view.js';
+import {participantSessionId, participantUserId} from './call.js';
+import {displayName, el, formatDuration, updateInert} from './view.js';
 
 const STATS_EVERY_MS = 2000;
 const RESULT_SHOWN_MS = 6000;
@@ -48,6 +51,10 @@ export class InCallView extends EventTarget {
     this.unlockButton = root.querySelector('#btn-unlock');
     this.hangup = root.querySelector('#btn-hangup');
     this.link = root.querySelector('#call-link');
+    this.mainName = root.querySelector('#remote-name');
+    this.tileList = root.querySelector('#tiles');
+    this.mainSession = null; // the participant session shown large
+    this.tiles = new Map(); // session id -> {node, video, userId}
     this.call = null;
     this.media = null;
     this._timers = [];
@@ -87,6 +94,10 @@ export class InCallView extends EventTarget {
     this.waiting.hidden = false;
     this.waiting.textContent = 'Connecting…';
     this.message.hidden = true;
+    this.mainSession = null;
+    this.mainName.textContent = '';
+    this.tiles.clear();
+    this.tileList.replaceChildren();
     this.unlockButton.hidden = !canUnlock;
     this.unlockButton.disabled = false;
     this._disarm();
@@ -120,6 +131,9 @@ export class InCallView extends EventTarget {
     this.root.hidden = true;
     this.remote.srcObject = null;
     this.local.srcObject = null;
+    this.mainSession = null;
+    this.tiles.clear();
+    this.tileList.replaceChildren();
     this._disarm();
     updateInert();
   }
@@ -162,6 +176,45 @@ export class InCallView extends EventTarget {
     }
   }
 
+  // The large picture belongs to the device (or, in a call without one, to whoever came
+  // first); everyone else gets a tile. Nobody's picture replaces another's.
+  _showStream({sessionId, userId, stream}) {
+    const large = this.mainSession === sessionId || (this.mainSession === null && (!this.deviceId || userId === this.deviceId));
+    if (large) {
+      this.mainSession = sessionId;
+      this.mainName.textContent = this._name(sessionId);
+      if (this.remote.srcObject !== stream) this.remote.srcObject = stream;
+      this.remote.play().catch(() => {});
+      return;
+    }
+    let tile = this.tiles.get(sessionId);
+    if (!tile) {
+      const video = el('video', {autoplay: true, playsinline: true});
+      const node = el('li', {class: 'tile', dataset: {sessionId, userId: userId || ''}}, video,
+        el('span', {class: 'tile-name'}, this._name(sessionId)));
+      tile = {node, video, userId};
+      this.tiles.set(sessionId, tile);
+      this.tileList.append(node);
+    }
+    if (tile.video.srcObject !== stream) tile.video.srcObject = stream;
+    tile.video.play().catch(() => {});
+  }
+
+  _dropStream(sessionId) {
+    this.tiles.get(sessionId)?.node.remove();
+    this.tiles.delete(sessionId);
+    if (this.mainSession === sessionId) {
+      this.mainSession = null;
+      this.mainName.textContent = '';
+      this.remote.srcObject = null;
+    }
+  }
+
+  _name(sessionId, participant = null) {
+    const known = participant || this.call?.participants.get(sessionId) || {};
+    return displayName(known.user, participantUserId(known) || 'someone');
+  }
+
   _disarm() {
     clearTimeout(this._armed);
     this._armed = null;
@@ -172,8 +225,21 @@ export class InCallView extends EventTarget {
   _listen(call) {
     call.addEventListener('track', (event) => {
       if (this.call !== call) return;
-      if (this.remote.srcObject !== event.detail.stream) this.remote.srcObject = event.detail.stream;
-      this.remote.play().catch(() => {});
+      this._showStream(event.detail);
+    });
+    call.addEventListener('call.session_participant_joined', (event) => {
+      const participant = event.detail.participant || {};
+      const sid = participantSessionId(participant);
+      // Announced when it makes three or more (the device answering a call is no news).
+      if (this.call !== call || !sid || sid === call.sessionId || call.participants.size < 2) return;
+      this.say(`${this._name(sid, participant)} joined`, 'info', RESULT_SHOWN_MS);
+    });
+    call.addEventListener('call.session_participant_left', (event) => {
+      const participant = event.detail.participant || {};
+      const sid = participantSessionId(participant);
+      if (this.call !== call || !sid || sid === call.sessionId) return;
+      this._dropStream(sid);
+      if (call.participants.size > 0) this.say(`${this._name(sid, participant)} left`, 'info', RESULT_SHOWN_MS);
     });
     call.addEventListener('sending', () => {
       if (this.call === call) this._renderControls();

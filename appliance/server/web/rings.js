@@ -41,14 +41,8 @@ export class Rings extends EventTarget {
     const key = sessionKey(event);
     if (this.seen.has(key) && this.cards.has(event.call_cid)) return;
     this.seen.add(key);
-    this.remove(event.call_cid);
-    const node = this.template.content.firstElementChild.cloneNode(true);
     const name = displayName(caller);
-    node.dataset.cid = event.call_cid;
-    node.dataset.direction = 'in';
-    node.setAttribute('aria-label', `Incoming call from ${name}`);
-    node.querySelector('.ring-kind').textContent = 'Incoming call';
-    node.querySelector('.ring-caller').textContent = name;
+    const node = this._card(event.call_cid, 'in', 'Incoming call', name, `Incoming call from ${name}`);
     this._custom(node, event.call?.custom);
     const accept = node.querySelector('.accept');
     const decline = node.querySelector('.decline');
@@ -66,14 +60,8 @@ export class Rings extends EventTarget {
 
   // The card shown while this user calls a device. Returns the card's node.
   outgoing(cid, device, custom) {
-    this.remove(cid);
-    const node = this.template.content.firstElementChild.cloneNode(true);
     const name = displayName(device);
-    node.dataset.cid = cid;
-    node.dataset.direction = 'out';
-    node.setAttribute('aria-label', `Calling ${name}`);
-    node.querySelector('.ring-kind').textContent = 'Calling';
-    node.querySelector('.ring-caller').textContent = name;
+    const node = this._card(cid, 'out', 'Calling', name, `Calling ${name}`);
     this._custom(node, custom);
     node.querySelector('.accept').remove();
     const cancel = node.querySelector('.decline');
@@ -85,6 +73,48 @@ export class Rings extends EventTarget {
     this.container.append(node);
     cancel.focus();
     this.dispatchEvent(new CustomEvent('change'));
+    return node;
+  }
+
+  // A device already talks with someone: ask before joining that call. Resolves true (Join)
+  // or false (Cancel); the card stays up (state "Joining…") until the caller removes it.
+  confirmJoin(cid, device, names) {
+    const name = displayName(device);
+    const node = this._card(cid, 'join', 'In a call', name, `${name} is busy`);
+    node.querySelector('.ring-custom').hidden = true;
+    node.querySelector('.ring-state').textContent = `Join the call with ${names}?`;
+    const join = node.querySelector('.accept');
+    const cancel = node.querySelector('.decline');
+    join.textContent = 'Join';
+    cancel.textContent = 'Cancel';
+    cancel.classList.remove('danger');
+    this.cards.set(cid, {key: cid, node, direction: 'join', caller: null, call: null});
+    this.container.append(node);
+    node.tabIndex = -1;
+    node.focus({preventScroll: true});
+    this.dispatchEvent(new CustomEvent('change'));
+    return new Promise((resolve) => {
+      join.addEventListener('click', () => {
+        for (const button of node.querySelectorAll('button')) button.disabled = true;
+        node.querySelector('.ring-state').textContent = 'Joining…';
+        resolve(true);
+      });
+      cancel.addEventListener('click', () => {
+        this.remove(cid, 'cancelled');
+        resolve(false);
+      });
+    });
+  }
+
+  // A fresh card from the template (replacing any card of the call).
+  _card(cid, direction, kind, name, label) {
+    this.remove(cid);
+    const node = this.template.content.firstElementChild.cloneNode(true);
+    node.dataset.cid = cid;
+    node.dataset.direction = direction;
+    node.setAttribute('aria-label', label);
+    node.querySelector('.ring-kind').textContent = kind;
+    node.querySelector('.ring-caller').textContent = name;
     return node;
   }
 
