@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -34,6 +34,7 @@ from appliance.errors import (
 )
 from appliance.server import (
     calltypes,
+    metrics,
     migrations,
     realtime,
     redact,
@@ -268,6 +269,7 @@ def create_app(settings: ServerSettings, *, clock: Clock | None = None) -> FastA
     redact.install()  # before the first request line reaches the access log
     if settings.call_types is not None:
         calltypes.load_file(settings.call_types)
+    figures = metrics.ServerMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -276,6 +278,8 @@ def create_app(settings: ServerSettings, *, clock: Clock | None = None) -> FastA
         await migrations.upgrade(store.engine)
         await store.open()
         ctx = ServerContext(store=store, clock=the_clock, settings=settings)
+        ctx.extras[metrics.EXTRAS_KEY] = figures
+        figures.live.bind(ctx)
         app.state.ctx = ctx
         try:
             now = now_ns(the_clock)
@@ -305,7 +309,10 @@ def create_app(settings: ServerSettings, *, clock: Clock | None = None) -> FastA
         default_response_class=wirejson.StrictJSONResponse,
     )
     app.state.settings = settings
+    app.state.metrics = figures
     app.add_middleware(RequestLimits, max_body_bytes=settings.limits.max_body_bytes)
+    # Around the limits: a 413 or 400 they answer is timed too.
+    app.add_middleware(metrics.RequestMetrics, metrics=figures)
     # Outermost: a preflight is answered before the limits look at it.
     app.add_middleware(Cors, allowed_origins=settings.cors.allowed_origins)
     app.add_exception_handler(APIError, _on_api_error)
@@ -323,6 +330,14 @@ def create_app(settings: ServerSettings, *, clock: Clock | None = None) -> FastA
         except Exception as err:
             raise StoreError(f"database check failed: {err}") from err
         return {"ok": True, "time": now_ns(ctx.clock)}
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    async def metrics_text(request: Request) -> Response:
+        """Prometheus text format; for ``metrics.allow_from`` addresses and the metrics token."""
+        refused = metrics.allowed(request.scope, settings.metrics)
+        if refused is not None:
+            raise refused
+        return Response(figures.exposition(), media_type=metrics.CONTENT_TYPE)
 
     app.include_router(routes_users.router)
     app.include_router(routes_calls.router)

@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance.server.context import ServerContext, now_ns
 from appliance.server.hub import Hub, Target
+from appliance.server.metrics import RingOutcome
+from appliance.server.metrics import of as metrics_of
 from appliance.server.ringpush import RingPush
 from appliance.server.serialize import call_response
 
@@ -40,6 +42,8 @@ class Outbox:
     calls: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     # Rings started or stopped, for the users' push subscriptions (``pushsender.py``).
     pushes: list[RingPush] = field(default_factory=list)
+    # Ring outcomes for ``/metrics``, counted only once the transaction committed.
+    outcomes: list[RingOutcome] = field(default_factory=list)
 
     def add(
         self,
@@ -111,6 +115,10 @@ class Transactor:
         # Events first: the scheduler's re-plan (a read) would otherwise compete with their
         # delivery, and a stored deadline is seconds away.
         await out.flush(self.ctx, self.hub)
+        if out.outcomes:
+            figures = metrics_of(self.ctx)
+            if figures is not None:
+                figures.record(out.outcomes)
         if out.pushes:  # after the WebSockets: a push never delays them
             self.push([_with_custom(p, out.calls) for p in out.pushes])
         if out.deadlines_changed:

@@ -11,6 +11,9 @@ its connections never close, so once a replica has been up for three presence pe
 gives the participants bound to connections of replicas nobody has heard from the grace period
 a clean close would have given them (``sweep_orphans``).
 
+Every message carries its wall-clock send time (``sent_at``); the receiver observes the lag in
+``/metrics`` (``appliance_notify_lag_seconds``; machines' clocks must agree, e.g. by NTP).
+
 NOTIFY payloads are limited to 8000 bytes. Messages are ASCII JSON and longer ones are cut
 into numbered chunks sent in ONE transaction: PostgreSQL delivers the notifications of a
 transaction together and in order, so the receiver reassembles them without a side table.
@@ -22,13 +25,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
 import psycopg
 from sqlalchemy import select, update
 
-from appliance.server import wirejson
+from appliance.server import metrics, wirejson
 from appliance.server.context import ServerContext, now_ns
 from appliance.server.hub import Hub
 from appliance.server.schema import participants
@@ -132,7 +136,8 @@ class Fanout:
         )
 
     async def _send(self, message: dict[str, Any]) -> None:
-        text = wirejson.dumps(message, ensure_ascii=True)
+        # Wall-clock send time: the receivers' /metrics show the lag (NOTIFY lag histogram).
+        text = wirejson.dumps({**message, "sent_at": time.time()}, ensure_ascii=True)
         payloads = chunks(text)
         async with self._send_lock:
             for attempt in (1, 2):
@@ -189,10 +194,13 @@ class Fanout:
         if origin == self.replica:
             return
         self.received += 1
+        kind = message.get("kind")
+        figures = metrics.of(self.ctx)
+        if figures is not None:
+            figures.notified(str(kind), message.get("sent_at"))
         loop = asyncio.get_running_loop()
         if isinstance(origin, str):
             self._heard[origin] = loop.time()
-        kind = message.get("kind")
         presence = self.hub.presence
         try:
             if kind == "event":

@@ -33,6 +33,7 @@ from appliance.server.connection import Connection
 from appliance.server.context import ServerContext, now_ns
 from appliance.server.hub import Hub, Target
 from appliance.server.members import member_rows
+from appliance.server.metrics import RingOutcome
 from appliance.server.outbox import Outbox, Transactor
 from appliance.server.ringpush import UNTIMED_RING_SECONDS, RingPush, stopped
 from appliance.server.schema import call_members, call_sessions, session_ring
@@ -189,6 +190,7 @@ class RingEngine:
             values["auto_cancel_at"] = now + ring.auto_cancel_timeout_ms * MS
         await db.execute(update(call_sessions).where(call_sessions.c.id == sid).values(**values))
         out.deadlines_changed = True
+        out.outcomes.append(RingOutcome("started", cid))
         ends = [t for t in (callee_deadline, values.get("auto_cancel_at")) if t is not None]
         listed = await member_rows(db, cid, RING_MEMBERS_LISTED, ringed[:RING_MEMBERS_LISTED])
         log.info("Call(%s) %s rings %d users in session %s", cid, caller_id, len(ringed), sid)
@@ -300,6 +302,10 @@ class RingEngine:
             if only_if_ringing and (mine is None or mine["state"] != "ringing"):
                 return
             await self._set(db, sid, user_id, mine is not None, now, state="accepted", reason=None)
+            if mine is not None and mine["state"] == "ringing":
+                rung = session.get("ring_started_at")
+                seconds = (now - rung) / NS if rung else None
+                out.outcomes.append(RingOutcome("answered", call_cid, seconds=seconds))
             ringing = [u for u, r in rows.items() if r["state"] == "ringing" and u != user_id]
             stopped(out.pushes, session, [user_id, *ringing], "accepted")
             await db.execute(
@@ -375,6 +381,7 @@ class RingEngine:
             )
             if mine is not None and mine["state"] == "ringing":
                 stopped(out.pushes, session, [user_id], "rejected")
+                out.outcomes.append(RingOutcome("rejected", call_cid))
             log.info("Call(%s) %s rejected (%s)", call_cid, user_id, reason)
             user = await self.user(db, user_id)
             out.add(
@@ -395,6 +402,8 @@ class RingEngine:
         """``call.missed`` for each of ``user_ids`` (their rows already say so)."""
         cid = session["call_cid"]
         stopped(out.pushes, session, user_ids, "missed")
+        if user_ids:
+            out.outcomes.append(RingOutcome("missed", cid, count=len(user_ids)))
         for user_id in user_ids:
             log.info("Call(%s) %s missed the ring", cid, user_id)
             out.add(

@@ -8,14 +8,16 @@ secret keeps the same one, and its tokens, across restarts.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from appliance.errors import ConfigError
 from appliance.yamlload import load_yaml
@@ -152,24 +154,111 @@ class PushSettings(_Strict):
     @field_validator("allowed_hosts")
     @classmethod
     def _hosts(cls, value: list[str]) -> list[str]:
-        out = []
-        for entry in value:
-            entry = entry.strip().lower().rstrip("/")
-            if "://" in entry:
-                scheme, rest = entry.split("://", 1)
-                if scheme not in ("http", "https") or not rest or "/" in rest or "@" in rest:
-                    raise ValueError(f"{entry!r} is not an origin like https://push.example.org")
-                if scheme == "http" and not rest.startswith(_LOOPBACK):
-                    raise ValueError(
-                        f"{entry!r}: plain http is allowed for loopback origins only "
-                        "(a test's push-service stand-in)"
-                    )
-            elif not entry or "/" in entry or ":" in entry or "*" in entry.removeprefix("*."):
+        return host_entries(value, plain_http="loopback")
+
+
+def host_entries(value: list[str], *, plain_http: Literal["loopback", "listed"]) -> list[str]:
+    """An allow-list of hosts, normalised: ``host`` (https, port 443), ``*.domain`` or an
+    origin ``scheme://host:port``. ``plain_http``: ``http://`` origins for loopback only, or
+    for any host listed as such."""
+    out = []
+    for entry in value:
+        entry = entry.strip().lower().rstrip("/")
+        if "://" in entry:
+            scheme, rest = entry.split("://", 1)
+            if scheme not in ("http", "https") or not rest or "/" in rest or "@" in rest:
+                raise ValueError(f"{entry!r} is not an origin like https://push.example.org")
+            if scheme == "http" and plain_http == "loopback" and not rest.startswith(_LOOPBACK):
                 raise ValueError(
-                    f"{entry!r} is not a host name, *.domain, or scheme://host:port origin"
+                    f"{entry!r}: plain http is allowed for loopback origins only "
+                    "(a test's push-service stand-in)"
                 )
-            out.append(entry)
-        return out
+        elif not entry or "/" in entry or ":" in entry or "*" in entry.removeprefix("*."):
+            raise ValueError(
+                f"{entry!r} is not a host name, *.domain, or scheme://host:port origin"
+            )
+        out.append(entry)
+    return out
+
+
+class MetricsSettings(_Strict):
+    """``GET /metrics`` (``appliance/server/metrics.py``): who may read it. A request is
+    answered when it comes from an address in ``allow_from`` or carries
+    ``Authorization: Bearer <token>``; else 403. Behind a reverse proxy every request comes
+    from the proxy's address: then leave loopback out and use the token."""
+
+    enabled: bool = True
+    token: str | None = Field(default=None, min_length=16, max_length=256)
+    allow_from: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
+
+    @field_validator("allow_from")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as err:
+                raise ValueError(f"{entry!r} is not an address or CIDR network: {err}") from None
+        return value
+
+
+class WebhookHook(_Strict):
+    """One receiver: every event of the listed call types (all when empty) whose type is in
+    ``events`` (all when empty; ``call.*`` matches a prefix) is POSTed to ``url``."""
+
+    url: str = Field(min_length=8, max_length=2048)
+    call_types: list[str] = Field(default_factory=list, max_length=100)
+    events: list[str] = Field(default_factory=list, max_length=200)
+
+    def wants(self, call_type: str, event_type: str) -> bool:
+        if self.call_types and call_type not in self.call_types:
+            return False
+        if not self.events:
+            return True
+        return any(
+            event_type == e or (e.endswith(".*") and event_type.startswith(e[:-1]))
+            for e in self.events
+        )
+
+
+class WebhookSettings(_Strict):
+    """Webhooks for integrators (``appliance/server/webhooks.py``). ``allowed_hosts`` as in
+    ``push``; a plain ``http://`` origin is allowed when listed as such (a LAN system)."""
+
+    allowed_hosts: list[str] = Field(default_factory=list, max_length=100)
+    hooks: list[WebhookHook] = Field(default_factory=list, max_length=20)
+    # One POST; a timed-out one is retried.
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Retries (5xx, 429, timeouts, network errors) back off from the first delay, doubling up
+    # to 60 s, for at most this long after the event; then the delivery is given up.
+    retry_first_seconds: float = Field(default=1.0, gt=0, le=60)
+    retry_for_seconds: float = Field(default=600.0, ge=0, le=86_400)
+    # Events waiting per receiver; beyond it new ones are dropped (and counted).
+    max_queued: int = Field(default=1000, ge=1, le=100_000)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        return host_entries(value, plain_http="listed")
+
+    @field_validator("hooks")
+    @classmethod
+    def _urls_allowed(cls, value: list[WebhookHook], info: ValidationInfo) -> list[WebhookHook]:
+        from appliance.server.pushdevices import host_allowed
+
+        allowed = info.data.get("allowed_hosts") or []
+        for i, hook in enumerate(value):
+            parts = urlsplit(hook.url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"hooks[{i}].url is not an http(s) URL")
+            if parts.username or parts.password:
+                raise ValueError(f"hooks[{i}].url: no user:password@ in the URL")
+            if not host_allowed(hook.url, allowed):
+                raise ValueError(
+                    f"hooks[{i}].url: its host {parts.hostname!r} (scheme {parts.scheme}) is "
+                    "not in webhooks.allowed_hosts"
+                )
+        return value
 
 
 class ServerSettings(_Strict):
@@ -196,6 +285,8 @@ class ServerSettings(_Strict):
     limits: Limits = Field(default_factory=Limits)
     cors: CorsSettings = Field(default_factory=CorsSettings)
     push: PushSettings = Field(default_factory=PushSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @property
     def scheme(self) -> str:

@@ -106,10 +106,18 @@ class Decision:
     setup: Setup | None = None
     public: bool = False
     why: str = ""
+    # What bad API credentials get when the route does not read them (else 401, or 200 public).
+    bad_credentials: int | None = None
 
 
 DECISIONS: dict[tuple[str, str], Decision] = {
     ("GET", "/healthz"): Decision(every(200), public=True, why="liveness, no data"),
+    ("GET", "/metrics"): Decision(
+        every(403),
+        bad_credentials=403,
+        why="no API token opens it: metrics.allow_from addresses (loopback by default; none "
+        "here) or the metrics bearer token (test_metrics_token_opens_it)",
+    ),
     # --- users ---------------------------------------------------------------------------
     ("POST", "/api/v2/users"): Decision(
         every(403, server=200, global_admin=200, member=200, pinned_own=200, pinned_other=200),
@@ -256,10 +264,32 @@ async def _request(
         )
 
 
+METRICS_TOKEN = "security-metrics-token-0123"
+
+
 @pytest.fixture
 async def srv(tmp_path):
-    async with running_server(tmp_path, users=USERS) as s:
+    # /metrics as behind a proxy: no address allowed, only its own token.
+    metrics = {"allow_from": [], "token": METRICS_TOKEN}
+    async with running_server(tmp_path, users=USERS, metrics=metrics) as s:
         yield s
+
+
+async def test_metrics_token_opens_it(srv: ServerHandle) -> None:
+    """The matrix refuses every API credential; the metrics token is what reads it."""
+    async with httpx.AsyncClient(base_url=srv.base_url, timeout=15.0) as http:
+        r = await http.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        assert r.status_code == 200
+        assert "appliance_http_request_duration_seconds" in r.text
+        odd: list[dict[str, str | bytes]] = [
+            {"Authorization": "Bearer " + "x" * 10_000},
+            {"Authorization": b"Bearer \xff\xfe"},
+            {"Authorization": "Basic Zm9vOmJhcg=="},
+            {"X-Forwarded-For": "127.0.0.1"},
+        ]
+        for headers in odd:
+            r = await http.get("/metrics", headers=headers)
+            assert r.status_code == 403, r.text
 
 
 async def test_every_route_has_a_decision(srv: ServerHandle) -> None:
@@ -307,5 +337,5 @@ async def test_bad_credentials_are_401_on_every_route(
         got[case] = r.status_code
         if r.status_code == 401:
             assert r.json()["StatusCode"] == 401, r.text
-    expected = 200 if decision.public else 401
+    expected = decision.bad_credentials or (200 if decision.public else 401)
     assert got == dict.fromkeys(got, expected)
