@@ -98,6 +98,9 @@ class Hub:
         self.tokens = TokenWatch(ctx, self)
         # Told when a user's first local connection opens (True) or last one closes (False).
         self.presence_listeners: list[Callable[[str, bool], Awaitable[None]]] = []
+        # Told of every event published by this replica (not those relayed from others), after
+        # its frames are queued for this replica's sockets; must not block (webhooks.py queues).
+        self.published: list[Callable[[dict[str, Any]], None]] = []
         self._health_task: asyncio.Task[None] | None = None
         self.endpoint = Endpoint(self)
 
@@ -149,6 +152,7 @@ class Hub:
         if target.call_cid is not None:
             event.setdefault("call_cid", target.call_cid)
         await self.deliver_local(event, target)
+        self._tell_published(event)
         if self.remote is not None:
             try:
                 await self.remote(
@@ -156,6 +160,13 @@ class Hub:
                 )
             except Exception:
                 log.exception("%r: fan-out of %s to other replicas failed", self, event.get("type"))
+
+    def _tell_published(self, event: dict[str, Any]) -> None:
+        for listener in self.published:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("%r: listener of %s failed", self, event.get("type"))
 
     async def deliver_remote(self, message: dict[str, Any]) -> None:
         """A publication from another replica (via pgnotify)."""
@@ -172,6 +183,7 @@ class Hub:
             if target.call_cid is not None:
                 event.setdefault("call_cid", target.call_cid)
             await self.deliver_local(event, target, cache)
+            self._tell_published(event)
             if self.remote is not None:
                 try:
                     await self.remote(

@@ -36,6 +36,7 @@ from appliance.server.schema import (
     push_devices,
     schema_info,
     server_keys,
+    webhook_claims,
 )
 
 log = logging.getLogger(__name__)
@@ -61,9 +62,14 @@ def _web_push_tables(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _webhook_claims(conn: Connection) -> None:
+    webhook_claims.create(conn, checkfirst=True)
+
+
 # Version 1 is the baseline (the first released schema): nothing to migrate from.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "Web Push: server_keys, push_devices, push_claims", _web_push_tables),
+    Migration(3, "webhooks: webhook_claims", _webhook_claims),
 )
 
 

@@ -4,7 +4,8 @@
   ``/api/v2/video/connect``, where Stream's client SDKs look for it) and the session/ring routes
   (join, leave, ring, accept, reject, mark_ended);
 - ``start(ctx)`` builds the hub, ring engine, signaling relay, deadline scheduler and Web Push
-  sender (``ctx.extras["push"]``, when the app loaded the VAPID key), sets
+  sender (``ctx.extras["push"]``, when the app loaded the VAPID key), the webhook sender
+  (``ctx.extras["webhooks"]``, when receivers are configured), sets
   ``ctx.bus``, ``ctx.ringer`` and ``ctx.extras["presence"]``, and starts the background tasks
   (health checks, deadlines, PostgreSQL fan-out when the store is PostgreSQL);
 - ``stop(ctx)`` stops them and closes every WebSocket.
@@ -41,6 +42,8 @@ from appliance.server.schema import call_sessions, participants
 from appliance.server.services import KEY, Services, services
 from appliance.server.sessions import end_session
 from appliance.server.signaling import Relay
+from appliance.server.webhooks import EXTRAS_KEY as WEBHOOKS
+from appliance.server.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +125,11 @@ async def start(ctx: ServerContext) -> None:
         ),
     )
     tx.wake = scheduler.wake
+    hooks = None
+    if ctx.settings.webhooks.hooks:
+        hooks = WebhookSender(ctx, ctx.settings.webhooks)
+        hub.published.append(hooks.submit)
+        ctx.extras[WEBHOOKS] = hooks
     key = ctx.extras.get(vapid.EXTRAS_KEY)
     if key is not None:
         pusher = PushSender(ctx, key)
@@ -192,6 +200,8 @@ async def start(ctx: ServerContext) -> None:
     scheduler.start()
     if PUSH in ctx.extras:
         ctx.extras[PUSH].start()
+    if hooks is not None:
+        hooks.start()
     log.info("realtime layer started: %r", hub)
 
 
@@ -204,6 +214,9 @@ async def stop(ctx: ServerContext) -> None:
     pusher = ctx.extras.pop(PUSH, None)
     if pusher is not None:
         await pusher.stop()
+    hooks = ctx.extras.pop(WEBHOOKS, None)
+    if hooks is not None:
+        await hooks.stop()
     await svc.hub.tokens.stop()
     fanout = ctx.extras.pop("fanout", None)
     if fanout is not None:

@@ -29,7 +29,7 @@ from sqlalchemy import (
 metadata = MetaData()
 
 # Schema version; migrations in appliance/server/migrations.py move a database forward.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 schema_info = Table(
     "schema_info",
@@ -234,4 +234,14 @@ push_claims = Table(
     Column("created_at", BigInteger, nullable=False),
     Index("ux_push_claims", "session_id", "user_id", "kind", "ring_at", unique=True),
     Index("ix_push_claims_created", "created_at"),
+)
+
+# One row per webhook delivery (``webhooks.py``): the replica whose insert succeeds posts it.
+# ``id`` is the delivery id sent as ``X-Webhook-Id``. Rows older than a day are deleted.
+webhook_claims = Table(
+    "webhook_claims",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_webhook_claims_created", "created_at"),
 )

@@ -112,7 +112,7 @@ async def test_failed_step_rolls_back(mstore: Store) -> None:
 
 async def test_a_v1_database_gets_the_web_push_tables(mstore: Store) -> None:
     """A database made by the version-1 program (no push tables) moves to version 2."""
-    v1_tables = [t for t in metadata.sorted_tables if t.name not in PUSH_TABLES]
+    v1_tables = [t for t in metadata.sorted_tables if t.name not in (*PUSH_TABLES, *V3_TABLES)]
 
     def make_v1(conn: Connection) -> None:
         metadata.create_all(conn, tables=v1_tables)
@@ -122,12 +122,13 @@ async def test_a_v1_database_gets_the_web_push_tables(mstore: Store) -> None:
         await conn.run_sync(make_v1)
     assert not await _has_tables(mstore, PUSH_TABLES)
     assert await upgrade(mstore.engine) == 1
-    assert await _version(mstore) == SCHEMA_VERSION == 2
-    assert await _has_tables(mstore, PUSH_TABLES)
+    assert await _version(mstore) == SCHEMA_VERSION == 3
+    assert await _has_tables(mstore, (*PUSH_TABLES, *V3_TABLES))
     await mstore.open()
 
 
 PUSH_TABLES = ("server_keys", "push_devices", "push_claims")
+V3_TABLES = ("webhook_claims",)
 
 
 async def _has_tables(store: Store, names: tuple[str, ...]) -> bool:
