@@ -8,6 +8,7 @@ handed down — components never read files or the environment on their own.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import string
 from datetime import datetime
@@ -239,6 +240,46 @@ class ControlConfig(Model):
     socket: Path | None = None
 
 
+class MetricsConfig(Model):
+    """The daemon's Prometheus endpoint (``appliance/daemonmetrics.py``): ``GET /metrics`` on
+    ``listen``. Loopback needs nothing more; any other address needs ``token``."""
+
+    listen: str = "127.0.0.1:9310"
+    token: str | None = Field(default=None, min_length=16, max_length=256)
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:9310, [::1]:9310)")
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            if host != "localhost":
+                raise ValueError(f"{host!r} is not an IP address or localhost") from None
+        return value
+
+    @model_validator(mode="after")
+    def _remote_needs_token(self) -> MetricsConfig:
+        host = self.host
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        if not loopback and not self.token:
+            raise ValueError(
+                f"listen {self.listen!r} is not a loopback address: set metrics.token too "
+                "(scrapes then send Authorization: Bearer <token>)"
+            )
+        return self
+
+
 class DeviceConfig(Model):
     device: DeviceUser
     server: ServerConfig
@@ -254,6 +295,8 @@ class DeviceConfig(Model):
     timings: Timings = Field(default_factory=Timings)
     state_dir: Path | None = None
     control: ControlConfig = Field(default_factory=ControlConfig)
+    # Off unless present: ``metrics: {}`` serves on 127.0.0.1:9310.
+    metrics: MetricsConfig | None = None
 
     @field_validator("buttons")
     @classmethod

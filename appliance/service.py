@@ -112,10 +112,18 @@ async def running(
         control = ControlServer(cfg.state_dir, handle, cfg.control.socket)
         await control.start()
         stack.push_async_callback(control.close)
+        extras: dict[str, Any] = {}
+        if cfg.metrics is not None:
+            from appliance.daemonmetrics import MetricsEndpoint, registry_for
+
+            endpoint = MetricsEndpoint(cfg.metrics, registry_for(daemon))
+            await endpoint.start()
+            stack.push_async_callback(endpoint.close)
+            extras["metrics"] = endpoint
         await daemon.start()
         stack.push_async_callback(daemon.stop)
         daemon.spawn(_announce(daemon, link, publish=embedded is None))
-        yield Running(daemon, control, embedded, base_url)
+        yield Running(daemon, control, embedded, base_url, extras)
 
 
 async def _announce(daemon: Daemon, link: ClientLink, *, publish: bool) -> None:
