@@ -204,7 +204,8 @@ class MetricsSettings(_Strict):
 
 class WebhookHook(_Strict):
     """One receiver: every event of the listed call types (all when empty) whose type is in
-    ``events`` (all when empty; ``call.*`` matches a prefix) is POSTed to ``url``."""
+    ``events`` (all when empty; a trailing ``*`` matches a prefix: ``call.*``) is POSTed to
+    ``url``."""
 
     url: str = Field(min_length=8, max_length=2048)
     call_types: list[str] = Field(default_factory=list, max_length=100)
@@ -216,7 +217,7 @@ class WebhookHook(_Strict):
         if not self.events:
             return True
         return any(
-            event_type == e or (e.endswith(".*") and event_type.startswith(e[:-1]))
+            event_type == e or (e.endswith("*") and event_type.startswith(e[:-1]))
             for e in self.events
         )
 

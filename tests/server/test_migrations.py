@@ -111,7 +111,8 @@ async def test_failed_step_rolls_back(mstore: Store) -> None:
 
 
 async def test_a_v1_database_gets_the_web_push_tables(mstore: Store) -> None:
-    """A database made by the version-1 program (no push tables) moves to version 2."""
+    """A database made by the version-1 program (no push tables) moves to the current version:
+    the Web Push tables (v2) and webhook_claims (v3)."""
     v1_tables = [t for t in metadata.sorted_tables if t.name not in (*PUSH_TABLES, *V3_TABLES)]
 
     def make_v1(conn: Connection) -> None:

@@ -4,6 +4,7 @@ the way of the WebSockets, and once across replicas sharing PostgreSQL."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
@@ -12,11 +13,12 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+import yaml
 from getstream.webhook import verify_webhook_signature
 from pydantic import ValidationError
 
 from appliance.errors import ConfigError
-from appliance.server.settings import ServerSettings, load_settings
+from appliance.server.settings import ServerSettings, WebhookHook, load_settings
 from appliance.server.webhooks import WebhookSender
 from tests.server.wsclient import QUIET, WsClient, call_post, create_call
 from tests.support.pgcluster import PostgresCluster
@@ -255,3 +257,23 @@ async def test_two_replicas_deliver_each_event_once(
         assert value(samples, "appliance_replicas_heard") == 2
         assert value(samples, "appliance_db_pool_size", dialect="postgresql") >= 1
         await bob_on_b.close()
+
+
+def test_the_event_filter_and_the_readme_example() -> None:
+    hook = WebhookHook(
+        url="https://h.example.org/x",
+        call_types=["default"],
+        events=["call.session_*", "call.ring"],
+    )
+    assert hook.wants("default", "call.session_started")
+    assert hook.wants("default", "call.ring")
+    assert not hook.wants("default", "call.rejected")
+    assert not hook.wants("default", "call.ringing")
+    assert not hook.wants("audio_room", "call.ring")
+    assert WebhookHook(url="https://h.example.org/x").wants("any", "anything")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Webhooks", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block is not None
+    settings = ServerSettings.model_validate(yaml.safe_load(block.group(1)))
+    assert settings.webhooks.hooks[0].wants("default", "call.session_ended")
