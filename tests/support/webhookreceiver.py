@@ -46,6 +46,7 @@ class WebhookReceiver:
         self.attempts: list[Delivery] = []  # every request, with the status it got
         self.holding = 0
         self._script: deque[int] = deque()
+        self.location: str | None = None  # sent with a scripted 3xx
         self._open = asyncio.Event()  # cleared: requests wait
         self._open.set()
         self._changed = asyncio.Condition()
@@ -130,5 +131,8 @@ class WebhookReceiver:
         async with self._changed:
             self.attempts.append(Delivery(headers, body, status))
             self._changed.notify_all()
-        await send({"type": "http.response.start", "status": status, "headers": []})
+        extra = []
+        if 300 <= status < 400 and self.location is not None:
+            extra.append((b"location", self.location.encode("latin-1")))
+        await send({"type": "http.response.start", "status": status, "headers": extra})
         await send({"type": "http.response.body", "body": b""})
