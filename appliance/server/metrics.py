@@ -160,6 +160,13 @@ class LiveCollector(Collector):
         svc = ctx.extras.get(KEY)
         hub = getattr(svc, "hub", None)
         if hub is not None:
+            info = GaugeMetricFamily(
+                "appliance_replica_info",
+                "This replica's id prefix (the one its connection ids start with)",
+                labels=["replica", "store"],
+            )
+            info.add_metric([hub.replica_prefix, ctx.store.engine.dialect.name], 1.0)
+            yield info
             conns = list(hub.connections.values())
             yield _gauge("appliance_ws_connections", "Open WebSockets on this replica", len(conns))
             yield _gauge(

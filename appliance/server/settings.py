@@ -184,8 +184,9 @@ def host_entries(value: list[str], *, plain_http: Literal["loopback", "listed"])
 class MetricsSettings(_Strict):
     """``GET /metrics`` (``appliance/server/metrics.py``): who may read it. A request is
     answered when it comes from an address in ``allow_from`` or carries
-    ``Authorization: Bearer <token>``; else 403. Behind a reverse proxy every request comes
-    from the proxy's address: then leave loopback out and use the token."""
+    ``Authorization: Bearer <token>``; else 403. The address is uvicorn's view of the client:
+    through a proxy on loopback it is ``X-Forwarded-For``'s, and the proxy's own when it sends
+    none (then every request looks like loopback: use the token and an empty ``allow_from``)."""
 
     enabled: bool = True
     token: str | None = Field(default=None, min_length=16, max_length=256)

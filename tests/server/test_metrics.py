@@ -127,6 +127,8 @@ async def test_live_figures_come_from_the_running_server(srv: ServerHandle) -> N
     samples = await scrape(srv)
     assert value(samples, "appliance_ws_connections") == 3
     assert value(samples, "appliance_ws_users") == 2
+    prefix = srv.ctx.extras["realtime"].hub.replica_prefix
+    assert value(samples, "appliance_replica_info", replica=prefix, store="sqlite") == 1
     assert ("appliance_ws_send_queue_frames_max", frozenset()) in samples
     assert value(samples, "appliance_db_pool_size", dialect="sqlite") >= 1
     assert ("appliance_db_pool_checked_out", frozenset({("dialect", "sqlite")})) in samples
@@ -185,3 +187,13 @@ def test_bad_metrics_settings_name_the_key() -> None:
         ServerSettings.model_validate({"metrics": {"allow_from": ["10.0.0.300/8"]}})
     with pytest.raises(ValidationError, match=r"metrics\.token"):
         ServerSettings.model_validate({"metrics": {"token": "short"}})
+
+
+async def test_a_client_behind_a_local_proxy_is_judged_by_its_own_address(
+    srv: ServerHandle,
+) -> None:
+    """What a proxy on this host passes in ``X-Forwarded-For`` is the address ``allow_from``
+    checks (uvicorn believes it from loopback only)."""
+    assert (await _get(srv, **{"X-Forwarded-For": "127.0.0.1"})).status_code == 200
+    r = await _get(srv, **{"X-Forwarded-For": "203.0.113.9"})
+    assert r.status_code == 403, r.text
