@@ -7,8 +7,9 @@ a receiver never delays a WebSocket. One task per receiver sends in order:
 
 1. the body is the event as JSON (what a WebSocket client gets, with the full ``call``); the
    delivery id is a hash of the receiver's URL and the body;
-2. claim: ``INSERT … ON CONFLICT DO NOTHING`` of a ``webhook_claims`` row with that id, so of
-   several replicas handed the same delivery only the one whose insert lands posts it;
+2. claim (PostgreSQL, where replicas share the store): ``INSERT … ON CONFLICT DO NOTHING`` of a
+   ``webhook_claims`` row with that id, so of several replicas handed the same delivery only the
+   one whose insert lands posts it;
 3. POST with Stream's headers: ``X-Signature`` (hex HMAC-SHA256 of the raw body with the API
    secret, what ``getstream``'s ``verify_webhook_signature`` checks), ``X-Webhook-Id``,
    ``X-Webhook-Attempt``, ``X-Api-Key``; redirects are not followed.
@@ -17,6 +18,9 @@ Answers: 2xx done; 429, 5xx, a timeout or a network error are retried with expon
 (jittered, from ``retry_first_seconds``, at most 60 s apart) while ``retry_for_seconds`` since
 the event last; anything else (400, 401, 403, 404, 3xx…) is logged and dropped. Logs name a
 receiver by host and a hash of its URL, never the URL (it may carry a credential).
+
+Deliveries wait in memory: those still queued or being retried when a replica stops or crashes
+are lost (a receiver that must not miss one reconciles with the REST API, e.g. ``queryCalls``).
 """
 
 from __future__ import annotations
@@ -173,6 +177,10 @@ class WebhookSender:
         await self._attempts(lane, event, body, delivery, queued_at)
 
     async def _claim(self, delivery: str) -> bool:
+        if self.ctx.store.is_sqlite:
+            # One process per SQLite file: nobody to share with, and the write lock is the
+            # ring transactions' to have.
+            return True
         now = now_ns(self.ctx.clock)
         stmt = insert_ignoring_duplicates(self.ctx.store.engine.dialect.name, webhook_claims)
         async with self.ctx.store.begin() as db:
