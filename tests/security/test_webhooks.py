@@ -4,7 +4,10 @@ call, user or token."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+import pytest
 
 from tests.security.principals import USERS
 from tests.server.wsclient import call_post, create_call
@@ -51,3 +54,28 @@ async def test_metrics_name_no_call_user_or_token(tmp_path: Path) -> None:
         assert "appliance_rings_answered_total" in text
         for secret in ("private-room-9", "alice", "bob", token, srv.api_secret, srv.api_key):
             assert secret not in text
+
+
+async def test_logs_never_show_a_receiver_url_or_the_secret(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with WebhookReceiver() as receiver:
+        url = receiver.url + "?key=hook-credential-77"
+        hooks = {
+            "allowed_hosts": [receiver.origin],
+            "hooks": [{"url": url, "events": ["call.ring"]}],
+            "retry_first_seconds": 0.02,
+        }
+        async with running_server(tmp_path, users=USERS, webhooks=hooks) as srv:
+            await create_call(srv, "default:sec-log", ["alice", "bob"])
+            receiver.script(500, 400)
+            r = await call_post(srv, "alice", "default:sec-log", "ring", {"members_ids": ["bob"]})
+            assert r.status_code == 200, r.text
+            sender = srv.ctx.extras["webhooks"]
+            await until(lambda: sender.counts()["failed"] == 1)
+    assert [d.status for d in receiver.attempts] == [500, 400]
+    assert any("HTTP Request" in rec.getMessage() for rec in caplog.records), "httpx logged"
+    logged = "\n".join(rec.getMessage() for rec in caplog.records)
+    for secret in ("hook-credential-77", receiver.path, srv.api_secret):
+        assert secret not in logged
