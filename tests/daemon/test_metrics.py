@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from appliance.config import MetricsConfig
@@ -17,21 +16,10 @@ from appliance.daemonmetrics import MetricsEndpoint, registry_for
 from appliance.service import Running
 from tests.daemon.conftest import Rig, into_call
 from tests.daemon.test_e2e_daemons import BEDSIDE, INTERCOM, two_daemons, wait_for
+from tests.support.metrics import samples as parse
+from tests.support.metrics import value
 
 TOKEN = "daemon-metrics-token-0123"
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse(text: str) -> Samples:
-    out: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 async def scrape(port: int, **headers: str) -> httpx.Response:

@@ -8,19 +8,17 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import pytest_asyncio
-from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from appliance.clock import ManualClock
 from appliance.server.settings import ServerSettings
 from tests.server.wsclient import QUIET, WsClient, call_post, create_call
+from tests.support.metrics import Samples, delta, samples, value
 from tests.support.server import ServerHandle, running_server
 
 USERS = ["alice", "bob", "carol"]
 RING = {"ring": {"incoming_call_timeout_ms": 10_000, "auto_cancel_timeout_ms": 30_000}}
 METRICS_TOKEN = "metrics-token-0123456789"
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 CALLS = ("default:m-1", "default:m-2", "default:m-3")
@@ -41,19 +39,7 @@ async def scrape(srv: ServerHandle, **headers: str) -> Samples:
         r = await http.get("/metrics", headers=headers)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/plain")
-    out: Samples = {}
-    for family in text_string_to_metric_families(r.text):
-        for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
-    return value(after, name, **labels) - value(before, name, **labels)
+    return samples(r.text)
 
 
 async def _ring(srv: ServerHandle, cid: str, *callees: str) -> None:
@@ -124,16 +110,16 @@ async def test_request_latency_is_labelled_with_the_route_template(srv: ServerHa
 
 async def test_live_figures_come_from_the_running_server(srv: ServerHandle) -> None:
     clients = [await WsClient.open(srv, u) for u in ("alice", "bob", "bob")]
-    samples = await scrape(srv)
-    assert value(samples, "appliance_ws_connections") == 3
-    assert value(samples, "appliance_ws_users") == 2
+    found = await scrape(srv)
+    assert value(found, "appliance_ws_connections") == 3
+    assert value(found, "appliance_ws_users") == 2
     prefix = srv.ctx.extras["realtime"].hub.replica_prefix
-    assert value(samples, "appliance_replica_info", replica=prefix, store="sqlite") == 1
-    assert ("appliance_ws_send_queue_frames_max", frozenset()) in samples
-    assert value(samples, "appliance_db_pool_size", dialect="sqlite") >= 1
-    assert ("appliance_db_pool_checked_out", frozenset({("dialect", "sqlite")})) in samples
-    assert value(samples, "process_cpu_seconds_total") > 0
-    assert ("appliance_push_sends_total", frozenset({("outcome", "sent")})) in samples
+    assert value(found, "appliance_replica_info", replica=prefix, store="sqlite") == 1
+    assert ("appliance_ws_send_queue_frames_max", frozenset()) in found
+    assert value(found, "appliance_db_pool_size", dialect="sqlite") >= 1
+    assert ("appliance_db_pool_checked_out", frozenset({("dialect", "sqlite")})) in found
+    assert value(found, "process_cpu_seconds_total") > 0
+    assert ("appliance_push_sends_total", frozenset({("outcome", "sent")})) in found
     await clients[2].close_and_wait(srv)
     assert value(await scrape(srv), "appliance_ws_connections") == 2
     for c in clients[:2]:

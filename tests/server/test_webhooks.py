@@ -11,6 +11,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 import yaml
@@ -21,6 +22,8 @@ from appliance.errors import ConfigError
 from appliance.server.settings import ServerSettings, WebhookHook, load_settings
 from appliance.server.webhooks import WebhookSender
 from tests.server.wsclient import QUIET, WsClient, call_post, create_call
+from tests.support.metrics import samples as parse
+from tests.support.metrics import value
 from tests.support.pgcluster import PostgresCluster
 from tests.support.pushservice import until
 from tests.support.server import ServerHandle, running_server
@@ -250,9 +253,8 @@ async def test_two_replicas_deliver_each_event_once(
         assert _sender(a).counts()["skipped"] + _sender(b).counts()["skipped"] == 1
 
         # NOTIFY lag between the replicas is in /metrics.
-        from tests.server.test_metrics import scrape, value
-
-        samples = await scrape(b)
+        async with httpx.AsyncClient(base_url=b.base_url) as http:
+            samples = parse((await http.get("/metrics")).text)
         assert value(samples, "appliance_notify_lag_seconds_count") >= 1
         assert value(samples, "appliance_replicas_heard") == 2
         assert value(samples, "appliance_db_pool_size", dialect="postgresql") >= 1
