@@ -82,6 +82,8 @@ async def test_a_stray_enter_does_not_answer_and_the_background_is_inert_under_a
     await card.locator("button.decline").click()
     await expect(card).to_have_count(0)
     await expect(alice.locator("#incall")).to_be_hidden()
+    # Focus is back where she was.
+    assert await alice.evaluate("document.activeElement.id") == "signout"
     async with srv.client() as admin:
         session = (await admin.get(DOOR)).json()["call"]["session"]
     assert "alice" not in (session.get("accepted_by") or {}), session

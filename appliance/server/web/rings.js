@@ -49,7 +49,8 @@ export class Rings extends EventTarget {
     accept.addEventListener('click', () => this._act('accept', event, node));
     decline.addEventListener('click', () => this._act('decline', event, node));
     const at = Number(event.call?.session?.ring_started_at || 0) / 1e6 || Date.now();
-    this.cards.set(event.call_cid, {key, node, direction: 'in', caller, call: event.call, at});
+    const returnFocus = this._focusOutside();
+    this.cards.set(event.call_cid, {key, node, direction: 'in', caller, call: event.call, at, returnFocus});
     this.container.append(node);
     this._sound();
     // Focus goes to the card, not to Accept: a key pressed at that moment answers nothing.
@@ -104,6 +105,11 @@ export class Rings extends EventTarget {
         resolve(false);
       });
     });
+  }
+
+  _focusOutside() {
+    const active = document.activeElement;
+    return active && active !== document.body && !this.container.contains(active) ? active : null;
   }
 
   // A fresh card from the template (replacing any card of the call).
@@ -169,6 +175,11 @@ export class Rings extends EventTarget {
     if (!this.ringing.length) this.ringtone.stop();
     this.dispatchEvent(new CustomEvent('removed', {detail: {cid, reason, direction: card.direction, card}}));
     this.dispatchEvent(new CustomEvent('change'));
+    // Focus went with the card: give it back to where the user was (no longer inert now).
+    const lost = !document.activeElement || document.activeElement === document.body;
+    if (lost && card.returnFocus?.isConnected && !card.returnFocus.closest('[inert]')) {
+      card.returnFocus.focus({preventScroll: true});
+    }
   }
 
   // While a ring waits in a hidden tab, the title blinks "🔔 Front door is calling".
