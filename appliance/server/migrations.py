@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from appliance.errors import StoreError
 from appliance.server.schema import (
     SCHEMA_VERSION,
+    call_types,
     metadata,
     push_claims,
     push_devices,
@@ -66,10 +67,33 @@ def _webhook_claims(conn: Connection) -> None:
     webhook_claims.create(conn, checkfirst=True)
 
 
+def _join_ongoing_for_joiners(conn: Connection) -> None:
+    """Before version 4 every role that could ``join-call`` could also join a call two others
+    were already in; ``join-ongoing-call`` now decides that. Stored call types keep what they
+    allowed: a role with ``join-call`` gets ``join-ongoing-call``. Types from a call-types file
+    are written again from the file at every start, so the file decides for them."""
+    rows = conn.execute(select(call_types.c.name, call_types.c.grants)).all()
+    for name, grants in rows:
+        changed = {
+            role: [*caps, "join-ongoing-call"]
+            for role, caps in (grants or {}).items()
+            if "join-call" in caps and "join-ongoing-call" not in caps
+        }
+        if changed:
+            conn.execute(
+                update(call_types)
+                .where(call_types.c.name == name)
+                .values(grants={**grants, **changed})
+            )
+
+
 # Version 1 is the baseline (the first released schema): nothing to migrate from.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "Web Push: server_keys, push_devices, push_claims", _web_push_tables),
     Migration(3, "webhooks: webhook_claims", _webhook_claims),
+    Migration(
+        4, "call types: join-ongoing-call where join-call was granted", _join_ongoing_for_joiners
+    ),
 )
 
 

@@ -29,7 +29,7 @@ from sqlalchemy import (
 metadata = MetaData()
 
 # Schema version; migrations in appliance/server/migrations.py move a database forward.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 schema_info = Table(
     "schema_info",

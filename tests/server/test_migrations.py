@@ -12,7 +12,7 @@ from sqlalchemy import Connection, insert, inspect, select, text
 from appliance.errors import StoreError
 from appliance.server import migrations
 from appliance.server.migrations import Migration, upgrade
-from appliance.server.schema import SCHEMA_VERSION, calls, metadata, schema_info
+from appliance.server.schema import SCHEMA_VERSION, call_types, calls, metadata, schema_info
 from appliance.server.store import Store
 
 
@@ -123,7 +123,7 @@ async def test_a_v1_database_gets_the_web_push_tables(mstore: Store) -> None:
         await conn.run_sync(make_v1)
     assert not await _has_tables(mstore, PUSH_TABLES)
     assert await upgrade(mstore.engine) == 1
-    assert await _version(mstore) == SCHEMA_VERSION == 3
+    assert await _version(mstore) == SCHEMA_VERSION == 4
     assert await _has_tables(mstore, (*PUSH_TABLES, *V3_TABLES))
     await mstore.open()
 
@@ -136,3 +136,40 @@ async def _has_tables(store: Store, names: tuple[str, ...]) -> bool:
     async with store.engine.connect() as conn:
         found = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
     return set(names) <= found
+
+
+async def test_v3_call_types_keep_letting_joiners_join_an_ongoing_call(mstore: Store) -> None:
+    """join-call used to include joining a call two others were in: an upgraded database's
+    stored types keep that (join-ongoing-call added where join-call was granted, nowhere else)."""
+
+    def make_v3(conn: Connection) -> None:
+        metadata.create_all(conn)
+        conn.execute(insert(schema_info).values(id=1, version=3))
+        for name, grants in (
+            ("default", {"user": ["read-call", "join-call"], "call_member": ["join-call"]}),
+            ("watch", {"user": ["read-call"]}),
+            ("both", {"admin": ["join-call", "join-ongoing-call"]}),
+        ):
+            conn.execute(
+                insert(call_types).values(
+                    name=name,
+                    settings={},
+                    grants=grants,
+                    notification_settings={},
+                    created_at=1,
+                    updated_at=1,
+                )
+            )
+
+    async with mstore.begin() as conn:
+        await conn.run_sync(make_v3)
+    assert await upgrade(mstore.engine) == 3
+    assert await _version(mstore) == SCHEMA_VERSION
+    async with mstore.engine.connect() as conn:
+        rows = dict((await conn.execute(select(call_types.c.name, call_types.c.grants))).all())
+    assert rows["default"] == {
+        "user": ["read-call", "join-call", "join-ongoing-call"],
+        "call_member": ["join-call", "join-ongoing-call"],
+    }
+    assert rows["watch"] == {"user": ["read-call"]}
+    assert rows["both"] == {"admin": ["join-call", "join-ongoing-call"]}
