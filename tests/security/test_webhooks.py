@@ -60,6 +60,8 @@ async def test_logs_never_show_a_receiver_url_or_the_secret(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    # The CLI run in-process by other tests quiets httpx to WARNING; this test needs its lines.
+    caplog.set_level(logging.DEBUG, logger="httpx")
     async with WebhookReceiver() as receiver:
         url = receiver.url + "?key=hook-credential-77"
         hooks = {
