@@ -27,7 +27,7 @@ from aiortc import (
 )
 from aiortc.sdp import SessionDescription
 
-from appliance.media.aiortc_compat import on_keyframe_request
+from appliance.media.aiortc_compat import on_keyframe_request, on_rtcp_feedback
 from appliance.media.ice import MdnsCandidate, candidate_from_signal, received_packets
 from appliance.media.liveness import Action, LinkWatch
 from appliance.media.mdns import strip_mdns
@@ -145,6 +145,8 @@ class Peer:
         track, self.video_track = self.video_track, None
         if track is not None:
             track.stop()
+        if self._fanout is not None:
+            self._fanout.bitrate.forget(self.remote)
         if pc is not None:
             await pc.close()
 
@@ -168,6 +170,7 @@ class Peer:
                 direction = "sendrecv" if self.receive_video else "sendonly"
                 video = pc.addTransceiver(self.video_track, direction=direction)
                 on_keyframe_request(video.sender, self._keyframe_requested)
+                on_rtcp_feedback(video.sender, self._feedback)
             else:
                 direction = "recvonly" if self.receive_video else "inactive"
                 video = pc.addTransceiver("video", direction=direction)
@@ -189,6 +192,10 @@ class Peer:
     def _first_packet(self, track: PassthroughTrack, frame: EncodedFrame) -> None:
         if self._on_first_packet is not None and track is self.video_track:
             self._on_first_packet(self, track, frame)
+
+    def _feedback(self, kind: str, value: float) -> None:
+        if self._fanout is not None:
+            self._fanout.bitrate.feedback(self.remote, kind, value)
 
     def _keyframe_requested(self) -> None:
         if self._fanout is not None:

@@ -20,7 +20,7 @@ import pytest
 from appliance.media.sources.test import TestSource
 from tests.media.test_netns import _start_server, _stop_server, last_counter
 from tests.media.video_helpers import Participant, wait_until
-from tests.support.netcond import Firewall, add_address, coturn, netcond_unavailable
+from tests.support.netcond import Firewall, add_address, cap, coturn, netcond_unavailable, uncap
 from tests.support.netns import NamespaceLoop, VethPair, veth_pair
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
@@ -112,3 +112,52 @@ async def test_relay_only_call_connects_carries_media_and_survives_an_ice_restar
             await wait_until(lambda: hq_peer.generation >= 1 and hq_peer.state == "connected")
             await wait_until(lambda: last_counter(call.hq) > before + 15, within=30)
             assert turn.relay_ports(net.a) - first  # the new connection took a new allocation
+
+
+# -------------------------------------------------------------------------------------- loss
+
+
+async def test_video_keeps_decoding_at_five_percent_loss_each_way_with_nack_and_pli(
+    net: VethPair, tmp_path: Path
+) -> None:
+    """nftables drops 5 % of b's UDP in and out. The receiver asks again (NACK, PLI); our sender
+    hears it (counted) and retransmits, and pictures keep coming out of the decoder."""
+    firewall = Firewall(net.b)
+    source = TestSource(width=320, height=240, framerate=15, bitrate=300_000)
+    async with _call(net, tmp_path, source) as call:
+        await wait_until(lambda: call.frames() >= 5, within=30)
+        firewall.loss(5)
+        fanout = call.field.media.fanout
+        assert fanout is not None
+        start_frames, start_sent = call.frames(), source.frames_delivered
+        await wait_until(lambda: fanout.bitrate.counts["nacked_packets"] >= 10, within=30)
+        await wait_until(lambda: source.frames_delivered - start_sent >= 90, within=30)
+        decoded = call.frames() - start_frames
+        sent = source.frames_delivered - start_sent
+        assert firewall.counter("loss") > 10  # the loss was real
+        assert decoded >= 0.8 * sent, (decoded, sent, fanout.bitrate.counts)
+        print(f"decoded {decoded}/{sent}, feedback {fanout.bitrate.counts}")
+
+
+# ------------------------------------------------------------------------------ thin uplink
+
+
+async def test_bitrate_goes_down_under_a_tbf_cap_and_up_again_when_it_is_lifted(
+    net: VethPair, tmp_path: Path
+) -> None:
+    """The kiosk's uplink is capped at 250 kbit/s with a 1 Mbit/s camera: the receivers' feedback
+    lowers the source's bitrate; without the cap it climbs back."""
+    source = TestSource(width=320, height=240, framerate=15, bitrate=1_000_000)
+    async with _call(net, tmp_path, source) as call:
+        await wait_until(lambda: call.frames() >= 5, within=30)
+        assert source.bitrate == 1_000_000
+        cap(net.a, net.a.interface, "250kbit")
+        await wait_until(lambda: source.bitrate <= 400_000, within=30)
+        lowest = source.bitrate
+        frames = call.frames()
+        await wait_until(lambda: call.frames() > frames + 15, within=30)  # still moving
+        uncap(net.a, net.a.interface)
+        await wait_until(lambda: source.bitrate >= 1.5 * lowest, within=40)
+        fanout = call.field.media.fanout
+        assert fanout is not None
+        print(f"lowest {lowest}, now {source.bitrate}, feedback {fanout.bitrate.counts}")
