@@ -6,7 +6,8 @@ through :func:`appliance.media.aiortc_compat.on_rtcp_feedback`; this controller 
 peers of the one source:
 
 * REMB (aiortc and Chromium receivers send it when ``goog-remb`` is negotiated) is counted and
-  kept (:attr:`BitrateController.remb`) but does not steer: a receiver's estimate follows what
+  kept (:attr:`BitrateController.remb`); it steers only while reports show loss above 10 % (then
+  the target is at most the estimate). Not alone: a receiver's estimate follows what
   arrives, and an encoder rebuilt at a new rate undershoots for a while, so steering by it drove
   the rate down to the floor on an idle link (measured with aiortc's estimator);
 * the fraction lost in receiver reports: above 10 % the target drops by half the loss; below 2 %
@@ -91,8 +92,12 @@ class BitrateController:
         current = float(self.source.bitrate)
         loss = max(self._loss.values(), default=0.0)
         rtt = max(self._rtt.values(), default=0.0)
+        remb = self.remb
         if loss > 0.10:
             target = current * (1.0 - loss / 2)
+            if remb is not None:
+                # Losing packets: what arrives (the receiver's estimate) is what the link carries.
+                target = min(target, remb)
         elif rtt > self.rtt_limit:
             target = current * 0.8
         elif loss < 0.02:

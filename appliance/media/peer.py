@@ -38,6 +38,8 @@ from appliance.media.sources.base import EncodedFrame
 logger = logging.getLogger(__name__)
 
 Signal = dict[str, Any]
+BURST_NACK = 10
+"""A NACK naming this many packets at once asks the camera for a keyframe too."""
 SignalSender = Callable[[Signal], Awaitable[None]]
 StateListener = Callable[["Peer", str, str], None]
 TrackListener = Callable[["Peer", MediaStreamTrack], None]
@@ -194,8 +196,13 @@ class Peer:
             self._on_first_packet(self, track, frame)
 
     def _feedback(self, kind: str, value: float) -> None:
-        if self._fanout is not None:
-            self._fanout.bitrate.feedback(self.remote, kind, value)
+        if self._fanout is None:
+            return
+        self._fanout.bitrate.feedback(self.remote, kind, value)
+        if kind == "nack" and value >= BURST_NACK:
+            # A burst lost (a link flap): retransmitting it late only delays the picture, and
+            # aiortc's history may not hold it; a keyframe (rate-limited) recovers at once.
+            self._fanout.request_keyframe(f"{self.remote} NACK of {int(value)} packets")
 
     def _keyframe_requested(self) -> None:
         if self._fanout is not None:
