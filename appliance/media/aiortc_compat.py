@@ -26,6 +26,17 @@ from typing import Any
 import aiortc
 from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSrPacket,
+    unpack_remb_fci,
+)
 from aiortc.stats import RTCStatsReport
 
 from appliance.errors import LibraryVersionError
@@ -55,6 +66,7 @@ check_version(getattr(aiortc, "__version__", "unknown"))
 # request would be lost; the hook wraps the method on one sender instance.
 
 _KEYFRAME_HOOKED = "_appliance_keyframe_hook"
+_FEEDBACK_HOOKED = "_appliance_feedback_hook"
 
 
 def on_keyframe_request(sender: RTCRtpSender, listener: Callable[[], None]) -> None:
@@ -73,6 +85,48 @@ def on_keyframe_request(sender: RTCRtpSender, listener: Callable[[], None]) -> N
 
     sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
     setattr(sender, _KEYFRAME_HOOKED, True)
+
+
+# -- receiver feedback: RTCRtpSender._handle_rtcp_packet ---------------------------------------
+#
+# aiortc handles every RTCP packet addressed to a sender in ``_handle_rtcp_packet``: it
+# retransmits on NACK (from its own history, as RTX when negotiated), calls ``_send_keyframe`` on
+# PLI/FIR, hands a REMB to its own encoder (``target_bitrate``; with passthrough there is none) and
+# folds receiver reports into its RTT estimate ``__rtt``. The hook wraps that method on one
+# sender instance and, after aiortc has handled the packet, tells ``listener`` what the receiver
+# said: ``("nack", lost packets)``, ``("pli", 1)``, ``("remb", bps)``,
+# ``("report", fraction lost 0..1)`` and, when aiortc has an estimate, ``("rtt", seconds)``.
+
+
+def on_rtcp_feedback(sender: RTCRtpSender, listener: Callable[[str, float], None]) -> None:
+    """Call ``listener(kind, value)`` for the receiver's feedback to ``sender`` (see above)."""
+    if getattr(sender, _FEEDBACK_HOOKED, False):
+        return
+    original = sender._handle_rtcp_packet
+
+    async def handle(packet: Any) -> None:
+        await original(packet)
+        if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            for report in packet.reports:
+                if report.ssrc == sender._ssrc:
+                    listener("report", report.fraction_lost / 256)
+                    rtt = getattr(sender, "_RTCRtpSender__rtt", None)
+                    if rtt is not None:
+                        listener("rtt", float(rtt))
+        elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            listener("nack", float(len(packet.lost)))
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+            listener("pli", 1.0)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:
+                return
+            if sender._ssrc in ssrcs:
+                listener("remb", float(bitrate))
+
+    sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
+    setattr(sender, _FEEDBACK_HOOKED, True)
 
 
 # -- negotiated codecs: RTCRtpTransceiver._codecs ------------------------------------------------

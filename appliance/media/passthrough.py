@@ -23,6 +23,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from appliance.clock import Clock
+from appliance.media.congestion import BitrateController
 from appliance.media.gate import Valve
 from appliance.media.keyframes import KeyframeLimiter
 from appliance.media.sources.base import EncodedFrame, VideoSource
@@ -192,6 +193,8 @@ class VideoFanout:
             clock=clock,
             name=type(source).__name__,
         )
+        self.bitrate = BitrateController(source, clock=clock)
+        """Receiver feedback (REMB, loss, RTT) to the source's bitrate; counts NACK/PLI too."""
         self.frames_in = 0
         self.frames_held = 0
         source.add_sink(self._on_frame)

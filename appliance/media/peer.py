@@ -27,7 +27,7 @@ from aiortc import (
 )
 from aiortc.sdp import SessionDescription
 
-from appliance.media.aiortc_compat import on_keyframe_request
+from appliance.media.aiortc_compat import on_keyframe_request, on_rtcp_feedback
 from appliance.media.ice import MdnsCandidate, candidate_from_signal, received_packets
 from appliance.media.liveness import Action, LinkWatch
 from appliance.media.mdns import strip_mdns
@@ -38,6 +38,8 @@ from appliance.media.sources.base import EncodedFrame
 logger = logging.getLogger(__name__)
 
 Signal = dict[str, Any]
+BURST_NACK = 10
+"""A NACK naming this many packets at once asks the camera for a keyframe too."""
 SignalSender = Callable[[Signal], Awaitable[None]]
 StateListener = Callable[["Peer", str, str], None]
 TrackListener = Callable[["Peer", MediaStreamTrack], None]
@@ -145,6 +147,8 @@ class Peer:
         track, self.video_track = self.video_track, None
         if track is not None:
             track.stop()
+        if self._fanout is not None:
+            self._fanout.bitrate.forget(self.remote)
         if pc is not None:
             await pc.close()
 
@@ -168,6 +172,7 @@ class Peer:
                 direction = "sendrecv" if self.receive_video else "sendonly"
                 video = pc.addTransceiver(self.video_track, direction=direction)
                 on_keyframe_request(video.sender, self._keyframe_requested)
+                on_rtcp_feedback(video.sender, self._feedback)
             else:
                 direction = "recvonly" if self.receive_video else "inactive"
                 video = pc.addTransceiver("video", direction=direction)
@@ -189,6 +194,15 @@ class Peer:
     def _first_packet(self, track: PassthroughTrack, frame: EncodedFrame) -> None:
         if self._on_first_packet is not None and track is self.video_track:
             self._on_first_packet(self, track, frame)
+
+    def _feedback(self, kind: str, value: float) -> None:
+        if self._fanout is None:
+            return
+        self._fanout.bitrate.feedback(self.remote, kind, value)
+        if kind == "nack" and value >= BURST_NACK:
+            # A burst lost (a link flap): retransmitting it late only delays the picture, and
+            # aiortc's history may not hold it; a keyframe (rate-limited) recovers at once.
+            self._fanout.request_keyframe(f"{self.remote} NACK of {int(value)} packets")
 
     def _keyframe_requested(self) -> None:
         if self._fanout is not None:

@@ -19,6 +19,13 @@ import aiortc
 import pytest
 import pytest_asyncio
 from aiortc import RTCRtpTransceiver, RTCSessionDescription
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    pack_remb_fci,
+)
 
 from appliance.errors import ApplianceError, LibraryVersionError
 from appliance.media import aiortc_compat
@@ -27,6 +34,7 @@ from appliance.media.aiortc_compat import (
     check_version,
     negotiated_codecs,
     on_keyframe_request,
+    on_rtcp_feedback,
     transport_stats,
 )
 from appliance.media.negotiation import prefer_h264, sdp_video_codecs
@@ -115,6 +123,35 @@ async def test_a_pli_from_the_remote_reaches_the_listener_and_aiortc_still_sees_
     await wait_until(lambda: hits == ["first"])
     # aiortc's own encoder flag is still set (a sender that fell back to aiortc's encoder).
     assert sender._RTCRtpSender__force_keyframe is True  # type: ignore[attr-defined]
+
+
+# -- hook: receiver feedback (RTCRtpSender._handle_rtcp_packet) -----------------------------------
+
+
+async def test_nack_pli_remb_and_reports_from_the_remote_reach_the_feedback_listener(
+    pair: Pair,
+) -> None:
+    heard: list[tuple[str, float]] = []
+    sender = pair.video.sender
+    on_rtcp_feedback(sender, lambda kind, value: heard.append((kind, value)))
+    on_rtcp_feedback(sender, lambda kind, value: heard.append(("twice", value)))  # once only
+    await pair.negotiate()
+    receiver = pair.their(pair.video).receiver
+    ssrc = next(s.ssrc for s in (await sender.getStats()).values() if s.type == "outbound-rtp")
+    await receiver._send_rtcp_nack(ssrc, [1, 2, 3])
+    await receiver._send_rtcp_pli(ssrc)
+    remb = RtcpPsfbPacket(
+        fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(250_000, [ssrc])
+    )
+    await receiver._send_rtcp(remb)
+    await wait_until(lambda: ("remb", 250_000.0) in heard)
+    assert ("nack", 3.0) in heard and ("pli", 1.0) in heard
+    info = RtcpReceiverInfo(
+        ssrc=ssrc, fraction_lost=64, packets_lost=5, highest_sequence=100, jitter=0, lsr=0, dlsr=0
+    )
+    await receiver._send_rtcp(RtcpRrPacket(ssrc=1, reports=[info]))
+    await wait_until(lambda: ("report", 0.25) in heard)
+    assert all(kind != "twice" for kind, _ in heard)
 
 
 # -- hook: negotiated codecs (RTCRtpTransceiver._codecs) -------------------------------------------

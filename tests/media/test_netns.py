@@ -35,10 +35,10 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 async def _start_server(
-    tmp_path: Path, address: str, users: tuple[str, ...] = ("field", "hq")
+    tmp_path: Path, address: str, users: tuple[str, ...] = ("field", "hq"), **settings: Any
 ) -> tuple[Any, ServerHandle, asyncio.Server]:
     """In namespace a: the test server (loopback) plus a TCP forwarder on the veth address."""
-    manager = running_server(tmp_path, users=list(users))
+    manager = running_server(tmp_path, users=list(users), **settings)
     handle = await manager.__aenter__()
 
     async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

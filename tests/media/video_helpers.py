@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from fractions import Fraction
 from typing import Any
@@ -64,6 +65,8 @@ class VideoReader:
     def __init__(self, track: MediaStreamTrack) -> None:
         self.track = track
         self.codes: list[blockcode.BlockCode] = []
+        self.decoded_at: list[float] = []
+        """Wall-clock time each code in ``codes`` was decoded (glass-to-glass in bench/)."""
         self.frames = 0
         self.changed = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -77,6 +80,7 @@ class VideoReader:
                 code = blockcode.read(frame.to_ndarray(format="gray"))
                 if code is not None:
                     self.codes.append(code)
+                    self.decoded_at.append(time.time())
                 self.changed.set()
 
     async def wait_for(self, count: int, within: float = 20.0) -> None:

@@ -37,9 +37,14 @@ PacketSink = Callable[[EncodedFrame], None]
 
 
 class VideoSource(ABC):
-    """start/stop, packets to sinks, ``request_keyframe()``, ``bitrate``."""
+    """start/stop, packets to sinks, ``request_keyframe()``, ``bitrate``, ``set_bitrate()``."""
 
     kind: str = "abstract"
+    adjustable: frozenset[str] = frozenset()
+    """What the source can change while it runs: ``{"bitrate"}`` for ``test`` and ``v4l2``
+    (their encoder is rebuilt at the new rate, starting with an IDR); empty for ``file`` and
+    ``picamera2`` (see :mod:`appliance.media.congestion`)."""
+    min_bitrate = 100_000
 
     def __init__(
         self,
@@ -54,6 +59,9 @@ class VideoSource(ABC):
         self.height = height
         self.framerate = framerate
         self._bitrate = bitrate
+        self.max_bitrate = bitrate
+        """The configured bitrate: :meth:`set_bitrate` never goes above it."""
+        self.bitrate_changes = 0
         self.clock: Clock = clock or SystemClock()
         self._sinks: list[PacketSink] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -64,8 +72,21 @@ class VideoSource(ABC):
 
     @property
     def bitrate(self) -> int:
-        """Target bits per second, from config (passthrough ignores the peer's REMB)."""
+        """Target bits per second: the configured one, or lower after :meth:`set_bitrate`."""
         return self._bitrate
+
+    def set_bitrate(self, bps: int) -> bool:
+        """Ask the encoder for ``bps`` (clamped to ``min_bitrate..max_bitrate``); False when the
+        source cannot change its bitrate while running or the value is already set."""
+        if "bitrate" not in self.adjustable:
+            return False
+        bps = max(min(self.min_bitrate, self.max_bitrate), min(self.max_bitrate, int(bps)))
+        if bps == self._bitrate:
+            return False
+        logger.info("%r bitrate -> %d kbps", self, bps // 1000)
+        self._bitrate = bps
+        self.bitrate_changes += 1
+        return True
 
     @property
     def running(self) -> bool:

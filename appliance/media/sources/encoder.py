@@ -45,6 +45,7 @@ class H264Encoder:
         keyframe_interval: float = 2.0,
     ) -> None:
         self.codec_name = codec
+        self.bitrate = bitrate
         try:
             ctx = cast(av.VideoCodecContext, av.CodecContext.create(codec, "w"))
         except (av.FFmpegError, ValueError) as err:

@@ -65,6 +65,12 @@ def _make_output(base: type, source: Picamera2Source) -> Any:
 
 class Picamera2Source(VideoSource):
     kind = "picamera2"
+    # picamera2's H264Encoder takes its bitrate once: V4L2Encoder hands it to the encoder as
+    # V4L2_CID_MPEG_VIDEO_BITRATE among the controls it sets when recording starts, and has no call
+    # to change it while running. Lowering it would mean stopping and restarting the recording
+    # (or setting the V4L2 control on the encoder's device ourselves); neither is done or tested
+    # here (no camera on this machine), so the source says it cannot change its bitrate.
+    adjustable: frozenset[str] = frozenset()
 
     def __init__(
         self,

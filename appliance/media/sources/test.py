@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 class TestSource(VideoSource):
     kind = "test"
+    adjustable = frozenset({"bitrate"})
     __test__ = False  # not a pytest class
 
     def __init__(
@@ -44,13 +45,7 @@ class TestSource(VideoSource):
     async def _start(self) -> None:
         self._stopping.clear()
         # Built here so a bad size or a missing codec fails start(), not the thread.
-        encoder = H264Encoder(
-            self.width,
-            self.height,
-            self.framerate,
-            self.bitrate,
-            keyframe_interval=self.keyframe_interval,
-        )
+        encoder = self._encoder()
         pattern = TestPattern(self.width, self.height)
         self._thread = threading.Thread(
             target=self._run, args=(encoder, pattern), name="video-test-encoder", daemon=True
@@ -66,6 +61,15 @@ class TestSource(VideoSource):
 
     def _request_keyframe(self) -> None:
         self._force_keyframe.set()
+
+    def _encoder(self) -> H264Encoder:
+        return H264Encoder(
+            self.width,
+            self.height,
+            self.framerate,
+            self.bitrate,
+            keyframe_interval=self.keyframe_interval,
+        )
 
     def _run(self, encoder: H264Encoder, pattern: TestPattern) -> None:
         period = 1.0 / self.framerate
@@ -86,6 +90,11 @@ class TestSource(VideoSource):
                 self.counter += 1
                 force = self._force_keyframe.is_set()
                 self._force_keyframe.clear()
+                if encoder.bitrate != self.bitrate:
+                    # libx264 through PyAV ignores a new bit_rate once open: a new encoder.
+                    encoder.close()
+                    encoder = self._encoder()
+                    force = True
                 for unit in encoder.encode(frame, pts, force):
                     self._deliver_threadsafe(
                         EncodedFrame(

@@ -38,6 +38,7 @@ def select_pipeline(available: set[str] | None = None) -> str:
 
 class V4l2Source(VideoSource):
     kind = "v4l2"
+    adjustable = frozenset({"bitrate"})
 
     def __init__(
         self,
@@ -131,6 +132,11 @@ class V4l2Source(VideoSource):
                 pts = round((time.monotonic() - start) * VIDEO_TIME_BASE.denominator)
                 force = self._force_keyframe.is_set()
                 self._force_keyframe.clear()
+                if encoder.bitrate != self.bitrate:
+                    # The M2M/libx264 encoder keeps its open bitrate: a new one, from an IDR.
+                    encoder.close()
+                    encoder = self._encoder()
+                    force = True
                 for unit in encoder.encode(picture, pts, force):
                     self._deliver_threadsafe(
                         EncodedFrame(
