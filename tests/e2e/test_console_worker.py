@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Page, async_playwright, expect
+from playwright.async_api import BrowserContext, Page, Worker, async_playwright, expect
 
 from appliance.client import Client
 from tests.support.browser import (
@@ -145,15 +145,22 @@ async def session_when(
     return session
 
 
-async def test_a_ring_push_to_a_closed_console_is_a_notification_and_decline_rejects_the_call(
-    srv: ServerHandle, guard: PageGuard
-) -> None:
+async def closed_console(
+    guard: PageGuard, srv: ServerHandle
+) -> tuple[BrowserContext, Worker, PushChannel]:
+    """Alice's browser after she signed in and closed the console: only the worker is left."""
     page = await resident(guard, srv, "alice")
     context = page.context
     worker = await service_worker(context)
     channel = await PushChannel.open(guard, context, srv.base_url)
-    # The console is closed: only the worker is left.
     await page.close()
+    return context, worker, channel
+
+
+async def test_a_ring_push_to_a_closed_console_is_a_notification_and_decline_rejects_the_call(
+    srv: ServerHandle, guard: PageGuard
+) -> None:
+    context, worker, channel = await closed_console(guard, srv)
     ring = await door_rings(srv)
     assert "alice" in (await session_of(srv))["ringing"]
 
@@ -196,11 +203,7 @@ async def test_a_ring_push_to_a_closed_console_is_a_notification_and_decline_rej
 async def test_ring_stopped_closes_the_notification_and_missed_becomes_missed_call(
     srv: ServerHandle, guard: PageGuard
 ) -> None:
-    page = await resident(guard, srv, "alice")
-    context = page.context
-    worker = await service_worker(context)
-    channel = await PushChannel.open(guard, context, srv.base_url)
-    await page.close()
+    _context, worker, channel = await closed_console(guard, srv)
     ring = await door_rings(srv)
     stop = {"type": "call.ring_stopped", "call_cid": CID, "session_id": ring["session_id"]}
 
