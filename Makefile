@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 APT_STAMP := .apt-installed
 CONFIG ?= config/intercom.yaml
-APT_PACKAGES := chromium libasound2-dev libasound2-plugins alsa-utils postgresql iproute2 systemd python3-venv python3-dev gcc espeak-ng nodejs
+APT_PACKAGES := chromium libasound2-dev libasound2-plugins alsa-utils postgresql iproute2 systemd python3-venv python3-dev gcc espeak-ng nodejs haproxy
 
 # The boot test: a Debian root from debootstrap, booted with systemd-nspawn; arm64 under qemu.
 FIELD_APT_PACKAGES := debootstrap systemd-container qemu-user-static binfmt-support
