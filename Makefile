@@ -15,7 +15,8 @@ FIELD_APT_PACKAGES := debootstrap systemd-container qemu-user-static binfmt-supp
 setup: $(STAMP)
 
 # System packages: ALSA headers for pyalsaaudio, Chromium for the browser tests,
-# PostgreSQL for the fleet-store tests, iproute2 for network namespaces, espeak-ng for the
+# PostgreSQL for the fleet-store tests, HAProxy for the fleet tests and bench/fleet.py
+# (deploy/haproxy.cfg), iproute2 for network namespaces, espeak-ng for the
 # speech the echo-cancellation tests and benchmark play, Node.js and npm (Debian's npm
 # package, unless the Node.js installed already brings npm) for the test that runs
 # Stream's JavaScript client SDK against the server and for axe-core (tests/js).

@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -334,6 +335,10 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
     return figures
 
 
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=1000, help="devices in phases 1-4")
@@ -342,6 +347,8 @@ def main() -> int:
     args = parser.parse_args()
     args.idle_devices = max(args.idle_devices, args.devices)
     _raise_nofile(args.idle_devices * 2 + 2048)
+    # A SIGTERM (timeout, CI) unwinds like Ctrl-C: replicas, HAProxy and PostgreSQL are stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     with tempfile.TemporaryDirectory(prefix="appliance-fleet-") as tmp:
         results = asyncio.run(run(args, Path(tmp)))
     print(json.dumps(report(args, results)))
