@@ -190,7 +190,7 @@ async def rolling_phase(fleet: Fleet, devices: Devices) -> dict[str, Any]:
 async def scale_phase(fleet: Fleet, devices: Devices, total: int) -> dict[str, Any]:
     more = [f"i{i:05d}" for i in range(total - len(devices.all))]
     started = time.monotonic()
-    extra = await Devices.connect(fleet, more, parallel=200) if more else None
+    extra = await Devices.connect(fleet, more, parallel=50, wait=False) if more else None
     connect_s = time.monotonic() - started
     if extra is not None:
         devices.absorb(extra)
@@ -242,11 +242,12 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             try:
                 print(f"{args.devices} devices connected in {out['connect_s']:.1f} s", flush=True)
                 out["fanout"] = await fanout(fleet, devices, 100, args.ring_rounds)
-                print("fan-out measured", flush=True)
+                fan = out["fanout"]
+                print(f"fan-out: n={len(fan)} p99 {_pct(fan, 99):.1f} ms", flush=True)
                 out["kill"] = await kill_phase(fleet, devices)
-                print("kill -9 phase done", flush=True)
+                print("kill -9 phase:", json.dumps(out["kill"]), flush=True)
                 out["rolling"] = await rolling_phase(fleet, devices)
-                print("rolling restart done", flush=True)
+                print("rolling restart:", json.dumps(out["rolling"]), flush=True)
                 out["scale"] = await scale_phase(fleet, devices, args.idle_devices)
             finally:
                 await devices.aclose()
