@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 APT_STAMP := .apt-installed
 CONFIG ?= config/intercom.yaml
-APT_PACKAGES := chromium libasound2-dev libasound2-plugins alsa-utils postgresql iproute2 systemd python3-venv python3-dev gcc espeak-ng nodejs coturn nftables
+APT_PACKAGES := chromium libasound2-dev libasound2-plugins alsa-utils postgresql iproute2 systemd python3-venv python3-dev gcc espeak-ng nodejs coturn nftables haproxy
 
 # The boot test: a Debian root from debootstrap, booted with systemd-nspawn; arm64 under qemu.
 FIELD_APT_PACKAGES := debootstrap systemd-container qemu-user-static binfmt-support
@@ -15,7 +15,8 @@ FIELD_APT_PACKAGES := debootstrap systemd-container qemu-user-static binfmt-supp
 setup: $(STAMP)
 
 # System packages: ALSA headers for pyalsaaudio, Chromium for the browser tests,
-# PostgreSQL for the fleet-store tests, iproute2 for network namespaces, espeak-ng for the
+# PostgreSQL for the fleet-store tests, HAProxy for the fleet tests and bench/fleet.py
+# (deploy/haproxy.cfg), iproute2 for network namespaces, espeak-ng for the
 # speech the echo-cancellation tests and benchmark play, Node.js and npm (Debian's npm
 # package, unless the Node.js installed already brings npm) for the test that runs
 # Stream's JavaScript client SDK against the server and for axe-core (tests/js).

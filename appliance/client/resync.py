@@ -53,6 +53,8 @@ class RingLedger:
         self.user_id = user_id
         self.ringing: dict[str, RingKey] = {}
         self._finished: OrderedDict[RingKey, None] = OrderedDict()
+        # How each finished ring ended, by (call cid, session id): a repeat of it is dropped.
+        self._outcomes: dict[tuple[str, str | None], str] = {}
         self._remember = remember
 
     def admit(self, event: Event) -> bool:
@@ -67,18 +69,30 @@ class RingLedger:
                 return False
             self.ringing[key[0]] = key
             return True
-        if cid is None or cid not in self.ringing:
+        if cid is None:
             return True
         mine = event.user is not None and event.user.id == self.user_id
-        if event.type in _RING_OVER_FOR_ALL or (event.type in _RING_OVER_FOR_USER and mine):
-            self._finish(cid)
+        ends = event.type in _RING_OVER_FOR_ALL or (event.type in _RING_OVER_FOR_USER and mine)
+        if cid not in self.ringing:
+            # The same end of a ring told twice: live, and by the resync of a reconnect that read
+            # the store after the commit but before the live event reached the new socket.
+            over = self._outcomes.get((cid, event.session_id or event.call_session_id))
+            if ends and over == event.type:
+                logger.debug("RingLedger(%s): %s of %s already delivered", self.user_id, over, cid)
+                return False
+            return True
+        if ends:
+            self._finish(cid, event.type)
         return True
 
-    def _finish(self, cid: str) -> None:
+    def _finish(self, cid: str, outcome: str) -> None:
         key = self.ringing.pop(cid, None)
         if key is None:
             return
         self._finished[key] = None
+        self._outcomes[(key[0], key[1])] = outcome
+        while len(self._outcomes) > self._remember:
+            self._outcomes.pop(next(iter(self._outcomes)))
         while len(self._finished) > self._remember:
             self._finished.popitem(last=False)
 

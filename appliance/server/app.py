@@ -284,6 +284,7 @@ def create_app(settings: ServerSettings, *, clock: Clock | None = None) -> FastA
         try:
             now = now_ns(the_clock)
             async with store.begin() as conn:
+                await migrations.serialise_replicas(conn)
                 await calltypes.seed(conn, settings.call_types, now)
                 for user in settings.users:
                     await upsert_user(conn, UserRequest.model_validate(user.model_dump()), now)

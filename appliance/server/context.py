@@ -39,6 +39,9 @@ class Ringer(Protocol):
         """Start a ring attempt (DESIGN §4 "Ringing"): opens a session if none is live,
         stores deadlines and sends ``call.ring`` to every connection of every ringed user."""
 
+    async def members_removed(self, call_cid: str, user_ids: list[str]) -> None:
+        """Members removed from the call stop ringing (on their sockets and phones)."""
+
 
 @dataclass
 class ServerContext:

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 NS = 1_000_000_000
 BATCH = 200
+STOP_GRACE = 5.0
 
 
 @dataclass
@@ -56,12 +57,19 @@ class Scheduler:
         self._task = asyncio.create_task(self._run(), name="deadline-scheduler")
 
     async def stop(self) -> None:
+        """Stop; a pass under way finishes first (up to ``STOP_GRACE`` seconds). Cancelling a
+        handler between its commit and its publish would leave a deadline handled that nobody
+        was told about (a replica stopped in a rolling restart)."""
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is None:
+            return
+        if not self._sleeping:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(task), STOP_GRACE)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     def wake(self) -> None:
         self._wake.set()
@@ -105,6 +113,8 @@ class Scheduler:
             except Exception:
                 log.exception("%r: processing deadlines failed; retrying", self)
                 nxt = None
+            if self._stopping:
+                return
             now = now_ns(self.ctx.clock)
             delay = self.poll_seconds if nxt is None else min(self.poll_seconds, (nxt - now) / NS)
             if delay > 0 and not self._wake.is_set():

@@ -9,8 +9,9 @@ brings it to ``schema.SCHEMA_VERSION``:
   the last good version (SQLite and PostgreSQL both have transactional DDL);
 - a database newer than this program is refused (an older binary must not write to it).
 
-On PostgreSQL, replicas starting together serialise on an advisory lock; on SQLite the first
-write takes the database lock.
+On PostgreSQL, replicas starting together serialise on an advisory lock (also taken around the
+seeding of call types and users, ``serialise_replicas``); on SQLite the first write takes the
+database lock.
 
 Adding version 2: bump ``SCHEMA_VERSION`` in ``schema.py``, change the tables there (so a new
 database is created right), and append ``Migration(2, "what changes", step)`` below, where
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, insert, inspect, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from appliance.errors import StoreError
 from appliance.server.schema import (
@@ -108,6 +109,14 @@ def database_version(conn: Connection) -> int | None:
 def _lock(conn: Connection) -> None:
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+
+
+async def serialise_replicas(conn: AsyncConnection) -> None:
+    """Hold the migration lock until ``conn``'s transaction ends (PostgreSQL; a no-op on
+    SQLite, whose first write locks the database). Startup writes that read before they
+    insert (seeding call types and users) take it, so replicas starting together on an
+    empty database do not both insert the same row."""
+    await conn.run_sync(_lock)
 
 
 def _plan(current: int, target: int, steps: Sequence[Migration]) -> list[Migration]:

@@ -257,6 +257,47 @@ class RingEngine:
                 )
                 log.info("Call(%s) ring re-sent to %r", cid, conn)
 
+    async def members_removed(self, call_cid: str, user_ids: list[str]) -> None:
+        """Removed members who were being rung stop ringing: their row becomes ``cancelled``
+        (reason ``removed``), ``call.rejected {user, reason: "removed"}`` goes to them alone (what
+        makes every client, ours and Stream's, drop the ring of its own user), a ``ring_stopped``
+        push to their phones; the attempt ends when nobody is left ringing."""
+
+        async def run(db: AsyncConnection, out: Outbox) -> None:
+            call = await call_for_update(db, call_cid)
+            session = None if call is None else await live_session(db, call)
+            if session is None:
+                return
+            sid = session["id"]
+            rows = await self.rows(db, sid)
+            gone = sorted(u for u in user_ids if rows.get(u, {}).get("state") == "ringing")
+            if not gone:
+                return
+            now = now_ns(self.ctx.clock)
+            await db.execute(
+                update(session_ring)
+                .where(session_ring.c.session_id == sid, session_ring.c.user_id.in_(gone))
+                .values(state="cancelled", reason="removed", deadline=None, updated_at=now)
+            )
+            out.deadlines_changed = True
+            log.info("Call(%s) %s removed while ringing: ring stopped", call_cid, gone)
+            people = await user_rows(db, gone)
+            online = self.hub.presence.is_online
+            for u in gone:
+                user = user_response(people.get(u), u, online(u))
+                out.add(
+                    ev.CALL_REJECTED,
+                    call_cid,
+                    target=Target(user_ids=(u,)),
+                    session_id=sid,
+                    user=user,
+                    reason="removed",
+                )
+            stopped(out.pushes, session, gone, "ended")
+            await self.attempt_over(db, session, now, out)
+
+        await self.tx(run)
+
     # -- accept / reject ----------------------------------------------------------------
 
     async def _live(self, db: AsyncConnection, cid: str, verb: str) -> dict[str, Any]:

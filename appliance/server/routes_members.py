@@ -96,6 +96,8 @@ async def update_call_members(
                 },
                 call_cid=cid,
             )
+    if removed and ctx.ringer is not None:
+        await ctx.ringer.members_removed(cid, removed)
     if removed:
         await publish(
             ctx,

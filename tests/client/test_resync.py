@@ -199,3 +199,23 @@ async def test_rung_call_that_timed_out_while_away_reports_missed_then_one_end()
         ("call.session_ended", None),
     ]
     assert await resync.run() == 0
+
+
+def test_ledger_drops_the_same_end_of_a_ring_told_twice() -> None:
+    """A reconnect's resync can report a miss the live socket then delivers too."""
+    ledger = RingLedger(ME)
+    assert ledger.admit(ring())
+
+    def missed(session: str, resynced: bool = False) -> Event:
+        return Event(
+            type="call.missed",
+            call_cid="default:c1",
+            call=call(session=session),
+            user={"id": ME},  # type: ignore[arg-type]
+            resynced=resynced,
+        )
+
+    assert ledger.admit(missed("s1", resynced=True))
+    assert not ledger.admit(missed("s1"))
+    assert ledger.admit(ring(session="s2"))
+    assert ledger.admit(missed("s2"))

@@ -354,3 +354,56 @@ async def test_a_host_taken_off_the_list_is_not_contacted(env: Env) -> None:
     await env.ring()
     await env.quiet()
     assert len(env.push.attempts) == seen
+
+
+# A member removed while the call rings them stops ringing: on their sockets (a call.rejected of
+# their own, reason "removed", that every client takes as "my ring is over"), on their phones
+# (ring_stopped "ended"), in the store (no resend on a new socket, no call.missed later); the
+# others keep ringing, and the attempt ends once nobody rings.
+
+
+async def remove(env: Env, *user_ids: str) -> None:
+    r = await call_post(env.srv, None, CID, "members", {"remove_members": list(user_ids)})
+    assert r.status_code == 200, r.text
+
+
+async def test_a_removed_member_stops_ringing_everywhere(env: Env) -> None:
+    await env.subscribe("alice")
+    await env.subscribe("bob")
+    alice = await WsClient.open(env.srv, "alice")
+    bob = await WsClient.open(env.srv, "bob")
+    await env.ring()
+    await alice.next("call.ring")
+    await bob.next("call.ring")
+    await env.push.wait_count(rings, 2)
+
+    await remove(env, "alice")
+
+    over = await alice.next("call.rejected")
+    assert (over["user"]["id"], over["reason"]) == ("alice", "removed")
+    stop = await env.push.wait_for(stops)
+    assert (stop.user, stop.payload["reason"]) == ("alice", "ended")
+    assert "call.rejected" not in await bob.types()  # bob still rings
+    again = await WsClient.open(env.srv, "alice")
+    assert "call.ring" not in await again.types()  # no resend to a new socket of alice's
+    env.advance(11)  # bob's deadline: only bob misses the ring
+    missed = await bob.next("call.missed")
+    assert missed["user"]["id"] == "bob"
+    await env.push.wait_count(stops, 2)
+    assert sorted(m.user for m in await env.quiet() if stops(m)) == ["alice", "bob"]
+    for ws in (alice, bob, again):
+        await ws.close()
+
+
+async def test_removing_the_last_one_ringing_ends_the_attempt(env: Env) -> None:
+    bob = await WsClient.open(env.srv, "bob")
+    await env.ring()
+    await bob.next("call.ring")
+    await remove(env, "alice", "bob")
+    assert (await bob.next("call.rejected"))["reason"] == "removed"
+    door = await WsClient.open(env.srv, "door-1")
+    async with env.srv.client(None) as http:
+        r = await http.get(f"/api/v2/video/call/{CID.replace(':', '/')}")
+    assert r.json()["call"]["session"]["ended_at"] is not None, r.text
+    await door.close()
+    await bob.close()

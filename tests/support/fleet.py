@@ -1,0 +1,329 @@
+"""A fleet the way an operator runs it: PostgreSQL, three ``appliance serve`` replicas and HAProxy
+(``deploy/haproxy.cfg``) in front; devices know only the proxy's address.
+
+::
+
+    async with Fleet(tmp, cluster.create_database("f")) as fleet:   # replicas + HAProxy up
+        devices = await Devices.connect(fleet, ["u1", "u2"])         # appliance.client.Client each
+        await fleet.replicas[0].kill()                               # kill -9
+        await devices.wait_all_connected(since=t)                    # reconnected through HAProxy
+
+``Devices`` counts what each device's application sees (after the client's ring ledger and
+resync): ``call.ring`` and ``call.missed`` per (call, session), so a test can say "every callee
+rang once, every deadline fired once". Used by tests/server/test_fleet.py and bench/fleet.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from appliance.client import Client
+from appliance.client.events import Event
+from appliance.errors import ServerUnavailable
+from appliance.server.auth import create_token
+from tests.support.server import API_KEY, ServerHandle, running_server
+
+REPO = Path(__file__).resolve().parents[2]
+HAPROXY_CFG = REPO / "deploy" / "haproxy.cfg"
+SECRET = "fleet-secret-of-at-least-32-bytes-long"
+RingKey = tuple[str, str]  # (call cid, call session id)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ring_body(callees: list[str], callee_ms: int, attempt_ms: int = 60_000) -> dict[str, Any]:
+    """Create-with-ring of a new call from ``caller`` to ``callees``, with these deadlines."""
+    return {
+        "data": {
+            "created_by_id": "caller",
+            "members": [{"user_id": "caller"}] + [{"user_id": u} for u in callees],
+            "settings_override": {
+                "ring": {
+                    "incoming_call_timeout_ms": callee_ms,
+                    "auto_cancel_timeout_ms": attempt_ms,
+                }
+            },
+        },
+        "ring": True,
+    }
+
+
+async def start_ring(http: httpx.AsyncClient, body: dict[str, Any]) -> RingKey:
+    """Create a new call with ``body`` (``ring_body``) and ring; its (cid, session id).
+
+    A replica killed or stopping while it handles the request answers nothing (the proxy's
+    502): the ring may or may not have been stored. Like a careful caller, this reads the call
+    before trying again, so a ring is never started twice."""
+    cid_id = uuid.uuid4().hex[:12]
+    url = f"/api/v2/video/call/default/{cid_id}"
+    for _ in range(5):
+        r = await http.post(url, json=body)
+        if r.status_code in (200, 201):
+            call = r.json()["call"]
+            return call["cid"], call["session"]["id"]
+        if r.status_code not in (502, 503, 504):
+            raise RuntimeError(f"create with ring: {r.status_code} {r.text}")
+        await asyncio.sleep(0.2)
+        got = await http.get(url)
+        session = got.json()["call"].get("session") if got.status_code == 200 else None
+        if session and session.get("ring_started_at"):  # it did ring
+            return got.json()["call"]["cid"], session["id"]
+    raise RuntimeError(f"create with ring: {r.status_code} {r.text}")
+
+
+class HAProxy:
+    """Debian's haproxy in the foreground with ``deploy/haproxy.cfg``."""
+
+    def __init__(self, root: Path, backends: list[int], maxconn: int) -> None:
+        binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+        if not Path(binary).exists():
+            raise FileNotFoundError("haproxy is not installed (Debian package haproxy)")
+        self.binary = binary
+        self.port = _free_port()
+        self.backends = backends
+        self.maxconn = maxconn
+        self.log_path = root / "haproxy.log"
+        self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+        env.update(
+            APPLIANCE_BIND=f"127.0.0.1:{self.port}",
+            APPLIANCE_MAXCONN=str(self.maxconn),
+            **{f"APPLIANCE_R{i + 1}": f"127.0.0.1:{p}" for i, p in enumerate(self.backends)},
+        )
+        return env
+
+    async def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            proc = await asyncio.create_subprocess_exec(
+                *(self.binary, "-db", "-f", str(HAPROXY_CFG)),
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                env=self.env(),
+            )
+        self._proc = proc
+        up = asyncio.Event()
+
+        async def probe(http: httpx.AsyncClient) -> None:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(f"{self.base_url}/healthz")).status_code == 200:
+                    up.set()
+
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            await probe(http)
+            for _ in range(200):
+                if up.is_set() or proc.returncode is not None:
+                    break
+                await asyncio.sleep(0.05)
+                await probe(http)
+        if not up.is_set():
+            raise RuntimeError(f"haproxy did not come up:\n{self.log_path.read_text()}")
+
+    async def stop(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.send_signal(signal.SIGTERM)  # hard stop: every connection is cut
+            await self._proc.wait()
+        self._proc = None
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+
+class Fleet:
+    """``replicas`` subprocess servers on one PostgreSQL database, HAProxy in front."""
+
+    def __init__(
+        self,
+        root: Path,
+        database: str,
+        *,
+        replicas: int = 3,
+        users: list[dict[str, Any]] | None = None,
+        maxconn: int = 4096,
+        **settings: Any,
+    ) -> None:
+        self.root = root
+        self.database = database
+        self.count = replicas
+        self.users = users or []
+        self.maxconn = maxconn
+        self.settings = settings
+        self.replicas: list[ServerHandle] = []
+        self.proxy: HAProxy | None = None
+        self._stack = contextlib.AsyncExitStack()
+
+    @property
+    def base_url(self) -> str:
+        assert self.proxy is not None
+        return self.proxy.base_url
+
+    def token(self, user_id: str | None = None) -> str:
+        return create_token(SECRET, user_id)
+
+    async def __aenter__(self) -> Fleet:
+        common = {"database": self.database, "api_secret": SECRET, **self.settings}
+        for i in range(self.count):
+            # One at a time: the first migrates an empty database, the others find it ready.
+            srv = await self._stack.enter_async_context(
+                running_server(self.root / f"r{i + 1}", users=self.users, subprocess=True, **common)  # type: ignore[arg-type]
+            )
+            self.replicas.append(srv)
+        self.proxy = HAProxy(self.root, [r.port for r in self.replicas], self.maxconn)
+        await self.proxy.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.proxy is not None:
+            await self.proxy.stop()
+        await self._stack.aclose()
+
+    def http(self) -> httpx.AsyncClient:
+        """A server-token REST client through the proxy."""
+        return httpx.AsyncClient(
+            base_url=self.base_url,
+            params={"api_key": API_KEY},
+            headers={"Authorization": self.token(), "stream-auth-type": "jwt"},
+            timeout=30,
+        )
+
+    def pid(self, index: int) -> int:
+        proc = self.replicas[index]._proc
+        assert proc is not None, f"replica {index} is not running"
+        return proc.pid
+
+    async def add_users(self, user_ids: list[str]) -> None:
+        """Create users (100 a request, the API's bound) through the proxy."""
+        async with self.http() as http:
+            for i in range(0, len(user_ids), 100):
+                batch = {u: {"id": u} for u in user_ids[i : i + 100]}
+                r = await http.post("/api/v2/users", json={"users": batch})
+                r.raise_for_status()
+
+    async def rolling_restart(self) -> None:
+        """SIGTERM each replica in turn; the next goes only once this one answers /healthz."""
+        for srv in self.replicas:
+            await srv.restart()
+
+
+class Device:
+    """One device: an ``appliance.client.Client`` through the proxy, counting what it sees."""
+
+    def __init__(self, fleet: Fleet, user_id: str, http: httpx.AsyncClient) -> None:
+        self.user_id = user_id
+        self.client = Client(
+            fleet.base_url, API_KEY, fleet.token(user_id), user_id=user_id, http=http
+        )
+        self.rings: Counter[RingKey] = Counter()
+        self.missed: Counter[RingKey] = Counter()
+        self.connected_at: list[float] = []  # time.monotonic() of each connection.ok
+        self.lost_at: list[float] = []  # and of each connection.lost
+        self.client.on(None, self._seen)
+
+    def _seen(self, event: Event) -> None:
+        if event.type == "connection.ok":
+            self.connected_at.append(time.monotonic())
+            return
+        if event.type == "connection.lost":
+            self.lost_at.append(time.monotonic())
+            return
+        cid = event.cid
+        sid = event.session_id or event.call_session_id
+        if cid is None or sid is None:
+            return
+        if event.type == "call.ring":
+            self.rings[(cid, sid)] += 1
+        elif event.type == "call.missed" and event.user is not None:
+            if event.user.id == self.user_id:
+                self.missed[(cid, sid)] += 1
+
+    @property
+    def connected(self) -> bool:
+        return self.client.connection.connected
+
+
+class Devices:
+    """Many devices in this process, sharing one HTTP connection pool for their REST calls."""
+
+    def __init__(self, fleet: Fleet, user_ids: list[str]) -> None:
+        self.http = httpx.AsyncClient(
+            timeout=30, limits=httpx.Limits(max_connections=50, max_keepalive_connections=50)
+        )
+        self.all = [Device(fleet, u, self.http) for u in user_ids]
+        self.by_user = {d.user_id: d for d in self.all}
+        self._pools = [self.http]
+
+    def absorb(self, other: Devices) -> None:
+        """Take ``other``'s devices (and close them with these)."""
+        self.all.extend(other.all)
+        self.by_user.update(other.by_user)
+        self._pools.extend(other._pools)
+
+    @classmethod
+    async def connect(
+        cls, fleet: Fleet, user_ids: list[str], parallel: int = 100, *, wait: bool = True
+    ) -> Devices:
+        """Create the users and start their devices, ``parallel`` at a time; with ``wait``
+        (tests) each must be connected within 60 s, without (the bench) a slow one is left to
+        its own retries and counted later."""
+        await fleet.add_users(user_ids)
+        devices = cls(fleet, user_ids)
+        gate = asyncio.Semaphore(parallel)
+
+        async def one(d: Device) -> None:
+            async with gate:
+                try:
+                    await d.client.connect(wait=60)
+                except ServerUnavailable:
+                    if wait:
+                        raise
+
+        await asyncio.gather(*(one(d) for d in devices.all))
+        return devices
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(d.client.aclose() for d in self.all), return_exceptions=True)
+        for pool in self._pools:
+            await pool.aclose()
+
+    def cut_off(self, since: float) -> list[Device]:
+        """The devices whose connection dropped after ``since``."""
+        return [d for d in self.all if any(t > since for t in d.lost_at)]
+
+    def reconnect_times(self, since: float) -> list[float]:
+        """For each device cut off after ``since``: seconds from ``since`` to its first
+        connection.ok after that (missing while it is still away)."""
+        out = []
+        for d in self.cut_off(since):
+            after = [t for t in d.connected_at if t > since]
+            if after:
+                out.append(after[0] - since)
+        return out
+
+    def all_back(self, since: float) -> bool:
+        """Every device is connected, and every one cut off after ``since`` reconnected since."""
+        return all(d.connected for d in self.all) and len(self.reconnect_times(since)) == len(
+            self.cut_off(since)
+        )
