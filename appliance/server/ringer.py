@@ -66,6 +66,15 @@ RING_MEMBERS_LISTED = 25
 BATCH = 500
 
 
+def nobody_to_ring(cid: str, caller_id: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"nobody to ring in call {cid}: no member other than the caller {caller_id} "
+        "who is not already in the call",
+        field="members_ids",
+        cid=cid,
+    )
+
+
 class RingEngine:
     """The ``Ringer`` of ``context.py`` plus accept, reject and the ring deadlines."""
 
@@ -109,6 +118,19 @@ class RingEngine:
 
         return await self.tx(run)
 
+    async def ring_in(
+        self,
+        db: AsyncConnection,
+        out: Outbox,
+        call: dict[str, Any],
+        caller_id: str,
+        member_ids: list[str] | None,
+        video: bool | None,
+    ) -> list[str]:
+        """``ring_users`` inside the caller's transaction (run by ``self.tx``); ``call`` is the
+        call's row as read by ``call_for_update`` or just inserted (locked either way)."""
+        return await self._ring(db, call, caller_id, member_ids, video, out)
+
     async def _ring(
         self,
         db: AsyncConnection,
@@ -120,7 +142,7 @@ class RingEngine:
     ) -> list[str]:
         cid = call["cid"]
         now = now_ns(self.ctx.clock)
-        session, _ = await open_session(db, call, now, out)
+        session, new = await open_session(db, call, now, out)
         sid = session["id"]
         member_q = select(call_members.c.user_id).where(call_members.c.call_cid == cid)
         if member_ids is not None:
@@ -135,29 +157,29 @@ class RingEngine:
                 )
             ringed = [u for u in named if u != caller_id]
         else:
-            present = {p["user_id"] for p in await active_participants(db, sid)}
+            # A session opened just now has nobody in it yet.
+            present = set() if new else {p["user_id"] for p in await active_participants(db, sid)}
             ringed = [
                 u
                 for u in (await db.execute(member_q.order_by(call_members.c.user_id))).scalars()
                 if u != caller_id and u not in present
             ]
         if not ringed:
-            raise InvalidRequest(
-                f"nobody to ring in call {cid}: no member other than the caller {caller_id} "
-                "who is not already in the call",
-                field="members_ids",
-                cid=cid,
-            )
+            raise nobody_to_ring(cid, caller_id)
         ring = (await settings_of(db, call)).ring
         callee_deadline = (
             now + ring.incoming_call_timeout_ms * MS if ring.incoming_call_timeout_ms else None
         )
-        states = {
-            r["user_id"]: r["state"]
-            for r in (
-                await db.execute(select(session_ring).where(session_ring.c.session_id == sid))
-            ).mappings()
-        }
+        states = (
+            {}
+            if new  # nobody was rung in it yet
+            else {
+                r["user_id"]: r["state"]
+                for r in (
+                    await db.execute(select(session_ring).where(session_ring.c.session_id == sid))
+                ).mappings()
+            }
+        )
         row_values = {
             "state": "ringing",
             "reason": None,

@@ -1,22 +1,25 @@
 """Call routes: get-or-create, get, update, update members, delete, custom events.
 
 Get-or-create on an existing call ignores ``data`` (members change through update members) but
-honours ``ring``. Events go out after the transaction commits; rings go to ``ctx.ringer``.
+honours ``ring``. Events go out after the transaction commits; a get-or-create that rings does
+it in its own transaction (``RingEngine.ring_in``).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance.calls import events
 from appliance.calls.capabilities import Capability
 from appliance.calls.settings import merge
-from appliance.errors import InvalidRequest, PermissionDenied, ServerUnavailable
+from appliance.errors import APIError, InvalidRequest, NotFound, PermissionDenied
 from appliance.server import calltypes
 from appliance.server.auth import Principal, principal
 from appliance.server.callrequests import (
@@ -31,28 +34,38 @@ from appliance.server.callrequests import (
     check_custom,
     check_settings,
 )
-from appliance.server.callstate import call_state, load_access
+from appliance.server.callstate import DEFAULT_MEMBERS_LIMIT, access_to, call_state, load_access
 from appliance.server.context import ServerContext, now_ns
 from appliance.server.customindex import remove_call_custom
+from appliance.server.hub import Target
 from appliance.server.members import (
     check_members,
     member_role,
+    member_rows,
     upsert_members,
 )
+from appliance.server.outbox import Outbox
 from appliance.server.permissions import check_create
 from appliance.server.replies import ctx_of, publish, reply, to_ns
+from appliance.server.ringer import nobody_to_ring
 from appliance.server.schema import calls
-from appliance.server.serialize import call_response, call_row, user_response
+from appliance.server.serialize import call_response, call_row, members_response, user_response
+from appliance.server.services import services
+from appliance.server.sessions import call_for_update
 from appliance.server.users import upsert_user, user_rows
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v2/video", tags=["calls"])
 
 
-async def _ring(ctx: ServerContext, cid: str, caller: str, video: bool | None) -> None:
-    if ctx.ringer is None:
-        raise ServerUnavailable("ringing is not available on this server", cid=cid)
-    await ctx.ringer.ring(cid, caller, None, video)
+@dataclass
+class _Answer:
+    """What the transaction of a get-or-create decided: the state answered, or an error to
+    answer once the call it created has committed."""
+
+    created: bool = False
+    state: dict[str, Any] | None = None
+    error: APIError | None = None
 
 
 @router.post("/call/{type}/{id}")
@@ -63,50 +76,79 @@ async def get_or_create_call(
     body: GetOrCreateCallRequest | None = None,
     who: Principal = Depends(principal),
 ) -> dict[str, Any]:
+    """Read or create a call, and ring its members with ``ring``: one transaction reads the call
+    once (or creates it), checks access, rings and reads the answer; ``call.created`` and the
+    ring's events go out in that order after it commits. A check that fails after the call was
+    created (reading it, ringing it) is answered as before: the call stays created."""
     ctx = ctx_of(request)
     calltypes.read_once_per_request()
     body = body or GetOrCreateCallRequest()
     data = body.data or CallRequest()
     cid = f"{type}:{id}"
-    created = False
+    svc = services(ctx)
+
+    async def run(db: AsyncConnection, out: Outbox, may_create: bool) -> _Answer:
+        ctype = await calltypes.get_row(db, type)
+        if body.ring:  # the ring below holds the row's lock (call_for_update) to its end
+            row = await call_for_update(db, cid)
+        else:
+            found = (await db.execute(select(calls).where(calls.c.cid == cid))).mappings().first()
+            row = dict(found) if found is not None else None
+        created = False
+        if row is None and may_create:
+            row = await _create(ctx, db, who, type, id, ctype, data)
+            created = True
+        if row is None:
+            raise NotFound(f"call {cid} not found", cid=cid)
+        acc = await access_to(db, who, row)
+        try:
+            acc.require_read()
+        except APIError as err:
+            if not created:
+                raise
+            return _Answer(created, error=err)  # created, and nobody told (as before)
+        if created:
+            listed = await member_rows(db, cid, DEFAULT_MEMBERS_LIMIT)
+            out.add(
+                events.CALL_CREATED,
+                cid,
+                target=Target(call_cid=cid, user_ids=tuple(m.user_id for m in data.members or [])),
+                with_call=False,
+                call=await call_response(db, ctx, cid, row),
+                members=await members_response(db, ctx, listed),
+                created_at=row["created_at"],
+            )
+        if body.ring:
+            caller = (
+                who.user_id
+                or data.created_by_id
+                or (data.created_by.id if data.created_by else None)
+                or row["created_by_id"]
+            )
+            try:
+                acc.require_ring(row["created_by_id"])
+                if created and all(m.user_id == caller for m in data.members or []):
+                    raise nobody_to_ring(cid, caller)
+            except APIError as err:
+                if not created:
+                    raise
+                return _Answer(created, error=err)  # created and announced, not rung
+            await svc.ringer.ring_in(db, out, row, caller, None, body.video)
+        state = await call_state(db, ctx, who, row, acc, body.members_limit)
+        if body.ring:  # the ring's events carry the call as answered here
+            out.calls[cid] = state["call"]
+        return _Answer(created, state)
+
     try:
-        async with ctx.store.begin() as conn:
-            ctype = await calltypes.get_row(conn, type)
-            existing = (await conn.execute(select(calls.c.cid).where(calls.c.cid == cid))).first()
-            if existing is None:
-                await _create(ctx, conn, who, type, id, ctype, data)
-                created = True
+        answer = await svc.tx(lambda db, out: run(db, out, True))
     except IntegrityError:
         log.info("Call(%s) created concurrently; answering the existing call", cid)
-    async with ctx.store.connect() as conn:
-        row, acc = await load_access(conn, who, cid)
-        acc.require_read()
-        if created:  # one connection for the access check and the event's body
-            state = await call_state(conn, ctx, who, row, acc)
-            member_ids = await all_member_ids(conn, cid)
-    if created:
-        await publish(
-            ctx,
-            {
-                "type": events.CALL_CREATED,
-                "call_cid": cid,
-                "call": state["call"],
-                "members": state["members"],
-                "created_at": row["created_at"],
-            },
-            call_cid=cid,
-            user_ids=member_ids,
-        )
-    if body.ring:
-        acc.require_ring(row["created_by_id"])
-        caller = (
-            who.user_id or data.created_by_id or (data.created_by.id if data.created_by else None)
-        )
-        await _ring(ctx, cid, caller or row["created_by_id"], body.video)
-    async with ctx.store.connect() as conn:
-        state = await call_state(conn, ctx, who, await call_row(conn, cid), acc, body.members_limit)
-    state["created"] = created
-    return reply(request, state)
+        answer = await svc.tx(lambda db, out: run(db, out, False))
+    if answer.error is not None:
+        raise answer.error
+    assert answer.state is not None
+    answer.state["created"] = answer.created
+    return reply(request, answer.state)
 
 
 async def _create(
@@ -117,7 +159,8 @@ async def _create(
     id: str,
     ctype: dict[str, Any],
     data: CallRequest,
-) -> str:
+) -> dict[str, Any]:
+    """Insert call ``type:id`` with its members; the new row."""
     cid = f"{type}:{id}"
     now = now_ns(ctx.clock)
     if who.user_id is not None:
@@ -144,8 +187,9 @@ async def _create(
     check_members(members, "data.members", ctx.settings.limits.max_members_per_request)
     for m in members:
         check_custom(ctx, m.custom, f"data.members[{m.user_id}].custom")
-    await conn.execute(
-        calls.insert().values(
+    inserted = await conn.execute(
+        calls.insert()
+        .values(
             cid=cid,
             type=type,
             id=id,
@@ -157,10 +201,12 @@ async def _create(
             created_at=now,
             updated_at=now,
         )
+        .returning(*calls.c)
     )
+    row = dict(inserted.mappings().one())
     await upsert_members(conn, cid, members, now, "data.members")
     log.info("Call(%s) created by %s with %d members", cid, creator, len(members))
-    return creator
+    return row
 
 
 @router.get("/call/{type}/{id}")

@@ -69,19 +69,16 @@ async def open_session(
         return live, False
     sid = str(uuid.uuid4())
     row = {"id": sid, "call_cid": call["cid"], "created_at": now}
-    await db.execute(call_sessions.insert().values(**row))
+    inserted = await db.execute(call_sessions.insert().values(**row).returning(*call_sessions.c))
+    session = dict(inserted.mappings().one())
     await db.execute(
         update(calls)
         .where(calls.c.cid == call["cid"])
         .values(current_session_id=sid, ended_at=None, updated_at=now)
     )
-    call["current_session_id"] = sid
-    call["ended_at"] = None
+    call.update(current_session_id=sid, ended_at=None, updated_at=now)
     log.info("Call(%s) session %s started", call["cid"], sid)
     out.add(ev.CALL_SESSION_STARTED, call["cid"], session_id=sid)
-    session = dict(
-        (await db.execute(select(call_sessions).where(call_sessions.c.id == sid))).mappings().one()
-    )
     return session, True
 
 

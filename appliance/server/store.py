@@ -3,25 +3,34 @@
 ``Store.connect()`` gives a connection for reads, ``Store.begin()`` a transaction. SQLite allows
 one writer at a time, so writes on SQLite are serialised by an asyncio lock here rather than
 by ``database is locked`` retries.
+
+On PostgreSQL a pooled connection is checked (``SELECT 1``) only when it has sat idle in the
+pool for ``IDLE_PING_SECONDS``: a check on every checkout was one more round trip per
+transaction, and a connection that broke while in use is dropped by the pool anyway. psycopg
+prepares a statement on a connection after its ``PREPARE_THRESHOLD``-th execution there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, insert, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from appliance.errors import ConfigError, StoreError
 from appliance.server.schema import SCHEMA_VERSION, metadata, schema_info
 
 log = logging.getLogger(__name__)
+
+IDLE_PING_SECONDS = 10.0
+PREPARE_THRESHOLD = 2
 
 
 def database_url(value: str, state_dir: Path) -> str:
@@ -58,15 +67,40 @@ class Store:
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
         else:
-            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+            kwargs.update(
+                pool_size=10,
+                max_overflow=20,
+                connect_args={"prepare_threshold": PREPARE_THRESHOLD},
+            )
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        else:
+            pool = self.engine.sync_engine.pool
+            event.listen(pool, "checkin", _idle_since)
+            event.listen(pool, "checkout", self._ping_if_idle)
 
     def __repr__(self) -> str:
         safe = self.url.split("@")[-1] if "@" in self.url else self.url
         return f"Store({safe})"
+
+    def _ping_if_idle(self, dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        """Check a connection that sat idle (the server may have closed it meanwhile); a
+        failed check makes the pool drop it and hand out a fresh one."""
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < IDLE_PING_SECONDS:
+            return
+        try:
+            self.engine.dialect.do_ping(dbapi_conn)
+        except Exception as err:
+            log.info(
+                "%r: a pooled connection idle for %.0f s is gone: %s",
+                self,
+                time.monotonic() - since,
+                err,
+            )
+            raise DisconnectionError(str(err)) from err
 
     async def open(self) -> None:
         try:
@@ -100,6 +134,11 @@ class Store:
         else:
             async with self.engine.begin() as conn:
                 yield conn
+
+
+def _idle_since(_dbapi_conn: Any, record: Any) -> None:
+    if record is not None:
+        record.info["idle_since"] = time.monotonic()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
