@@ -1,0 +1,102 @@
+"""A create with ring costs a bounded number of round trips, on SQLite and on PostgreSQL.
+
+Counted with SQLAlchemy's own events on the running server's engine, for the statements and
+pool checkouts made by the request's own task (the deadline scheduler, the push sender and the
+hub's target lookups run in tasks of their own after the commit and are not counted). The
+count must not grow with the number of members rung.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from tests.support.pgcluster import PostgresCluster
+from tests.support.server import running_server
+
+# What one create-with-ring may cost in the request's task: one transaction (one checkout, one
+# commit) and at most this many statements whatever the number of members. The code before
+# this bound took 4 checkouts, 2 commits and 36 statements (both stores, 10 or 60 members).
+MAX_CHECKOUTS = 1
+MAX_COMMITS = 1
+MAX_STATEMENTS = 24
+
+_names = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    if request.param == "sqlite":
+        yield None
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    name = f"trips{next(_names)}"
+    yield cluster.create_database(name)
+    cluster.drop_database(name)
+
+
+async def _create_with_ring(srv: Any, cid_id: str, members: list[str]) -> Counter[str]:
+    """Counts of one create-with-ring's own statements, checkouts and commits."""
+    engine = srv.ctx.store.engine.sync_engine
+    per_task: dict[int, Counter[str]] = {}
+    creator: list[int] = []
+
+    def count(what: str, statement: str = "") -> None:
+        task = asyncio.current_task()
+        key = id(task)
+        per_task.setdefault(key, Counter())[what] += 1
+        if statement.startswith("INSERT INTO calls "):
+            creator.append(key)
+
+    def on_statement(_c: Any, _cur: Any, statement: str, *_rest: Any) -> None:
+        count("statements", statement)
+
+    def on_checkout(*_args: Any) -> None:
+        count("checkouts")
+
+    def on_commit(*_args: Any) -> None:
+        count("commits")
+
+    event.listen(engine, "before_cursor_execute", on_statement)
+    event.listen(engine.pool, "checkout", on_checkout)
+    event.listen(engine, "commit", on_commit)
+    try:
+        body = {
+            "data": {"created_by_id": "caller", "members": [{"user_id": u} for u in members]},
+            "ring": True,
+        }
+        async with srv.client() as http:
+            r = await http.post(f"/api/v2/video/call/default/{cid_id}", json=body)
+        assert r.status_code == 200, r.text
+        assert sorted(r.json()["call"]["session"]["ringing"]) == sorted(members[1:])
+    finally:
+        event.remove(engine, "before_cursor_execute", on_statement)
+        event.remove(engine.pool, "checkout", on_checkout)
+        event.remove(engine, "commit", on_commit)
+    assert len(creator) == 1
+    return per_task[creator[0]]
+
+
+async def test_create_with_ring_round_trips_are_bounded(
+    tmp_path: Path, database: str | None
+) -> None:
+    users = ["caller", *(f"u{i:03d}" for i in range(60))]
+    settings: dict[str, Any] = {"limits": {"max_members_per_request": 100}}
+    if database is not None:
+        settings["database"] = database
+    async with running_server(tmp_path, users=users, **settings) as srv:
+        await _create_with_ring(srv, "warm-up", users[:5])  # first statements of the process
+        small = await _create_with_ring(srv, "small", users[:11])
+        large = await _create_with_ring(srv, "large", users[:61])
+    for counts in (small, large):
+        assert counts["checkouts"] <= MAX_CHECKOUTS, counts
+        assert counts["commits"] <= MAX_COMMITS, counts
+        assert counts["statements"] <= MAX_STATEMENTS, counts
+    assert large["statements"] == small["statements"], (small, large)
