@@ -508,11 +508,21 @@ async def scale_phase(fleet: Fleet, total: int, per_process: int) -> dict[str, A
         st = await workers.status()
         gen = sum(b - a for a, b in zip(gen0, st["cpu_s"], strict=True)) / 30 * 100
         still = st["connected"]
+        print(
+            f"idle: {still} connected, RSS MB {[round(x) for x in rss]}, "
+            f"CPU % {[round(x, 1) for x in cpu]}, load generators {gen:.0f} %",
+            flush=True,
+        )
         assert fleet.proxy is not None
         cut_at = time.monotonic()
-        await fleet.proxy.restart()
         back: list[float] = []
         cut = 0
+        try:
+            await fleet.proxy.restart()
+        except RuntimeError as err:  # every replica failed its health check: counted, not hidden
+            print(f"HAProxy did not come back: {str(err)[:200]}", flush=True)
+            await fleet.proxy.stop()
+            await fleet.proxy.start()
         for _ in range(300):
             await asyncio.sleep(1.0)
             st = await workers.status(cut_at)
