@@ -157,7 +157,9 @@ class Connection:
             if self._closing:
                 break
             if self._was_online:
-                self.hub.emit(Event(type=CONNECTION_LOST, connection_id=self.connection_id))
+                lost = Event(type=CONNECTION_LOST, connection_id=self.connection_id)
+                if self.admit is None or self.admit(lost):  # the ring ledger notes it too
+                    self.hub.emit(lost)
             delay = self.backoff.next_delay()
             logger.info(
                 "%r: reconnecting in %.2f s (attempt %d)", self, delay, self.backoff.attempt

@@ -6,7 +6,8 @@ Two pieces:
   ``(call_cid, session id, ring start)``; a ``call.ring`` for a ring already delivered (the hub
   re-sends pending rings on ``connection.ok``, and the resync finds them too) is dropped, and a ring
   that ended (accepted anywhere, rejected or missed by me, call ended) is remembered as finished
-  so that it is never delivered again.
+  so that it is never delivered again. Each end of a finished ring (``call.missed``,
+  ``call.ended``, …) is delivered once, however it arrives: live, or from a resync.
 * :class:`Resync` runs after each reconnect: it re-reads the calls in use (joined, or ringing
   here) and the calls I am a member of that have not ended, and emits what changed while away —
   ``call.ring`` for a ring that started meanwhile (also on a call id never seen before),
@@ -23,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from appliance.calls import events as ev
-from appliance.client.events import Event
+from appliance.client.events import CONNECTION_LOST, Event
 from appliance.client.models import CallInfo, CallResponse, User
 from appliance.errors import NotFound
 
@@ -53,12 +54,19 @@ class RingLedger:
         self.user_id = user_id
         self.ringing: dict[str, RingKey] = {}
         self._finished: OrderedDict[RingKey, None] = OrderedDict()
-        # How each finished ring ended, by (call cid, session id): a repeat of it is dropped.
-        self._outcomes: dict[tuple[str, str | None], str] = {}
+        # The ends told of each finished ring, by (call cid, session id): a repeat is dropped.
+        self._outcomes: dict[tuple[str, str | None], set[str]] = {}
+        # Rings that were ringing when the connection dropped, until a resync has read them:
+        # the next socket can tell one's end (``call.ended``) before the resync reads how it
+        # ended for me (``call.missed``), and the resync must still report that.
+        self.unsettled: dict[str, RingKey] = {}
         self._remember = remember
 
     def admit(self, event: Event) -> bool:
         """Record ``event``; False when it is a ring this user was already given (a replay)."""
+        if event.type == CONNECTION_LOST:
+            self.unsettled.update(self.ringing)
+            return True
         cid = event.cid
         if event.type == ev.CALL_RING and event.call is not None:
             key = ring_key(event.call)
@@ -76,10 +84,14 @@ class RingLedger:
         if cid not in self.ringing:
             # The same end of a ring told twice: live, and by the resync of a reconnect that read
             # the store after the commit but before the live event reached the new socket.
-            over = self._outcomes.get((cid, event.session_id or event.call_session_id))
-            if ends and over == event.type:
-                logger.debug("RingLedger(%s): %s of %s already delivered", self.user_id, over, cid)
-                return False
+            told = self._outcomes.get((cid, event.session_id or event.call_session_id))
+            if ends and told is not None:
+                if event.type in told:
+                    logger.debug(
+                        "RingLedger(%s): %s of %s already delivered", self.user_id, event.type, cid
+                    )
+                    return False
+                told.add(event.type)
             return True
         if ends:
             self._finish(cid, event.type)
@@ -90,7 +102,7 @@ class RingLedger:
         if key is None:
             return
         self._finished[key] = None
-        self._outcomes[(key[0], key[1])] = outcome
+        self._outcomes[(key[0], key[1])] = {outcome}
         while len(self._outcomes) > self._remember:
             self._outcomes.pop(next(iter(self._outcomes)))
         while len(self._finished) > self._remember:
@@ -98,6 +110,12 @@ class RingLedger:
 
     def is_delivered(self, key: RingKey) -> bool:
         return self.ringing.get(key[0]) == key or key in self._finished
+
+    def settled(self, read: dict[str, RingKey]) -> None:
+        """A resync read these unsettled rings (and emitted how they ended)."""
+        for cid, key in read.items():
+            if self.unsettled.get(cid) == key:
+                del self.unsettled[cid]
 
 
 GetCall = Callable[[str], Awaitable[CallResponse]]
@@ -132,7 +150,8 @@ class Resync:
         """One resync pass; returns the number of events emitted."""
         count = 0
         before = dict(self.snapshots)
-        in_use = set(before) | set(self.ledger.ringing)
+        unsettled = dict(self.ledger.unsettled)
+        in_use = set(before) | set(self.ledger.ringing) | set(unsettled)
         for cid in sorted(in_use):
             try:
                 truth = await self.get_call(cid)
@@ -140,10 +159,11 @@ class Resync:
                 count += self._emit(Event(type=ev.CALL_DELETED, call_cid=cid, resynced=True))
                 self.snapshots.pop(cid, None)
                 continue
-            count += self._diff(before.get(cid), truth.call)
+            count += self._diff(before.get(cid), truth.call, unsettled.get(cid))
         if self.user_id is not None:
             for response in await self.open_calls():
                 count += self._new_ring(response)
+        self.ledger.settled(unsettled)
         self.passes += 1
         logger.info("Resync(%s): %d event(s) from while away", self.user_id, count)
         return count
@@ -157,20 +177,22 @@ class Resync:
     def _event(self, kind: str, call: CallInfo, **fields: Any) -> Event:
         return Event(type=kind, call_cid=call.cid, call=call, resynced=True, **fields)
 
-    def _diff(self, old: CallInfo | None, call: CallInfo) -> int:
+    def _diff(self, old: CallInfo | None, call: CallInfo, unsettled: RingKey | None) -> int:
         count = 0
-        if call.cid in self.ledger.ringing:
-            count += self._ring_outcome(call, tracked=old is not None)
+        # A ring still ringing here, or one that rang when the connection dropped and whose
+        # end the new socket may have told already (the ledger drops what was told).
+        key = self.ledger.ringing.get(call.cid) or unsettled
+        if key is not None:
+            count += self._ring_outcome(call, key, tracked=old is not None)
         if old is not None:
             # Stored first: a consumer of the events below may drop it (call over).
             self.snapshots[call.cid] = call
             count += self._session_changes(old, call)
         return count
 
-    def _ring_outcome(self, call: CallInfo, *, tracked: bool) -> int:
+    def _ring_outcome(self, call: CallInfo, key: RingKey, *, tracked: bool) -> int:
         """How a ring delivered here ended while away: accepted (by anyone), or rejected or
         missed by me; then the end of its session, unless the snapshot diff reports that."""
-        key = self.ledger.ringing[call.cid]
         session = call.session
         same = session is not None and session.id == key[1]
         count = 0

@@ -169,28 +169,45 @@ class Hub:
                 log.exception("%r: listener of %s failed", self, event.get("type"))
 
     async def deliver_remote(self, message: dict[str, Any]) -> None:
-        """A publication from another replica (via pgnotify)."""
+        """A publication from another replica (via pgnotify): one event, or several (``items``:
+        a batch, in order; a target shared by several is resolved once)."""
         if message.get("origin") == self.replica_id:
             return
-        await self.deliver_local(message["event"], Target.from_json(message["target"]))
+        items = message.get("items")
+        if items is None:
+            await self.deliver_local(message["event"], Target.from_json(message["target"]))
+            return
+        cache: dict[Target, set[str]] = {}
+        for item in items:
+            await self.deliver_local(item["event"], Target.from_json(item["target"]), cache)
 
     async def publish_batch(self, items: list[tuple[dict[str, Any], Target]]) -> None:
-        """Publish several events in order; a target shared by several is resolved once."""
+        """Publish several events in order; a target shared by several is resolved once.
+
+        The other replicas get the whole batch in one notification, sent while this replica
+        delivers to its own sockets (a ring's ``call.created``, ``call.session_started`` and
+        ``call.ring`` cost one NOTIFY, and its remote callees do not wait for the local ones)."""
         cache: dict[Target, set[str]] = {}
         stamp = now_ns(self.ctx.clock)
         for event, target in items:
             event.setdefault("created_at", stamp)
             if target.call_cid is not None:
                 event.setdefault("call_cid", target.call_cid)
+        sending: asyncio.Future[None] | None = None
+        if self.remote is not None:
+            message = {
+                "origin": self.replica_id,
+                "items": [{"event": e, "target": t.to_json()} for e, t in items],
+            }
+            sending = asyncio.ensure_future(self.remote(message))
+        for event, target in items:
             await self.deliver_local(event, target, cache)
             self._tell_published(event)
-            if self.remote is not None:
-                try:
-                    await self.remote(
-                        {"origin": self.replica_id, "event": event, "target": target.to_json()}
-                    )
-                except Exception:
-                    log.exception("%r: fan-out of %s failed", self, event.get("type"))
+        if sending is not None:
+            try:
+                await sending
+            except Exception:
+                log.exception("%r: fan-out of %s failed", self, [e.get("type") for e, _ in items])
 
     async def deliver_local(
         self,

@@ -15,8 +15,10 @@ Every message carries its wall-clock send time (``sent_at``); the receiver obser
 ``/metrics`` (``appliance_notify_lag_seconds``; machines' clocks must agree, e.g. by NTP).
 
 NOTIFY payloads are limited to 8000 bytes. Messages are ASCII JSON and longer ones are cut
-into numbered chunks sent in ONE transaction: PostgreSQL delivers the notifications of a
-transaction together and in order, so the receiver reassembles them without a side table.
+into numbered chunks sent in ONE statement (one transaction): PostgreSQL delivers the
+notifications of a transaction together, so the receiver reassembles them without a side table.
+The events a transaction produced (a ring's ``call.created``, ``call.session_started`` and
+``call.ring``) travel as one message, and the receiver resolves a target they share once.
 """
 
 from __future__ import annotations
@@ -124,8 +126,15 @@ class Fanout:
     # -- sending ------------------------------------------------------------------------
 
     async def send_event(self, message: dict[str, Any]) -> None:
-        event = slim_event(message["event"])  # as every socket would get it: smaller NOTIFYs
-        await self._send({"kind": "event", **message, "event": event})
+        """One publication (``event``, ``target``) or a batch of them (``items``), sent as one
+        notification (chunked if long)."""
+        # Events as every socket would get them: smaller NOTIFYs.
+        items = message.get("items")
+        if items is not None:
+            slim = [{**i, "event": slim_event(i["event"])} for i in items]
+            await self._send({"kind": "event", **message, "items": slim})
+            return
+        await self._send({"kind": "event", **message, "event": slim_event(message["event"])})
 
     async def send_control(self, message: dict[str, Any]) -> None:
         await self._send({**message, "origin": self.replica})
@@ -139,13 +148,15 @@ class Fanout:
         # Wall-clock send time: the receivers' /metrics show the lag (NOTIFY lag histogram).
         text = wirejson.dumps({**message, "sent_at": time.time()}, ensure_ascii=True)
         payloads = chunks(text)
+        # One statement (one round trip, one implicit transaction: the chunks are delivered
+        # together) however many chunks.
+        query = "SELECT " + ", ".join(["pg_notify(%s, %s)"] * len(payloads))
+        params = [x for payload in payloads for x in (CHANNEL, payload)]
         async with self._send_lock:
             for attempt in (1, 2):
                 try:
                     conn = await self._sender()
-                    async with conn.transaction():
-                        for payload in payloads:
-                            await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+                    await conn.execute(query, params)
                     return
                 except psycopg.Error as err:
                     log.warning("%r: NOTIFY failed (attempt %d): %s", self, attempt, err)

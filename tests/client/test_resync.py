@@ -219,3 +219,56 @@ def test_ledger_drops_the_same_end_of_a_ring_told_twice() -> None:
     assert not ledger.admit(missed("s1"))
     assert ledger.admit(ring(session="s2"))
     assert ledger.admit(missed("s2"))
+
+
+def end(kind: str, session: str = "s1", **fields: Any) -> Event:
+    return Event.model_validate(
+        {"type": kind, "call_cid": "default:c1", "call": call(session=session), **fields}
+    )
+
+
+async def test_ring_ended_live_before_the_resync_read_it_still_reports_my_miss() -> None:
+    """Seen in a rolling restart: the ring timed out while the device was away; on the new
+    socket the call's end (relayed late by a busy replica) arrived before the resync's read, so
+    the ring was no longer "ringing" and the resync did not report the miss."""
+    server = Server()
+    ledger = RingLedger(ME)
+    assert ledger.admit(ring(ringing=[ME]))
+    assert ledger.admit(Event(type="connection.lost"))  # the socket dropped
+    # The new socket: session over, then the call's end, before the resync has read anything.
+    assert ledger.admit(end("call.session_ended", session_id="s1"))
+    assert ledger.admit(end("call.ended", reason="timeout"))
+    assert ledger.ringing == {}
+    server.calls["default:c1"] = call(missed_by={ME: 1}, ended_at=2, end_reason="timeout")
+    resync, emitted = make_resync(server, ledger, {})
+    assert await resync.run() == 1
+    assert [(e.type, e.user.id if e.user else None, e.resynced) for e in emitted] == [
+        ("call.missed", ME, True)
+    ]
+    assert ledger.unsettled == {}
+    # Read once: the next pass does not report it again, and a late live copy is dropped.
+    assert await resync.run() == 0
+    assert not ledger.admit(end("call.missed", user={"id": ME}))
+    assert not ledger.admit(end("call.ended", reason="timeout"))
+
+
+async def test_unsettled_ring_whose_miss_came_live_is_not_reported_twice() -> None:
+    server = Server()
+    ledger = RingLedger(ME)
+    ledger.admit(ring(ringing=[ME]))
+    ledger.admit(Event(type="connection.lost"))
+    assert ledger.admit(end("call.missed", user={"id": ME}))
+    server.calls["default:c1"] = call(missed_by={ME: 1}, ended_at=2, end_reason="timeout")
+    resync, emitted = make_resync(server, ledger, {})
+    await resync.run()
+    # The miss came live; the resync adds only the end it had not been told.
+    assert [e.type for e in emitted] == ["call.ended"]
+
+
+def test_ledger_tells_each_end_of_a_ring_once_in_any_order() -> None:
+    ledger = RingLedger(ME)
+    ledger.admit(ring())
+    assert ledger.admit(end("call.session_ended", session_id="s1"))
+    assert ledger.admit(end("call.ended"))
+    assert not ledger.admit(end("call.ended", resynced=True))
+    assert not ledger.admit(end("call.session_ended", session_id="s1"))
