@@ -8,14 +8,16 @@ second — an encoder may undershoot its target a lot on a still picture). Over 
 source, the worst receiver decides:
 
 * **congestion** is any of: the fraction lost in receiver reports above ``loss_limit`` (10 %;
-  random loss of a few percent is not congestion and is left to NACK/RTX and keyframes); a REMB
+  random loss of a few percent is not congestion and is left to NACK/RTX and keyframes); more
+  than 20 % of the packets of the last half second NACKed (:meth:`BitrateController.nacked`,
+  seen within a round trip, where reports come once a second); a REMB
   (aiortc and Chromium receivers send one when ``goog-remb`` is negotiated: a delay-based
   estimate of what the path carries) below 90 % of what is really sent; the round-trip time
   ``rtt_margin`` above the lowest seen and still rising (a queue building up in front of the
   link); loss and RTT only from reports that arrived a ``window`` after the last drop (a report
   covers the second before it: it must not drop the new rate again for the old rate's loss);
 * on congestion the bitrate drops **at once** (multiplicative): to 0.85 x the estimated receive
-  rate (sent x (1 - loss)) on loss, to 0.85 x the REMB when the REMB is lower, to 0.85 x the
+  rate (sent x (1 - loss)) on loss or NACKs, to 0.85 x the REMB when the REMB is lower, to 0.85 x the
   current target on a rising RTT — the lowest of those that apply; at most once per
   ``lower_interval`` (each change costs an IDR on the ``test`` and ``v4l2`` sources);
 * without congestion it climbs **additively**: ``step`` (5 % of the configured bitrate, at least
@@ -45,6 +47,14 @@ logger = logging.getLogger(__name__)
 
 DECREASE = 0.85
 """What a congested link gets: this share of what it was shown to carry."""
+PACKET_PAYLOAD = 1200
+"""About what aiortc puts in one H.264 RTP packet: access units are counted in packets with it."""
+NACK_WINDOW = 0.5
+NACK_MIN = 10
+NACK_LIMIT = 0.2
+"""Packets NACKed for the first time within ``NACK_WINDOW``: at least ``NACK_MIN`` and more than
+``NACK_LIMIT`` of the packets sent meanwhile is congestion, seen long before the next receiver
+report (random loss of 5 % reaches it about once in an hour of windows)."""
 
 
 class BitrateController:
@@ -75,6 +85,8 @@ class BitrateController:
         """Per peer: (round trip, the one before it, when it arrived)."""
         self._base_rtt: dict[str, float] = {}
         self._sent: deque[tuple[float, int]] = deque()
+        self._packets: deque[tuple[float, int]] = deque()
+        self._nacked: dict[str, dict[int, float]] = {}
         self._sent_bytes = 0
         self._started: float | None = None
         self._last_change: float | None = None
@@ -107,6 +119,37 @@ class BitrateController:
         self._sent_bytes += size
         while self._sent and self._sent[0][0] < now - self.window:
             self._sent_bytes -= self._sent.popleft()[1]
+        self._packets.append((now, -(-size // PACKET_PAYLOAD)))
+        while self._packets and self._packets[0][0] < now - NACK_WINDOW:
+            self._packets.popleft()
+
+    def nacked(self, peer: str, seq: int) -> None:
+        """``peer`` asked for packet ``seq`` again (once per sequence number the NACK names)."""
+        now = self._clock.monotonic()
+        seen = self._nacked.setdefault(peer, {})
+        for old in [s for s, at in seen.items() if at < now - NACK_WINDOW]:
+            del seen[old]
+        if seq in seen:
+            return
+        seen[seq] = now
+        if len(seen) >= NACK_MIN:
+            self._update()
+
+    def nack_loss(self) -> float:
+        """The worst peer's share of the packets sent in the last ``NACK_WINDOW`` that it NACKed
+        for the first time (0 below ``NACK_MIN`` packets, and for NACKs from before the last drop
+        plus a window: those are about packets sent at the old rate)."""
+        now = self._clock.monotonic()
+        since = now - NACK_WINDOW
+        if self._last_lower is not None:
+            since = max(since, self._last_lower + NACK_WINDOW)
+        sent = sum(n for at, n in self._packets if at >= since)
+        worst = 0.0
+        for seen in self._nacked.values():
+            count = sum(1 for at in seen.values() if at >= since)
+            if count >= NACK_MIN and sent:
+                worst = max(worst, min(1.0, count / sent))
+        return worst
 
     def sent_rate(self) -> float | None:
         """Bits per second the source really sent over the last ``window`` (None before a
@@ -142,7 +185,7 @@ class BitrateController:
 
     def forget(self, peer: str) -> None:
         """The peer left or its connection was replaced: its last reports no longer count."""
-        for table in (self._remb, self._loss, self._rtt, self._base_rtt):
+        for table in (self._remb, self._loss, self._rtt, self._base_rtt, self._nacked):
             table.pop(peer, None)
 
     # -- policy ---------------------------------------------------------------------------
@@ -160,6 +203,9 @@ class BitrateController:
         drops: list[tuple[float, str]] = []
         if loss > self.loss_limit:
             drops.append((DECREASE * shown * (1.0 - loss), f"loss {loss:.0%}"))
+        nack_loss = self.nack_loss()
+        if nack_loss > NACK_LIMIT:
+            drops.append((DECREASE * shown * (1.0 - nack_loss), f"NACKs for {nack_loss:.0%}"))
         if remb is not None and sent and remb < 0.9 * shown:
             drops.append((DECREASE * remb, f"REMB {remb / 1000:.0f} kbps"))
         # aiortc smooths its RTT estimate: it counts while it still rises, not on its way down.

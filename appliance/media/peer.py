@@ -184,7 +184,7 @@ class Peer:
                 self.retransmits = RetransmitGate(
                     lambda: fanout.source.bitrate, on_unserved=self._nack_unserved
                 )
-                on_retransmit(video.sender, self.retransmits.decide)
+                on_retransmit(video.sender, self._retransmit)
                 self._last_feedback = None
             else:
                 direction = "recvonly" if self.receive_video else "inactive"
@@ -223,6 +223,12 @@ class Peer:
             # A burst lost (a link flap): retransmitting it late only delays the picture, and
             # aiortc's history may not hold it; a keyframe (rate-limited) recovers at once.
             self._fanout.request_keyframe(f"{self.remote} NACK of {int(value)} packets")
+
+    def _retransmit(self, seq: int, age: float | None, size: int) -> bool:
+        """Asked by aiortc before it resends NACKed packet ``seq`` (see retransmit.py)."""
+        if self._fanout is not None:
+            self._fanout.bitrate.nacked(self.remote, seq)
+        return self.retransmits is not None and self.retransmits.decide(seq, age, size)
 
     def _nack_unserved(self, why: str) -> None:
         """A NACKed packet is not resent (see retransmit.py): the receiver's picture stays broken

@@ -106,3 +106,25 @@ def test_the_worst_receiver_decides_and_a_peer_that_left_no_longer_counts() -> N
     assert source.bitrate == 425_000
     controller.forget("phone")
     assert controller.remb == 2_000_000
+
+
+def test_a_flood_of_nacks_drops_the_bitrate_before_any_receiver_report() -> None:
+    source, controller, clock = setup()
+    send(controller, clock, 2_000_000, 1.1)  # 7 packets a frame, 105 in half a second
+    for seq in range(40):  # 40 of them NACKed within a few frames, twice each
+        controller.nacked("hq", seq)
+        controller.nacked("hq", seq)
+    assert source.bitrate < 1_500_000
+    assert controller.last_reason.startswith("NACKs for")
+
+
+def test_nacks_of_random_loss_do_not_drop_the_bitrate() -> None:
+    source, controller, clock = setup(1_000_000)
+    seq = 0
+    for _ in range(40):  # 20 s; 5 % of ~55 packets per half second, each NACKed three times
+        send(controller, clock, 1_000_000, 0.5)
+        for _ in range(3):
+            for nack in range(seq, seq + 3):
+                controller.nacked("hq", nack)
+        seq += 3
+    assert source.bitrate == 1_000_000 and controller.counts["lowered"] == 0
