@@ -7,10 +7,12 @@ what the source really sends (:meth:`BitrateController.sent`: bytes per second o
 second — an encoder may undershoot its target a lot on a still picture). Over all peers of the one
 source, the worst receiver decides:
 
-* **congestion** is any of: the fraction lost in receiver reports above ``loss_limit`` (10 %;
-  random loss of a few percent is not congestion and is left to NACK/RTX and keyframes); more
-  than 20 % of the packets of the last half second NACKed (:meth:`BitrateController.nacked`,
-  seen within a round trip, where reports come once a second); a REMB
+* **congestion** is any of: the fraction lost in two receiver reports in a row above
+  ``loss_limit`` (10 %; random loss of a few percent is not congestion and is left to NACK/RTX and
+  keyframes; a link that was out for a moment loses everything once, then nothing); more than
+  20 % of the packets of the last half second NACKed, in both halves of it (one burst is a flap)
+  (:meth:`BitrateController.nacked`: seen within a round trip, where reports come once a
+  second); a REMB
   (aiortc and Chromium receivers send one when ``goog-remb`` is negotiated: a delay-based
   estimate of what the path carries) below 90 % of what is really sent; the round-trip time
   ``rtt_margin`` above the lowest seen and still rising (a queue building up in front of the
@@ -79,8 +81,8 @@ class BitrateController:
         self.rtt_margin = rtt_margin
         self.window = window
         self._remb: dict[str, float] = {}
-        self._loss: dict[str, tuple[float, float]] = {}
-        """Per peer: (fraction lost, when it arrived)."""
+        self._loss: dict[str, tuple[float, float, float]] = {}
+        """Per peer: (fraction lost, the one before it, when it arrived)."""
         self._rtt: dict[str, tuple[float, float, float]] = {}
         """Per peer: (round trip, the one before it, when it arrived)."""
         self._base_rtt: dict[str, float] = {}
@@ -144,11 +146,15 @@ class BitrateController:
         if self._last_lower is not None:
             since = max(since, self._last_lower + NACK_WINDOW)
         sent = sum(n for at, n in self._packets if at >= since)
+        half = now - NACK_WINDOW / 2
         worst = 0.0
         for seen in self._nacked.values():
-            count = sum(1 for at in seen.values() if at >= since)
-            if count >= NACK_MIN and sent:
-                worst = max(worst, min(1.0, count / sent))
+            times = [at for at in seen.values() if at >= since]
+            # Spread over both halves of the window: one burst (the NACK after a flap names
+            # everything the outage lost at once) is not a full link.
+            early = sum(1 for at in times if at < half)
+            if len(times) >= NACK_MIN and sent and min(early, len(times) - early) >= NACK_MIN // 4:
+                worst = max(worst, min(1.0, len(times) / sent))
         return worst
 
     def sent_rate(self) -> float | None:
@@ -174,7 +180,10 @@ class BitrateController:
             self._remb[peer] = value
             logger.debug("%s REMB %d", peer, value)
         elif kind == "report":
-            self._loss[peer] = (value, self._clock.monotonic())
+            # Loss counts only when two reports in a row show it: a link that was out for a
+            # moment (a flap) loses everything once and then nothing, a full link keeps losing.
+            previous = self._loss.get(peer, (0.0, 0.0, 0.0))[0]
+            self._loss[peer] = (value, previous, self._clock.monotonic())
         elif kind == "rtt":
             previous = self._rtt.get(peer, (value, value, 0.0))[0]
             self._rtt[peer] = (value, previous, self._clock.monotonic())
@@ -198,7 +207,7 @@ class BitrateController:
         # A report covers about the second before it: one from before the last drop (or just
         # after it) describes the old rate and must not drop the new one again.
         since = -1.0 if self._last_lower is None else self._last_lower + self.window
-        loss = max((v for v, at in self._loss.values() if at >= since), default=0.0)
+        loss = max((min(v, b) for v, b, at in self._loss.values() if at >= since), default=0.0)
         remb = self.remb
         drops: list[tuple[float, str]] = []
         if loss > self.loss_limit:

@@ -36,7 +36,7 @@ class RetransmitGate:
         on_unserved: Callable[[str], None] | None = None,
         share: float = 0.25,
         burst: float = 0.25,
-        slack: float = 0.5,
+        slack: float = 1.0,
         clock: Clock | None = None,
     ) -> None:
         self._bitrate = bitrate
