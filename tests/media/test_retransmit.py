@@ -19,8 +19,8 @@ def test_stale_packets_are_refused_and_each_refusal_is_reported() -> None:
     gate = RetransmitGate(lambda: 1_000_000, on_unserved=unserved.append, clock=ManualClock())
     gate.rtt = 0.1
     assert gate.decide(1, 0.05, 1000)
-    assert gate.decide(2, 0.59, 1000)  # one round trip + 0.5 s
-    assert not gate.decide(3, 0.61, 1000)
+    assert gate.decide(2, 1.09, 1000)  # one round trip + 1 s
+    assert not gate.decide(3, 1.11, 1000)
     assert not gate.decide(4, None, 0)  # no longer in aiortc's history
     assert unserved == ["stale", "gone"]
     assert gate.counts == {"resent": 2, "stale": 1, "over_budget": 0, "gone": 1}
