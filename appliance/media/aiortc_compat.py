@@ -140,15 +140,17 @@ def on_rtcp_feedback(sender: RTCRtpSender, listener: Callable[[str, float], None
 # ``decide(seq, age, size)`` first: ``age`` is how much older the packet is than the newest one
 # sent, in seconds of its RTP clock (``__rtp_timestamp`` is the newest packet's timestamp), or
 # ``None`` when the history no longer holds it (aiortc would silently skip it); ``size`` is its
-# payload in bytes. The packet is resent only when ``decide`` returns True.
+# payload in bytes. ``decide`` returns how many copies to send: 0 (not resent), 1, or more (each
+# another RTX packet with its own RTX sequence number; receivers drop the duplicate).
 
 _RETRANSMIT_HOOKED = "_appliance_retransmit_hook"
 
 
 def on_retransmit(
-    sender: RTCRtpSender, decide: Callable[[int, float | None, int], bool], clock_rate: int = 90000
+    sender: RTCRtpSender, decide: Callable[[int, float | None, int], int], clock_rate: int = 90000
 ) -> None:
-    """Let ``decide(seq, age seconds | None, payload bytes)`` veto each retransmission."""
+    """``decide(seq, age seconds | None, payload bytes)`` says how many times to resend ``seq``
+    (0: not at all)."""
     if getattr(sender, _RETRANSMIT_HOOKED, False):
         return
     original = sender._retransmit
@@ -163,7 +165,7 @@ def on_retransmit(
         age = ((newest - packet.timestamp) & 0xFFFFFFFF) / clock_rate
         if age > 2**31 / clock_rate:
             age = 0.0  # a reordered timestamp (B-frames do not exist here): treat it as new
-        if decide(sequence_number, age, len(packet.payload)):
+        for _ in range(decide(sequence_number, age, len(packet.payload))):
             await original(sequence_number)
 
     sender._retransmit = retransmit  # type: ignore[method-assign]

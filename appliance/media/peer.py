@@ -218,17 +218,20 @@ class Peer:
             self._fanout.request_keyframe(f"{self.remote} feedback after {now - last:.1f} s")
         if kind == "rtt" and self.retransmits is not None:
             self.retransmits.rtt = value
+        elif kind == "report" and self.retransmits is not None:
+            self.retransmits.loss = value
         self._fanout.bitrate.feedback(self.remote, kind, value)
         if kind == "nack" and value >= BURST_NACK:
             # A burst lost (a link flap): retransmitting it late only delays the picture, and
             # aiortc's history may not hold it; a keyframe (rate-limited) recovers at once.
             self._fanout.request_keyframe(f"{self.remote} NACK of {int(value)} packets")
 
-    def _retransmit(self, seq: int, age: float | None, size: int) -> bool:
-        """Asked by aiortc before it resends NACKed packet ``seq`` (see retransmit.py)."""
+    def _retransmit(self, seq: int, age: float | None, size: int) -> int:
+        """Asked by aiortc before it resends NACKed packet ``seq``: how many copies (see
+        retransmit.py)."""
         if self._fanout is not None:
             self._fanout.bitrate.nacked(self.remote, seq)
-        return self.retransmits is not None and self.retransmits.decide(seq, age, size)
+        return 0 if self.retransmits is None else self.retransmits.decide(seq, age, size)
 
     def _nack_unserved(self, why: str) -> None:
         """A NACKed packet is not resent (see retransmit.py): the receiver's picture stays broken

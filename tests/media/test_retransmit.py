@@ -23,7 +23,17 @@ def test_stale_packets_are_refused_and_each_refusal_is_reported() -> None:
     assert not gate.decide(3, 1.11, 1000)
     assert not gate.decide(4, None, 0)  # no longer in aiortc's history
     assert unserved == ["stale", "gone"]
-    assert gate.counts == {"resent": 2, "stale": 1, "over_budget": 0, "gone": 1}
+    assert gate.counts == {"resent": 2, "stale": 1, "over_budget": 0, "gone": 1, "duplicated": 0}
+
+
+def test_under_random_loss_each_retransmission_goes_out_twice_under_congestion_once() -> None:
+    gate = RetransmitGate(lambda: 1_000_000, clock=ManualClock())
+    assert gate.decide(1, 0.01, 1000) == 1  # no loss reported
+    gate.loss = 0.05
+    assert gate.decide(2, 0.01, 1000) == 2
+    gate.loss = 0.4  # a full link: no extra traffic
+    assert gate.decide(3, 0.01, 1000) == 1
+    assert gate.counts["duplicated"] == 1 and gate.resent_bytes == 4000
 
 
 def test_retransmissions_get_at_most_a_share_of_the_bitrate() -> None:
@@ -44,6 +54,7 @@ async def test_an_aiortc_sender_resends_only_what_the_gate_lets_through() -> Non
     pair = Pair()
     sent: list[int] = []
     asked: list[tuple[int, float | None]] = []
+    fresh: list[int] = []
     try:
         sender = pair.audio.sender
         transport = sender.transport
@@ -56,9 +67,11 @@ async def test_an_aiortc_sender_resends_only_what_the_gate_lets_through() -> Non
 
         transport._send_rtp = counting_send  # the test observes aiortc's wire itself
 
-        def decide(seq: int, age: float | None, size: int) -> bool:
+        def decide(seq: int, age: float | None, size: int) -> int:
             asked.append((seq, age))
-            return age is not None and age <= 0.3
+            if age is None or age > 0.3:
+                return 0
+            return 2 if seq == fresh[0] else 1
 
         on_retransmit(sender, decide, clock_rate=48000)
         await pair.negotiate()
@@ -66,7 +79,7 @@ async def test_an_aiortc_sender_resends_only_what_the_gate_lets_through() -> Non
         receiver = pair.their(pair.audio).receiver
         ssrc = next(s.ssrc for s in (await sender.getStats()).values() if s.type == "outbound-rtp")
         newest = sent[-1]
-        fresh = [(newest - i) & 0xFFFF for i in range(1, 6)]  # 20-100 ms old
+        fresh[:] = [(newest - i) & 0xFFFF for i in range(1, 6)]  # 20-100 ms old
         old = [(newest - i) & 0xFFFF for i in range(30, 35)]  # 0.6-0.7 s old
         forgotten = (newest - 500) & 0xFFFF  # never sent or long out of the 128-packet history
         await receiver._send_rtcp_nack(ssrc, sorted(fresh + old + [forgotten]))
@@ -74,6 +87,7 @@ async def test_an_aiortc_sender_resends_only_what_the_gate_lets_through() -> Non
         await asyncio.sleep(0.1)
         again = {seq for seq in fresh + old if sent.count(seq) > 1}
         assert again == set(fresh), (again, asked)
+        assert [sent.count(seq) for seq in fresh] == [3, 2, 2, 2, 2]  # the first one twice
         assert dict(asked)[forgotten] is None
         assert all(0.3 < (dict(asked)[seq] or 0) < 1.0 for seq in old)
     finally:
