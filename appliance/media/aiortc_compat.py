@@ -1,8 +1,8 @@
 """Every use of aiortc's private API, in one place, checked against the aiortc it was written for.
 
 aiortc has no public way to hear a keyframe request when it does not encode itself, to decide
-which NACKed packets are worth resending, to read the codecs a transceiver negotiated, to read a transport's packet counters synchronously, or to give
-an audio receiver another jitter buffer. The hooks below reach into aiortc 1.16.0 for those, one
+which NACKed packets are worth resending, to read the codecs a transceiver negotiated, to read a
+transport's packet counters synchronously, or to give an audio receiver another jitter buffer. The hooks below reach into aiortc 1.16.0 for those, one
 section per hook, and nothing else in the package names an aiortc attribute that starts with
 ``_``. Importing this module with another aiortc raises
 :class:`~appliance.errors.LibraryVersionError` naming the version found: porting means reading
