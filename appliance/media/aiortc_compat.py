@@ -1,13 +1,14 @@
 """Every use of aiortc's private API, in one place, checked against the aiortc it was written for.
 
-aiortc has no public way to hear a keyframe request when it does not encode itself, to read the
-codecs a transceiver negotiated, to read a transport's packet counters synchronously, or to give
-an audio receiver another jitter buffer. The hooks below reach into aiortc 1.16.0 for those, one
+aiortc has no public way to hear a keyframe request when it does not encode itself, to decide
+which NACKed packets are worth resending, to read the codecs a transceiver negotiated, to read a
+transport's packet counters synchronously, or to give an audio receiver another jitter buffer. The hooks below reach into aiortc 1.16.0 for those, one
 section per hook, and nothing else in the package names an aiortc attribute that starts with
 ``_``. Importing this module with another aiortc raises
 :class:`~appliance.errors.LibraryVersionError` naming the version found: porting means reading
 each section against the new aiortc source and running ``tests/media/test_aiortc_compat.py`` and
-``tests/media/test_aiortc_compat_jitter.py``, which have one test per hook that fails when aiortc
+``tests/media/test_aiortc_compat_jitter.py`` (and ``tests/media/test_retransmit.py`` for the
+retransmission hook), which have one test per hook that fails when aiortc
 stops behaving as the hook assumes.
 
 What the package does *not* rely on: aiortc's ``RTCRtpSender._enabled``. aiortc sets it again
@@ -31,6 +32,7 @@ from aiortc.rtp import (
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
+    RTP_HISTORY_SIZE,
     RtcpPsfbPacket,
     RtcpRrPacket,
     RtcpRtpfbPacket,
@@ -127,6 +129,47 @@ def on_rtcp_feedback(sender: RTCRtpSender, listener: Callable[[str, float], None
 
     sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
     setattr(sender, _FEEDBACK_HOOKED, True)
+
+
+# -- retransmissions: RTCRtpSender._retransmit ------------------------------------------------
+#
+# On a NACK aiortc calls ``sender._retransmit(seq)`` once per lost sequence number; it looks the
+# packet up in its history ``__rtp_history`` (``RTP_HISTORY_SIZE`` = 128 packets, keyed by
+# ``seq % 128``) and resends it (wrapped as RTX when negotiated) at once, however old it is and
+# however congested the link. The hook wraps that method on one sender instance and asks
+# ``decide(seq, age, size)`` first: ``age`` is how much older the packet is than the newest one
+# sent, in seconds of its RTP clock (``__rtp_timestamp`` is the newest packet's timestamp), or
+# ``None`` when the history no longer holds it (aiortc would silently skip it); ``size`` is its
+# payload in bytes. ``decide`` returns how many copies to send: 0 (not resent), 1, or more (each
+# another RTX packet with its own RTX sequence number; receivers drop the duplicate).
+
+_RETRANSMIT_HOOKED = "_appliance_retransmit_hook"
+
+
+def on_retransmit(
+    sender: RTCRtpSender, decide: Callable[[int, float | None, int], int], clock_rate: int = 90000
+) -> None:
+    """``decide(seq, age seconds | None, payload bytes)`` says how many times to resend ``seq``
+    (0: not at all)."""
+    if getattr(sender, _RETRANSMIT_HOOKED, False):
+        return
+    original = sender._retransmit
+    history: dict[int, Any] = sender._RTCRtpSender__rtp_history  # type: ignore[attr-defined]
+
+    async def retransmit(sequence_number: int) -> None:
+        packet = history.get(sequence_number % RTP_HISTORY_SIZE)
+        if packet is None or packet.sequence_number != sequence_number:
+            decide(sequence_number, None, 0)
+            return
+        newest = int(getattr(sender, "_RTCRtpSender__rtp_timestamp", packet.timestamp))
+        age = ((newest - packet.timestamp) & 0xFFFFFFFF) / clock_rate
+        if age > 2**31 / clock_rate:
+            age = 0.0  # a reordered timestamp (B-frames do not exist here): treat it as new
+        for _ in range(decide(sequence_number, age, len(packet.payload))):
+            await original(sequence_number)
+
+    sender._retransmit = retransmit  # type: ignore[method-assign]
+    setattr(sender, _RETRANSMIT_HOOKED, True)
 
 
 # -- negotiated codecs: RTCRtpTransceiver._codecs ------------------------------------------------

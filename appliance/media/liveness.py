@@ -2,7 +2,9 @@
 
 aioice notices a dead path only when its consent checks have failed for ~30 s. A connection that
 received nothing at all (RTP, RTCP and STUN all count) for ``stall_timeout`` seconds is called
-disconnected instead; the pair's first offerer then restarts, and restarts again every
+disconnected instead (5 s by default: a link that flaps for up to ~3 s at a time, Wi-Fi at the
+edge of its range, comes back on the same path, and a restart would only cost a new handshake on
+top of the outage); the pair's first offerer then restarts, and restarts again every
 ``restart_timeout`` seconds until a connection is up (the signaling may be down too meanwhile). An
 attempt that hears from the other side (ICE checks, DTLS) is making progress on a slow path and gets
 up to ``connect_timeout`` before it is replaced; one still waiting for its answer gets twice
@@ -24,7 +26,7 @@ class LinkWatch:
     def __init__(
         self,
         *,
-        stall_timeout: float = 3.0,
+        stall_timeout: float = 5.0,
         restart_timeout: float = 2.0,
         connect_timeout: float = 15.0,
     ) -> None:

@@ -176,7 +176,7 @@ class VideoFanout:
         source: VideoSource,
         *,
         max_queue: int = DEFAULT_QUEUE_FRAMES,
-        keyframe_interval: float = 0.5,
+        keyframe_interval: float = 0.3,
         clock: Clock | None = None,
         gate_open: bool = False,
     ) -> None:
@@ -274,6 +274,7 @@ class VideoFanout:
         if not self._flowing:
             self.frames_held += 1
             return
+        self.bitrate.sent(len(frame.data))
         for track in list(self._tracks):
             track.offer(frame)
 

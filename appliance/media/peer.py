@@ -27,12 +27,13 @@ from aiortc import (
 )
 from aiortc.sdp import SessionDescription
 
-from appliance.media.aiortc_compat import on_keyframe_request, on_rtcp_feedback
+from appliance.media.aiortc_compat import on_keyframe_request, on_retransmit, on_rtcp_feedback
 from appliance.media.ice import MdnsCandidate, candidate_from_signal, received_packets
 from appliance.media.liveness import Action, LinkWatch
 from appliance.media.mdns import strip_mdns
 from appliance.media.negotiation import needs_reencode, negotiated_codec, prefer_h264
 from appliance.media.passthrough import PassthroughTrack, VideoFanout
+from appliance.media.retransmit import RetransmitGate
 from appliance.media.sources.base import EncodedFrame
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,9 @@ logger = logging.getLogger(__name__)
 Signal = dict[str, Any]
 BURST_NACK = 10
 """A NACK naming this many packets at once asks the camera for a keyframe too."""
+RESUME_SILENCE = 2.0
+"""Feedback that comes back after this long without any (an outage ended) asks for a keyframe:
+receivers send RTCP at least about once a second while media arrives."""
 SignalSender = Callable[[Signal], Awaitable[None]]
 StateListener = Callable[["Peer", str, str], None]
 TrackListener = Callable[["Peer", MediaStreamTrack], None]
@@ -70,7 +74,7 @@ class Peer:
         on_state: StateListener | None = None,
         on_track: TrackListener | None = None,
         on_first_packet: FirstPacketListener | None = None,
-        stall_timeout: float = 3.0,
+        stall_timeout: float = 5.0,
         restart_timeout: float = 2.0,
     ) -> None:
         self.remote = remote
@@ -94,6 +98,9 @@ class Peer:
         self.video_track: PassthroughTrack | None = None
         self.video_codec: str | None = None
         self.restarts = 0
+        self.retransmits: RetransmitGate | None = None
+        """The current connection's video retransmission policy (None without video to send)."""
+        self._last_feedback: float | None = None
         self._mdns_dropped = 0
         # Signals and our own offers/restarts, handled one at a time by one task: only that task
         # replaces the peer connection.
@@ -173,6 +180,12 @@ class Peer:
                 video = pc.addTransceiver(self.video_track, direction=direction)
                 on_keyframe_request(video.sender, self._keyframe_requested)
                 on_rtcp_feedback(video.sender, self._feedback)
+                fanout = self._fanout
+                self.retransmits = RetransmitGate(
+                    lambda: fanout.source.bitrate, on_unserved=self._nack_unserved
+                )
+                on_retransmit(video.sender, self._retransmit)
+                self._last_feedback = None
             else:
                 direction = "recvonly" if self.receive_video else "inactive"
                 video = pc.addTransceiver("video", direction=direction)
@@ -198,11 +211,33 @@ class Peer:
     def _feedback(self, kind: str, value: float) -> None:
         if self._fanout is None:
             return
+        now = asyncio.get_running_loop().time()
+        last, self._last_feedback = self._last_feedback, now
+        if last is not None and now - last > RESUME_SILENCE:
+            # The link was out: what was sent meanwhile is lost and too old to resend.
+            self._fanout.request_keyframe(f"{self.remote} feedback after {now - last:.1f} s")
+        if kind == "rtt" and self.retransmits is not None:
+            self.retransmits.rtt = value
+        elif kind == "report" and self.retransmits is not None:
+            self.retransmits.loss = value
         self._fanout.bitrate.feedback(self.remote, kind, value)
         if kind == "nack" and value >= BURST_NACK:
             # A burst lost (a link flap): retransmitting it late only delays the picture, and
             # aiortc's history may not hold it; a keyframe (rate-limited) recovers at once.
             self._fanout.request_keyframe(f"{self.remote} NACK of {int(value)} packets")
+
+    def _retransmit(self, seq: int, age: float | None, size: int) -> int:
+        """Asked by aiortc before it resends NACKed packet ``seq``: how many copies (see
+        retransmit.py)."""
+        if self._fanout is not None:
+            self._fanout.bitrate.nacked(self.remote, seq)
+        return 0 if self.retransmits is None else self.retransmits.decide(seq, age, size)
+
+    def _nack_unserved(self, why: str) -> None:
+        """A NACKed packet is not resent (see retransmit.py): the receiver's picture stays broken
+        until a keyframe, so ask for one now (rate-limited) rather than wait for its PLI."""
+        if self._fanout is not None:
+            self._fanout.request_keyframe(f"{self.remote} NACK not served ({why})")
 
     def _keyframe_requested(self) -> None:
         if self._fanout is not None:

@@ -56,7 +56,7 @@ class CallMedia:
         on_video: TrackHandler | None = None,
         receive_video: bool = False,
         gate_open: bool = False,
-        stall_timeout: float = 3.0,
+        stall_timeout: float = 5.0,
         restart_timeout: float = 2.0,
         name: str = "call",
     ) -> None:

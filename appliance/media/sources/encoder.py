@@ -17,6 +17,9 @@ from appliance.media.annexb import ParameterSets, is_keyframe
 
 logger = logging.getLogger(__name__)
 
+VBV_SECONDS = 0.25
+"""libx264's rate-control buffer, in seconds of the bitrate: bounds the size of any one picture."""
+
 
 def available_codecs() -> set[str]:
     return set(av.codecs_available)
@@ -59,13 +62,19 @@ class H264Encoder:
         ctx.gop_size = max(1, round(framerate * keyframe_interval))
         ctx.max_b_frames = 0
         if codec == "libx264":
+            kbps = max(1, bitrate // 1000)
             ctx.profile = "Baseline"
             ctx.options = {
                 "preset": "ultrafast",
                 "tune": "zerolatency",
                 "level": "31",
                 "forced-idr": "1",
-                "x264-params": "scenecut=0:repeat-headers=1:aud=0",
+                # VBV: no access unit much larger than VBV_SECONDS of the bitrate (an IDR
+                # otherwise overflows a thin uplink's queue on its own and is lost).
+                "x264-params": (
+                    "scenecut=0:repeat-headers=1:aud=0"
+                    f":vbv-maxrate={kbps}:vbv-bufsize={max(1, round(kbps * VBV_SECONDS))}"
+                ),
             }
         try:
             ctx.open()
