@@ -387,7 +387,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             f"{res['ours']['sender']}",
             f"  nacks {res.get('anchor', {}).get('nacks')}, plis "
             f"{res.get('anchor', {}).get('plis')}, width {res.get('anchor', {}).get('width')}, "
-            f"sender limited by {anchor_sender.get('qualityLimitationReason')}",
+            f"sender limited by {anchor_sender.get('qualityLimitationReason')}, "
+            f"{anchor_sender.get('framesEncoded')} encoded of {anchor_sender.get('framesDrawn')} "
+            f"drawn",
         ))  # fmt: skip
     if turn is not None:
         rows.append((
@@ -403,13 +405,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for side in ("ours", "anchor"):
             if side in flaps:
                 recovery[side] = [rec for _, rec in flaps[side]]
-        rows.append((
-            "flaps",
-            *(f"{len(recovery[s])} outages, recovery p50 {percentile(recovery[s], .5):.2f} s, "
-              f"p95 {percentile(recovery[s], .95):.2f} s; over 1 s: "
-              f"{[(o, round(x, 2)) for o, x in flaps[s] if x > 1.0]}"
-              if s in recovery else "not measured" for s in ("ours", "anchor")),
-        ))  # fmt: skip
+
+        def flap_row(side: str) -> str:
+            if side not in recovery:
+                return "not measured"
+            times = recovery[side]
+            slow = [(o, round(x, 2)) for o, x in flaps[side] if x > 1.0]
+            return (f"{len(times)} outages, recovery p50 {percentile(times, .5):.2f} s, "
+                    f"p95 {percentile(times, .95):.2f} s; over 1 s: {slow}")  # fmt: skip
+
+        rows.append(("flaps", flap_row("ours"), flap_row("anchor")))
     rows.append(("load average (1 min)", f"{load_before:.1f} -> {load_after:.1f}", ""))
     width = max(len(row[0]) for row in rows)
     for name, left, right in rows:

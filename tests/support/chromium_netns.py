@@ -202,15 +202,17 @@ async ({width, height, fps, maxBitrate, iceServers}) => {
     }
     counter += 1;
   }
-  draw();
   const stream = canvas.captureStream(0);
   const video = stream.getVideoTracks()[0];
   const started = performance.now();
-  setInterval(() => {
-    // Paced like a camera: one picture per 1/fps, drawn and pushed at once.
-    const due = Math.floor((performance.now() - started) * fps / 1000);
-    if (due >= counter) { draw(); video.requestFrame(); }
-  }, 1000 / fps / 2);
+  // Paced like a camera: one picture per 1/fps, drawn and pushed at once (no maxFramerate on the
+  // encoding: its frame-rate limiter would drop pictures that a late timer brings a little early).
+  (function tick() {
+    draw();
+    video.requestFrame();
+    const next = started + counter * 1000 / fps;
+    setTimeout(tick, Math.max(0, next - performance.now()));
+  })();
   const audioContext = new AudioContext({sampleRate: 48000});
   const tone = audioContext.createOscillator();
   tone.frequency.value = 440;
@@ -234,7 +236,6 @@ async ({width, height, fps, maxBitrate, iceServers}) => {
   const params = vt.sender.getParameters();
   params.encodings = params.encodings.length ? params.encodings : [{}];
   params.encodings[0].maxBitrate = maxBitrate;
-  params.encodings[0].maxFramerate = fps;
   // Same resolution as the kiosk: under a thin link Chromium lowers the frame rate, not the size.
   params.degradationPreference = 'maintain-resolution';
   await vt.sender.setParameters(params);
@@ -294,7 +295,8 @@ async () => {
              encoderImplementation: s.encoderImplementation,
              qualityLimitationReason: s.qualityLimitationReason,
              retransmittedPacketsSent: s.retransmittedPacketsSent, nackCount: s.nackCount,
-             pliCount: s.pliCount, targetBitrate: s.targetBitrate};
+             pliCount: s.pliCount, targetBitrate: s.targetBitrate,
+             framesPerSecond: s.framesPerSecond, framesDrawn: window.anchorSender.frames()};
       const codec = report.get(s.codecId);
       out.codec = codec ? codec.mimeType : null;
     }
