@@ -1,5 +1,5 @@
 """The device panel's config: buttons (and what they do), the status LED's pattern table, the
-camera-live LED and the door relay. Part of the device YAML; see :mod:`appliance.config`."""
+camera-live LED and the door relay. Part of the device YAML; see :mod:`appliance.daemon.config`."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from appliance.clock import Clock
-from appliance.config import DeviceConfig
+from appliance.daemon.config import DeviceConfig
 from appliance.errors import HardwareError
 from appliance.hardware.buttons import ButtonEvent, PanelButton
 from appliance.hardware.leds import CameraLiveLed, StatusLed

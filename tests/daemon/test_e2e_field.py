@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from appliance.config import load_config
+from appliance.daemon.config import load_config
+from appliance.daemon.service import running
 from appliance.server.auth import create_token
-from appliance.service import running
 from tests.support.netns import VethPair, veth_pair
 from tests.support.server import ServerHandle, running_server
 

@@ -4,7 +4,7 @@ import asyncio
 from typing import Any
 
 from appliance.clock import ManualClock
-from appliance.config import Action, ButtonConfig
+from appliance.daemon.config import Action, ButtonConfig
 from appliance.hardware.buttons import ButtonEvent, PanelButton
 from tests.hardware.conftest import settle
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from appliance.clock import SystemClock
-from appliance.config import DeviceConfig
+from appliance.daemon.config import DeviceConfig
 from appliance.errors import HardwareError
 from appliance.hardware.buttons import ButtonEvent
 from appliance.hardware.panel import Panel

@@ -7,16 +7,16 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from appliance.audit import audit
-from appliance.callstate import CallState as S
-from appliance.callstate import LinkEvent, LinkState
-from appliance.config import Mode
-from appliance.unlock import handle_custom
+from appliance.daemon.audit import audit
+from appliance.daemon.config import Mode
+from appliance.daemon.ports import CallState as S
+from appliance.daemon.ports import LinkEvent, LinkState
+from appliance.daemon.unlock import handle_custom
 
 if TYPE_CHECKING:
-    from appliance.daemon import Daemon
+    from appliance.daemon.machine import Daemon
 
-log = logging.getLogger("appliance.daemon")
+log = logging.getLogger("appliance.daemon.machine")
 
 
 def handle(d: Daemon, event: LinkEvent) -> None:

@@ -4,10 +4,10 @@ The call state (idle, calling, ringing, connecting, in_call, ending) and the ser
 (online, offline) are separate: a call keeps its peer-to-peer media when the server goes away.
 :meth:`Daemon.transition` is the only place the call state changes; it logs ``old -> new`` and
 the side effects (LEDs, sounds, timers, media teardown) hang off it. Inputs are button actions,
-server events (:class:`LinkEvent`, handled in :mod:`appliance.serverevents`) and media events;
+server events (:class:`LinkEvent`, handled in :mod:`appliance.daemon.serverevents`) and media events;
 every API call runs as a task owned by the current call, so a hang-up cancels whatever that call
-still had in flight. Modes (auto-answer, auto_join, appointments) live in :mod:`appliance.modes`,
-the unlock in :mod:`appliance.unlock`, the audit trail in :mod:`appliance.audit`.
+still had in flight. Modes (auto-answer, auto_join, appointments) live in :mod:`appliance.daemon.modes`,
+the unlock in :mod:`appliance.daemon.unlock`, the audit trail in :mod:`appliance.daemon.audit`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from appliance.audit import audit
-from appliance.callstate import (
+from appliance.clock import Clock
+from appliance.daemon.audit import audit
+from appliance.daemon.config import Action, DeviceConfig, Mode
+from appliance.daemon.ports import (
     CallState,
     Joined,
     Link,
@@ -30,8 +32,6 @@ from appliance.callstate import (
     PanelPort,
     Sounds,
 )
-from appliance.clock import Clock
-from appliance.config import Action, DeviceConfig, Mode
 from appliance.errors import APIError, ApplianceError
 from appliance.hardware.buttons import ButtonEvent
 
@@ -82,7 +82,7 @@ class Daemon:
         self._arrived: set[str] = set()
         self._arrival = asyncio.Event()
         self._ever_online = asyncio.Event()
-        from appliance.modes import ModeRunner
+        from appliance.daemon.modes import ModeRunner
 
         self.modes = ModeRunner(self)
 
@@ -411,7 +411,7 @@ class Daemon:
     # ----------------------------------------------------------------------------- server events
 
     def on_link_event(self, event: LinkEvent) -> None:
-        from appliance.serverevents import handle
+        from appliance.daemon.serverevents import handle
 
         handle(self, event)
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 
-from appliance.callstate import LinkEvent
 from appliance.client import CONNECTION_LOST, CONNECTION_OK, Call, Client, Event
-from appliance.config import CallConfig, DeviceConfig
+from appliance.daemon.config import CallConfig, DeviceConfig
+from appliance.daemon.ports import LinkEvent
 from appliance.errors import APIError, ServerUnavailable
 
 log = logging.getLogger(__name__)

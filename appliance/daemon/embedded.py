@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.clock import Clock
-from appliance.config import DeviceConfig
+from appliance.daemon.config import DeviceConfig
 from appliance.errors import ApplianceError, ConfigError, HardwareError
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The daemon's vocabulary: call state and server link (kept apart, DESIGN §7), the normalized
 events the state machine consumes, and the small ports it drives (server link, media, sounds,
-panel). The real adapters live in :mod:`appliance.link`, :mod:`appliance.medialink`; tests hand
+panel). The real adapters live in :mod:`appliance.daemon.link`, :mod:`appliance.daemon.medialink`; tests hand
 in fakes.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from appliance.config import CallConfig
+from appliance.daemon.config import CallConfig
 from appliance.hardware.relay import UnlockResult
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from appliance.callstate import CallState, LinkEvent
+from appliance.daemon.ports import CallState, LinkEvent
 
 if TYPE_CHECKING:
-    from appliance.daemon import Daemon
+    from appliance.daemon.machine import Daemon
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ async def handle_custom(d: Daemon, event: LinkEvent) -> None:
     custom = event.custom or {}
     if custom.get("type") != "unlock":
         return
-    from appliance.daemon import audit
+    from appliance.daemon.audit import audit
 
     user = event.user_id
     ok, reason = await _decide(d, event)

@@ -12,12 +12,12 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from appliance.callstate import CallState
-from appliance.config import Mode
+from appliance.daemon.config import Mode
+from appliance.daemon.ports import CallState
 from appliance.errors import APIError, ApplianceError, NotFound
 
 if TYPE_CHECKING:
-    from appliance.daemon import Daemon
+    from appliance.daemon.machine import Daemon
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class ModeRunner:
         )
 
     async def _appointment(self, key: str, cid: str, at: float) -> None:
-        from appliance.daemon import audit
+        from appliance.daemon.audit import audit
 
         d = self.d
         try:
