@@ -25,8 +25,7 @@ from pydantic import (
 )
 
 from appliance.errors import ConfigError
-from appliance.media.audio.settings import AudioSettings
-from appliance.panelconfig import (
+from appliance.hardware.config import (
     DEFAULT_PATTERNS,
     LED_STATES,
     Action,
@@ -38,6 +37,7 @@ from appliance.panelconfig import (
     SimpleLed,
     StatusLed,
 )
+from appliance.media.audio.settings import AudioSettings
 from appliance.yamlload import YamlDocument, load_yaml
 
 ID_RE = re.compile(r"^[A-Za-z0-9@_.-]{1,64}$")
