@@ -88,15 +88,14 @@ async def running(
             audio = None
         sounds = ChimeSounds(audio, cfg)
         factory = factory if factory is not None else make_pin_factory(cfg.pin_factory)
-        box: list[Daemon] = []
-        panel = Panel(cfg, factory, clock, loop, lambda e: box[0].on_button(e))
+        panel = Panel(cfg, factory, clock, loop)
         stack.callback(panel.close)
 
         def media_factory(cid: str, create: bool, on_event: Any) -> DaemonMedia:
             return DaemonMedia(client, cid, create, on_event, cfg=cfg, audio=audio, clock=clock)
 
         daemon = Daemon(cfg, link, media_factory, panel, sounds, clock)
-        box.append(daemon)
+        panel.bind(daemon.on_button)
         if audio is not None:
             daemon.audio_stats = audio.stats
 

@@ -90,12 +90,9 @@ async def build(cfg: DeviceConfig) -> AsyncIterator[Rig]:
         rig_holder[0].medias.append(m)
         return m
 
-    daemon_box: list[Daemon] = []
-    panel = Panel(
-        cfg, factory, clock, asyncio.get_running_loop(), lambda e: daemon_box[0].on_button(e)
-    )
+    panel = Panel(cfg, factory, clock, asyncio.get_running_loop())
     daemon = Daemon(cfg, link, media_factory, panel, sounds, clock)
-    daemon_box.append(daemon)
+    panel.bind(daemon.on_button)
     rig = Rig(daemon, link, clock, panel, sounds)
     rig_holder.append(rig)
     await daemon.start()
