@@ -340,7 +340,7 @@ class DeviceConfig(Model):
         return self.call.call_id(self.device.id)
 
     def device_custom(self) -> dict[str, Any]:
-        """What the daemon publishes as ``custom.device`` on its user (DESIGN §4 "Devices").
+        """What the daemon publishes as ``custom.device`` on its user (docs/architecture.md, "Devices").
 
         With a relay it carries ``unlock_roles``: the console shows Unlock only to members whose
         call role is listed (the device still checks every unlock itself)."""

@@ -201,7 +201,7 @@ class ClientLink:
         return out
 
     async def publish_device(self) -> None:
-        """Set ``custom.device`` on our user (DESIGN §4 "Devices"); a fleet server may not let a
+        """Set ``custom.device`` on our user (docs/architecture.md, "Devices"); a fleet server may not let a
         device token do that (then an admin seeds it), which is logged, not fatal."""
         user: dict[str, Any] = {"id": self.user_id, "custom": {"device": self.cfg.device_custom()}}
         if self.cfg.device.name:
