@@ -6,7 +6,7 @@ the control commands must start in a blink) does not pay for the server or the m
 - :class:`Client`, :class:`Call` — the call API in async Python (``appliance.client``);
 - :func:`create_app`, :class:`ServerSettings` — the call server as an ASGI app (``appliance.server``);
 - :class:`CallMedia` — the per-call media engine the daemon drives (``appliance.media``);
-- :func:`load_config`, :class:`DeviceConfig` — the device YAML (``appliance.config``);
+- :func:`load_config`, :class:`DeviceConfig` — the device YAML (``appliance.daemon.config``);
 - the exception tree of :mod:`appliance.errors`.
 """
 
@@ -42,8 +42,8 @@ _LAZY: dict[str, str] = {
     "create_app": "appliance.server.app",
     "ServerSettings": "appliance.server.settings",
     "CallMedia": "appliance.media.session",
-    "DeviceConfig": "appliance.config",
-    "load_config": "appliance.config",
+    "DeviceConfig": "appliance.daemon.config",
+    "load_config": "appliance.daemon.config",
 }
 
 __all__ = [
@@ -75,7 +75,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from appliance.client import Call, Client, Event
-    from appliance.config import DeviceConfig, load_config
+    from appliance.daemon.config import DeviceConfig, load_config
     from appliance.media.session import CallMedia
     from appliance.server.app import create_app
     from appliance.server.settings import ServerSettings

@@ -26,7 +26,7 @@ EX_CONFIG = 78
 COMMAND_MODULES: list[str] = [
     "appliance.server.cli",
     "appliance.client.cli",
-    "appliance.daemon_cli",
+    "appliance.daemon.cli",
 ]
 
 

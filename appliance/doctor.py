@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from appliance.config import DeviceConfig
+from appliance.daemon.config import DeviceConfig
 from appliance.diagnosis import TIME_ERROR, Check, Probes, Status
 from appliance.errors import ApplianceError
 from appliance.hardwarechecks import check_audio, check_camera, check_disk, check_gpio
@@ -120,9 +120,9 @@ async def diagnose(
     transport: Any = None,
     picamera2: Any = None,
 ) -> list[Check]:
-    from appliance.config import load_config
-    from appliance.configchecks import check_device_config
-    from appliance.control import SOCKET_NAME
+    from appliance.daemon.config import load_config
+    from appliance.daemon.configchecks import check_device_config
+    from appliance.daemon.control import SOCKET_NAME
 
     probes = probes or Probes()
     try:

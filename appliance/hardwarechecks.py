@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from appliance.config import DeviceConfig
+from appliance.daemon.config import DeviceConfig
 from appliance.diagnosis import Check, Probes, Status, read_text
 from appliance.errors import HardwareError
 

@@ -1,4 +1,4 @@
-"""The call API in async Python (DESIGN §2, §4): ``Client(...).call("default", "123")``.
+"""The call API in async Python (README.md, "Python client"): ``Client(...).call("default", "123")``.
 
 One :class:`Client` holds one ``httpx.AsyncClient`` and one WebSocket, shared by every consumer
 in the process (the daemon's state machine and the media engine): typed events by subscription,

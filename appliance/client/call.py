@@ -1,4 +1,5 @@
-"""``Call``: one call addressed by ``type`` + ``id``, with the seed's verbs (DESIGN §4).
+"""``Call``: one call addressed by ``type`` + ``id``, with the seed's verbs (the call API in
+README.md).
 
 Sort form, everywhere: a list of ``(field, direction)`` pairs, direction ``1`` (ascending) or
 ``-1`` (descending), e.g. ``sort=[("created_at", -1)]``; a single pair is accepted too.
@@ -9,19 +10,17 @@ Filters are the server's MongoDB-style ``filter_conditions`` dicts, e.g.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from appliance.client.events import Subscription
-from appliance.client.models import CallResponse, JoinResponse, Member, MembersPage
+from appliance.client.events import Callback, EventFilter, Subscription
+from appliance.client.models import CallInfo, CallResponse, JoinResponse, Member, MembersPage
 from appliance.client.paging import follow_pages
+from appliance.client.rest import RestTransport
 from appliance.errors import InvalidRequest
-
-if TYPE_CHECKING:
-    from appliance.client.client import Client
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +84,38 @@ def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in data.items() if value is not None}
 
 
+class CallHost(Protocol):
+    """What a :class:`Call` needs of the client that made it (:class:`appliance.client.Client`
+    is one): the REST transport, the one event connection, and the bookkeeping the client's
+    resync keeps of the calls it knows and the calls it joined."""
+
+    rest: RestTransport
+
+    async def connect(self, wait: float | None = 10.0) -> str: ...
+
+    def events(
+        self,
+        types: Iterable[str] | str | None = None,
+        *,
+        call_cid: str | None = None,
+        where: EventFilter | None = None,
+        maxsize: int = 1000,
+    ) -> Subscription: ...
+
+    def on(self, types: Iterable[str] | str | None, callback: Callback) -> Callable[[], None]: ...
+
+    async def send_signal(self, call_cid: str, to: str, signal: dict[str, Any]) -> None: ...
+
+    def call_seen(self, call: CallInfo) -> None:
+        """A fresh copy of a call the client tracks."""
+
+    def call_joined(self, call: Call) -> None: ...
+
+    def call_left(self, call: Call) -> None: ...
+
+
 class Call:
-    def __init__(self, client: Client, call_type: str, call_id: str) -> None:
+    def __init__(self, client: CallHost, call_type: str, call_id: str) -> None:
         self.client = client
         self.type = call_type
         self.id = call_id
@@ -108,7 +137,7 @@ class Call:
     def _remember(self, body: dict[str, Any], model: type[CallResponse] = CallResponse) -> Any:
         response = model.model_validate(body)
         self.state = response
-        self.client._observe(response.call)
+        self.client.call_seen(response.call)
         return response
 
     async def create(
@@ -253,7 +282,7 @@ class Call:
             await self._call("POST", "/join", json=body), JoinResponse
         )
         self.session_id = response.session_id
-        self.client._joined(self)
+        self.client.call_joined(self)
         logger.info("Call(%s) joined as %s", self.cid, self.session_id)
         return response
 
@@ -262,7 +291,7 @@ class Call:
         try:
             await self._call("POST", "/leave", json=body)
         finally:
-            self.client._left(self)
+            self.client.call_left(self)
             logger.info("Call(%s) left (%s)", self.cid, self.session_id)
             self.session_id = None
 

@@ -157,18 +157,13 @@ def client_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
     ca_file = args.ca_file
     config = args.config or environ.get("APPLIANCE_SERVER_CONFIG")
     if config and not (url and api_key and token):
-        from appliance.server.auth import create_token
-        from appliance.server.settings import ensure_secret, load_settings
-        from appliance.server.tls import CERT_NAME
+        from appliance.servercreds import from_server_config
 
-        settings = ensure_secret(load_settings(config))
-        url = url or settings.public_base_url()
-        api_key = api_key or settings.api_key
-        assert settings.api_secret
-        token = token or create_token(settings.api_secret, args.as_user)
-        generated_cert = settings.state_dir / CERT_NAME
-        if ca_file is None and settings.tls == "self-signed" and generated_cert.is_file():
-            ca_file = str(generated_cert)
+        creds = from_server_config(config, args.as_user)
+        url = url or creds.url
+        api_key = api_key or creds.api_key
+        token = token or creds.token
+        ca_file = ca_file if ca_file is not None else creds.ca_file
     missing = [
         name
         for name, value in (("--url", url), ("--api-key", api_key), ("--token", token))

@@ -262,7 +262,8 @@ class Client:
 
     # --- bookkeeping for the resync -------------------------------------------------------
 
-    def _observe(self, call: CallInfo) -> None:
+    def call_seen(self, call: CallInfo) -> None:
+        """A fresh copy of a call: kept if the resync tracks it (:class:`CallHost`)."""
         if call.cid in self.snapshots:
             self.snapshots[call.cid] = call
             self.snapshots.move_to_end(call.cid)
@@ -273,12 +274,12 @@ class Client:
         while len(self.snapshots) > _SNAPSHOT_LIMIT:
             self.snapshots.popitem(last=False)
 
-    def _joined(self, call: Call) -> None:
+    def call_joined(self, call: Call) -> None:
         self._joined_calls[call.cid] = call
         if call.state is not None:
             self._track(call.state.call)
 
-    def _left(self, call: Call) -> None:
+    def call_left(self, call: Call) -> None:
         self._joined_calls.pop(call.cid, None)
         if call.cid not in self.ledger.ringing:
             self.snapshots.pop(call.cid, None)
@@ -292,7 +293,7 @@ class Client:
             if event.type == ev.CALL_RING:
                 self._track(event.call)
             else:
-                self._observe(event.call)
+                self.call_seen(event.call)
         cid = event.cid
         if event.type in _CALL_OVER and cid is not None and cid not in self._joined_calls:
             # Nothing left to resync for a call that ended here; its next ring tracks it again.

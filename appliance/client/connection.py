@@ -117,7 +117,7 @@ class Connection:
             raise ServerUnavailable(f"{self!r}: connection closed while sending") from err
 
     async def send_signal(self, call_cid: str, to: str, signal: dict[str, Any]) -> None:
-        """Send a signaling envelope (DESIGN §4) to the participant session ``to``."""
+        """Send a signaling envelope (docs/protocol.md) to the participant session ``to``."""
         await self.send({"type": "signal", "call_cid": call_cid, "to": to, "signal": signal})
 
     async def close(self) -> None:

@@ -1,4 +1,4 @@
-"""Typed views of the call API's answers (DESIGN §4), as the client sees them.
+"""Typed views of the call API's answers (README.md, "Call server"), as the client sees them.
 
 The server sends timestamps as integer nanoseconds since the epoch; these models turn them into
 timezone-aware ``datetime``s. Every model keeps fields it does not know (``extra="allow"``), so a

@@ -1,7 +1,7 @@
 """The HTTP side of the client: auth headers, one ``httpx.AsyncClient``, errors mapped to ours.
 
 Every request carries ``api_key`` in the query and ``Authorization: <jwt>`` with
-``stream-auth-type: jwt`` (DESIGN §4). Error answers ``{"code", "message", "StatusCode",
+``stream-auth-type: jwt`` (README.md, "Call server"). Error answers ``{"code", "message", "StatusCode",
 "details"}`` become the :mod:`appliance.errors` tree; network failures, timeouts and 5xx become
 ``ServerUnavailable``. Every error carries the call cid of the request, where there is one.
 """

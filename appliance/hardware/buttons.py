@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from appliance.clock import Clock
-from appliance.config import Action, ButtonConfig
+from appliance.hardware.config import Action, ButtonConfig
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import math
 from typing import Any
 
 from appliance.clock import Clock
-from appliance.config import Pattern, SimpleLed
-from appliance.config import StatusLed as StatusLedConfig
+from appliance.hardware.config import Pattern, SimpleLed
+from appliance.hardware.config import StatusLed as StatusLedConfig
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class StatusLed:
         clock: Clock,
         table: dict[str, Pattern] | None = None,
     ) -> None:
-        from appliance.config import DEFAULT_PATTERNS
+        from appliance.hardware.config import DEFAULT_PATTERNS
 
         self._clock = clock
         self.table = table or (

@@ -9,19 +9,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from appliance.clock import Clock
-from appliance.config import DeviceConfig
 from appliance.errors import HardwareError
 from appliance.hardware.buttons import ButtonEvent, PanelButton
+from appliance.hardware.config import ButtonConfig, LedsConfig, RelayConfig
 from appliance.hardware.leds import CameraLiveLed, StatusLed
 from appliance.hardware.pins import is_mock
 from appliance.hardware.relay import Relay, UnlockResult
 
 log = logging.getLogger(__name__)
+
+ButtonHandler = Callable[[ButtonEvent], None]
+
+
+class PanelConfig(Protocol):
+    """The part of a device config the panel reads (the daemon's ``DeviceConfig`` has it)."""
+
+    @property
+    def buttons(self) -> Sequence[ButtonConfig]: ...
+
+    @property
+    def leds(self) -> LedsConfig: ...
+
+    @property
+    def relay(self) -> RelayConfig | None: ...
 
 
 @dataclass(frozen=True)
@@ -34,12 +49,14 @@ class Record:
 class Panel:
     def __init__(
         self,
-        cfg: DeviceConfig,
+        cfg: PanelConfig,
         factory: Any,
         clock: Clock,
         loop: asyncio.AbstractEventLoop,
-        on_button: Callable[[ButtonEvent], None],
+        on_button: ButtonHandler | None = None,
     ) -> None:
+        """``on_button`` may be bound later with :meth:`bind` (the daemon that handles the
+        buttons is built after its panel); a press before that is logged and dropped."""
         self._clock = clock
         self.factory = factory
         self.simulated = is_mock(factory)
@@ -58,8 +75,15 @@ class Panel:
         except Exception as err:  # gpiozero: pin in use, invalid pin, no permission
             raise HardwareError(f"cannot set up the panel's pins: {err}") from err
 
+    def bind(self, on_button: ButtonHandler) -> None:
+        """Send button events to ``on_button`` from now on."""
+        self._on_button = on_button
+
     def _button_event(self, event: ButtonEvent) -> None:
         self._record("button", f"{event.button} {event.kind}")
+        if self._on_button is None:
+            log.warning("Panel: %s %s before anything handles buttons", event.button, event.kind)
+            return
         self._on_button(event)
 
     def _record(self, what: str, value: Any) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from appliance.clock import Clock
-from appliance.config import RelayConfig
+from appliance.hardware.config import RelayConfig
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from appliance.clock import Clock
 from appliance.errors import AuthenticationError, PermissionDenied, TokenExpired
 from appliance.server.context import ServerContext
 from appliance.server.schema import users
+from appliance.tokens import create_token  # noqa: F401  (moved to appliance/tokens.py; importers keep working)
 
 log = logging.getLogger(__name__)
 
@@ -55,34 +56,6 @@ class Principal:
 
 
 SERVER = Principal(user_id=None)
-
-
-def create_token(
-    secret: str,
-    user_id: str | None = None,
-    *,
-    clock: Clock | None = None,
-    ttl: float | None = None,
-    call_cids: list[str] | None = None,
-    iat: bool | int = True,
-    **claims: Any,
-) -> str:
-    """A token for ``user_id`` (a server token when ``None``: literally ``{}`` like the SDK's).
-
-    ``iat``: ``True`` stamps the clock's time, ``False`` leaves it out, an int is used as is.
-    """
-    body: dict[str, Any] = dict(claims)
-    if user_id is not None:
-        body["user_id"] = user_id
-        if not isinstance(iat, bool):
-            body["iat"] = iat
-        elif clock is not None and iat:
-            body.setdefault("iat", int(clock.time()))
-        if clock is not None and ttl is not None:
-            body.setdefault("exp", int(clock.time() + ttl))
-        if call_cids is not None:
-            body["call_cids"] = list(call_cids)
-    return jwt.encode(body, secret, algorithm="HS256")
 
 
 # Tokens whose signature has been verified, with their claims: a device sends the same token

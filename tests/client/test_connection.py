@@ -14,6 +14,7 @@ from appliance.client.connection import Connection
 from appliance.client.events import EventHub
 from appliance.client.rest import RestTransport
 from appliance.clock import ManualClock
+from tests.support.poll import until
 
 
 class FixedRandom:
@@ -65,14 +66,6 @@ async def hub_server() -> AsyncIterator[tuple[ScriptedHub, str]]:
     async with serve(hub.handler, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
         yield hub, f"http://127.0.0.1:{port}"
-
-
-async def until(predicate: Any, *, steps: int = 1500) -> None:
-    for _ in range(steps):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
 
 
 def make(

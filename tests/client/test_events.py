@@ -11,6 +11,7 @@ import pytest
 from appliance.client import Backoff, Client, Event, MemberRequest
 from appliance.clock import ManualClock
 from tests.client.conftest import USERS, MakeClient, next_event
+from tests.support.poll import until
 from tests.support.server import ServerHandle, running_server
 
 DOOR_ADMIN = MemberRequest(user_id="door", role="admin")
@@ -24,14 +25,6 @@ class FixedRandom:
 def connections_of(srv: ServerHandle, user_id: str) -> int:
     hub = srv.ctx.extras["realtime"].hub
     return sum(1 for conn in hub.connections.values() if conn.user_id == user_id)
-
-
-async def until(predicate: Any, within: float = 10.0) -> None:
-    for _ in range(int(within / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached")
 
 
 def drain(sub: Any) -> list[Event]:

@@ -9,8 +9,8 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from appliance.clock import ManualClock
-from appliance.config import DeviceConfig
-from appliance.daemon import Daemon
+from appliance.daemon.config import DeviceConfig
+from appliance.daemon.machine import Daemon
 from appliance.hardware.panel import Panel
 from appliance.yamlload import parse_yaml_text
 from tests.daemon.fakes import FakeLink, FakeMedia, FakeSounds
@@ -90,12 +90,9 @@ async def build(cfg: DeviceConfig) -> AsyncIterator[Rig]:
         rig_holder[0].medias.append(m)
         return m
 
-    daemon_box: list[Daemon] = []
-    panel = Panel(
-        cfg, factory, clock, asyncio.get_running_loop(), lambda e: daemon_box[0].on_button(e)
-    )
+    panel = Panel(cfg, factory, clock, asyncio.get_running_loop())
     daemon = Daemon(cfg, link, media_factory, panel, sounds, clock)
-    daemon_box.append(daemon)
+    panel.bind(daemon.on_button)
     rig = Rig(daemon, link, clock, panel, sounds)
     rig_holder.append(rig)
     await daemon.start()
@@ -116,7 +113,7 @@ async def rig() -> AsyncIterator[Rig]:
 
 async def into_call(rig: Rig, cid: str = "default:door-door-1", peer: str = "alice") -> None:
     """Place a call and get it answered by ``peer``: the daemon ends up in_call."""
-    from appliance.callstate import MediaEvent
+    from appliance.daemon.ports import MediaEvent
 
     rig.link.participants = {f"{peer}-s": peer}
     await rig.press("call")

@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from appliance.callstate import Joined, LinkEvent, MediaEvent
-from appliance.config import CallConfig
+from appliance.daemon.config import CallConfig
+from appliance.daemon.ports import Joined, LinkEvent, MediaEvent
 from appliance.errors import ServerUnavailable
 
 

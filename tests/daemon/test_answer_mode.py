@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from appliance.callstate import MediaEvent
+from appliance.daemon.ports import MediaEvent
 from tests.daemon.conftest import Rig, build, make_config
 
 CID = "default:room-7"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from appliance.daemon.ports import MediaEvent
 from tests.daemon.conftest import Rig
 
 CID = "default:door-door-1"
@@ -46,7 +47,7 @@ async def test_accept_joins_then_media_connects(rig: Rig) -> None:
     assert ("join", CID, False) in rig.link.calls
     assert rig.media_log == ["muted=False", "start", "gate"]
     assert rig.panel.camera_led.on
-    rig.medias[0].on_event(__import__("appliance.callstate").callstate.MediaEvent("peer_connected"))
+    rig.medias[0].on_event(MediaEvent("peer_connected"))
     assert rig.state == "in_call" and rig.led() == "in_call"
     assert rig.panel.status_led.pin.state is True
     assert rig.states() == ["calling", "connecting", "in_call"]

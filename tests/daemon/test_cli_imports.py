@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from appliance.config import load_config
-from appliance.service import running
+from appliance.daemon.config import load_config
+from appliance.daemon.service import running
 from tests.support.server import ServerHandle
 
 pytestmark = [pytest.mark.timeout(120)]
@@ -125,8 +125,8 @@ async def test_press_and_status_against_a_running_daemon_import_no_heavy_stack(
 REMOTE_DAEMON = """
 import asyncio, json, sys
 from appliance.cli import build_parser
-from appliance.config import load_config
-from appliance.service import running
+from appliance.daemon.config import load_config
+from appliance.daemon.service import running
 
 async def main() -> None:
     build_parser()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config import Action, Mode, load_config
+from appliance.daemon.config import Action, Mode, load_config
 from appliance.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

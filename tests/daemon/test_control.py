@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from appliance.control import ControlError, ControlServer, request
+from appliance.daemon.control import ControlError, ControlServer, request
 
 
 async def test_status_and_press_round_trip(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from appliance.config import load_config
+from appliance.daemon.config import load_config
 from appliance.diagnosis import TIME_ERROR, Check, Probes
 from appliance.doctor import check_relay, diagnose, render
 from appliance.hardwarechecks import check_camera, check_gpio, process_writes, writes_per_hour

@@ -1,6 +1,6 @@
 """Issue #5 end to end: two real daemons (intercom + bedside) and the real server on loopback.
 
-Each daemon is the full assembly of ``appliance run`` (``appliance.service.running``): real
+Each daemon is the full assembly of ``appliance run`` (``appliance.daemon.service.running``): real
 client, real media engine (test camera, libx264, aiortc), ALSA through a private config (the
 intercom's microphone plays a tone from a raw file, the bedside's speaker writes to a file),
 gpiozero mock pins driven like a finger would.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,11 @@ import pytest
 import yaml
 
 from appliance.client import Client
-from appliance.config import DeviceConfig, load_config
+from appliance.daemon.config import DeviceConfig, load_config
+from appliance.daemon.service import Running, running
 from appliance.errors import NotFound
-from appliance.service import Running, running
 from tests.support.alsa import AlsaSandbox
+from tests.support.poll import wait_for
 from tests.support.server import ServerHandle, running_server
 from tests.support.tone import dominant_frequency, read_pcm, write_tone_file
 
@@ -34,15 +35,6 @@ USERS = [
     {"id": "bed", "name": "Bed 7"},
     {"id": "alice", "name": "Alice"},
 ]
-
-
-async def wait_for(what: str, check: Callable[[], bool], seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def device_config(

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 import yaml
 
-from appliance.config import load_config
+from appliance.daemon.config import load_config
+from appliance.daemon.service import running
 from appliance.server.auth import create_token
-from appliance.service import running
 from tests.support.netns import VethPair, veth_pair
+from tests.support.poll import wait_for
 from tests.support.server import ServerHandle, running_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -38,18 +39,6 @@ MEDIA = {
     "camera": {"source": "test", "width": 320, "height": 240, "fps": 10, "bitrate": 200000},
     "audio": {"capture_device": "null", "playback_device": "null"},
 }
-
-
-async def wait_for(what: str, check: Callable[[], Any], seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def participants(srv: ServerHandle, call_id: str) -> list[str]:

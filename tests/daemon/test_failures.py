@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.client import CONNECTION_LOST, CONNECTION_OK, Event
+from appliance.daemon.link import to_link_event
 from appliance.errors import PermissionDenied
-from appliance.link import to_link_event
 from tests.daemon.conftest import Rig
 
 CID = "default:door-door-1"

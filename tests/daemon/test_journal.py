@@ -5,7 +5,7 @@ import socket
 import struct
 from pathlib import Path
 
-from appliance.daemon import audit
+from appliance.daemon.audit import audit
 from appliance.journal import JournalHandler, encode
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config import load_config
+from appliance.daemon.config import load_config
 from appliance.errors import ConfigError
 from tests.daemon.conftest import BASE
 

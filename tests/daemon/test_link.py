@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from appliance.client import Client
-from appliance.config import DeviceConfig
-from appliance.link import ClientLink
+from appliance.daemon.config import DeviceConfig
+from appliance.daemon.link import ClientLink
 from tests.support.server import running_server
 
 
@@ -68,8 +68,8 @@ async def test_link_against_the_real_server(tmp_path: Path) -> None:
 async def test_embedded_server_with_a_self_signed_certificate(tmp_path: Path) -> None:
     import yaml
 
-    from appliance.config import load_config
-    from appliance.service import running
+    from appliance.daemon.config import load_config
+    from appliance.daemon.service import running
 
     data = {
         "device": {"id": "door-1"},
@@ -168,7 +168,7 @@ async def test_prepare_call_with_a_fresh_id_each_time_creates_nothing(tmp_path: 
 async def test_running_daemon_creates_its_call_once_online(tmp_path: Path) -> None:
     """service.running against a remote server: once online the call exists (no press), with
     the members and the published custom.device (unlock_roles included)."""
-    from appliance.service import running
+    from appliance.daemon.service import running
 
     async with running_server(tmp_path, users=["door-1", "alice", "bob"]) as srv:
         token_file = tmp_path / "door.token"
@@ -217,7 +217,7 @@ async def test_a_refused_get_or_create_is_a_warning_not_a_failure(
 ) -> None:
     """A call type whose role ``user`` lacks create-call (built-in livestream): the device token
     cannot create its call; the daemon says why in one warning and stays up and idle."""
-    from appliance.service import running
+    from appliance.daemon.service import running
 
     async with running_server(tmp_path, users=["door-1", "alice"]) as srv:
         cfg = DeviceConfig.model_validate(
@@ -234,7 +234,7 @@ async def test_a_refused_get_or_create_is_a_warning_not_a_failure(
                 "media": {"audio": {"capture_device": "null", "playback_device": "null"}},
             }
         )
-        with caplog.at_level(logging.WARNING, logger="appliance.service"):
+        with caplog.at_level(logging.WARNING, logger="appliance.daemon.service"):
             async with running(cfg) as run:
                 await asyncio.wait_for(run.daemon.wait_online(), 20)
                 for _ in range(200):

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from appliance import journal
-from appliance.audit import audit
 from appliance.cli import configure_logging
 from appliance.clock import SystemClock
-from appliance.config import load_config
-from appliance.embedded import EmbeddedServer
+from appliance.daemon.audit import audit
+from appliance.daemon.config import load_config
+from appliance.daemon.embedded import EmbeddedServer
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from appliance.clock import ManualClock
-from appliance.config import CameraConfig, DeviceConfig
-from appliance.medialink import ChimeSounds, make_video_source
+from appliance.daemon.config import CameraConfig, DeviceConfig
+from appliance.daemon.medialink import ChimeSounds, make_video_source
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from appliance.config import MetricsConfig
-from appliance.daemonmetrics import MetricsEndpoint, registry_for
-from appliance.service import Running
+from appliance.daemon.config import MetricsConfig
+from appliance.daemon.metrics import MetricsEndpoint, registry_for
+from appliance.daemon.service import Running
 from tests.daemon.conftest import Rig, into_call
 from tests.daemon.test_e2e_daemons import BEDSIDE, INTERCOM, two_daemons, wait_for
 from tests.support.metrics import samples as parse

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from appliance.config import load_config
-from appliance.service import running
+from appliance.daemon.config import load_config
+from appliance.daemon.service import running
 from tests.media.rtp_meter import RtpMeter
 from tests.media.test_netns import _start_server, _stop_server
 from tests.media.video_helpers import Participant, ToneTrack, wait_until

@@ -163,7 +163,7 @@ class Daemon:
 
     async def _poll(self) -> dict[str, Any]:
         # The same control socket the CLI talks to, without a Python start-up per poll.
-        from appliance.control import SOCKET_NAME, request
+        from appliance.daemon.control import SOCKET_NAME, request
 
         reply = await asyncio.to_thread(
             request, self.dir / "state" / SOCKET_NAME, {"cmd": "status"}, 5.0

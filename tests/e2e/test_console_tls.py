@@ -12,6 +12,7 @@ import pytest_asyncio
 from playwright.async_api import expect
 
 from tests.support.browser import PageGuard, guarded_browser
+from tests.support.poll import until
 from tests.support.server import ServerHandle, running_server
 
 pytestmark = pytest.mark.e2e
@@ -110,11 +111,23 @@ async def test_a_tab_whose_timers_do_not_run_stays_connected_and_rings(
         context = await guard.new_context()
         await context.add_init_script(FROZEN_TIMERS_JS)
         page = await guard.new_page(context)
+        health_checks: list[str] = []
+        page.on(
+            "websocket",
+            lambda ws: ws.on(
+                "framereceived",
+                lambda payload: (
+                    health_checks.append("x") if '"health.check"' in str(payload) else None
+                ),
+            ),
+        )
         await page.goto(f"{srv.base_url}/?api_key={srv.api_key}&token={srv.user_token('alice')}")
         await expect(page.locator("#link-state")).to_have_text("online")
         first = await page.evaluate("window.applianceConsole.connection.connectionId")
-        # The server drops connections silent for three health intervals (1.5 s here).
-        await page.wait_for_timeout(4000)
+        # The server drops connections silent for three health intervals (1.5 s here): once it
+        # sent four more health checks to this tab, the tab has outlived that.
+        seen = len(health_checks)
+        await until(lambda: len(health_checks) >= seen + 4, 15, what="four more health checks")
         assert await page.evaluate("window.applianceConsole.connection.connectionId") == first
         await expect(page.locator("#link-state")).to_have_text("online")
         async with srv.client("door-1") as door:

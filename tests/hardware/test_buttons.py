@@ -4,8 +4,8 @@ import asyncio
 from typing import Any
 
 from appliance.clock import ManualClock
-from appliance.config import Action, ButtonConfig
 from appliance.hardware.buttons import ButtonEvent, PanelButton
+from appliance.hardware.config import Action, ButtonConfig
 from tests.hardware.conftest import settle
 
 

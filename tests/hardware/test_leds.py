@@ -5,8 +5,8 @@ from typing import Any
 import pytest
 
 from appliance.clock import ManualClock
-from appliance.config import DEFAULT_PATTERNS, LED_STATES, SimpleLed
-from appliance.config import StatusLed as StatusLedConfig
+from appliance.hardware.config import DEFAULT_PATTERNS, LED_STATES, SimpleLed
+from appliance.hardware.config import StatusLed as StatusLedConfig
 from appliance.hardware.leds import CameraLiveLed, StatusLed
 from tests.hardware.conftest import settle
 

@@ -2,14 +2,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from appliance.clock import SystemClock
-from appliance.config import DeviceConfig
+from appliance.daemon.config import DeviceConfig
 from appliance.errors import HardwareError
 from appliance.hardware.buttons import ButtonEvent
+from appliance.hardware.config import ButtonConfig, LedsConfig, RelayConfig
 from appliance.hardware.panel import Panel
 from appliance.hardware.pins import is_mock, make_pin_factory
 
@@ -87,6 +89,40 @@ async def test_simulated_panel_press_hold_and_history() -> None:
         assert snap["relay"]["pulses"] == 1 and snap["relay"]["last_pulse_by"] == "alice"
         assert panel.values("button") == ["call press", "privacy press", "call hold"]
         assert all(r.at > 0 for r in panel.history)
+    finally:
+        panel.close()
+        factory.close()
+
+
+@dataclass(frozen=True)
+class OnlyPanelConfig:
+    """A panel config made of the hardware's own models: the panel needs nothing of the daemon."""
+
+    buttons: list[ButtonConfig]
+    leds: LedsConfig
+    relay: RelayConfig | None = None
+
+
+async def test_a_press_before_bind_is_dropped_then_bound_presses_arrive(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cfg = OnlyPanelConfig(
+        buttons=[ButtonConfig.model_validate({"name": "call", "pin": 17, "cooldown": 0})],
+        leds=LedsConfig(),
+    )
+    factory = make_pin_factory("mock")
+    events: list[ButtonEvent] = []
+    panel = Panel(cfg, factory, SystemClock(), asyncio.get_running_loop())
+    try:
+        with caplog.at_level(logging.WARNING, logger="appliance.hardware.panel"):
+            await panel.press("call")
+            await asyncio.sleep(0.05)
+        assert "call press before anything handles buttons" in caplog.text
+        panel.bind(events.append)
+        await panel.press("call")
+        await asyncio.sleep(0.05)
+        assert [(e.button, e.kind) for e in events] == [("call", "press")]
+        assert panel.values("button") == ["call press", "call press"]
     finally:
         panel.close()
         factory.close()

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.clock import ManualClock
-from appliance.config import RelayConfig
+from appliance.hardware.config import RelayConfig
 from appliance.hardware.relay import Relay
 from tests.hardware.conftest import settle
 

@@ -18,6 +18,7 @@ from appliance.server.pgnotify import CHUNK_BYTES, Reassembler, chunks
 from appliance.server.schema import participants, users
 from tests.server.wsclient import QUIET, WsClient, call_post, create_call, join
 from tests.support.pgcluster import PostgresCluster
+from tests.support.poll import until
 from tests.support.server import ServerHandle, running_server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
@@ -61,15 +62,6 @@ async def replicas(
         yield a, b
 
 
-async def _until(check, what: str) -> None:  # type: ignore[no-untyped-def]
-    """Wait for an asynchronous NOTIFY to land (a state, not a timer)."""
-    for _ in range(1000):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
-
-
 async def test_ring_on_one_replica_rings_a_socket_on_the_other(
     replicas: tuple[ServerHandle, ServerHandle],
 ) -> None:
@@ -98,9 +90,9 @@ async def test_presence_is_known_fleet_wide(replicas: tuple[ServerHandle, Server
     bob_on_b = await WsClient.open(b, "bob")
     changed = await alice_on_a.next("user.presence.changed")
     assert changed["user"]["id"] == "bob" and changed["user"]["online"] is True
-    await _until(lambda: presence_a.is_online("bob"), "replica A sees bob online")
+    await until(lambda: presence_a.is_online("bob"), what="replica A sees bob online")
     await bob_on_b.close()
-    await _until(lambda: not presence_a.is_online("bob"), "replica A sees bob offline")
+    await until(lambda: not presence_a.is_online("bob"), what="replica A sees bob offline")
 
 
 async def test_large_signal_crosses_replicas_in_chunks(
@@ -163,9 +155,9 @@ async def test_participants_of_a_vanished_replica_get_the_grace_period(
     ja = await join(a, alice_on_a, CID)
     jb = await join(b, bob_on_b, CID)
     fanout_a = a.ctx.extras["fanout"]
-    await _until(
+    await until(
         lambda: b.ctx.extras["realtime"].hub.replica_prefix in fanout_a.live_replica_prefixes(),
-        "A hears B",
+        what="A hears B",
     )
     # alice's connection now belongs to a replica that crashed (nobody hears from it)
     async with a.ctx.store.begin() as db:

@@ -1,4 +1,4 @@
-"""Server-authoritative ringing: every path of DESIGN §4 "Ringing", timers on a ManualClock."""
+"""Server-authoritative ringing: every path of the ringing rules in docs/architecture.md, timers on a ManualClock."""
 
 from __future__ import annotations
 

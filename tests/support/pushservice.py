@@ -45,6 +45,8 @@ import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.support.poll import until  # noqa: F401  (re-exported: tests import it from here)
+
 MAX_BODY = 4096  # RFC 8030's minimum a push service must accept; ours accepts no more
 MAX_EXP_SECONDS = 24 * 3600
 TIMEOUT = 10.0
@@ -414,16 +416,6 @@ async def _read_body(receive: Any) -> bytes:
         body += msg.get("body", b"")
         if not msg.get("more_body"):
             return body
-
-
-async def until(predicate: Callable[[], bool], within: float = TIMEOUT) -> None:
-    """Poll a condition that has no event to wait on (a sender's counters)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        if loop.time() > deadline:
-            raise TimeoutError(f"condition not met within {within} s")
-        await asyncio.sleep(0.005)
 
 
 def _free_port() -> int:

@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 
-from appliance.callstate import LinkEvent
 from appliance.client import CONNECTION_LOST, CONNECTION_OK, Call, Client, Event
-from appliance.config import CallConfig, DeviceConfig
+from appliance.daemon.config import CallConfig, DeviceConfig
+from appliance.daemon.ports import LinkEvent
 from appliance.errors import APIError, ServerUnavailable
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ class ClientLink:
         return out
 
     async def publish_device(self) -> None:
-        """Set ``custom.device`` on our user (DESIGN §4 "Devices"); a fleet server may not let a
+        """Set ``custom.device`` on our user (docs/architecture.md, "Devices"); a fleet server may not let a
         device token do that (then an admin seeds it), which is logged, not fatal."""
         user: dict[str, Any] = {"id": self.user_id, "custom": {"device": self.cfg.device_custom()}}
         if self.cfg.device.name:

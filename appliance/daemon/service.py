@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from appliance.clock import Clock, SystemClock
-from appliance.config import DeviceConfig
-from appliance.control import ControlServer
-from appliance.daemon import Daemon
+from appliance.daemon.config import DeviceConfig
+from appliance.daemon.control import ControlServer
+from appliance.daemon.machine import Daemon
 from appliance.errors import AudioDeviceError
 from appliance.sdnotify import Notifier
 
 if TYPE_CHECKING:
-    from appliance.link import ClientLink
+    from appliance.daemon.link import ClientLink
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,12 @@ async def running(
     factory: Any = None,
 ) -> AsyncIterator[Running]:
     from appliance.client import Client
-    from appliance.embedded import EmbeddedServer
+    from appliance.daemon.embedded import EmbeddedServer
+    from appliance.daemon.link import ClientLink
+    from appliance.daemon.medialink import ChimeSounds, DaemonMedia
     from appliance.hardware.panel import Panel
     from appliance.hardware.pins import make_pin_factory
-    from appliance.link import ClientLink
     from appliance.media.audio import AudioDevices
-    from appliance.medialink import ChimeSounds, DaemonMedia
 
     clock = clock or SystemClock()
     notifier = notifier or Notifier(None)
@@ -88,15 +88,14 @@ async def running(
             audio = None
         sounds = ChimeSounds(audio, cfg)
         factory = factory if factory is not None else make_pin_factory(cfg.pin_factory)
-        box: list[Daemon] = []
-        panel = Panel(cfg, factory, clock, loop, lambda e: box[0].on_button(e))
+        panel = Panel(cfg, factory, clock, loop)
         stack.callback(panel.close)
 
         def media_factory(cid: str, create: bool, on_event: Any) -> DaemonMedia:
             return DaemonMedia(client, cid, create, on_event, cfg=cfg, audio=audio, clock=clock)
 
         daemon = Daemon(cfg, link, media_factory, panel, sounds, clock)
-        box.append(daemon)
+        panel.bind(daemon.on_button)
         if audio is not None:
             daemon.audio_stats = audio.stats
 
@@ -114,7 +113,7 @@ async def running(
         stack.push_async_callback(control.close)
         extras: dict[str, Any] = {}
         if cfg.metrics is not None:
-            from appliance.daemonmetrics import MetricsEndpoint, registry_for
+            from appliance.daemon.metrics import MetricsEndpoint, registry_for
 
             endpoint = MetricsEndpoint(cfg.metrics, registry_for(daemon))
             await endpoint.start()
@@ -130,8 +129,8 @@ async def _announce(daemon: Daemon, link: ClientLink, *, publish: bool) -> None:
     """Each time the server link comes up: publish ``custom.device`` (a remote server; the
     embedded one seeds it) and get-or-create the configured call without ringing, so consoles
     list the device before its first ring and a server that lost its database gets it back."""
-    from appliance.callstate import LinkState
     from appliance.client import CONNECTION_OK
+    from appliance.daemon.ports import LinkState
     from appliance.errors import APIError
 
     online = asyncio.Event()

@@ -8,10 +8,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from appliance.callstate import Joined, MediaEvent
 from appliance.client import Client
 from appliance.clock import Clock
-from appliance.config import CameraConfig, DeviceConfig
+from appliance.daemon.config import CameraConfig, DeviceConfig
+from appliance.daemon.ports import Joined, MediaEvent
 from appliance.errors import MediaError
 
 log = logging.getLogger(__name__)

@@ -1,17 +1,22 @@
-"""The daemon's vocabulary: call state and server link (kept apart, DESIGN §7), the normalized
-events the state machine consumes, and the small ports it drives (server link, media, sounds,
-panel). The real adapters live in :mod:`appliance.link`, :mod:`appliance.medialink`; tests hand
-in fakes.
+"""The daemon's vocabulary: call state and server link (kept apart: a call keeps its
+peer-to-peer media while the server is away, docs/architecture.md), the normalized events the
+state machine consumes, the small ports it drives (server link, media, sounds, panel) and the one
+it offers (:class:`Machine`, what modes, server events, buttons and the unlock may do with it).
+The real adapters live in :mod:`appliance.daemon.link` and :mod:`appliance.daemon.medialink`;
+tests hand in fakes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from appliance.config import CallConfig
+from appliance.clock import Clock
+from appliance.daemon.config import CallConfig, DeviceConfig
+from appliance.daemon.indications import Indications
 from appliance.hardware.relay import UnlockResult
 
 
@@ -131,3 +136,84 @@ class PanelPort(Protocol):
     def unlock(self, by: str | None) -> UnlockResult: ...
 
     def snapshot(self) -> dict[str, Any]: ...
+
+
+class Machine(Protocol):
+    """The state machine as the modules layered on it see it (:class:`appliance.daemon.machine.
+    Daemon` implements it): they read its state and call its verbs; the call state changes only
+    in :meth:`transition`, which the verbs call."""
+
+    cfg: DeviceConfig
+    me: str
+    clock: Clock
+    link: Link
+    panel: PanelPort
+    sounds: Sounds
+    unlocks: list[dict[str, Any]]
+    indications: Indications
+
+    @property
+    def call_state(self) -> CallState: ...
+
+    @property
+    def link_state(self) -> LinkState: ...
+
+    @property
+    def cid(self) -> str | None: ...
+
+    @property
+    def caller(self) -> str | None: ...
+
+    @property
+    def joined(self) -> Joined | None: ...
+
+    @property
+    def media(self) -> Media | None: ...
+
+    @property
+    def muted(self) -> bool: ...
+
+    def transition(self, new: CallState, reason: str) -> None: ...
+
+    def refresh_leds(self) -> None: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """A task of the daemon's; its errors are reported, not raised."""
+
+    def call_task(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """A task owned by the current call: cancelled when the call returns to idle."""
+
+    async def wait_idle(self) -> None: ...
+
+    def video_leaves(self) -> bool:
+        """Whether video leaves the device when the media gate is open."""
+
+    def ring_in(self, cid: str, caller: str | None) -> None:
+        """An incoming ring while idle: ringing (and auto-answer, if the mode says so)."""
+
+    def accepted_by(self, user_id: str | None) -> None:
+        """Someone answered the call I placed: join once they are in the session."""
+
+    def participant_arrived(self, user_id: str) -> None: ...
+
+    def set_link_state(self, state: LinkState) -> None: ...
+
+    def place_call(self) -> None: ...
+
+    def answer(self, *, auto: bool) -> None: ...
+
+    async def reject(self, reason: str) -> None: ...
+
+    async def join(self, cid: str, *, create: bool, stay: bool = False) -> None: ...
+
+    def join_now(self) -> None:
+        """Join the configured call now (auto_join: cuts a rejoin backoff short)."""
+
+    async def hang_up(self, reason: str) -> None: ...
+
+    async def tear_down(self) -> None:
+        """Stop the media, leave the call and return to idle (no reject sent)."""
+
+    def end_locally(self, reason: str) -> None: ...
+
+    def set_muted(self, muted: bool, source: str) -> None: ...

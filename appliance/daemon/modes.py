@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
-from appliance.callstate import CallState
-from appliance.config import Mode
+from appliance.daemon.audit import audit
+from appliance.daemon.config import Mode
+from appliance.daemon.ports import CallState, Machine
 from appliance.errors import APIError, ApplianceError, NotFound
-
-if TYPE_CHECKING:
-    from appliance.daemon import Daemon
 
 log = logging.getLogger(__name__)
 
 
 class ModeRunner:
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
+    def __init__(self, machine: Machine) -> None:
+        self.m = machine
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.rejoins = 0
@@ -32,7 +29,7 @@ class ModeRunner:
         self._done: set[str] = set()
 
     def start(self) -> None:
-        cfg = self.d.cfg
+        cfg = self.m.cfg
         loop = asyncio.get_running_loop()
         if cfg.mode is Mode.AUTO_JOIN:
             self._task = loop.create_task(self._auto_join())
@@ -57,70 +54,68 @@ class ModeRunner:
         key = f"{cid}@{at:.0f}"
         if key in self._appointments or key in self._done:
             return
-        log.info("Daemon(%s) appointment %s at %.0f", self.d.me, cid, at)
+        log.info("Daemon(%s) appointment %s at %.0f", self.m.me, cid, at)
         self._appointments[key] = asyncio.get_running_loop().create_task(
             self._appointment(key, cid, at)
         )
 
     async def _appointment(self, key: str, cid: str, at: float) -> None:
-        from appliance.daemon import audit
-
-        d = self.d
+        m = self.m
         try:
-            wait = at - d.clock.time()
+            wait = at - m.clock.time()
             if wait > 0:
-                await d.clock.sleep(wait)
-            while d.call_state is not CallState.IDLE:
-                await d._idle_event.wait()
-            audit("appointment", cid, d.me, "joining a scheduled call")
-            d.spawn(d.join(cid, create=True, stay=True))
+                await m.clock.sleep(wait)
+            while m.call_state is not CallState.IDLE:
+                await m.wait_idle()
+            audit("appointment", cid, m.me, "joining a scheduled call")
+            m.spawn(m.join(cid, create=True, stay=True))
         finally:
             self._done.add(key)
             self._appointments.pop(key, None)
 
     async def _poll_appointments(self) -> None:
-        d = self.d
-        period = d.cfg.timings.appointment_poll_s
+        m = self.m
+        period = m.cfg.timings.appointment_poll_s
         while True:
-            if d.link_state.value == "online":
+            if m.link_state.value == "online":
                 try:
-                    for cid, at in await d.link.upcoming(period * 2):
-                        if at > d.clock.time() - period * 2:
+                    for cid, at in await m.link.upcoming(period * 2):
+                        if at > m.clock.time() - period * 2:
                             self._schedule(cid, at)
                 except (APIError, OSError) as err:
-                    log.info("Daemon(%s) cannot look up appointments: %s", d.me, err)
-            await d.clock.sleep(period)
+                    log.info("Daemon(%s) cannot look up appointments: %s", m.me, err)
+            await m.clock.sleep(period)
 
     # ------------------------------------------------------------------------ auto-answer
 
     def maybe_auto_answer(self) -> None:
-        rule = self.d.cfg.auto_answer
-        if rule is None or self.d.cid is None:
+        rule = self.m.cfg.auto_answer
+        if rule is None or self.m.cid is None:
             return
-        self.d._call_task(self._auto_answer(self.d.cid, self.d.caller))
+        self.m.call_task(self._auto_answer(self.m.cid, self.m.caller))
 
     async def _auto_answer(self, cid: str, caller: str | None) -> None:
-        rule = self.d.cfg.auto_answer
+        rule = self.m.cfg.auto_answer
         assert rule is not None
         allowed = caller in rule.users
         if not allowed and rule.roles and caller is not None:
-            role = await self.d.link.member_role(cid, caller)
+            role = await self.m.link.member_role(cid, caller)
             allowed = role in rule.roles
         if not allowed:
             log.info(
-                "Daemon(%s) %s: caller %s is not on the auto-answer list", self.d.me, cid, caller
+                "Daemon(%s) %s: caller %s is not on the auto-answer list", self.m.me, cid, caller
             )
             return
-        await self.d.clock.sleep(rule.delay_s)
-        if self.d.call_state is not CallState.RINGING or self.d.cid != cid:
+        await self.m.clock.sleep(rule.delay_s)
+        if self.m.call_state is not CallState.RINGING or self.m.cid != cid:
             return
-        self.d.sounds.stop()
+        self.m.sounds.stop()
         # Warn the room before anything can leave it: chime, then the camera-live LED, then
         # (in join) media with the gate opened last.
-        self.d.panel.camera_live(self.d._video_leaves())
-        await self.d.sounds.play_once("pre_announce")
-        if self.d.call_state is CallState.RINGING and self.d.cid == cid:
-            self.d.answer(auto=True)
+        self.m.panel.camera_live(self.m.video_leaves())
+        await self.m.sounds.play_once("pre_announce")
+        if self.m.call_state is CallState.RINGING and self.m.cid == cid:
+            self.m.answer(auto=True)
 
     # ------------------------------------------------------------------------ auto_join
 
@@ -128,67 +123,67 @@ class ModeRunner:
         self._wake.set()
 
     def on_reconnect(self) -> None:
-        if self.d.cfg.mode is not Mode.AUTO_JOIN:
+        if self.m.cfg.mode is not Mode.AUTO_JOIN:
             return
-        self.d.spawn(self._check_still_joined())
+        self.m.spawn(self._check_still_joined())
 
     async def _check_still_joined(self) -> None:
-        joined = self.d.joined
-        if joined is None or self.d.call_state is not CallState.IN_CALL:
+        joined = self.m.joined
+        if joined is None or self.m.call_state is not CallState.IN_CALL:
             self._wake.set()
             return
         try:
-            sessions = await self.d.link.participant_sessions(joined.cid)
+            sessions = await self.m.link.participant_sessions(joined.cid)
         except NotFound:
             sessions = None  # the server lost the call (a new database): join it again
         except (APIError, OSError) as err:
-            log.info("Daemon(%s) cannot check %s after reconnect: %s", self.d.me, joined.cid, err)
+            log.info("Daemon(%s) cannot check %s after reconnect: %s", self.m.me, joined.cid, err)
             return
         if sessions is None or joined.session_id not in sessions:
-            log.info("Daemon(%s) dropped from %s while offline; rejoining", self.d.me, joined.cid)
-            self.d.end_locally("dropped while offline")
+            log.info("Daemon(%s) dropped from %s while offline; rejoining", self.m.me, joined.cid)
+            self.m.end_locally("dropped while offline")
 
     async def _auto_join(self) -> None:
-        d = self.d
-        cfg = d.cfg
+        m = self.m
+        cfg = m.cfg
         cid = f"{cfg.call.type}:{cfg.call_id}"
         starts_at = cfg.call.starts_at
         if starts_at is not None:
-            wait = starts_at.timestamp() - d.clock.time()
+            wait = starts_at.timestamp() - m.clock.time()
             if wait > 0:
-                log.info("Daemon(%s) joining %s at %s (in %.0fs)", d.me, cid, starts_at, wait)
-                await d.clock.sleep(wait)
+                log.info("Daemon(%s) joining %s at %s (in %.0fs)", m.me, cid, starts_at, wait)
+                await m.clock.sleep(wait)
         delay = cfg.timings.rejoin_min_s
         while True:
-            if d.call_state is CallState.IDLE:
-                joined_at = d.clock.monotonic()
+            if m.call_state is CallState.IDLE:
+                joined_at = m.clock.monotonic()
                 try:
-                    await d.join(cid, create=True)
+                    await m.join(cid, create=True)
                 except asyncio.CancelledError:
                     raise
                 except (ApplianceError, OSError) as err:
                     log.warning(
-                        "Daemon(%s) join %s failed: %s; retry in %.1fs", d.me, cid, err, delay
+                        "Daemon(%s) join %s failed: %s; retry in %.1fs", m.me, cid, err, delay
                     )
-                    if d.media is not None or d.call_state is not CallState.IDLE:
-                        await d._teardown(leave=True, reject=False)
+                    if m.media is not None or m.call_state is not CallState.IDLE:
+                        await m.tear_down()
                     await self._sleep(delay)
                     delay = min(delay * 2, cfg.timings.rejoin_max_s)
                     continue
-                await d._idle_event.wait()
+                await m.wait_idle()
                 self.rejoins += 1
-                if d.clock.monotonic() - joined_at > cfg.timings.rejoin_max_s:
+                if m.clock.monotonic() - joined_at > cfg.timings.rejoin_max_s:
                     delay = cfg.timings.rejoin_min_s
-                log.info("Daemon(%s) left %s; rejoining in %.1fs", d.me, cid, delay)
+                log.info("Daemon(%s) left %s; rejoining in %.1fs", m.me, cid, delay)
                 await self._sleep(delay)
                 delay = min(delay * 2, cfg.timings.rejoin_max_s)
             else:
-                await d._idle_event.wait()
+                await m.wait_idle()
 
     async def _sleep(self, seconds: float) -> None:
         """Back off, but a JOIN press or a reconnect cuts the wait short."""
         self._wake.clear()
-        sleeper = asyncio.ensure_future(self.d.clock.sleep(seconds))
+        sleeper = asyncio.ensure_future(self.m.clock.sleep(seconds))
         waker = asyncio.ensure_future(self._wake.wait())
         try:
             await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)

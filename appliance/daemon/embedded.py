@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.clock import Clock
-from appliance.config import DeviceConfig
+from appliance.daemon.config import DeviceConfig
 from appliance.errors import ApplianceError, ConfigError, HardwareError
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class EmbeddedServer:
         return self.settings.public_base_url(port=self.port)
 
     def token(self, user_id: str, ttl: float | None = None) -> str:
-        from appliance.server.auth import create_token
+        from appliance.tokens import create_token
 
         assert self.settings.api_secret
         return create_token(self.settings.api_secret, user_id, clock=self.clock, ttl=ttl)

@@ -1,5 +1,5 @@
 """Device-config checks that look across keys or into referenced files, run by ``appliance check``
-and ``appliance run`` after the typed validation of :func:`appliance.config.load_config`: a GPIO
+and ``appliance run`` after the typed validation of :func:`appliance.daemon.config.load_config`: a GPIO
 pin used twice, a remote server URL that cannot be used, a device token that is not a JWT or
 belongs to another user. Each mistake is one ``file:line: key: problem (hint)`` ConfigError."""
 
@@ -12,7 +12,7 @@ from appliance.errors import ConfigError
 from appliance.yamlload import YamlDocument, load_yaml
 
 if TYPE_CHECKING:
-    from appliance.config import DeviceConfig
+    from appliance.daemon.config import DeviceConfig
 
 Loc = tuple[Any, ...]
 

@@ -26,11 +26,11 @@ from prometheus_client import generate_latest as exposition
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from appliance.callstate import CallState, LinkState
+from appliance.daemon.ports import CallState, LinkState
 
 if TYPE_CHECKING:
-    from appliance.config import MetricsConfig
-    from appliance.daemon import Daemon
+    from appliance.daemon.config import MetricsConfig
+    from appliance.daemon.machine import Daemon
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,6 @@
 """The device panel's config: buttons (and what they do), the status LED's pattern table, the
-camera-live LED and the door relay. Part of the device YAML; see :mod:`appliance.config`."""
+camera-live LED and the door relay. Part of the device YAML (:mod:`appliance.daemon.config` embeds these models); the hardware
+imports nothing of the daemon."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 # ``press`` and ``status`` answer in a blink: this module's top imports only the standard
 # library; the config (pydantic, YAML) and the daemon are imported by the commands using them.
 if TYPE_CHECKING:
-    from appliance.config import DeviceConfig
+    from appliance.daemon.config import DeviceConfig
 
 
 def register(subparsers: Any) -> None:
@@ -70,11 +70,11 @@ def default_state_dir(env: dict[str, str] | None = None) -> Path:
 def _load(path: str, *, full: bool = False) -> DeviceConfig:
     """The device config; ``full`` (check, run) adds the cross-key and token checks, which
     ``press`` / ``status --config`` skip: they only need the socket path, and stay light."""
-    from appliance.config import load_config
+    from appliance.daemon.config import load_config
 
     cfg = load_config(path, state_dir=default_state_dir())
     if full:
-        from appliance.configchecks import check_device_config
+        from appliance.daemon.configchecks import check_device_config
 
         check_device_config(path, cfg)
     return cfg
@@ -125,8 +125,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from appliance.daemon.service import serve
     from appliance.sdnotify import Notifier
-    from appliance.service import serve
     from appliance.statedir import check_writable
 
     cfg = _load(args.config, full=True)
@@ -152,7 +152,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _socket(args: argparse.Namespace) -> Path:
-    from appliance.control import SOCKET_NAME
+    from appliance.daemon.control import SOCKET_NAME
 
     if args.config:
         cfg = _load(args.config)
@@ -164,7 +164,7 @@ def _socket(args: argparse.Namespace) -> Path:
 
 
 def cmd_press(args: argparse.Namespace) -> int:
-    from appliance.control import request
+    from appliance.daemon.control import request
 
     reply = request(_socket(args), {"cmd": "press", "button": args.button, "hold": args.hold})
     status = reply.get("status", {})
@@ -173,7 +173,7 @@ def cmd_press(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from appliance.control import request
+    from appliance.daemon.control import request
 
     status = request(_socket(args), {"cmd": "status"})["status"]
     if args.json:
