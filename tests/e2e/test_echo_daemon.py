@@ -142,9 +142,11 @@ class RoomDaemon(Daemon):
         return {**os.environ, "ALSA_CONFIG_PATH": self._alsa_config, "PYTHONUNBUFFERED": "1"}
 
 
-# Seen once in ~5 full runs, never alone: only 5 of 23 half-second blocks of the recording lined up
-# with the room's talker (the check needs 16). The rerun keeps it visible as an R in CI.
-@pytest.mark.flaky(reruns=1)
+# Flaky, not fixed yet: on 2026-12-06 it failed 1 run in 3 alone on a quiet machine, on main before
+# and after that day's merges alike: only 3-5 of 23 half-second blocks of the recording lined up with
+# the room's talker (the check needs 16) while the room logged ~220 mic overruns. The reruns keep it
+# visible as an R in CI until the alignment (or the room's timing) is made robust.
+@pytest.mark.flaky(reruns=3)
 async def test_the_browsers_speech_does_not_come_back_and_the_kiosk_talker_does(
     tmp_path: Path,
 ) -> None:

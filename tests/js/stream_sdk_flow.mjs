@@ -261,7 +261,11 @@ async function ringMissed(alice, dave) {
 // -- a socket idle for longer than every timer still hears an event, without reconnecting ----
 async function idleSocket(erin) {
   const id = `idle-${RUN}`;
+  // The idle window starts once the creation's own event has arrived: the server answers the
+  // request and sends call.created on the socket at the same time, in either order.
+  const created = waitFor(erin.client, 'call.created', (e) => e.call_cid === `default:${id}`);
   await erin.client.call('default', id).getOrCreate({ data: { members: [{ user_id: 'erin' }] } });
+  await created;
   const since = Date.now();
   const startFrames = erin.rec.received.length;
   const heard = waitFor(erin.client, 'custom', (e) => e.call_cid === `default:${id}`, (IDLE_SECONDS + 30) * 1000);
