@@ -41,8 +41,8 @@ import websockets
 import yaml
 
 from appliance.server.auth import create_token
-from appliance.server.customindex import flatten_custom
-from appliance.server.store import Store, database_url
+from appliance.server.store.customindex import flatten_custom
+from appliance.server.store.engine import Store, database_url
 
 REPO = Path(__file__).resolve().parents[1]
 API_KEY = "bench-key"

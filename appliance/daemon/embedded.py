@@ -105,8 +105,8 @@ class EmbeddedServer:
     async def start(self) -> None:
         import uvicorn
 
+        from appliance.server.api.httpguard import uvicorn_options
         from appliance.server.app import create_app
-        from appliance.server.httpguard import uvicorn_options
         from appliance.server.tls import tls_files
 
         app = create_app(self.settings, clock=self.clock)

@@ -32,12 +32,8 @@ from appliance.errors import (
     PayloadTooLarge,
     StoreError,
 )
-from appliance.server import (
-    calltypes,
-    metrics,
-    migrations,
-    realtime,
-    redact,
+from appliance.server import metrics, wiring
+from appliance.server.api import (
     routes_calls,
     routes_calltypes,
     routes_clientevents,
@@ -45,16 +41,16 @@ from appliance.server import (
     routes_members,
     routes_query,
     routes_users,
-    vapid,
-    wirejson,
-    wiretime,
 )
+from appliance.server.api.cors import Cors
 from appliance.server.auth import principal
 from appliance.server.context import ServerContext, now_ns
-from appliance.server.cors import Cors
+from appliance.server.outbound import vapid
 from appliance.server.settings import ServerSettings, ensure_secret
-from appliance.server.store import Store, database_url
-from appliance.server.users import UserRequest, upsert_user
+from appliance.server.store import calltypes, migrations
+from appliance.server.store.engine import Store, database_url
+from appliance.server.store.users import UserRequest, upsert_user
+from appliance.server.wire import redact, wirejson, wiretime
 
 log = logging.getLogger(__name__)
 
@@ -291,12 +287,12 @@ def create_app(settings: ServerSettings, *, clock: Clock | None = None) -> FastA
             ctx.extras[vapid.EXTRAS_KEY] = await vapid.load_or_create(
                 store, settings.push.vapid_subject, now
             )
-            await realtime.start(ctx)
+            await wiring.start(ctx)
             log.info("call server ready (%r, api_key %s)", store, settings.api_key)
             try:
                 yield
             finally:
-                await realtime.stop(ctx)
+                await wiring.stop(ctx)
         finally:
             await store.close()
 
@@ -347,7 +343,7 @@ def create_app(settings: ServerSettings, *, clock: Clock | None = None) -> FastA
     app.include_router(routes_query.router)
     app.include_router(routes_clientevents.router)
     app.include_router(routes_devices.router)
-    realtime.install(app)
+    wiring.install(app)
     if WEB_DIR.is_dir():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app

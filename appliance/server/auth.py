@@ -25,7 +25,7 @@ from sqlalchemy import select
 from appliance.clock import Clock
 from appliance.errors import AuthenticationError, PermissionDenied, TokenExpired
 from appliance.server.context import ServerContext
-from appliance.server.schema import users
+from appliance.server.store.schema import users
 from appliance.tokens import create_token  # noqa: F401  (moved to appliance/tokens.py; importers keep working)
 
 log = logging.getLogger(__name__)

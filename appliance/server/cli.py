@@ -102,8 +102,8 @@ def _load(path: str) -> ServerSettings:
 def check_server_config(path: str) -> tuple[ServerSettings, list[Path]]:
     """``appliance check`` of a server config: the settings and the call types file load; the
     files it names (call types, TLS) come back for ``--files``."""
-    from appliance.server import calltypes
     from appliance.server.settings import TlsFiles
+    from appliance.server.store import calltypes
 
     settings = _load(path)
     files: list[Path] = []
@@ -149,7 +149,7 @@ def uvicorn_config(app: Any, settings: ServerSettings) -> Any:
     loggers propagate to ours instead."""
     import uvicorn
 
-    from appliance.server.httpguard import uvicorn_options
+    from appliance.server.api.httpguard import uvicorn_options
     from appliance.server.tls import tls_files
 
     tls = tls_files(settings)
@@ -289,7 +289,7 @@ def _custom(pairs: list[str]) -> dict[str, Any]:
 async def _user_exists(settings: ServerSettings, user_id: str) -> bool:
     """Whether the server would accept a token of ``user_id``: a seed user of the config (created
     on the server's next start) or a user in its database."""
-    from appliance.server.users import missing_users
+    from appliance.server.store.users import missing_users
 
     if any(seed.id == user_id for seed in settings.users):
         return True
@@ -303,8 +303,8 @@ async def _user_exists(settings: ServerSettings, user_id: str) -> bool:
 
 
 async def _with_store(settings: ServerSettings, work: Any) -> Any:
-    from appliance.server import migrations
-    from appliance.server.store import Store, database_url
+    from appliance.server.store import migrations
+    from appliance.server.store.engine import Store, database_url
 
     store = Store(database_url(settings.database, settings.state_dir))
     await migrations.upgrade(store.engine)
@@ -320,7 +320,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
 
     from appliance.clock import SystemClock
     from appliance.server.context import now_ns
-    from appliance.server.users import UserRequest, upsert_user
+    from appliance.server.store.users import UserRequest, upsert_user
 
     settings = _settings(args)
     try:
@@ -348,7 +348,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
 def cmd_users_list(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from appliance.server.schema import users
+    from appliance.server.store.schema import users
 
     settings = _settings(args)
 

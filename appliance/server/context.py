@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from appliance.clock import Clock
-from appliance.server.store import Store
+from appliance.server.store.engine import Store
 
 
 class EventBus(Protocol):
@@ -45,7 +45,7 @@ class Ringer(Protocol):
 
 @dataclass
 class ServerContext:
-    """Built by the app lifespan; ``appliance.server.realtime.start(ctx)`` sets ``bus`` and
+    """Built by the app lifespan; ``appliance.server.wiring.start(ctx)`` sets ``bus`` and
     ``ringer`` before the first request is served."""
 
     store: Store

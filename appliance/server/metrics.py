@@ -154,8 +154,8 @@ class LiveCollector(Collector):
         ctx = self.ctx
         if ctx is None:
             return
-        from appliance.server.connection import SEND_QUEUE_FRAMES
-        from appliance.server.services import KEY
+        from appliance.server.lifecycle.services import KEY
+        from appliance.server.realtime.connection import SEND_QUEUE_FRAMES
 
         svc = ctx.extras.get(KEY)
         hub = getattr(svc, "hub", None)

@@ -90,7 +90,7 @@ class Limits(_Strict):
 
 
 class CorsSettings(_Strict):
-    """Browser apps on other origins that may call the API (``appliance/server/cors.py``)."""
+    """Browser apps on other origins that may call the API (``appliance/server/api/cors.py``)."""
 
     # Exact origins, e.g. "https://app.example.org" (scheme, host, port); none by default.
     allowed_origins: list[str] = Field(default_factory=list, max_length=100)
@@ -121,7 +121,7 @@ _LOOPBACK = ("127.", "[::1]", "localhost")
 
 
 class PushSettings(_Strict):
-    """Web Push (``appliance/server/pushsender.py``): who the server may send to, and how hard.
+    """Web Push (``appliance/server/outbound/pushsender.py``): who the server may send to, and how hard.
 
     ``allowed_hosts`` entries: a host name (``fcm.googleapis.com``: https on port 443), a
     wildcard for its subdomains (``*.notify.windows.com``), or an origin with its scheme and
@@ -224,7 +224,7 @@ class WebhookHook(_Strict):
 
 
 class WebhookSettings(_Strict):
-    """Webhooks for integrators (``appliance/server/webhooks.py``). ``allowed_hosts`` as in
+    """Webhooks for integrators (``appliance/server/outbound/webhooks.py``). ``allowed_hosts`` as in
     ``push``; a plain ``http://`` origin is allowed when listed as such (a LAN system)."""
 
     allowed_hosts: list[str] = Field(default_factory=list, max_length=100)
@@ -246,7 +246,7 @@ class WebhookSettings(_Strict):
     @field_validator("hooks")
     @classmethod
     def _urls_allowed(cls, value: list[WebhookHook], info: ValidationInfo) -> list[WebhookHook]:
-        from appliance.server.pushdevices import host_allowed
+        from appliance.server.outbound.pushdevices import host_allowed
 
         allowed = info.data.get("allowed_hosts") or []
         for i, hook in enumerate(value):

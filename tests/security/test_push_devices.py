@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest_asyncio
 
-from appliance.server.redact import redact
+from appliance.server.wire.redact import redact
 from tests.server.test_push_devices import device_body
 from tests.support.pushservice import PushService
 from tests.support.server import ServerHandle, running_server

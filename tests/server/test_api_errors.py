@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from appliance.server import routes_calltypes
+from appliance.server.api import routes_calltypes
 from tests.support.server import ServerHandle, running_server
 
 CALL = "/api/v2/video/call/default/door-1"

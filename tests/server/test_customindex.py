@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from appliance.errors import InvalidRequest
-from appliance.server.customindex import (
+from appliance.server.store.customindex import (
     MAX_LEAVES,
     encode_text,
     flatten_custom,
@@ -17,8 +17,8 @@ from appliance.server.customindex import (
     remove_call_custom,
     remove_member_custom,
 )
-from appliance.server.schema import call_member_custom_index, user_custom_index, users
-from appliance.server.store import Store
+from appliance.server.store.engine import Store
+from appliance.server.store.schema import call_member_custom_index, user_custom_index, users
 
 
 def test_flatten_leaves_lists_nulls_and_types() -> None:

@@ -12,7 +12,7 @@ import pytest
 import websockets
 from uvicorn.logging import AccessFormatter
 
-from appliance.server.redact import REDACTED, TokenRedactor, install, redact
+from appliance.server.wire.redact import REDACTED, TokenRedactor, install, redact
 from tests.support.server import running_server
 
 

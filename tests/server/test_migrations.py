@@ -10,10 +10,10 @@ import pytest_asyncio
 from sqlalchemy import Connection, insert, inspect, select, text
 
 from appliance.errors import StoreError
-from appliance.server import migrations
-from appliance.server.migrations import Migration, upgrade
-from appliance.server.schema import SCHEMA_VERSION, call_types, calls, metadata, schema_info
-from appliance.server.store import Store
+from appliance.server.store import migrations
+from appliance.server.store.engine import Store
+from appliance.server.store.migrations import Migration, upgrade
+from appliance.server.store.schema import SCHEMA_VERSION, call_types, calls, metadata, schema_info
 
 
 @pytest_asyncio.fixture

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from appliance.server.schema import users
+from appliance.server.store.schema import users
 from tests.server.wsclient import WsClient, call_post, create_call
 from tests.support.server import ServerHandle
 
@@ -120,8 +120,8 @@ async def test_a_nan_stored_by_an_older_version_goes_out_as_null(server: ServerH
 
 
 def test_frames_and_notifications_never_carry_nan() -> None:
-    from appliance.server import wirejson
-    from appliance.server.connection import encode
+    from appliance.server.realtime.connection import encode
+    from appliance.server.wire import wirejson
 
     frame = {"type": "custom", "custom": {"v": float("nan"), "w": [float("-inf"), 1.5]}}
     assert _strict(encode(frame))["custom"] == {"v": None, "w": [None, 1.5]}

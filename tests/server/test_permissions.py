@@ -8,7 +8,7 @@ import pytest
 
 from appliance.clock import ManualClock
 from appliance.server.auth import Principal
-from appliance.server.permissions import access
+from appliance.server.lifecycle.permissions import access
 from tests.support.server import ServerHandle, running_server
 
 CALL = "/api/v2/video/call/default/door-1"

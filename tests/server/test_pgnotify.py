@@ -14,8 +14,8 @@ from sqlalchemy import update
 from websockets.exceptions import ConnectionClosed
 
 from appliance.clock import ManualClock
-from appliance.server.pgnotify import CHUNK_BYTES, Reassembler, chunks
-from appliance.server.schema import participants, users
+from appliance.server.realtime.pgnotify import CHUNK_BYTES, Reassembler, chunks
+from appliance.server.store.schema import participants, users
 from tests.server.wsclient import QUIET, WsClient, call_post, create_call, join
 from tests.support.pgcluster import PostgresCluster
 from tests.support.poll import until

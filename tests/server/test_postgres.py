@@ -16,8 +16,8 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import text
 
-from appliance.server.schema import metadata, schema_info
-from appliance.server.store import Store
+from appliance.server.store.engine import Store
+from appliance.server.store.schema import metadata, schema_info
 from tests.server.test_migrations import (  # noqa: F401  (collected here with a PostgreSQL store)
     test_a_v1_database_gets_the_web_push_tables,
     test_empty_database_gets_the_current_schema,

@@ -20,7 +20,7 @@ import pytest_asyncio
 
 from appliance.client import Client
 from appliance.clock import ManualClock
-from appliance.server.pushsender import PushSender
+from appliance.server.outbound.pushsender import PushSender
 from tests.server.test_push_devices import device_body
 from tests.server.wsclient import QUIET, WsClient, call_post, create_call
 from tests.support.pushservice import Message, PushService, until

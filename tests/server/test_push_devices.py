@@ -20,10 +20,10 @@ from getstream.exceptions import StreamApiException
 from pydantic import ValidationError
 
 from appliance.clock import ManualClock
-from appliance.server import vapid
-from appliance.server.pushdevices import host_allowed
+from appliance.server.outbound import vapid
+from appliance.server.outbound.pushdevices import host_allowed
 from appliance.server.settings import DEFAULT_PUSH_HOSTS, PushSettings
-from appliance.server.store import Store
+from appliance.server.store.engine import Store
 from tests.conftest import DEFAULT_USERS
 from tests.support.pushservice import PushService
 from tests.support.server import ServerHandle, running_server

@@ -12,8 +12,8 @@ import pytest
 import pytest_asyncio
 
 from appliance.clock import ManualClock
-from appliance.server.pushsender import PushSender
-from appliance.server.ringpush import RingPush
+from appliance.server.outbound.pushsender import PushSender
+from appliance.server.outbound.ringpush import RingPush
 from tests.server.test_push import RING, USERS, rings, stops
 from tests.server.test_push_devices import device_body, race_for_the_key
 from tests.server.wsclient import QUIET, call_post, create_call

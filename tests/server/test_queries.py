@@ -13,11 +13,11 @@ from sqlalchemy import insert, select, text
 
 from appliance.calls.filters import CALLS, MEMBERS, USERS, parse_query
 from appliance.errors import InvalidRequest
-from appliance.server import queries
 from appliance.server.auth import Principal
-from appliance.server.customindex import index_members_custom, index_user_custom
-from appliance.server.schema import call_members, call_sessions, call_types, calls, users
-from appliance.server.store import Store
+from appliance.server.store import queries
+from appliance.server.store.customindex import index_members_custom, index_user_custom
+from appliance.server.store.engine import Store
+from appliance.server.store.schema import call_members, call_sessions, call_types, calls, users
 
 T0 = 1_767_000_000_000_000_000  # integer nanoseconds
 S = 1_000_000_000

@@ -12,7 +12,7 @@ import pytest_asyncio
 from sqlalchemy import select, update
 
 from appliance.clock import ManualClock
-from appliance.server.schema import call_sessions, participants
+from appliance.server.store.schema import call_sessions, participants
 from tests.server.wsclient import QUIET, WsClient, call_post, create_call, join
 from tests.support.server import ServerHandle, running_server
 

@@ -14,7 +14,7 @@ from cryptography import x509
 
 from appliance.clock import ManualClock
 from appliance.errors import ConfigError
-from appliance.server.iceservers import ice_servers_for
+from appliance.server.api.iceservers import ice_servers_for
 from appliance.server.settings import IceServer, ServerSettings, ensure_secret, load_settings
 from appliance.server.tls import self_signed
 from tests.support.server import running_server

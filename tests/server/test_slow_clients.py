@@ -1,4 +1,4 @@
-"""Slow and greedy HTTP clients (``appliance/server/httpguard.py``): a header or body that trickles
+"""Slow and greedy HTTP clients (``appliance/server/api/httpguard.py``): a header or body that trickles
 in is cut off, one address cannot hold more than its share of connections, and none of it
 touches a request that arrives in time or a WebSocket once upgraded. Each hook is exercised with
 both of uvicorn's HTTP protocol classes (httptools, h11)."""
@@ -20,9 +20,9 @@ import websockets
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from appliance.server.api.httpguard import AddressCounter, protocol_class
 from appliance.server.app import create_app
 from appliance.server.auth import create_token
-from appliance.server.httpguard import AddressCounter, protocol_class
 from appliance.server.settings import ServerSettings
 
 DEADLINE = 15.0  # generous: only a bound on waiting for the server to act

@@ -25,8 +25,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from appliance.clock import ManualClock
-from appliance.server.schema import participants
 from appliance.server.settings import ServerSettings
+from appliance.server.store.schema import participants
 from tests.server.wsclient import QUIET, WsClient, call_post, create_call
 from tests.support.server import ServerHandle, running_server
 

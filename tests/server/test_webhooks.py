@@ -19,8 +19,8 @@ from getstream.webhook import verify_webhook_signature
 from pydantic import ValidationError
 
 from appliance.errors import ConfigError
+from appliance.server.outbound.webhooks import WebhookSender
 from appliance.server.settings import ServerSettings, WebhookHook, load_settings
-from appliance.server.webhooks import WebhookSender
 from tests.server.wsclient import QUIET, WsClient, call_post, create_call
 from tests.support.metrics import samples as parse
 from tests.support.metrics import value

@@ -36,10 +36,10 @@ import uvicorn
 import yaml
 
 from appliance.clock import Clock, SystemClock
+from appliance.server.api.httpguard import uvicorn_options
 from appliance.server.app import create_app
 from appliance.server.auth import create_token
 from appliance.server.context import ServerContext
-from appliance.server.httpguard import uvicorn_options
 from appliance.server.settings import ServerSettings
 from appliance.server.tls import tls_files
 

@@ -1,0 +1,2 @@
+"""The REST API: routes, request bodies, error replies, CORS and the HTTP guard
+(docs/architecture.md)."""

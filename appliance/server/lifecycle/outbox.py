@@ -1,0 +1,141 @@
+"""Events decided inside a transaction and published after it commits.
+
+A ring, a join or an expired deadline changes the store and produces events; publishing them
+before the commit could announce a change that then rolls back. ``Outbox`` collects them,
+``flush`` adds the ``call`` (the CallResponse as committed) and hands them to the hub in order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from appliance.server.context import ServerContext, now_ns
+from appliance.server.metrics import RingOutcome
+from appliance.server.metrics import of as metrics_of
+from appliance.server.outbound.ringpush import RingPush
+from appliance.server.realtime.hub import Hub, Target
+from appliance.server.wire.serialize import call_response
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Item:
+    event: dict[str, Any]
+    target: Target
+    with_call: bool
+
+
+@dataclass
+class Outbox:
+    items: list[_Item] = field(default_factory=list)
+    # Set when a deadline was stored, so the scheduler re-plans after the commit.
+    deadlines_changed: bool = False
+    # The events' ``call`` by cid, built by ``serialize`` inside the transaction.
+    calls: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    # Rings started or stopped, for the users' push subscriptions (``pushsender.py``).
+    pushes: list[RingPush] = field(default_factory=list)
+    # Ring outcomes for ``/metrics``, counted only once the transaction committed.
+    outcomes: list[RingOutcome] = field(default_factory=list)
+
+    def add(
+        self,
+        event_type: str,
+        call_cid: str,
+        *,
+        target: Target | None = None,
+        with_call: bool = True,
+        **fields: Any,
+    ) -> None:
+        """An event for the members and participants of ``call_cid`` (or for ``target``)."""
+        event = {"type": event_type, "call_cid": call_cid, **fields}
+        self.items.append(_Item(event, target or Target(call_cid=call_cid), with_call))
+
+    async def serialize(self, db: AsyncConnection, ctx: ServerContext) -> None:
+        """Build the ``call`` of the events that carry one, on the transaction's own connection
+        just before it commits (what it reads is what commits; no second connection on the
+        way to publishing)."""
+        for cid in {i.event["call_cid"] for i in self.items if i.with_call} - self.calls.keys():
+            try:
+                self.calls[cid] = await call_response(db, ctx, cid)
+            except Exception:
+                log.exception("Call(%s): cannot serialize for events", cid)
+                self.calls[cid] = None
+
+    async def flush(self, ctx: ServerContext, hub: Hub) -> None:
+        items, self.items = self.items, []
+        if not items:
+            return
+        calls = self.calls
+        missing = {i.event["call_cid"] for i in items if i.with_call} - calls.keys()
+        if missing:
+            async with ctx.store.connect() as conn:
+                for cid in missing:
+                    try:
+                        calls[cid] = await call_response(conn, ctx, cid)
+                    except Exception:
+                        log.exception("Call(%s): cannot serialize for events", cid)
+                        calls[cid] = None
+        stamp = now_ns(ctx.clock)
+        batch = []
+        for item in items:
+            event = item.event
+            event.setdefault("created_at", stamp)
+            if item.with_call:
+                event["call"] = calls.get(event["call_cid"])
+            batch.append((event, item.target))
+        try:
+            await hub.publish_batch(batch)
+        except Exception:
+            log.exception("events %s not delivered", [e["type"] for e, _ in batch])
+
+
+class Transactor:
+    """Runs ``fn(db, out)`` in one transaction, then re-plans deadlines and publishes ``out``."""
+
+    def __init__(self, ctx: ServerContext, hub: Hub) -> None:
+        self.ctx = ctx
+        self.hub = hub
+        self.wake: Callable[[], None] = _nothing
+        self.push: Callable[[list[RingPush]], None] = _no_push
+
+    async def __call__(self, fn: Callable[[AsyncConnection, Outbox], Awaitable[T]]) -> T:
+        out = Outbox()
+        async with self.ctx.store.begin() as db:
+            result = await fn(db, out)
+            if out.items:
+                await out.serialize(db, self.ctx)
+        # Events first: the scheduler's re-plan (a read) would otherwise compete with their
+        # delivery, and a stored deadline is seconds away.
+        await out.flush(self.ctx, self.hub)
+        if out.outcomes:
+            figures = metrics_of(self.ctx)
+            if figures is not None:
+                figures.record(out.outcomes)
+        if out.pushes:  # after the WebSockets: a push never delays them
+            self.push([_with_custom(p, out.calls) for p in out.pushes])
+        if out.deadlines_changed:
+            self.wake()
+        return result
+
+
+def _with_custom(note: RingPush, calls: dict[str, dict[str, Any] | None]) -> RingPush:
+    call = calls.get(note.call_cid)
+    if note.kind != "ring" or not call:
+        return note
+    return replace(note, custom=call.get("custom") or {})
+
+
+def _nothing() -> None:
+    return None
+
+
+def _no_push(notes: list[RingPush]) -> None:
+    return None

@@ -1,0 +1,60 @@
+"""The realtime services of one server, as handed to routes and frame handlers.
+
+``realtime.start(ctx)`` builds them and stores them in ``ctx.extras["realtime"]``;
+``services(ctx)`` gets them back (a clear 503 when the realtime layer is not running).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from appliance.errors import InvalidRequest, ServerUnavailable
+from appliance.server.context import ServerContext
+from appliance.server.lifecycle.outbox import Transactor
+from appliance.server.realtime.hub import Hub
+
+if TYPE_CHECKING:
+    from appliance.server.lifecycle.deadlines import Scheduler
+    from appliance.server.lifecycle.ringer import RingEngine
+    from appliance.server.realtime.signaling import Relay
+
+KEY = "realtime"
+
+
+@dataclass
+class Services:
+    hub: Hub
+    tx: Transactor
+    ringer: RingEngine
+    relay: Relay
+    scheduler: Scheduler
+
+    def check_connection(self, connection_id: str, user_id: str, cid: str) -> None:
+        """A join's ``connection_id`` must be an open WebSocket of the joining user, and one
+        whose token may act on call ``cid`` (a socket pinned to other calls is refused).
+
+        A connection of another replica (PostgreSQL fan-out) cannot be checked here; it is
+        accepted, and the hub delivers to a connection only what is addressed to its own user.
+        """
+        conn = self.hub.connections.get(connection_id)
+        if conn is not None:
+            if conn.user_id != user_id:
+                raise InvalidRequest(
+                    f"connection_id {connection_id} belongs to another user", field="connection_id"
+                )
+            conn.require_call(cid, field="connection_id")
+            return
+        if self.hub.remote is None:
+            raise InvalidRequest(
+                f"connection_id {connection_id} is not an open WebSocket of user {user_id} on "
+                "this server (open /api/v2/connect first and use its connection.ok id)",
+                field="connection_id",
+            )
+
+
+def services(ctx: ServerContext) -> Services:
+    svc = ctx.extras.get(KEY)
+    if not isinstance(svc, Services):
+        raise ServerUnavailable("the realtime layer is not running on this server")
+    return svc

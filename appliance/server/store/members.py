@@ -1,0 +1,147 @@
+"""Call members in the store: upsert and remove, keeping the custom-field index in step."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from appliance.calls.capabilities import CALL_ROLES
+from appliance.errors import InvalidRequest
+from appliance.server.store.customindex import index_members_custom, remove_member_custom
+from appliance.server.store.schema import call_members
+from appliance.server.store.users import missing_users
+
+log = logging.getLogger(__name__)
+
+
+class MemberRequest(BaseModel):
+    """A member to add or update: ``{user_id, role, custom}``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    user_id: str = Field(min_length=1, max_length=255)
+    role: str | None = None
+    custom: dict[str, Any] | None = None
+
+
+def check_members(members: list[MemberRequest], field: str, limit: int) -> None:
+    if len(members) > limit:
+        raise InvalidRequest(f"at most {limit} members per request", field=field)
+    seen: set[str] = set()
+    for i, m in enumerate(members):
+        if m.user_id in seen:
+            raise InvalidRequest(f"user {m.user_id} is listed twice", field=f"{field}[{i}].user_id")
+        seen.add(m.user_id)
+        if m.role is not None and m.role not in CALL_ROLES:
+            raise InvalidRequest(
+                f"role {m.role!r} is not one of {', '.join(sorted(CALL_ROLES))}",
+                field=f"{field}[{i}].role",
+            )
+
+
+async def upsert_members(
+    conn: AsyncConnection, cid: str, members: list[MemberRequest], now: int, field: str
+) -> tuple[list[str], list[str]]:
+    """Add or update members; returns (added ids, updated ids). Members must be existing users."""
+    if not members:
+        return [], []
+    missing = await missing_users(conn, (m.user_id for m in members))
+    if missing:
+        raise InvalidRequest(
+            f"members must be existing users; unknown: {', '.join(missing)}", field=field, cid=cid
+        )
+    ids = [m.user_id for m in members]
+    existing = {
+        r["user_id"]: dict(r)
+        for r in (
+            await conn.execute(
+                select(call_members).where(
+                    call_members.c.call_cid == cid, call_members.c.user_id.in_(ids)
+                )
+            )
+        ).mappings()
+    }
+    added: list[str] = []
+    updated: list[str] = []
+    new_rows: list[dict[str, Any]] = []
+    reindex: list[tuple[str, dict[str, Any]]] = []
+    for m in members:
+        if m.user_id in existing:
+            values: dict[str, Any] = {"updated_at": now}
+            if m.role is not None:
+                values["role"] = m.role
+            if m.custom is not None:
+                values["custom"] = m.custom
+                reindex.append((m.user_id, m.custom))
+            await conn.execute(
+                update(call_members)
+                .where(call_members.c.call_cid == cid, call_members.c.user_id == m.user_id)
+                .values(**values)
+            )
+            updated.append(m.user_id)
+        else:
+            new_rows.append(
+                {
+                    "call_cid": cid,
+                    "user_id": m.user_id,
+                    "role": m.role or "call_member",
+                    "custom": m.custom or {},
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+            reindex.append((m.user_id, m.custom or {}))
+            added.append(m.user_id)
+    if new_rows:
+        await conn.execute(call_members.insert(), new_rows)
+    await index_members_custom(conn, cid, reindex)
+    log.info("Call(%s) members added %s, updated %s", cid, added, updated)
+    return added, updated
+
+
+async def remove_members(conn: AsyncConnection, cid: str, user_ids: Iterable[str]) -> list[str]:
+    ids = sorted(set(user_ids))
+    if not ids:
+        return []
+    present = list(
+        (
+            await conn.execute(
+                select(call_members.c.user_id).where(
+                    call_members.c.call_cid == cid, call_members.c.user_id.in_(ids)
+                )
+            )
+        ).scalars()
+    )
+    await conn.execute(
+        delete(call_members).where(call_members.c.call_cid == cid, call_members.c.user_id.in_(ids))
+    )
+    await remove_member_custom(conn, cid, ids)
+    log.info("Call(%s) members removed %s", cid, present)
+    return sorted(present)
+
+
+async def member_rows(
+    conn: AsyncConnection, cid: str, limit: int, user_ids: Iterable[str] | None = None
+) -> list[dict[str, Any]]:
+    q = select(call_members).where(call_members.c.call_cid == cid)
+    if user_ids is not None:
+        q = q.where(call_members.c.user_id.in_(list(user_ids)))
+    q = q.order_by(call_members.c.created_at, call_members.c.user_id).limit(limit)
+    return [dict(r) for r in (await conn.execute(q)).mappings()]
+
+
+async def member_role(conn: AsyncConnection, cid: str, user_id: str | None) -> str | None:
+    if user_id is None:
+        return None
+    return (
+        await conn.execute(
+            select(call_members.c.role).where(
+                call_members.c.call_cid == cid, call_members.c.user_id == user_id
+            )
+        )
+    ).scalar()
