@@ -12,7 +12,7 @@ import ipaddress
 import logging
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -181,6 +181,37 @@ def host_entries(value: list[str], *, plain_http: Literal["loopback", "listed"])
     return out
 
 
+def _default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
+
+
+def host_allowed(endpoint: str, allowed: Iterable[str]) -> bool:
+    """Whether ``endpoint`` is on a host of an allow-list made by ``host_entries`` (push
+    subscriptions, webhook receivers)."""
+    parts = urlsplit(endpoint)
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port or _default_port(parts.scheme)
+    except ValueError:
+        return False
+    for entry in allowed:
+        if "://" in entry:
+            want = urlsplit(entry)
+            if (
+                parts.scheme == want.scheme
+                and host == (want.hostname or "")
+                and port == (want.port or _default_port(want.scheme))
+            ):
+                return True
+        elif parts.scheme == "https" and port == 443:
+            if entry.startswith("*."):
+                if host.endswith(entry[1:]) and len(host) > len(entry) - 1:
+                    return True
+            elif host == entry:
+                return True
+    return False
+
+
 class MetricsSettings(_Strict):
     """``GET /metrics`` (``appliance/server/metrics.py``): who may read it. A request is
     answered when it comes from an address in ``allow_from`` or carries
@@ -246,8 +277,6 @@ class WebhookSettings(_Strict):
     @field_validator("hooks")
     @classmethod
     def _urls_allowed(cls, value: list[WebhookHook], info: ValidationInfo) -> list[WebhookHook]:
-        from appliance.server.outbound.pushdevices import host_allowed
-
         allowed = info.data.get("allowed_hosts") or []
         for i, hook in enumerate(value):
             parts = urlsplit(hook.url)

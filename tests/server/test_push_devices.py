@@ -21,8 +21,7 @@ from pydantic import ValidationError
 
 from appliance.clock import ManualClock
 from appliance.server.outbound import vapid
-from appliance.server.outbound.pushdevices import host_allowed
-from appliance.server.settings import DEFAULT_PUSH_HOSTS, PushSettings
+from appliance.server.settings import DEFAULT_PUSH_HOSTS, PushSettings, host_allowed
 from appliance.server.store.engine import Store
 from tests.conftest import DEFAULT_USERS
 from tests.support.pushservice import PushService

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance.errors import InvalidRequest
 from appliance.server.outbound.vapid import b64url_decode
-from appliance.server.settings import PushSettings
+from appliance.server.settings import PushSettings, host_allowed
 from appliance.server.store.schema import push_devices
 
 log = logging.getLogger(__name__)
@@ -64,35 +64,6 @@ def describe(endpoint: str) -> str:
     """How logs name a subscription: its push service host and a short hash of the URL."""
     host = urlsplit(endpoint).hostname or "?"
     return f"{host}#{hashlib.sha256(endpoint.encode()).hexdigest()[:8]}"
-
-
-def _default_port(scheme: str) -> int:
-    return 443 if scheme == "https" else 80
-
-
-def host_allowed(endpoint: str, allowed: Iterable[str]) -> bool:
-    parts = urlsplit(endpoint)
-    host = (parts.hostname or "").lower()
-    try:
-        port = parts.port or _default_port(parts.scheme)
-    except ValueError:
-        return False
-    for entry in allowed:
-        if "://" in entry:
-            want = urlsplit(entry)
-            if (
-                parts.scheme == want.scheme
-                and host == (want.hostname or "")
-                and port == (want.port or _default_port(want.scheme))
-            ):
-                return True
-        elif parts.scheme == "https" and port == 443:
-            if entry.startswith("*."):
-                if host.endswith(entry[1:]) and len(host) > len(entry) - 1:
-                    return True
-            elif host == entry:
-                return True
-    return False
 
 
 def check_endpoint(endpoint: str, settings: PushSettings) -> str:

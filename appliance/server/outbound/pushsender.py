@@ -45,6 +45,7 @@ from appliance.server.outbound import pushdevices
 from appliance.server.outbound.pushdevices import Subscription
 from appliance.server.outbound.ringpush import RingPush, topic
 from appliance.server.outbound.vapid import VapidKey, b64url_decode, insert_ignoring_duplicates
+from appliance.server.settings import host_allowed
 from appliance.server.store.schema import push_claims
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ class PushSender:
             log.exception("%r: cannot read subscriptions", note)
             return
         allowed = self.settings.allowed_hosts
-        refused = [sub for sub in subs if not pushdevices.host_allowed(sub.endpoint, allowed)]
+        refused = [sub for sub in subs if not host_allowed(sub.endpoint, allowed)]
         if refused:  # stored before push.allowed_hosts lost their host: never contacted
             log.warning("%r: %d subscriptions off push.allowed_hosts skipped", note, len(refused))
             subs = [sub for sub in subs if sub not in refused]

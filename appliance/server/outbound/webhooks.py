@@ -38,9 +38,8 @@ import httpx
 from sqlalchemy import delete
 
 from appliance.server.context import ServerContext, now_ns
-from appliance.server.outbound.pushdevices import host_allowed
 from appliance.server.outbound.vapid import insert_ignoring_duplicates
-from appliance.server.settings import WebhookHook, WebhookSettings
+from appliance.server.settings import WebhookHook, WebhookSettings, host_allowed
 from appliance.server.store.schema import webhook_claims
 from appliance.server.wire import wirejson
 from appliance.server.wire.redact import REDACTED

@@ -24,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
@@ -49,7 +50,7 @@ from appliance.server.wire.serialize import slim_event
 from appliance.server.wire.wiretime import rfc3339_times, wants_rfc3339
 
 if TYPE_CHECKING:
-    from appliance.server.realtime.hub import Hub
+    from appliance.server.context import ServerContext
 
 log = logging.getLogger(__name__)
 
@@ -177,10 +178,31 @@ def error_frame(err: APIError, **context: Any) -> dict[str, Any]:
     return frame
 
 
+class HubPort(Protocol):
+    """What the endpoint and the token watch (``tokenwatch.py``) use of the hub (``hub.py``
+    implements it); a protocol, so that this module does not import the hub that imports it."""
+
+    @property
+    def ctx(self) -> ServerContext: ...
+    @property
+    def connections(self) -> Mapping[str, Connection]: ...
+    @property
+    def by_user(self) -> Mapping[str, set[str]]: ...
+    @property
+    def handlers(self) -> Mapping[str, Callable[[Connection, dict[str, Any]], Awaitable[None]]]: ...
+    @property
+    def broadcast(self) -> Callable[[dict[str, Any]], Awaitable[None]] | None: ...
+    @property
+    def max_frame_bytes(self) -> int: ...
+    def new_connection_id(self) -> str: ...
+    async def register(self, conn: Connection) -> None: ...
+    async def unregister(self, conn: Connection) -> None: ...
+
+
 class Endpoint:
     """Serves WebSockets for one hub."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: HubPort) -> None:
         self.hub = hub
 
     def __repr__(self) -> str:

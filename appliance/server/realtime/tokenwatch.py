@@ -30,8 +30,7 @@ from appliance.server.context import ServerContext
 from appliance.server.store.schema import users
 
 if TYPE_CHECKING:
-    from appliance.server.realtime.connection import Connection
-    from appliance.server.realtime.hub import Hub
+    from appliance.server.realtime.connection import Connection, HubPort
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ def is_revoked(conn: Connection, before_ns: int | None) -> bool:
 
 
 class TokenWatch:
-    def __init__(self, ctx: ServerContext, hub: Hub) -> None:
+    def __init__(self, ctx: ServerContext, hub: HubPort) -> None:
         self.ctx = ctx
         self.hub = hub
         self._timers: dict[str, asyncio.Task[None]] = {}
