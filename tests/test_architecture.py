@@ -13,17 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "appliance"
 
 # Circles not untangled yet, each with where it is to be fixed. A circle may shrink or go; any
 # circle that is not inside one of these fails the test.
-KNOWN_CIRCLES: dict[str, frozenset[str]] = {
-    "issue 15 item 2: services, ringer, sessions, outbox, metrics": frozenset(
-        {
-            "appliance.server.metrics",
-            "appliance.server.lifecycle.outbox",
-            "appliance.server.lifecycle.ringer",
-            "appliance.server.lifecycle.services",
-            "appliance.server.lifecycle.sessions",
-        }
-    ),
-}
+KNOWN_CIRCLES: dict[str, frozenset[str]] = {}
 
 # Folder rules: (importing folder, imported folder, why) that are forbidden. ``appliance.x``
 # names the folder ``appliance/x/`` (or the module ``appliance/x.py``).
@@ -71,6 +61,54 @@ SHARED = {
     "appliance.tokens",
     "appliance.yamlload",
 }
+
+
+# The call server's layers (docs/architecture.md, "The server"), bottom to top. A module of a
+# layer may import the server's modules of its own layer and of the layers listed for it, never
+# another one (the API, the realtime hub, the lifecycle rules and the store can be read and
+# tested from the bottom up). ``appliance.server.web`` holds no Python.
+SERVER = "appliance.server"
+SERVER_LAYERS: dict[str, set[str]] = {
+    "store": set(),
+    "foundation": {"store"},
+    "wire": {"store", "foundation"},
+    "realtime": {"store", "foundation", "wire"},
+    "outbound": {"store", "foundation", "wire"},
+    "lifecycle": {"store", "foundation", "wire", "realtime", "outbound"},
+    "api": {"store", "foundation", "wire", "realtime", "outbound", "lifecycle"},
+    "assembly": {"store", "foundation", "wire", "realtime", "outbound", "lifecycle", "api"},
+}
+# Modules at the top of appliance/server/: what every layer above the store is handed
+# (settings, the context, authentication, metrics, TLS files), and what assembles the server.
+SERVER_FOUNDATION = {"settings", "context", "auth", "metrics", "tls"}
+SERVER_ASSEMBLY = {"", "app", "cli", "wiring"}
+
+
+def server_layer(module: str) -> str | None:
+    """The layer of a module of ``appliance.server`` (None outside the server)."""
+    if not in_folder(module, SERVER):
+        return None
+    rest = module[len(SERVER) + 1 :].split(".") if module != SERVER else [""]
+    if len(rest) > 1 or rest[0] in SERVER_LAYERS:
+        return rest[0]
+    if rest[0] in SERVER_FOUNDATION:
+        return "foundation"
+    if rest[0] in SERVER_ASSEMBLY:
+        return "assembly"
+    raise AssertionError(f"{module}: give it a layer in SERVER_FOUNDATION or SERVER_ASSEMBLY")
+
+
+def server_layer_breaks(graph: dict[str, set[str]]) -> list[str]:
+    broken = []
+    for module, targets in sorted(graph.items()):
+        layer = server_layer(module)
+        if layer is None:
+            continue
+        for target in sorted(targets):
+            wanted = server_layer(target)
+            if wanted is not None and wanted != layer and wanted not in SERVER_LAYERS[layer]:
+                broken.append(f"{module} ({layer}) imports {target} ({wanted})")
+    return broken
 
 
 def module_name(path: Path) -> str:
@@ -174,6 +212,15 @@ def test_folder_import_rules() -> None:
     assert not broken, "\n".join(broken)
 
 
+def test_server_layers() -> None:
+    assert not server_layer_breaks(import_graph()), "\n".join(server_layer_breaks(import_graph()))
+
+
+def test_every_server_module_has_a_layer() -> None:
+    for module in import_graph():
+        server_layer(module)
+
+
 def test_shared_modules_import_only_shared_modules() -> None:
     graph = import_graph()
     assert SHARED <= set(graph), SHARED - set(graph)
@@ -192,6 +239,14 @@ def test_the_checker_sees_a_circle_and_a_broken_rule() -> None:
     assert circles(graph) == [frozenset({"appliance.a", "appliance.b", "appliance.c"})]
     assert in_folder("appliance.hardware.panel", "appliance.hardware")
     assert not in_folder("appliance.hardwarechecks", "appliance.hardware")
+    upward = {
+        "appliance.server.store.users": {"appliance.server.api.replies"},
+        "appliance.server.api.replies": {"appliance.server.context"},
+        "appliance.server.lifecycle.ringer": {"appliance.server.realtime.hub"},
+    }
+    assert server_layer_breaks(upward) == [
+        "appliance.server.store.users (store) imports appliance.server.api.replies (api)"
+    ]
 
 
 def test_known_lists_are_not_stale() -> None:

@@ -273,9 +273,8 @@ def create_app(settings: ServerSettings, *, clock: Clock | None = None) -> FastA
         # Move an older database forward before the store checks its version.
         await migrations.upgrade(store.engine)
         await store.open()
-        ctx = ServerContext(store=store, clock=the_clock, settings=settings)
-        ctx.extras[metrics.EXTRAS_KEY] = figures
-        figures.live.bind(ctx)
+        ctx = ServerContext(store=store, clock=the_clock, settings=settings, metrics=figures)
+        figures.live.bind(store.engine)
         app.state.ctx = ctx
         try:
             now = now_ns(the_clock)
@@ -284,10 +283,8 @@ def create_app(settings: ServerSettings, *, clock: Clock | None = None) -> FastA
                 await calltypes.seed(conn, settings.call_types, now)
                 for user in settings.users:
                     await upsert_user(conn, UserRequest.model_validate(user.model_dump()), now)
-            ctx.extras[vapid.EXTRAS_KEY] = await vapid.load_or_create(
-                store, settings.push.vapid_subject, now
-            )
-            await wiring.start(ctx)
+            key = await vapid.load_or_create(store, settings.push.vapid_subject, now)
+            await wiring.start(ctx, key)
             log.info("call server ready (%r, api_key %s)", store, settings.api_key)
             try:
                 yield

@@ -129,7 +129,7 @@ async def authenticate(ctx: ServerContext, token: str | None, api_key: str | Non
         raise AuthenticationError("api_key is not valid for this server", field="api_key")
     if not token:
         raise AuthenticationError("Authorization header is missing", field="Authorization")
-    claims = decode_token(token, settings.api_secret, ctx.clock, settings.token_leeway_seconds)
+    claims = decode_token(token, settings.secret, ctx.clock, settings.token_leeway_seconds)
     user_id = claims.get("user_id")
     if user_id is None:
         return Principal(user_id=None, claims=claims)

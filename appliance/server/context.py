@@ -1,9 +1,11 @@
 """The seam between the server's layers: what a route handler is handed.
 
 ``ServerContext`` is built once by the app's lifespan (``appliance/server/app.py``) and holds
-the store, the injected clock, the server settings and the realtime services. REST routes
-(owned by the API layer) publish events and start rings through the two protocols below; the
-realtime layer (``hub.py``, ``ringer.py``, ``sessions.py``, ``signaling.py``) implements them.
+the store, the injected clock, the server settings, the metrics and, once
+``appliance.server.wiring.start`` has run, the realtime services. REST routes (owned by the API
+layer) publish events and start rings through the protocols below; the realtime and lifecycle
+layers (``realtime/hub.py``, ``lifecycle/ringer.py``) implement them. Every field is typed:
+what sits above this module in the layers (docs/architecture.md) is named by a protocol here.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from appliance.clock import Clock
+from appliance.server.metrics import ServerMetrics
+from appliance.server.settings import ServerSettings
 from appliance.server.store.engine import Store
 
 
@@ -43,17 +47,31 @@ class Ringer(Protocol):
         """Members removed from the call stop ringing (on their sockets and phones)."""
 
 
+class OnlineUsers(Protocol):
+    """Who is online (``realtime/presence.py``), for the ``online`` filter and the serializer."""
+
+    def is_online(self, user_id: str) -> bool: ...
+
+    def online_user_ids(self) -> frozenset[str]: ...
+
+
 @dataclass
 class ServerContext:
-    """Built by the app lifespan; ``appliance.server.wiring.start(ctx)`` sets ``bus`` and
-    ``ringer`` before the first request is served."""
+    """Built by the app lifespan; ``appliance.server.wiring.start(ctx)`` sets ``bus``,
+    ``ringer``, ``presence`` and ``realtime`` before the first request is served."""
 
     store: Store
     clock: Clock
-    settings: Any  # appliance.server.settings.ServerSettings
+    settings: ServerSettings
+    metrics: ServerMetrics | None = None
     bus: EventBus = field(default=None)  # type: ignore[assignment]
     ringer: Ringer = field(default=None)  # type: ignore[assignment]
-    extras: dict[str, Any] = field(default_factory=dict)
+    presence: OnlineUsers | None = None
+    # The running realtime services (``lifecycle/services.py``'s ``Services``; they import this
+    # module, so it cannot name their class): read them with ``services(ctx)``, which narrows it.
+    realtime: object | None = None
+    # Telemetry events clients sent to ``/call_client_event`` (counted, not stored).
+    client_events: int = 0
 
 
 def now_ns(clock: Clock) -> int:

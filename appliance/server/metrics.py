@@ -22,9 +22,9 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -41,10 +41,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from appliance.errors import APIError, NotFound, PermissionDenied
 
 if TYPE_CHECKING:
-    from appliance.server.context import ServerContext
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from appliance.server.settings import MetricsSettings
 
-EXTRAS_KEY = "metrics"
 NO_ROUTE = "(no route)"
 WEB_CONSOLE = "(web console)"
 ANSWER_BUCKETS = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120)
@@ -133,39 +133,93 @@ class ServerMetrics:
 _NOTIFY_KINDS = frozenset({"event", "presence", "full", "hello", "revoke", "bye"})
 
 
-def of(ctx: ServerContext) -> ServerMetrics | None:
-    found = ctx.extras.get(EXTRAS_KEY)
-    return found if isinstance(found, ServerMetrics) else None
+class _Queue(Protocol):
+    def qsize(self) -> int: ...
+
+
+class _Socket(Protocol):
+    @property
+    def queue(self) -> _Queue: ...
+
+
+class LiveHub(Protocol):
+    """What a scrape reads of the hub (``realtime/hub.py``)."""
+
+    @property
+    def replica_prefix(self) -> str: ...
+    @property
+    def connections(self) -> Mapping[str, _Socket]: ...
+    @property
+    def by_user(self) -> Mapping[str, Any]: ...
+
+
+class LiveFanout(Protocol):
+    """What a scrape reads of the PostgreSQL fan-out (``realtime/pgnotify.py``)."""
+
+    def live_replica_prefixes(self) -> set[str]: ...
+
+
+class LivePush(Protocol):
+    """What a scrape reads of the Web Push sender (``outbound/pushsender.py``)."""
+
+    sent: int
+    retried: int
+    failed: int
+    removed: int
+    dropped: int
+    skipped: int
+
+
+class LiveWebhooks(Protocol):
+    """What a scrape reads of the webhook sender (``outbound/webhooks.py``)."""
+
+    def counts(self) -> dict[str, int]: ...
+
+    def queued(self) -> int: ...
+
+
+@dataclass
+class LiveSources:
+    """The running realtime objects a scrape reads (``appliance.server.wiring.start`` sets them;
+    this module names them by protocols, since they import the context that imports it)."""
+
+    hub: LiveHub
+    send_queue_frames: int  # where a socket's send queue is closed (``connection.py``)
+    fanout: LiveFanout | None = None
+    push: LivePush | None = None
+    webhooks: LiveWebhooks | None = None
 
 
 class LiveCollector(Collector):
-    """Figures read at scrape time from the running server (``bind`` once it has started)."""
+    """Figures read at scrape time from the running server (``bind`` once the store is open,
+    ``watch`` once the realtime layer has started)."""
 
     def __init__(self) -> None:
-        self.ctx: ServerContext | None = None
+        self.engine: AsyncEngine | None = None
+        self.sources: LiveSources | None = None
 
-    def bind(self, ctx: ServerContext) -> None:
-        self.ctx = ctx
+    def bind(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    def watch(self, sources: LiveSources | None) -> None:
+        self.sources = sources
 
     def describe(self) -> list[Metric]:
         return []  # names vary with what runs (no PostgreSQL fan-out on SQLite)
 
     def collect(self) -> Iterator[Metric]:
-        ctx = self.ctx
-        if ctx is None:
+        engine = self.engine
+        if engine is None:
             return
-        from appliance.server.lifecycle.services import KEY
-        from appliance.server.realtime.connection import SEND_QUEUE_FRAMES
-
-        svc = ctx.extras.get(KEY)
-        hub = getattr(svc, "hub", None)
-        if hub is not None:
+        src = self.sources
+        if src is not None:
+            hub = src.hub
             info = GaugeMetricFamily(
                 "appliance_replica_info",
                 "This replica's id prefix (the one its connection ids start with)",
                 labels=["replica", "store"],
             )
-            info.add_metric([hub.replica_prefix, ctx.store.engine.dialect.name], 1.0)
+            info.add_metric([hub.replica_prefix, engine.dialect.name], 1.0)
             yield info
             conns = list(hub.connections.values())
             yield _gauge("appliance_ws_connections", "Open WebSockets on this replica", len(conns))
@@ -178,7 +232,7 @@ class LiveCollector(Collector):
             yield _gauge(
                 "appliance_ws_send_queue_frames_max",
                 "Frames waiting in the fullest WebSocket send queue (a socket is closed at "
-                f"{SEND_QUEUE_FRAMES})",
+                f"{src.send_queue_frames})",
                 max(depths, default=0),
             )
             yield _gauge(
@@ -186,25 +240,30 @@ class LiveCollector(Collector):
                 "Frames waiting in all WebSocket send queues together",
                 sum(depths),
             )
-        yield from _pool(ctx)
-        fanout = ctx.extras.get("fanout")
-        if fanout is not None:
+        yield from _pool(engine)
+        if src is None:
+            return
+        if src.fanout is not None:
             yield _gauge(
                 "appliance_replicas_heard",
                 "Replicas this one has heard from recently, itself included",
-                len(fanout.live_replica_prefixes()),
+                len(src.fanout.live_replica_prefixes()),
             )
-        pusher = ctx.extras.get("push")
+        pusher = src.push
         if pusher is not None:
             yield _outcomes(
                 "appliance_push_sends",
                 "Web Push messages by outcome",
                 {
-                    k: getattr(pusher, k)
-                    for k in ("sent", "retried", "failed", "removed", "dropped", "skipped")
+                    "sent": pusher.sent,
+                    "retried": pusher.retried,
+                    "failed": pusher.failed,
+                    "removed": pusher.removed,
+                    "dropped": pusher.dropped,
+                    "skipped": pusher.skipped,
                 },
             )
-        hooks = ctx.extras.get("webhooks")
+        hooks = src.webhooks
         if hooks is not None:
             yield _outcomes(
                 "appliance_webhook_deliveries", "Webhook POSTs by outcome", hooks.counts()
@@ -214,9 +273,9 @@ class LiveCollector(Collector):
             )
 
 
-def _pool(ctx: ServerContext) -> Iterator[Metric]:
-    pool = ctx.store.engine.pool
-    dialect = ctx.store.engine.dialect.name
+def _pool(engine: AsyncEngine) -> Iterator[Metric]:
+    pool = engine.pool
+    dialect = engine.dialect.name
     figures = {"checked_out": "checkedout", "size": "size", "overflow": "overflow"}
     for name, method in figures.items():
         fn = getattr(pool, method, None)

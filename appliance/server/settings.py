@@ -323,6 +323,13 @@ class ServerSettings(_Strict):
     def scheme(self) -> str:
         return "https" if self.tls is not None else "http"
 
+    @property
+    def secret(self) -> str:
+        """``api_secret`` once ``ensure_secret`` has filled it (the app does, before serving)."""
+        if not self.api_secret:
+            raise ConfigError("api_secret is not set (ensure_secret fills it)")
+        return self.api_secret
+
     def public_base_url(self, host: str | None = None, port: int | None = None) -> str:
         """``base_url`` if configured, else what this server listens on."""
         if self.base_url:

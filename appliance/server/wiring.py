@@ -3,11 +3,11 @@
 - ``install(app)`` adds the WebSocket endpoint ``/api/v2/connect`` (also served at
   ``/api/v2/video/connect``, where Stream's client SDKs look for it) and the session/ring routes
   (join, leave, ring, accept, reject, mark_ended);
-- ``start(ctx)`` builds the hub, ring engine, signaling relay, deadline scheduler and Web Push
-  sender (``ctx.extras["push"]``, when the app loaded the VAPID key), the webhook sender
-  (``ctx.extras["webhooks"]``, when receivers are configured), sets
-  ``ctx.bus``, ``ctx.ringer`` and ``ctx.extras["presence"]``, and starts the background tasks
-  (health checks, deadlines, PostgreSQL fan-out when the store is PostgreSQL);
+- ``start(ctx, vapid_key)`` builds the hub, ring engine, signaling relay, deadline scheduler,
+  Web Push sender (when the app loaded the VAPID key) and webhook sender (when receivers are
+  configured), keeps them in ``ctx.realtime`` (``lifecycle/services.py``'s ``Services``), sets
+  ``ctx.bus``, ``ctx.ringer`` and ``ctx.presence``, and starts the background tasks (health
+  checks, deadlines, PostgreSQL fan-out when the store is PostgreSQL);
 - ``stop(ctx)`` stops them and closes every WebSocket.
 
 The WebSocket protocol is written down in ``docs/protocol.md`` and the README.
@@ -35,13 +35,13 @@ from appliance.server.lifecycle.participant import (
 )
 from appliance.server.lifecycle.ringer import RingEngine
 from appliance.server.lifecycle.ringtimeouts import RingTimeouts
-from appliance.server.lifecycle.services import KEY, Services, services
+from appliance.server.lifecycle.services import Services, services
 from appliance.server.lifecycle.sessions import end_session
-from appliance.server.outbound import vapid
+from appliance.server.metrics import LiveSources
 from appliance.server.outbound.pushsender import PushSender
-from appliance.server.outbound.webhooks import EXTRAS_KEY as WEBHOOKS
+from appliance.server.outbound.vapid import VapidKey
 from appliance.server.outbound.webhooks import WebhookSender
-from appliance.server.realtime.connection import Connection
+from appliance.server.realtime.connection import SEND_QUEUE_FRAMES, Connection
 from appliance.server.realtime.hub import Hub
 from appliance.server.realtime.signaling import Relay
 from appliance.server.store.schema import call_sessions, participants
@@ -49,7 +49,6 @@ from appliance.server.store.schema import call_sessions, participants
 log = logging.getLogger(__name__)
 
 ATTACH = "participant.attach"
-PUSH = "push"
 
 
 def install(app: FastAPI) -> None:
@@ -65,8 +64,8 @@ async def _connect(websocket: WebSocket) -> None:
     await services(ctx).hub.serve(websocket)
 
 
-async def start(ctx: ServerContext) -> None:
-    """Set ``ctx.bus``/``ctx.ringer`` and start the background tasks."""
+async def start(ctx: ServerContext, vapid_key: VapidKey | None = None) -> None:
+    """Set ``ctx.bus``/``ctx.ringer``/``ctx.realtime`` and start the background tasks."""
     hub = Hub(ctx)
     tx = Transactor(ctx, hub)
     ringer = RingEngine(ctx, hub, tx)
@@ -130,12 +129,10 @@ async def start(ctx: ServerContext) -> None:
     if ctx.settings.webhooks.hooks:
         hooks = WebhookSender(ctx, ctx.settings.webhooks)
         hub.published.append(hooks.submit)
-        ctx.extras[WEBHOOKS] = hooks
-    key = ctx.extras.get(vapid.EXTRAS_KEY)
-    if key is not None:
-        pusher = PushSender(ctx, key)
+    pusher = None
+    if vapid_key is not None:
+        pusher = PushSender(ctx, vapid_key)
         tx.push = pusher.submit
-        ctx.extras[PUSH] = pusher
 
     async def on_attach(conn: Connection, frame: dict[str, Any]) -> None:
         cid = frame.get("call_cid")
@@ -178,8 +175,18 @@ async def start(ctx: ServerContext) -> None:
     hub.on_open.append(hub.tokens.opened)
     hub.on_open.append(ringer.resend_rings)
 
-    ctx.extras[KEY] = Services(hub=hub, tx=tx, ringer=ringer, relay=relay, scheduler=scheduler)
-    ctx.extras["presence"] = hub.presence
+    svc = Services(
+        hub=hub,
+        tx=tx,
+        ringer=ringer,
+        relay=relay,
+        scheduler=scheduler,
+        vapid=vapid_key,
+        push=pusher,
+        webhooks=hooks,
+    )
+    ctx.realtime = svc
+    ctx.presence = hub.presence
     ctx.bus = hub
     ctx.ringer = ringer
     if ctx.store.is_sqlite:
@@ -195,12 +202,23 @@ async def start(ctx: ServerContext) -> None:
         from appliance.server.realtime.pgnotify import Fanout
 
         fanout = Fanout(ctx, hub)
+        fanout.wake = scheduler.wake
         await fanout.start()
-        ctx.extras["fanout"] = fanout
+        svc.fanout = fanout
+    if ctx.metrics is not None:
+        ctx.metrics.live.watch(
+            LiveSources(
+                hub=hub,
+                send_queue_frames=SEND_QUEUE_FRAMES,
+                fanout=svc.fanout,
+                push=pusher,
+                webhooks=hooks,
+            )
+        )
     hub.start()
     scheduler.start()
-    if PUSH in ctx.extras:
-        ctx.extras[PUSH].start()
+    if pusher is not None:
+        pusher.start()
     if hooks is not None:
         hooks.start()
     log.info("realtime layer started: %r", hub)
@@ -208,19 +226,16 @@ async def start(ctx: ServerContext) -> None:
 
 async def stop(ctx: ServerContext) -> None:
     """Stop the background tasks and close every connection."""
-    svc = ctx.extras.get(KEY)
+    svc = ctx.realtime
     if not isinstance(svc, Services):
         return
     await svc.scheduler.stop()
-    pusher = ctx.extras.pop(PUSH, None)
-    if pusher is not None:
-        await pusher.stop()
-    hooks = ctx.extras.pop(WEBHOOKS, None)
-    if hooks is not None:
-        await hooks.stop()
+    if svc.push is not None:
+        await svc.push.stop()
+    if svc.webhooks is not None:
+        await svc.webhooks.stop()
     await svc.hub.tokens.stop()
-    fanout = ctx.extras.pop("fanout", None)
-    if fanout is not None:
-        await fanout.stop()
+    if svc.fanout is not None:
+        await svc.fanout.stop()
     await svc.hub.stop()
     log.info("realtime layer stopped")

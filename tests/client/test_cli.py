@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from appliance.cli import main
+from appliance.server.lifecycle.services import services
 from tests.support.server import ServerHandle
 
 Capture = pytest.CaptureFixture[str]
@@ -115,7 +116,7 @@ async def test_events_prints_json_lines(srv: ServerHandle, capsys: Capture) -> N
         run("events", "--type", "call.ring", "--count", "1", *flags(srv, "alice"))
     )
     for _ in range(200):
-        hub = srv.ctx.extras["realtime"].hub
+        hub = services(srv.ctx).hub
         if any(c.user_id == "alice" for c in hub.connections.values()):
             break
         await asyncio.sleep(0.02)

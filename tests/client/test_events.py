@@ -10,6 +10,7 @@ import pytest
 
 from appliance.client import Backoff, Client, Event, MemberRequest
 from appliance.clock import ManualClock
+from appliance.server.lifecycle.services import services
 from tests.client.conftest import USERS, MakeClient, next_event
 from tests.support.poll import until
 from tests.support.server import ServerHandle, running_server
@@ -23,7 +24,7 @@ class FixedRandom:
 
 
 def connections_of(srv: ServerHandle, user_id: str) -> int:
-    hub = srv.ctx.extras["realtime"].hub
+    hub = services(srv.ctx).hub
     return sum(1 for conn in hub.connections.values() if conn.user_id == user_id)
 
 

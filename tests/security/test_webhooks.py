@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.server.lifecycle.services import services
 from tests.security.principals import USERS
 from tests.server.wsclient import call_post, create_call
 from tests.support.pushservice import until
@@ -29,7 +30,7 @@ async def test_a_redirect_is_not_followed_to_a_host_outside_the_allow_list(tmp_p
             allowed.script(307)
             r = await call_post(srv, "alice", "default:sec-hook", "ring", {"members_ids": ["bob"]})
             assert r.status_code == 200, r.text
-            sender = srv.ctx.extras["webhooks"]
+            sender = services(srv.ctx).webhooks
             await until(lambda: sender.counts()["failed"] == 1)
             await sender.idle()
             # the setup does reach the allowed receiver: the next ring is delivered there
@@ -74,7 +75,7 @@ async def test_logs_never_show_a_receiver_url_or_the_secret(
             receiver.script(500, 400)
             r = await call_post(srv, "alice", "default:sec-log", "ring", {"members_ids": ["bob"]})
             assert r.status_code == 200, r.text
-            sender = srv.ctx.extras["webhooks"]
+            sender = services(srv.ctx).webhooks
             await until(lambda: sender.counts()["failed"] == 1)
     assert [d.status for d in receiver.attempts] == [500, 400]
     assert any("HTTP Request" in rec.getMessage() for rec in caplog.records), "httpx logged"

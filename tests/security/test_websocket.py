@@ -13,6 +13,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
+from appliance.server.lifecycle.services import services
 from tests.security.principals import (
     ROLES,
     USERS,
@@ -100,7 +101,7 @@ async def test_each_role_connects_and_hears_only_its_calls(srv: ServerHandle) ->
 
 
 async def test_every_frame_type_has_a_decision(srv: ServerHandle) -> None:
-    handlers = set(srv.ctx.extras["realtime"].hub.handlers) | {"health.check"}
+    handlers = set(services(srv.ctx).hub.handlers) | {"health.check"}
     assert handlers == set(FRAME_DECISIONS), (
         f"frame types without an authorization decision in {__name__}: "
         f"{sorted(handlers - set(FRAME_DECISIONS))}"

@@ -11,6 +11,7 @@ import pytest_asyncio
 from pydantic import ValidationError
 
 from appliance.clock import ManualClock
+from appliance.server.lifecycle.services import services
 from appliance.server.settings import ServerSettings
 from tests.server.wsclient import QUIET, WsClient, call_post, create_call
 from tests.support.metrics import Samples, delta, samples, value
@@ -113,7 +114,7 @@ async def test_live_figures_come_from_the_running_server(srv: ServerHandle) -> N
     found = await scrape(srv)
     assert value(found, "appliance_ws_connections") == 3
     assert value(found, "appliance_ws_users") == 2
-    prefix = srv.ctx.extras["realtime"].hub.replica_prefix
+    prefix = services(srv.ctx).hub.replica_prefix
     assert value(found, "appliance_replica_info", replica=prefix, store="sqlite") == 1
     assert ("appliance_ws_send_queue_frames_max", frozenset()) in found
     assert value(found, "appliance_db_pool_size", dialect="sqlite") >= 1

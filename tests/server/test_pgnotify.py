@@ -14,6 +14,7 @@ from sqlalchemy import update
 from websockets.exceptions import ConnectionClosed
 
 from appliance.clock import ManualClock
+from appliance.server.lifecycle.services import services
 from appliance.server.realtime.pgnotify import CHUNK_BYTES, Reassembler, chunks
 from appliance.server.store.schema import participants, users
 from tests.server.wsclient import QUIET, WsClient, call_post, create_call, join
@@ -86,7 +87,7 @@ async def test_presence_is_known_fleet_wide(replicas: tuple[ServerHandle, Server
     a, b = replicas
     await create_call(a, CID, USERS)
     alice_on_a = await WsClient.open(a, "alice")
-    presence_a = a.ctx.extras["presence"]
+    presence_a = a.ctx.presence
     bob_on_b = await WsClient.open(b, "bob")
     changed = await alice_on_a.next("user.presence.changed")
     assert changed["user"]["id"] == "bob" and changed["user"]["online"] is True
@@ -121,7 +122,7 @@ async def test_large_signal_crosses_replicas_in_chunks(
     got = await bob_on_b.next("call.signal")
     assert got["signal"]["sdp"] == sdp
     assert got["from"] == ja["session_id"]
-    fanout = b.ctx.extras["fanout"]
+    fanout = services(b.ctx).fanout
     assert fanout.received > 0
 
 
@@ -154,9 +155,9 @@ async def test_participants_of_a_vanished_replica_get_the_grace_period(
     carol_on_a = await WsClient.open(a, "carol")
     ja = await join(a, alice_on_a, CID)
     jb = await join(b, bob_on_b, CID)
-    fanout_a = a.ctx.extras["fanout"]
+    fanout_a = services(a.ctx).fanout
     await until(
-        lambda: b.ctx.extras["realtime"].hub.replica_prefix in fanout_a.live_replica_prefixes(),
+        lambda: services(b.ctx).hub.replica_prefix in fanout_a.live_replica_prefixes(),
         what="A hears B",
     )
     # alice's connection now belongs to a replica that crashed (nobody hears from it)
@@ -212,7 +213,7 @@ async def test_revoking_on_one_replica_closes_the_socket_on_the_other(
             if frame["type"] == "connection.error":
                 assert "revoked" in frame["message"]
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
-    assert b.ctx.extras["realtime"].hub.tokens.dropped == 1
+    assert services(b.ctx).hub.tokens.dropped == 1
     assert (await call_post(a, "alice", CID, "ring", {"members_ids": ["carol"]})).status_code == 200
     assert (await carol_on_b.next("call.ring"))["user"]["id"] == "alice"
 
@@ -230,7 +231,7 @@ async def test_a_revocation_whose_notification_was_lost_is_applied_at_the_rechec
             .where(users.c.id == "bob")
             .values(revoke_tokens_issued_before=int((a.clock.time() + 1) * 1e9))
         )
-    assert await b.ctx.extras["realtime"].hub.tokens.recheck() == 1
+    assert await services(b.ctx).hub.tokens.recheck() == 1
     with pytest.raises(ConnectionClosed):
         while True:
             await bob_on_b.next()

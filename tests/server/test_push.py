@@ -20,6 +20,7 @@ import pytest_asyncio
 
 from appliance.client import Client
 from appliance.clock import ManualClock
+from appliance.server.lifecycle.services import services
 from appliance.server.outbound.pushsender import PushSender
 from tests.server.test_push_devices import device_body
 from tests.server.wsclient import QUIET, WsClient, call_post, create_call
@@ -45,7 +46,7 @@ class Env:
 
     @property
     def pusher(self) -> PushSender:
-        sender = self.srv.ctx.extras["push"]
+        sender = services(self.srv.ctx).push
         assert isinstance(sender, PushSender)
         return sender
 

@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 
 from appliance.clock import ManualClock
+from appliance.server.lifecycle.services import services
 from appliance.server.outbound.pushsender import PushSender
 from appliance.server.outbound.ringpush import RingPush
 from tests.server.test_push import RING, USERS, rings, stops
@@ -53,7 +54,7 @@ async def test_replicas_racing_make_one_key(postgres: PostgresCluster) -> None:
 
 
 def sender(srv: ServerHandle) -> PushSender:
-    found = srv.ctx.extras["push"]
+    found = services(srv.ctx).push
     assert isinstance(found, PushSender)
     return found
 

@@ -25,6 +25,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from appliance.clock import ManualClock
+from appliance.server.lifecycle.services import services
 from appliance.server.settings import ServerSettings
 from appliance.server.store.schema import participants
 from tests.server.wsclient import QUIET, WsClient, call_post, create_call
@@ -109,7 +110,7 @@ async def test_health_checks_are_paced_by_the_sdk_and_silence_closes_with_4008(
         await sdk.send(json.dumps([{"type": "health.check", "client_id": "c", "id": "p1"}]))
         answer = await _recv(sdk)
         assert answer["type"] == "health.check" and answer.get("reply_to") == "p1", answer
-        hub = srv.ctx.extras["realtime"].hub
+        hub = services(srv.ctx).hub
         (conn,) = hub.connections.values()
         assert conn.stream_sdk and hub.silence_limit(conn) == pytest.approx(25.4)
         await sdk.close()
@@ -238,7 +239,7 @@ async def test_join_reads_connection_id_from_the_query(srv: ServerHandle) -> Non
             json={},
         )
     assert r.status_code == 200, r.text
-    hub = srv.ctx.extras["realtime"].hub
+    hub = services(srv.ctx).hub
     async with srv.ctx.store.connect() as db:
         rows = (await db.execute(select(participants.c.connection_id))).scalars().all()
     assert rows == [bob.connection_id] and bob.connection_id in hub.connections
@@ -346,7 +347,7 @@ async def test_call_client_event_is_accepted_counted_and_bounded(srv: ServerHand
             url, params={"api_key": srv.api_key}, headers=token, json={"events": [{}] * 101}
         )
         assert r.status_code == 400, r.text
-    assert srv.ctx.extras["client_events"] == 3
+    assert srv.ctx.client_events == 3
 
 
 @pytest.mark.parametrize("origins", [[], ["https://app.example.org"]])

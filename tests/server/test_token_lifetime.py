@@ -13,6 +13,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from appliance.clock import ManualClock
+from appliance.server.lifecycle.services import services
 from tests.server.wsclient import QUIET, TIMEOUT, WsClient, call_post, create_call, join
 from tests.support.server import ServerHandle, running_server
 
@@ -153,7 +154,7 @@ async def test_a_client_that_stops_reading_gets_a_reason_and_a_close_frame(
     ws = await websockets.connect(srv.ws_url, max_queue=4)  # stops reading when 4 are waiting
     await ws.send(json.dumps({"token": srv.user_token("alice"), "user_details": {"id": "alice"}}))
     hello = json.loads(await ws.recv())
-    conn = srv.ctx.extras["realtime"].hub.connections[hello["connection_id"]]
+    conn = services(srv.ctx).hub.connections[hello["connection_id"]]
     frame = json.dumps({"type": "health.check"})
 
     async def flood() -> None:

@@ -19,6 +19,7 @@ from getstream.webhook import verify_webhook_signature
 from pydantic import ValidationError
 
 from appliance.errors import ConfigError
+from appliance.server.lifecycle.services import services
 from appliance.server.outbound.webhooks import WebhookSender
 from appliance.server.settings import ServerSettings, WebhookHook, load_settings
 from tests.server.wsclient import QUIET, WsClient, call_post, create_call
@@ -48,7 +49,7 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 
 
 def _sender(srv: ServerHandle) -> WebhookSender:
-    found = srv.ctx.extras["webhooks"]
+    found = services(srv.ctx).webhooks
     assert isinstance(found, WebhookSender)
     return found
 

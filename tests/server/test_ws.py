@@ -50,7 +50,7 @@ async def test_connection_ok_carries_connection_id_and_me(srv: ServerHandle) -> 
         assert hello["me"]["name"] == "Alice"
         assert hello["me"]["online"] is True
         assert hello["created_at"] == int(srv.clock.time() * 1e9)
-        assert srv.ctx.extras["presence"].is_online("alice")
+        assert srv.ctx.presence.is_online("alice")
 
 
 async def test_two_connections_of_one_user_have_distinct_ids(srv: ServerHandle) -> None:
@@ -193,7 +193,7 @@ async def test_presence_changes_go_to_users_sharing_a_call(srv: ServerHandle) ->
     await create_call(srv, "default:p", ["alice", "bob"])
     bob = await WsClient.open(srv, "bob")
     dave = await WsClient.open(srv, "dave")
-    presence = srv.ctx.extras["presence"]
+    presence = srv.ctx.presence
     assert not presence.is_online("alice")
     a1 = await WsClient.open(srv, "alice")
     changed = await bob.next("user.presence.changed")
@@ -222,7 +222,7 @@ async def test_server_health_checks_and_closes_silent_clients(tmp_path) -> None:
         with pytest.raises(ConnectionClosed):
             while True:  # we never answer: after three silent intervals the server hangs up
                 await ws.ws.recv()
-        presence = srv.ctx.extras["presence"]
+        presence = srv.ctx.presence
         for _ in range(500):  # the hub forgets the connection right after closing it
             if not presence.is_online("alice"):
                 break

@@ -16,6 +16,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from appliance.server.lifecycle.services import services
 from tests.support.server import ServerHandle
 
 TIMEOUT = 10.0
@@ -96,7 +97,7 @@ class WsClient:
 
     async def close_and_wait(self, srv: ServerHandle) -> None:
         """Close, and return once the server has processed the close (its hooks ran)."""
-        conn = srv.ctx.extras["realtime"].hub.connections[self.connection_id]
+        conn = services(srv.ctx).hub.connections[self.connection_id]
         await self.ws.close()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + TIMEOUT

@@ -5,7 +5,6 @@ Every body is a pydantic model, so ``/openapi.json`` describes it (and schemathe
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import Path
@@ -16,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from appliance.calls.settings import effective_settings
 from appliance.errors import InvalidRequest
 from appliance.server.api.replies import RequestTime
-from appliance.server.context import ServerContext
 from appliance.server.store.members import MemberRequest
 from appliance.server.store.schema import call_members
 from appliance.server.store.users import UserRequest
@@ -75,17 +73,6 @@ class SendCallEventRequest(BaseModel):
     custom: dict[str, Any] | None = None
     user_id: str | None = None
     user: UserRequest | None = None
-
-
-def check_custom(ctx: ServerContext, custom: dict[str, Any] | None, field: str) -> None:
-    if custom is None:
-        return
-    size = len(json.dumps(custom, separators=(",", ":")).encode())
-    if size > ctx.settings.limits.max_custom_bytes:
-        raise InvalidRequest(
-            f"custom data is {size} bytes, over the limit of {ctx.settings.limits.max_custom_bytes}",
-            field=field,
-        )
 
 
 def check_settings(

@@ -29,7 +29,6 @@ from appliance.server.api.callrequests import (
     SendCallEventRequest,
     UpdateCallRequest,
     all_member_ids,
-    check_custom,
     check_settings,
 )
 from appliance.server.api.replies import ctx_of, publish, reply, to_ns
@@ -58,6 +57,7 @@ from appliance.server.store.members import (
 from appliance.server.store.schema import calls
 from appliance.server.store.users import upsert_user, user_rows
 from appliance.server.wire.serialize import call_response, call_row, members_response, user_response
+from appliance.server.wire.wirejson import check_custom
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v2/video", tags=["calls"])

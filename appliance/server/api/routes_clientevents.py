@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v2/video", tags=["client events"])
 
 MAX_EVENTS = 100
-COUNTER = "client_events"
 
 
 class ClientEventsRequest(BaseModel):
@@ -35,6 +34,6 @@ class ClientEventsRequest(BaseModel):
 async def call_client_event(body: ClientEventsRequest, request: Request) -> dict[str, Any]:
     """Accept and count a client's telemetry events (not stored)."""
     ctx = ctx_of(request)
-    ctx.extras[COUNTER] = int(ctx.extras.get(COUNTER, 0)) + len(body.events)
+    ctx.client_events += len(body.events)
     log.debug("%d client events", len(body.events))
     return reply(request, {})

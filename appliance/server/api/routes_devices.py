@@ -24,9 +24,10 @@ from appliance.errors import InvalidRequest, NotFound, PermissionDenied, Unsuppo
 from appliance.server.api.replies import ctx_of, reply
 from appliance.server.auth import Principal, principal
 from appliance.server.context import ServerContext, now_ns
+from appliance.server.lifecycle.services import Services
 from appliance.server.outbound import pushdevices
 from appliance.server.outbound.pushdevices import PROVIDER, Subscription
-from appliance.server.outbound.vapid import EXTRAS_KEY, VapidKey
+from appliance.server.outbound.vapid import VapidKey
 from appliance.server.store.users import missing_users
 
 router = APIRouter(prefix="/api/v2", tags=["devices"])
@@ -70,8 +71,9 @@ class CreateDeviceRequest(BaseModel):
 
 
 def vapid_key(ctx: ServerContext) -> VapidKey:
-    key = ctx.extras.get(EXTRAS_KEY)
-    if not isinstance(key, VapidKey):
+    svc = ctx.realtime
+    key = svc.vapid if isinstance(svc, Services) else None
+    if key is None:
         raise Unsupported("Web Push is not available on this server")
     return key
 

@@ -14,7 +14,6 @@ from appliance.server.api.callrequests import (
     CallId,
     CallTypeName,
     UpdateCallMembersRequest,
-    check_custom,
 )
 from appliance.server.api.replies import ctx_of, publish, reply
 from appliance.server.auth import Principal, principal
@@ -30,6 +29,7 @@ from appliance.server.store.members import (
 )
 from appliance.server.store.schema import calls
 from appliance.server.wire.serialize import call_response, members_response
+from appliance.server.wire.wirejson import check_custom
 
 router = APIRouter(prefix="/api/v2/video", tags=["calls"])
 

@@ -81,9 +81,8 @@ class QueryUsersPayload(BaseModel):
 
 
 def _online_ids(ctx: ServerContext) -> frozenset[str]:
-    presence = ctx.extras.get("presence")
-    lookup = getattr(presence, "online_user_ids", None)
-    return frozenset(lookup()) if callable(lookup) else frozenset()
+    presence = ctx.presence
+    return frozenset() if presence is None else frozenset(presence.online_user_ids())
 
 
 @router.post("/api/v2/video/call/members")

@@ -8,14 +8,14 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from appliance.errors import InvalidRequest, PermissionDenied
-from appliance.server.api.callrequests import check_custom
 from appliance.server.api.replies import RequestTime, ctx_of, reply, to_ns
 from appliance.server.auth import Principal, principal
 from appliance.server.context import now_ns
-from appliance.server.lifecycle.services import KEY, Services
+from appliance.server.lifecycle.services import Services
 from appliance.server.outbound import pushdevices
 from appliance.server.store.users import UserRequest, revoke_tokens, upsert_user, user_rows
 from appliance.server.wire.serialize import full_user_response, is_online
+from appliance.server.wire.wirejson import check_custom
 
 router = APIRouter(prefix="/api/v2", tags=["users"])
 
@@ -77,7 +77,7 @@ async def revoke_users_tokens(
         await revoke_tokens(conn, body.user_ids, before)
         # A revoked phone must stop hearing the door: its push subscriptions go too.
         await pushdevices.drop_revoked(conn, body.user_ids, before)
-    svc = ctx.extras.get(KEY)
+    svc = ctx.realtime
     if isinstance(svc, Services):  # open sockets end with their tokens, on every replica
         await svc.hub.tokens.revoke(body.user_ids, before)
     return reply(request, {})

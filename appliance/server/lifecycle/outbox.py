@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance.server.context import ServerContext, now_ns
 from appliance.server.metrics import RingOutcome
-from appliance.server.metrics import of as metrics_of
 from appliance.server.outbound.ringpush import RingPush
 from appliance.server.realtime.hub import Hub, Target
 from appliance.server.wire.serialize import call_response
@@ -116,7 +115,7 @@ class Transactor:
         # delivery, and a stored deadline is seconds away.
         await out.flush(self.ctx, self.hub)
         if out.outcomes:
-            figures = metrics_of(self.ctx)
+            figures = self.ctx.metrics
             if figures is not None:
                 figures.record(out.outcomes)
         if out.pushes:  # after the WebSockets: a push never delays them

@@ -1,6 +1,6 @@
 """The realtime services of one server, as handed to routes and frame handlers.
 
-``realtime.start(ctx)`` builds them and stores them in ``ctx.extras["realtime"]``;
+``appliance.server.wiring.start(ctx)`` builds them and stores them in ``ctx.realtime``;
 ``services(ctx)`` gets them back (a clear 503 when the realtime layer is not running).
 """
 
@@ -17,9 +17,11 @@ from appliance.server.realtime.hub import Hub
 if TYPE_CHECKING:
     from appliance.server.lifecycle.deadlines import Scheduler
     from appliance.server.lifecycle.ringer import RingEngine
+    from appliance.server.outbound.pushsender import PushSender
+    from appliance.server.outbound.vapid import VapidKey
+    from appliance.server.outbound.webhooks import WebhookSender
+    from appliance.server.realtime.pgnotify import Fanout
     from appliance.server.realtime.signaling import Relay
-
-KEY = "realtime"
 
 
 @dataclass
@@ -29,6 +31,13 @@ class Services:
     ringer: RingEngine
     relay: Relay
     scheduler: Scheduler
+    # The server's VAPID key (loaded by the app's lifespan) and the Web Push sender built on it.
+    vapid: VapidKey | None = None
+    push: PushSender | None = None
+    # Only when ``webhooks.hooks`` names receivers.
+    webhooks: WebhookSender | None = None
+    # Only with a PostgreSQL store: events and presence reach the other replicas through it.
+    fanout: Fanout | None = None
 
     def check_connection(self, connection_id: str, user_id: str, cid: str) -> None:
         """A join's ``connection_id`` must be an open WebSocket of the joining user, and one
@@ -54,7 +63,7 @@ class Services:
 
 
 def services(ctx: ServerContext) -> Services:
-    svc = ctx.extras.get(KEY)
+    svc = ctx.realtime
     if not isinstance(svc, Services):
         raise ServerUnavailable("the realtime layer is not running on this server")
     return svc

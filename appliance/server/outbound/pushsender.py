@@ -181,7 +181,7 @@ class PushSender:
         else:
             deadline = now + int(STOPPED_RETRY_SECONDS * NS)
         payload = note.payload(now)
-        secret = self.ctx.settings.api_secret
+        secret = self.ctx.settings.secret
         topics = {u: topic(secret, note.call_cid, u) for u in users}
         for sub in subs:
             job = _Job(note, sub, topics[sub.user_id], deadline)

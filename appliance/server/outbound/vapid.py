@@ -30,8 +30,6 @@ from appliance.server.store.schema import server_keys
 log = logging.getLogger(__name__)
 
 KEY_ID = "vapid"
-# Where the app's lifespan keeps the loaded key: ``ctx.extras[EXTRAS_KEY]``.
-EXTRAS_KEY = "vapid"
 # RFC 8292 allows up to 24 h; 12 h leaves room for a push service's clock being ahead.
 TOKEN_SECONDS = 12 * 3600
 RESIGN_BEFORE_SECONDS = 3600

@@ -46,7 +46,6 @@ from appliance.server.wire.redact import REDACTED
 
 log = logging.getLogger(__name__)
 
-EXTRAS_KEY = "webhooks"
 NS = 1_000_000_000
 BACKOFF_MAX_SECONDS = 60.0
 CLAIMS_KEPT_SECONDS = 86_400
@@ -233,10 +232,10 @@ class WebhookSender:
         ctx = self.ctx
         headers = {
             "Content-Type": "application/json",
-            "X-Signature": signature(body, ctx.settings.api_secret),
+            "X-Signature": signature(body, ctx.settings.secret),
             "X-Webhook-Id": delivery,
             "X-Webhook-Attempt": str(attempt),
-            "X-Api-Key": ctx.settings.api_key,
+            "X-Api-Key": ctx.settings.api_key or "",  # ensure_secret filled it
             "User-Agent": "appliance-webhooks",
         }
         try:

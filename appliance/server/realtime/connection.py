@@ -40,7 +40,6 @@ from appliance.errors import (
     PayloadTooLarge,
     PermissionDenied,
 )
-from appliance.server.api.callrequests import check_custom
 from appliance.server.auth import authenticate
 from appliance.server.context import now_ns
 from appliance.server.store.schema import users
@@ -311,7 +310,7 @@ class Endpoint:
             where = ".".join(str(p) for p in first.get("loc", ()))
             field = f"user_details.{where}" if where else "user_details"
             raise InvalidRequest(f"{field}: {first.get('msg')}", field=field) from None
-        check_custom(self.hub.ctx, wanted.custom, "user_details.custom")
+        wirejson.check_custom(self.hub.ctx, wanted.custom, "user_details.custom")
         ctx = self.hub.ctx
         async with ctx.store.begin() as db:
             row = (await db.execute(select(users).where(users.c.id == user_id))).mappings().first()

@@ -106,11 +106,11 @@ class Hub:
 
     @property
     def health_seconds(self) -> float:
-        return float(getattr(self.ctx.settings, "ws_health_seconds", 10.0))
+        return float(self.ctx.settings.ws_health_seconds)
 
     @property
     def max_frame_bytes(self) -> int:
-        return int(getattr(self.ctx.settings, "ws_max_frame_bytes", 131_072))
+        return int(self.ctx.settings.ws_max_frame_bytes)
 
     def new_connection_id(self) -> str:
         """``<replica prefix>-<uuid>``: which replica holds a connection can be told from its id."""

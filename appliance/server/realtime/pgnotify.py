@@ -29,12 +29,12 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from sqlalchemy import select, update
 
-from appliance.server import metrics
 from appliance.server.context import ServerContext, now_ns
 from appliance.server.realtime.hub import Hub
 from appliance.server.store.schema import participants
@@ -95,6 +95,8 @@ class Fanout:
         self._reassembler = Reassembler()
         self._heard: dict[str, float] = {}
         self.received = 0
+        # Re-plans the deadlines after orphans got their grace period (the wiring sets it).
+        self.wake: Callable[[], None] = lambda: None
         self._started = 0.0
 
     def __repr__(self) -> str:
@@ -207,7 +209,7 @@ class Fanout:
             return
         self.received += 1
         kind = message.get("kind")
-        figures = metrics.of(self.ctx)
+        figures = self.ctx.metrics
         if figures is not None:
             figures.notified(str(kind), message.get("sent_at"))
         loop = asyncio.get_running_loop()
@@ -289,7 +291,5 @@ class Fanout:
             log.warning(
                 "%r: %d participants of vanished replicas: grace period started", self, len(dead)
             )
-            wake = getattr(ctx.extras.get("realtime"), "scheduler", None)
-            if wake is not None:
-                wake.wake()
+            self.wake()
         return len(dead)

@@ -1,6 +1,6 @@
 """Presence: a user is online while any of their WebSocket connections is up, on any replica.
 
-``ctx.extras["presence"]`` is the ``Presence`` of this replica. Readers (the ``online`` filter
+``ctx.presence`` is the ``Presence`` of this replica. Readers (the ``online`` filter
 of query users, the user serializer) use ``is_online(user_id)`` and ``online_user_ids()``.
 Connections of this replica are counted here; other replicas announce theirs through
 ``pgnotify`` (``set_remote``/``drop_replica``), so with PostgreSQL the answer covers the fleet.

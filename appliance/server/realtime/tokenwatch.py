@@ -57,7 +57,7 @@ class TokenWatch:
 
     @property
     def leeway(self) -> float:
-        return float(getattr(self.ctx.settings, "token_leeway_seconds", 300.0))
+        return float(self.ctx.settings.token_leeway_seconds)
 
     # -- hub hooks ------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     ColumnElement,
@@ -26,7 +26,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance.calls.filters import CALLS, MEMBERS, USERS, Condition, Group, Node, Query, SortKey
 from appliance.errors import InvalidRequest
-from appliance.server.auth import Principal
 from appliance.server.store.filtersql import (
     call_compiler,
     column_condition,
@@ -216,8 +215,23 @@ async def explain_members(conn: AsyncConnection, call_cid: str, query: Query) ->
 # -- calls --------------------------------------------------------------------------------
 
 
+class Viewer(Protocol):
+    """Who is asking, as far as visibility goes (``auth.py``'s ``Principal``)."""
+
+    @property
+    def user_id(self) -> str | None: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def teams(self) -> tuple[str, ...]: ...
+    @property
+    def call_cids(self) -> tuple[str, ...] | None: ...
+    @property
+    def is_server(self) -> bool: ...
+
+
 def visible_calls(
-    who: Principal, grants_by_type: Mapping[str, Mapping[str, Iterable[str]]]
+    who: Viewer, grants_by_type: Mapping[str, Mapping[str, Iterable[str]]]
 ) -> ColumnElement[bool]:
     """The calls ``who`` may read, as a condition (see ``permissions.py`` for the rules)."""
     if who.is_server:

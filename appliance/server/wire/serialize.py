@@ -82,9 +82,8 @@ def member_response(
 
 
 def is_online(ctx: ServerContext, user_id: str) -> bool:
-    presence = ctx.extras.get("presence")
-    check = getattr(presence, "is_online", None)
-    return bool(check(user_id)) if callable(check) else False
+    presence = ctx.presence
+    return presence is not None and presence.is_online(user_id)
 
 
 async def members_response(

@@ -19,6 +19,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 from appliance.errors import InvalidRequest
+from appliance.server.context import ServerContext
 from appliance.server.wire.wiretime import current_wants_rfc3339, rfc3339_times
 
 log = logging.getLogger(__name__)
@@ -141,3 +142,16 @@ class StrictJSONResponse(JSONResponse):
         if current_wants_rfc3339():
             content = rfc3339_times(content)
         return dumps(content, ensure_ascii=False).encode("utf-8")
+
+
+def check_custom(ctx: ServerContext, custom: dict[str, Any] | None, field: str) -> None:
+    """``custom`` data (of a call, member or user) is at most ``limits.max_custom_bytes``
+    as compact JSON; a 400 naming ``field`` otherwise."""
+    if custom is None:
+        return
+    size = len(json.dumps(custom, separators=(",", ":")).encode())
+    if size > ctx.settings.limits.max_custom_bytes:
+        raise InvalidRequest(
+            f"custom data is {size} bytes, over the limit of {ctx.settings.limits.max_custom_bytes}",
+            field=field,
+        )
