@@ -3,33 +3,20 @@
 ``ServerContext`` is built once by the app's lifespan (``appliance/server/app.py``) and holds
 the store, the injected clock, the server settings, the metrics and, once
 ``appliance.server.wiring.start`` has run, the realtime services. REST routes (owned by the API
-layer) publish events and start rings through the protocols below; the realtime and lifecycle
-layers (``realtime/hub.py``, ``lifecycle/ringer.py``) implement them. Every field is typed:
+layer) start rings through the ``Ringer`` protocol below (``lifecycle/ringer.py`` implements
+it); events leave through the outbox (``lifecycle/outbox.py``). Every field is typed:
 what sits above this module in the layers (docs/architecture.md) is named by a protocol here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from appliance.clock import Clock
 from appliance.server.metrics import ServerMetrics
 from appliance.server.settings import ServerSettings
 from appliance.server.store.engine import Store
-
-
-class EventBus(Protocol):
-    async def publish(
-        self,
-        event: dict[str, Any],
-        *,
-        call_cid: str | None = None,
-        user_ids: Iterable[str] | None = None,
-    ) -> None:
-        """Deliver ``event`` to every connection of the members of ``call_cid`` (and of
-        ``user_ids``). Fans out across replicas when the store is PostgreSQL."""
 
 
 class Ringer(Protocol):
@@ -57,14 +44,13 @@ class OnlineUsers(Protocol):
 
 @dataclass
 class ServerContext:
-    """Built by the app lifespan; ``appliance.server.wiring.start(ctx)`` sets ``bus``,
+    """Built by the app lifespan; ``appliance.server.wiring.start(ctx)`` sets
     ``ringer``, ``presence`` and ``realtime`` before the first request is served."""
 
     store: Store
     clock: Clock
     settings: ServerSettings
     metrics: ServerMetrics | None = None
-    bus: EventBus = field(default=None)  # type: ignore[assignment]
     ringer: Ringer = field(default=None)  # type: ignore[assignment]
     presence: OnlineUsers | None = None
     # The running realtime services (``lifecycle/services.py``'s ``Services``; they import this

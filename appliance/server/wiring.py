@@ -6,7 +6,7 @@
 - ``start(ctx, vapid_key)`` builds the hub, ring engine, signaling relay, deadline scheduler,
   Web Push sender (when the app loaded the VAPID key) and webhook sender (when receivers are
   configured), keeps them in ``ctx.realtime`` (``lifecycle/services.py``'s ``Services``), sets
-  ``ctx.bus``, ``ctx.ringer`` and ``ctx.presence``, and starts the background tasks (health
+  ``ctx.ringer`` and ``ctx.presence``, and starts the background tasks (health
   checks, deadlines, PostgreSQL fan-out when the store is PostgreSQL);
 - ``stop(ctx)`` stops them and closes every WebSocket.
 
@@ -65,7 +65,7 @@ async def _connect(websocket: WebSocket) -> None:
 
 
 async def start(ctx: ServerContext, vapid_key: VapidKey | None = None) -> None:
-    """Set ``ctx.bus``/``ctx.ringer``/``ctx.realtime`` and start the background tasks."""
+    """Set ``ctx.ringer``/``ctx.presence``/``ctx.realtime`` and start the background tasks."""
     hub = Hub(ctx)
     tx = Transactor(ctx, hub)
     ringer = RingEngine(ctx, hub, tx)
@@ -187,7 +187,6 @@ async def start(ctx: ServerContext, vapid_key: VapidKey | None = None) -> None:
     )
     ctx.realtime = svc
     ctx.presence = hub.presence
-    ctx.bus = hub
     ctx.ringer = ringer
     if ctx.store.is_sqlite:
         async with ctx.store.begin() as db:

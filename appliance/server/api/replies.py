@@ -1,10 +1,11 @@
-"""What every route does on the way out: the ``duration`` field, events, request timestamps."""
+"""What every route does on the way out: the ``duration`` field; and request timestamps.
+
+Events leave through the outbox (``lifecycle/outbox.py``), never from here."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -28,23 +29,6 @@ def reply(request: Request, body: dict[str, Any]) -> dict[str, Any]:
     spent = (time.perf_counter() - started) * 1000 if started is not None else 0.0
     body["duration"] = f"{spent:.2f}ms"
     return body
-
-
-async def publish(
-    ctx: ServerContext,
-    event: dict[str, Any],
-    *,
-    call_cid: str | None = None,
-    user_ids: Iterable[str] | None = None,
-) -> None:
-    """Hand an event to the realtime layer; a failing bus never fails the request that caused it."""
-    if ctx.bus is None:
-        log.debug("no event bus; %s not delivered", event.get("type"))
-        return
-    try:
-        await ctx.bus.publish(event, call_cid=call_cid, user_ids=user_ids)
-    except Exception:
-        log.exception("event %s for %s could not be published", event.get("type"), call_cid)
 
 
 def _request_time(value: Any) -> Any:

@@ -31,7 +31,7 @@ from appliance.server.api.callrequests import (
     all_member_ids,
     check_settings,
 )
-from appliance.server.api.replies import ctx_of, publish, reply, to_ns
+from appliance.server.api.replies import ctx_of, reply, to_ns
 from appliance.server.auth import Principal, principal
 from appliance.server.context import ServerContext, now_ns
 from appliance.server.lifecycle.callstate import (
@@ -86,7 +86,6 @@ async def get_or_create_call(
     ring's events go out in that order after it commits. A check that fails after the call was
     created (reading it, ringing it) is answered as before: the call stays created."""
     ctx = ctx_of(request)
-    calltypes.read_once_per_request()
     body = body or GetOrCreateCallRequest()
     data = body.data or CallRequest()
     cid = f"{type}:{id}"
@@ -105,7 +104,7 @@ async def get_or_create_call(
             created = True
         if row is None:
             raise NotFound(f"call {cid} not found", cid=cid)
-        acc = await access_to(db, who, row)
+        acc = await access_to(db, who, row, ctype)
         try:
             acc.require_read()
         except APIError as err:
@@ -119,7 +118,7 @@ async def get_or_create_call(
                 cid,
                 target=Target(call_cid=cid, user_ids=tuple(m.user_id for m in data.members or [])),
                 with_call=False,
-                call=await call_response(db, ctx, cid, row),
+                call=await call_response(db, ctx, cid, row, ctype),
                 members=await members_response(db, ctx, listed),
                 created_at=row["created_at"],
             )
@@ -138,8 +137,8 @@ async def get_or_create_call(
                 if not created:
                     raise
                 return _Answer(created, error=err)  # created and announced, not rung
-            await svc.ringer.ring_in(db, out, row, caller, None, body.video)
-        state = await call_state(db, ctx, who, row, acc, body.members_limit)
+            await svc.ringer.ring_in(db, out, row, caller, None, body.video, ctype)
+        state = await call_state(db, ctx, who, row, acc, body.members_limit, ctype)
         if body.ring:  # the ring's events carry the call as answered here
             out.calls[cid] = state["call"]
         return _Answer(created, state)
@@ -229,17 +228,19 @@ async def get_call(
 ) -> dict[str, Any]:
     """Read a call. A GET changes nothing: ``ring=true`` is a 400 (ring with ``POST …/ring``)."""
     ctx = ctx_of(request)
-    calltypes.read_once_per_request()
     cid = f"{type}:{id}"
     async with ctx.store.connect() as conn:
-        _, acc = await load_access(conn, who, cid)
+        row = await call_row(conn, cid)
+        ctype = await calltypes.get_row(conn, type)
+        acc = await access_to(conn, who, row, ctype)
     acc.require_read()
     if ring:
         raise InvalidRequest(
             f"a GET never rings: POST /api/v2/video/call/{type}/{id}/ring", field="ring", cid=cid
         )
     async with ctx.store.connect() as conn:
-        state = await call_state(conn, ctx, who, await call_row(conn, cid), acc, members_limit)
+        row = await call_row(conn, cid)
+        state = await call_state(conn, ctx, who, row, acc, members_limit, ctype)
     return reply(request, state)
 
 
@@ -275,17 +276,16 @@ async def update_call(
         row = await call_row(conn, cid)
         state = await call_state(conn, ctx, who, row, acc)
         roles = await calltypes.get_row(conn, type)
-    await publish(
-        ctx,
-        {
-            "type": events.CALL_UPDATED,
-            "call_cid": cid,
-            "call": state["call"],
-            "capabilities_by_role": roles["grants"],
-            "created_at": row["updated_at"],
-        },
-        call_cid=cid,
+    out = Outbox()
+    out.add(
+        events.CALL_UPDATED,
+        cid,
+        with_call=False,
+        call=state["call"],
+        capabilities_by_role=roles["grants"],
+        created_at=row["updated_at"],
     )
+    await services(ctx).tx.send(out)
     return reply(request, state)
 
 
@@ -317,12 +317,16 @@ async def delete_call(
         await conn.execute(delete(calls).where(calls.c.cid == cid))
     log.info("Call(%s) deleted by %r", cid, who)
     call["ended_at"] = call["ended_at"] or now
-    await publish(
-        ctx,
-        {"type": events.CALL_DELETED, "call_cid": cid, "call": call, "created_at": now},
-        call_cid=cid,
-        user_ids=member_ids,
+    out = Outbox()
+    out.add(
+        events.CALL_DELETED,
+        cid,
+        target=Target(call_cid=cid, user_ids=tuple(member_ids)),
+        with_call=False,
+        call=call,
+        created_at=now,
     )
+    await services(ctx).tx.send(out)
     return reply(request, {"call": call, "task_id": None})
 
 
@@ -352,15 +356,14 @@ async def send_call_event(
             )
         user = (await user_rows(conn, [sender])).get(sender)
     now = now_ns(ctx.clock)
-    await publish(
-        ctx,
-        {
-            "type": events.CUSTOM,
-            "call_cid": cid,
-            "custom": body.custom or {},
-            "user": user_response(user, sender),
-            "created_at": now,
-        },
-        call_cid=cid,
+    out = Outbox()
+    out.add(
+        events.CUSTOM,
+        cid,
+        with_call=False,
+        custom=body.custom or {},
+        user=user_response(user, sender),
+        created_at=now,
     )
+    await services(ctx).tx.send(out)
     return reply(request, {})

@@ -15,11 +15,14 @@ from appliance.server.api.callrequests import (
     CallTypeName,
     UpdateCallMembersRequest,
 )
-from appliance.server.api.replies import ctx_of, publish, reply
+from appliance.server.api.replies import ctx_of, reply
 from appliance.server.auth import Principal, principal
 from appliance.server.context import now_ns
 from appliance.server.lifecycle.callstate import load_access
+from appliance.server.lifecycle.outbox import Outbox
 from appliance.server.lifecycle.permissions import check_member_changes
+from appliance.server.lifecycle.services import services
+from appliance.server.realtime.hub import Target
 from appliance.server.store import calltypes
 from appliance.server.store.members import (
     check_members,
@@ -88,32 +91,25 @@ async def update_call_members(
         changed = await member_rows(conn, cid, len(upserts) + 1, added + updated) if upserts else []
         out = await members_response(conn, ctx, changed)
     by_id = {m["user_id"]: m for m in out}
+    tx = services(ctx).tx
+    changes = Outbox()
     for kind, ids in ((events.CALL_MEMBER_ADDED, added), (events.CALL_MEMBER_UPDATED, updated)):
         if ids:
-            await publish(
-                ctx,
-                {
-                    "type": kind,
-                    "call_cid": cid,
-                    "call": call,
-                    "members": [by_id[i] for i in ids if i in by_id],
-                    "created_at": now,
-                },
-                call_cid=cid,
-            )
+            members = [by_id[i] for i in ids if i in by_id]
+            changes.add(kind, cid, with_call=False, call=call, members=members, created_at=now)
+    await tx.send(changes)
     if removed and ctx.ringer is not None:
         await ctx.ringer.members_removed(cid, removed)
     if removed:
-        await publish(
-            ctx,
-            {
-                "type": events.CALL_MEMBER_REMOVED,
-                "call_cid": cid,
-                "call": call,
-                "members": removed,
-                "created_at": now,
-            },
-            call_cid=cid,
-            user_ids=removed,
+        gone = Outbox()
+        gone.add(
+            events.CALL_MEMBER_REMOVED,
+            cid,
+            target=Target(call_cid=cid, user_ids=tuple(removed)),
+            with_call=False,
+            call=call,
+            members=removed,
+            created_at=now,
         )
+        await tx.send(gone)
     return reply(request, {"members": out})

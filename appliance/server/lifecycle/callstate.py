@@ -5,6 +5,7 @@ Used by the call routes and by the realtime layer's join response.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -20,9 +21,16 @@ DEFAULT_MEMBERS_LIMIT = 25
 MAX_MEMBERS_LIMIT = 100
 
 
-async def access_to(conn: AsyncConnection, who: Principal, row: dict[str, Any]) -> Access:
-    """What ``who`` may do on the call stored as ``row``."""
-    ctype = await calltypes.get_row(conn, row["type"])
+async def access_to(
+    conn: AsyncConnection,
+    who: Principal,
+    row: dict[str, Any],
+    ctype: Mapping[str, Any] | None = None,
+) -> Access:
+    """What ``who`` may do on the call stored as ``row`` (``ctype``: its type's row, when the
+    caller has read it)."""
+    if ctype is None:
+        ctype = await calltypes.get_row(conn, row["type"])
     role = await member_role(conn, row["cid"], who.user_id)
     return access(who, row["cid"], row["team"], ctype["grants"], role)
 
@@ -42,6 +50,7 @@ async def call_state(
     row: dict[str, Any],
     acc: Access,
     members_limit: int | None = None,
+    ctype: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     limit = (
         DEFAULT_MEMBERS_LIMIT if members_limit is None else min(members_limit, MAX_MEMBERS_LIMIT)
@@ -56,7 +65,7 @@ async def call_state(
         if mine:
             membership = (await members_response(conn, ctx, mine))[0]
     return {
-        "call": await call_response(conn, ctx, cid, row),
+        "call": await call_response(conn, ctx, cid, row, ctype),
         "members": await members_response(conn, ctx, rows),
         "membership": membership,
         "own_capabilities": acc.own_capabilities(),

@@ -1,8 +1,11 @@
-"""Events decided inside a transaction and published after it commits.
+"""Events decided inside a transaction and published after it commits: the one way an event
+leaves the server's store work (docs/architecture.md, "The server").
 
 A ring, a join or an expired deadline changes the store and produces events; publishing them
 before the commit could announce a change that then rolls back. ``Outbox`` collects them,
 ``flush`` adds the ``call`` (the CallResponse as committed) and hands them to the hub in order.
+``Transactor`` runs a transaction with its outbox; a route that commits on its own (an update,
+a delete) fills an ``Outbox`` after its commit and hands it to ``Transactor.send``.
 """
 
 from __future__ import annotations
@@ -111,6 +114,11 @@ class Transactor:
             result = await fn(db, out)
             if out.items:
                 await out.serialize(db, self.ctx)
+        await self.send(out)
+        return result
+
+    async def send(self, out: Outbox) -> None:
+        """Publish what ``out`` collected, once the transaction that decided it has committed."""
         # Events first: the scheduler's re-plan (a read) would otherwise compete with their
         # delivery, and a stored deadline is seconds away.
         await out.flush(self.ctx, self.hub)
@@ -122,7 +130,6 @@ class Transactor:
             self.push([_with_custom(p, out.calls) for p in out.pushes])
         if out.deadlines_changed:
             self.wake()
-        return result
 
 
 def _with_custom(note: RingPush, calls: dict[str, dict[str, Any] | None]) -> RingPush:

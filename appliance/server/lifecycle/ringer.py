@@ -22,6 +22,7 @@ transaction and announced after it commits:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select, update
@@ -126,10 +127,12 @@ class RingEngine:
         caller_id: str,
         member_ids: list[str] | None,
         video: bool | None,
+        ctype: Mapping[str, Any] | None = None,
     ) -> list[str]:
         """``ring_users`` inside the caller's transaction (run by ``self.tx``); ``call`` is the
-        call's row as read by ``call_for_update`` or just inserted (locked either way)."""
-        return await self._ring(db, call, caller_id, member_ids, video, out)
+        call's row as read by ``call_for_update`` or just inserted (locked either way), ``ctype``
+        its call type's row when the caller has read it."""
+        return await self._ring(db, call, caller_id, member_ids, video, out, ctype)
 
     async def _ring(
         self,
@@ -139,6 +142,7 @@ class RingEngine:
         member_ids: list[str] | None,
         video: bool | None,
         out: Outbox,
+        ctype: Mapping[str, Any] | None = None,
     ) -> list[str]:
         cid = call["cid"]
         now = now_ns(self.ctx.clock)
@@ -166,7 +170,7 @@ class RingEngine:
             ]
         if not ringed:
             raise nobody_to_ring(cid, caller_id)
-        ring = (await settings_of(db, call)).ring
+        ring = (await settings_of(db, call, ctype)).ring
         callee_deadline = (
             now + ring.incoming_call_timeout_ms * MS if ring.incoming_call_timeout_ms else None
         )

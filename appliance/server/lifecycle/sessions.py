@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select, update
@@ -29,8 +30,12 @@ from appliance.server.store.schema import call_sessions, calls, participants, se
 log = logging.getLogger(__name__)
 
 
-async def settings_of(db: AsyncConnection, call: dict[str, Any]) -> CallSettings:
-    ctype = await calltypes.get_row(db, call["type"])
+async def settings_of(
+    db: AsyncConnection, call: dict[str, Any], ctype: Mapping[str, Any] | None = None
+) -> CallSettings:
+    """The call's effective settings (``ctype``: its type's row, when the caller has read it)."""
+    if ctype is None:
+        ctype = await calltypes.get_row(db, call["type"])
     return effective_settings(ctype["settings"], call["settings_override"])
 
 

@@ -1,8 +1,9 @@
 """The event hub: this replica's connections, event fan-out, presence.
 
-``Hub.publish`` implements the ``EventBus`` of ``context.py``: an event goes to every
-connection of the members (and live participants) of a call, and of named users — ring events
-need no prior watch. With a PostgreSQL store the same publication reaches the other replicas
+``Hub.publish_batch`` delivers what an outbox (``lifecycle/outbox.py``) collected; the hub
+itself publishes only presence changes, and the relay (``signaling.py``) signals. An event
+goes to every connection of the members (and live participants) of a call, and of named
+users — ring events need no prior watch. With a PostgreSQL store the same publication reaches the other replicas
 through ``pgnotify.Fanout`` and every replica resolves the ``Target`` against its own
 connections. Presence: a user is online while any connection is up; ``user.presence.changed``
 goes to the users who share a call with them. The WebSocket itself is ``connection.py``.
@@ -14,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,7 +78,7 @@ class Target:
 
 
 class Hub:
-    """Connections of this replica, event delivery and presence (the server's ``EventBus``)."""
+    """Connections of this replica, event delivery and presence."""
 
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
@@ -137,15 +138,6 @@ class Hub:
             conn.close(CLOSE_GOING_AWAY, "server stopping")
 
     # -- publishing ---------------------------------------------------------------------
-
-    async def publish(
-        self,
-        event: dict[str, Any],
-        *,
-        call_cid: str | None = None,
-        user_ids: Iterable[str] | None = None,
-    ) -> None:
-        await self.publish_to(event, Target(call_cid=call_cid, user_ids=tuple(user_ids or ())))
 
     async def publish_to(self, event: dict[str, Any], target: Target) -> None:
         event.setdefault("created_at", now_ns(self.ctx.clock))

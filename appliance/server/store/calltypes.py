@@ -7,11 +7,8 @@ stays the source of truth for the types it names).
 
 from __future__ import annotations
 
-import asyncio
-import copy
 import logging
 import re
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -128,33 +125,12 @@ async def save(conn: AsyncConnection, t: CallType, now: int, *, create: bool) ->
         await conn.execute(call_types.update().where(call_types.c.name == t.name).values(**values))
 
 
-# (task, rows by name): call types already read by the one task (an HTTP request) that asked
-# for it with ``read_once_per_request``; tasks it starts do not share it.
-_per_request: ContextVar[tuple[asyncio.Task[Any] | None, dict[str, dict[str, Any]]] | None] = (
-    ContextVar("call_types_per_request", default=None)
-)
-
-
-def read_once_per_request() -> None:
-    """From here to the end of the current task, ``get_row`` reads each call type from the store
-    once (a create with ring asks for the same type eight times). Call types change rarely and
-    only through their own routes, which do not use this; a change landing during the request
-    is seen by the next request, as if it had landed just after this one."""
-    _per_request.set((asyncio.current_task(), {}))
-
-
 async def get_row(conn: AsyncConnection, name: str) -> dict[str, Any]:
-    memo = _per_request.get()
-    seen = memo[1] if memo is not None and memo[0] is asyncio.current_task() else None
-    if seen is not None and name in seen:
-        return copy.deepcopy(seen[name])
     row = (
         (await conn.execute(select(call_types).where(call_types.c.name == name))).mappings().first()
     )
     if row is None:
         raise NotFound(f"call type {name!r} does not exist", field="type")
-    if seen is not None:
-        seen[name] = copy.deepcopy(dict(row))
     return dict(row)
 
 

@@ -169,11 +169,17 @@ async def call_row(conn: AsyncConnection, cid: str) -> dict[str, Any]:
 
 
 async def call_response(
-    conn: AsyncConnection, ctx: ServerContext, cid: str, row: Mapping[str, Any] | None = None
+    conn: AsyncConnection,
+    ctx: ServerContext,
+    cid: str,
+    row: Mapping[str, Any] | None = None,
+    ctype: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``CallResponse`` of call ``cid`` from the store (``row`` saves a read when at hand)."""
+    """``CallResponse`` of call ``cid`` from the store (``row``, the call's row, and ``ctype``,
+    its type's row, each save a read when at hand)."""
     call = dict(row) if row is not None else await call_row(conn, cid)
-    ctype = await calltypes.get_row(conn, call["type"])
+    if ctype is None:
+        ctype = await calltypes.get_row(conn, call["type"])
     settings = effective_settings(ctype["settings"], call["settings_override"])
     creator = (await user_rows(conn, [call["created_by_id"]])).get(call["created_by_id"])
     session = None
