@@ -27,7 +27,7 @@ class Ringer(Protocol):
         member_ids: list[str] | None,
         video: bool | None,
     ) -> None:
-        """Start a ring attempt (DESIGN §4 "Ringing"): opens a session if none is live,
+        """Start a ring attempt (docs/architecture.md, "Ringing"): opens a session if none is live,
         stores deadlines and sends ``call.ring`` to every connection of every ringed user."""
 
     async def members_removed(self, call_cid: str, user_ids: list[str]) -> None:

@@ -1,4 +1,4 @@
-"""Participants of a call session (DESIGN §4 "Participants and leaving").
+"""Participants of a call session: the rules are in docs/architecture.md, "Sessions".
 
 A join makes a *participant* (its id is the participant session id used in signaling) bound
 to one WebSocket connection. When that connection closes, the participant has

@@ -1,4 +1,4 @@
-"""Server-authoritative ringing (DESIGN §4 "Ringing").
+"""Server-authoritative ringing: the rules are in docs/architecture.md, "Ringing".
 
 A ring attempt has a caller and ringed users; their state lives in ``session_ring`` (one row
 per ringed user: ringing | accepted | rejected | missed | cancelled) and the attempt's

@@ -1,4 +1,4 @@
-"""The ring deadlines (DESIGN §4 "Ringing"), handed over by the deadline scheduler.
+"""The ring deadlines (docs/architecture.md, "Ringing"), handed over by the deadline scheduler.
 
 - a callee's ``incoming_call_timeout_ms`` passed while still ringing → ``call.missed {user}``
   (``missed_by``); when nobody is left ringing and nobody accepted, the call ends;

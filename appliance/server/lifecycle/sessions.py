@@ -1,4 +1,4 @@
-"""Call sessions (DESIGN §4 "Call id and sessions").
+"""Call sessions: the rules are in docs/architecture.md, "Sessions".
 
 A call id lives forever; each ring or join on a call with no live session opens a new session
 (``calls.current_session_id`` points at it, ``calls.ended_at`` is cleared). Ended sessions stay

@@ -1,4 +1,4 @@
-"""The signaling relay (DESIGN §4 "The WebSocket").
+"""The signaling relay: the rules are in docs/architecture.md, "Signaling".
 
 Client → server::
 
