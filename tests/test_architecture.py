@@ -60,10 +60,7 @@ BRIDGES: dict[str, str] = {
 }
 
 # Known exceptions to FORBIDDEN still to be fixed: (importing module, imported module) → where.
-KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("appliance.media.signaling", "appliance.client.call"): "issue 15 item 3 (CallSignaling)",
-    ("appliance.media.signaling", "appliance.client.events"): "issue 15 item 3 (CallSignaling)",
-}
+KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 # The shared modules at the top of the package: every layer may import them, and they import
 # only each other (and third-party libraries).

@@ -1,24 +1,18 @@
 """The seam between media and the call server: join, leave, send a signal, hear signals.
 
-:class:`Signaling` is all :class:`~appliance.media.session.CallMedia` needs. :class:`CallSignaling`
-adapts the client's :class:`~appliance.client.call.Call` (one shared WebSocket, DESIGN §4);
-tests can use any other implementation, e.g. an in-memory one.
+:class:`Signaling` is all :class:`~appliance.media.session.CallMedia` needs. The media engine
+knows no client: :class:`appliance.daemon.callsignaling.CallSignaling` adapts the client's
+``Call`` (its one shared WebSocket) to this port; tests can use any other implementation, e.g.
+an in-memory one.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from aiortc import RTCIceServer
-
-if TYPE_CHECKING:
-    from appliance.client.call import Call
-    from appliance.client.events import Event
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,61 +46,3 @@ class Signaling(Protocol):
     def listen(self, listener: SignalingListener) -> Callable[[], None]:
         """Register ``listener`` (called on the loop); returns the function that removes it."""
         ...
-
-
-_EVENT_KINDS = {
-    "call.signal": "signal",
-    "call.session_participant_joined": "joined",
-    "call.session_participant_left": "left",
-    "call.ended": "ended",
-    "call.session_ended": "ended",
-}
-
-
-class CallSignaling:
-    """:class:`Signaling` over the client's ``Call`` and its one WebSocket."""
-
-    def __init__(self, call: Call, **join_options: Any) -> None:
-        self.call = call
-        self._join_options = join_options
-        self.session_id: str | None = None
-
-    async def join(self) -> JoinInfo:
-        response = await self.call.join(**self._join_options)
-        self.session_id = response.session_id
-        ice_servers = [
-            RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
-            for s in response.ice_servers
-        ]
-        participants = [
-            p.session_id for p in response.participants if p.session_id != response.session_id
-        ]
-        return JoinInfo(response.session_id, participants, ice_servers)
-
-    async def leave(self) -> None:
-        await self.call.leave()
-
-    async def send(self, to: str, signal: dict[str, Any]) -> None:
-        await self.call.send_signal(to, signal)
-
-    def listen(self, listener: SignalingListener) -> Callable[[], None]:
-        cid = self.call.cid
-
-        def on_event(event: Event) -> None:
-            if event.cid not in (cid, None):
-                return
-            kind = _EVENT_KINDS.get(event.type)
-            if kind == "signal":
-                listener(SignalingEvent("signal", event.from_, event.signal or {}))
-            elif kind in ("joined", "left"):
-                participant = event.participant
-                sender = participant.session_id if participant is not None else event.session_id
-                listener(SignalingEvent(kind, sender))
-            elif kind == "ended":
-                listener(SignalingEvent("ended"))
-
-        remove: Callable[[], None] = self.call.client.on(list(_EVENT_KINDS), on_event)
-        return remove
-
-    def __repr__(self) -> str:
-        return f"CallSignaling({self.call.cid}, {self.session_id})"

@@ -10,9 +10,9 @@ import pytest
 import pytest_asyncio
 
 from appliance.client import Client
+from appliance.daemon.callsignaling import CallSignaling
 from appliance.media.passthrough import DecodedVideoTrack
 from appliance.media.session import CallMedia
-from appliance.media.signaling import CallSignaling
 from appliance.media.sources.test import TestSource
 from tests.media.rtp_meter import RtpMeter
 from tests.media.video_helpers import Participant, ToneTrack, wait_until

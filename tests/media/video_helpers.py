@@ -16,10 +16,10 @@ from aiortc.mediastreams import MediaStreamError
 
 from appliance.client import Client
 from appliance.client.backoff import Backoff
+from appliance.daemon.callsignaling import CallSignaling
 from appliance.media.annexb import is_keyframe
 from appliance.media.peer import Peer
 from appliance.media.session import CallMedia, MediaEvent
-from appliance.media.signaling import CallSignaling
 from appliance.media.sources import blockcode
 from appliance.media.sources.base import EncodedFrame, VideoSource
 from appliance.media.sources.encoder import H264Encoder
