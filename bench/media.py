@@ -271,7 +271,7 @@ async def measure_browser(seconds: float, joins: int, tmp: Path) -> dict[str, An
     from tests.support.server import running_server
 
     out: dict[str, Any] = {}
-    async with running_server(tmp / "server", users=["door", "alice"]) as srv:
+    async with running_server(tmp / "server", users=["door", "alice"], test_pages=True) as srv:
         source = TestSource(width=WIDTH, height=HEIGHT, framerate=FPS, bitrate=BITRATE)
         door = Participant(
             srv.base_url, srv.api_key, srv.user_token("door"), "door", "door-1",

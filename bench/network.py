@@ -118,7 +118,7 @@ class Receiver:
 @contextlib.asynccontextmanager
 async def server(rig: Rig, name: str, **settings: Any) -> AsyncIterator[tuple[Any, str]]:
     manager, srv, forwarder = await rig.side_a.run(
-        _start_server(rig.tmp / name, rig.net.a.address, **settings)
+        _start_server(rig.tmp / name, rig.net.a.address, test_pages=True, **settings)
     )
     try:
         yield srv, f"http://{rig.net.a.address}:{forwarder.sockets[0].getsockname()[1]}"

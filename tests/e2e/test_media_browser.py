@@ -54,7 +54,7 @@ async ({apiKey, token, callId, sendAudio}) => {
 
 @pytest_asyncio.fixture
 async def srv(tmp_path: Path) -> AsyncIterator[ServerHandle]:
-    async with running_server(tmp_path, users=["door", "alice"]) as handle:
+    async with running_server(tmp_path, users=["door", "alice"], test_pages=True) as handle:
         yield handle
 
 

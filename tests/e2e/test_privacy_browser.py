@@ -69,7 +69,7 @@ async (path) => {
 
 @pytest_asyncio.fixture
 async def server(tmp_path: Path) -> AsyncIterator[ServerHandle]:
-    async with running_server(tmp_path, users=["door", "alice"]) as handle:
+    async with running_server(tmp_path, users=["door", "alice"], test_pages=True) as handle:
         yield handle
 
 

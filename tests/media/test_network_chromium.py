@@ -98,7 +98,7 @@ class ChromiumCall:
 async def chromium_call(net: VethPair, tmp_path: Path) -> AsyncIterator[ChromiumCall]:
     async with net.a.loop() as side_a, async_playwright() as playwright:
         manager, srv, forwarder = await side_a.run(
-            _start_server(tmp_path / "server", net.a.address)
+            _start_server(tmp_path / "server", net.a.address, test_pages=True)
         )
         url = f"http://{net.a.address}:{forwarder.sockets[0].getsockname()[1]}"
         source = TestSource(width=320, height=240, framerate=FPS, bitrate=300_000)

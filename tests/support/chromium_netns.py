@@ -63,7 +63,8 @@ async def chromium_in(playwright: Any, ns: Namespace, folder: Path) -> Any:
 
 
 async def open_probe(browser: Any, base_url: str) -> Any:
-    """A page on the server's probe.html (call.js and the block-code reader on window.appliance)."""
+    """A page on the server's probe.html (call.js and the block-code reader on window.appliance;
+    the server runs with ``test_pages=True``)."""
     context = await browser.new_context(viewport={"width": 800, "height": 600})
     page = await context.new_page()
     await page.goto(f"{base_url}/probe.html")
