@@ -49,7 +49,7 @@ from appliance.media.passthrough import VideoFanout
 from appliance.media.sources.encoder import H264Encoder
 from appliance.media.sources.file import FileSource
 from appliance.media.sources.pattern import TestPattern
-from tests.media.video_helpers import wait_until
+from tests.support import poll
 
 WIDTH, HEIGHT, FPS, BITRATE = 1280, 720, 30, 2_000_000
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -194,7 +194,7 @@ async def measure_sender(mode: str, clip: Path, seconds: float) -> dict[str, Any
         await proc.stdin.drain()
         answer = json.loads(await asyncio.wait_for(proc.stdout.readline(), 60))
         await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
-        await wait_until(lambda: frames >= FPS, within=60)
+        await poll.until(lambda: frames >= FPS, within=60)
         await asyncio.sleep(3.0)  # warm-up: encoder ramp, jitter buffer
         cpu0, wall0, frames0 = _cpu_seconds(proc.pid), time.monotonic(), frames
         await asyncio.sleep(seconds)
@@ -350,14 +350,14 @@ async def measure_link_drop(tmp: Path) -> float | None:
             try:
                 await side_a.run(field.media.start())
                 await side_b.run(hq.media.start())
-                await wait_until(lambda: last_counter(hq) >= 30, within=60)
+                await poll.until(lambda: last_counter(hq) >= 30, within=60)
                 net.link_down()
                 before = last_counter(hq)
                 await asyncio.sleep(10.0)
                 net.link_up()
                 up = time.monotonic()
                 try:
-                    await wait_until(lambda: last_counter(hq) > before + 1, within=60)
+                    await poll.until(lambda: last_counter(hq) > before + 1, within=60)
                 except TimeoutError:
                     return float("inf")
                 return time.monotonic() - up

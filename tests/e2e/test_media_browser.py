@@ -14,7 +14,8 @@ from playwright.async_api import Page, async_playwright
 
 from appliance.media.passthrough import DecodedVideoTrack
 from appliance.media.sources.test import TestSource
-from tests.media.video_helpers import Participant, ToneTrack, wait_until
+from tests.media.video_helpers import Participant, ToneTrack
+from tests.support import poll
 from tests.support.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -114,9 +115,9 @@ async def test_chromium_decodes_passthrough_h264_and_the_appliance_hears_it(
         await door.media.start()
         page = await open_probe(guard, srv, permissions=True)
         browser_session = await join(page, srv, send_audio=True)  # the newcomer offers
-        await wait_until(lambda: browser_session in door.media.peers)
+        await poll.until(lambda: browser_session in door.media.peers, within=20.0)
         peer = door.media.peers[browser_session]
-        await wait_until(lambda: peer.state == "connected")
+        await poll.until(lambda: peer.state == "connected", within=20.0)
         count = await wait_for_js(
             page,
             "() => window.probe.reader.codes.length >= 20 && window.probe.reader.codes.length",
@@ -133,7 +134,7 @@ async def test_chromium_decodes_passthrough_h264_and_the_appliance_hears_it(
         assert peer.video_track.first_packet_keyframe is True
 
         # Chromium's fake microphone reaches the appliance: found by its pitch.
-        await wait_until(lambda: bool(door.audio) and door.audio[0].seconds >= 3.0)
+        await poll.until(lambda: bool(door.audio) and door.audio[0].seconds >= 3.0, within=20.0)
         pitch = dominant_frequency(door.audio[0].samples(2.0))
         assert pitch == pytest.approx(CHROMIUM_BEEP_HZ, abs=10), pitch
     finally:

@@ -26,7 +26,8 @@ from tests.e2e.test_console import (  # noqa: F401  (guard, srv: fixtures)
     sign_in,
     srv,
 )
-from tests.media.video_helpers import Participant, ToneTrack, wait_until
+from tests.media.video_helpers import Participant, ToneTrack
+from tests.support import poll
 from tests.support.browser import PageGuard, guarded_browser, poll_js, wait_for_js
 from tests.support.server import ServerHandle, running_server
 
@@ -135,7 +136,7 @@ async def test_mute_and_camera_off_hold_through_an_ice_restart_and_a_reconnect(
         else:
             await page.evaluate(JOIN_JS, args)
             await door.media.start()
-        await wait_until(lambda: bool(door.media.peers))
+        await poll.until(lambda: bool(door.media.peers), within=20.0)
         door_peer = next(iter(door.media.peers.values()))
         assert door_peer.offerer is (restart_by == "device")
         # Live: the page sends both (so the counters below can move).

@@ -118,16 +118,6 @@ class Wire:
         return send
 
 
-async def wait_until(predicate: Callable[[], bool], within: float = 20.0) -> None:
-    """Poll ``predicate`` (state spread over aiortc objects has no single event to wait on)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        if loop.time() > deadline:
-            raise TimeoutError(f"condition not met within {within} s")
-        await asyncio.sleep(0.02)
-
-
 class ToneTrack(MediaStreamTrack):
     """A paced 48 kHz mono sine in 20 ms frames: the stand-in microphone of these tests."""
 

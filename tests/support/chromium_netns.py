@@ -68,11 +68,8 @@ async def open_probe(browser: Any, base_url: str) -> Any:
     context = await browser.new_context(viewport={"width": 800, "height": 600})
     page = await context.new_page()
     await page.goto(f"{base_url}/probe.html")
-    for _ in range(100):
-        if await page.evaluate("() => window.appliance !== undefined"):
-            return page
-        await page.wait_for_timeout(50)
-    raise RuntimeError("probe.html did not load its modules")
+    await page.wait_for_function("() => window.appliance !== undefined", timeout=5000)
+    return page
 
 
 # A receive-only join through call.js; the block code of every shown picture is read.
