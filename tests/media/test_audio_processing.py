@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from appliance.clock import ManualClock
-from appliance.config import load_config
+from appliance.daemon.config import load_config
 from appliance.errors import ConfigError
 from appliance.media.audio import AudioDevices, AudioSettings
 from appliance.media.audio.apm import open_apm
