@@ -1,4 +1,4 @@
-"""The client's ``Call`` as the media engine's :class:`~appliance.media.signaling.Signaling`
+"""The client's ``Call`` as the media engine's :class:`~appliance.media.signalingport.Signaling`
 port: join and leave through the REST API, signals and participant events over the client's one
 WebSocket. It lives with the daemon (beside :mod:`appliance.daemon.medialink`, its user) so that
 ``media/`` imports no client (docs/architecture.md).
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCIceServer
 
-from appliance.media.signaling import JoinInfo, SignalingEvent, SignalingListener
+from appliance.media.signalingport import JoinInfo, SignalingEvent, SignalingListener
 
 if TYPE_CHECKING:
     from appliance.client.call import Call
