@@ -50,6 +50,7 @@ from appliance.media.sources.encoder import H264Encoder
 from appliance.media.sources.file import FileSource
 from appliance.media.sources.pattern import TestPattern
 from tests.support import poll
+from tests.support.probejs import JOIN_JS
 
 WIDTH, HEIGHT, FPS, BITRATE = 1280, 720, 30, 2_000_000
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -222,28 +223,6 @@ async def measure_sender(mode: str, clip: Path, seconds: float) -> dict[str, Any
 
 # -- browser figures --------------------------------------------------------------------------
 
-JOIN_JS = """
-async ({apiKey, token, callId, keep}) => {
-  const A = window.appliance;
-  const connection = new A.Connection({apiKey, token});
-  await connection.open();
-  const call = new A.Call(connection, 'default', callId);
-  const reader = new A.FrameCodeReader(A.video, {keep});
-  window.probe = {call, reader};
-  call.addEventListener('track', (e) => {
-    if (e.detail.track.kind !== 'video') return;
-    A.video.srcObject = e.detail.stream;
-    reader.start();
-  });
-  call.addEventListener('joined', () => {
-    window.probe.joinedAt = performance.timeOrigin + performance.now();
-  });
-  window.probe.joinAt = performance.timeOrigin + performance.now();
-  await call.join({create: true, media: null});
-  return window.probe.joinAt;
-}
-"""
-
 
 async def _launch(playwright: Any, *, permission: bool) -> Any:
     from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
@@ -301,7 +280,8 @@ async def measure_browser(seconds: float, joins: int, tmp: Path) -> dict[str, An
                     times, rest = [], []
                     for _ in range(joins):
                         context, page = await _open_probe(browser, srv, permission=permission)
-                        join_at = await page.evaluate(JOIN_JS, {**args, "keep": 10})
+                        joined = await page.evaluate(JOIN_JS, {**args, "keep": 10})
+                        join_at = joined["joinAt"]
                         await page.wait_for_function(
                             "() => window.probe.reader.codes.length > 0", timeout=30_000
                         )

@@ -61,7 +61,6 @@ from tests.support.chromium_netns import (
     ANCHOR_STATS_JS,
     CALL_STATS_JS,
     CODES_JS,
-    JOIN_JS,
     anchor_call,
     chromium_in,
     default_routes,
@@ -69,6 +68,7 @@ from tests.support.chromium_netns import (
 )
 from tests.support.netcond import Firewall, add_address, cap, coturn, netcond_unavailable, uncap
 from tests.support.netns import NamespaceLoop, VethPair, netns_unavailable, veth_pair
+from tests.support.probejs import JOIN_JS
 
 WIDTH, HEIGHT, FPS = 640, 480, 30
 SUBNET = "10.95.0"
@@ -150,8 +150,8 @@ async def ours(rig: Rig, name: str, bitrate: int, **settings: Any) -> AsyncItera
 
         try:
             args = {"apiKey": srv.api_key, "token": srv.user_token("hq"), "callId": CALL_ID}
-            joined = await page.evaluate(JOIN_JS, args)
-            yield Receiver(page, CALL_STATS_JS, sender_stats, joined)
+            joined = await page.evaluate(JOIN_JS, {**args, "keep": 100_000})
+            yield Receiver(page, CALL_STATS_JS, sender_stats, joined["joinAt"])
         finally:
             with contextlib.suppress(Exception):
                 await page.evaluate("() => window.probe.call.leave()")

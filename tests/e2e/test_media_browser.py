@@ -23,6 +23,7 @@ from tests.support.browser import (
     guarded_browser,
     wait_for_js,
 )
+from tests.support.probejs import JOIN_JS
 from tests.support.server import ServerHandle, running_server
 from tests.support.tone import dominant_frequency
 
@@ -32,25 +33,6 @@ CALL_ID = "door-1"
 # Chromium's fake audio capture (media/audio/fake_audio_input_stream.cc: kBeepFrequency = 400,
 # a 20 ms beep every 500 ms).
 CHROMIUM_BEEP_HZ = 400.0
-
-JOIN_JS = """
-async ({apiKey, token, callId, sendAudio}) => {
-  const A = window.appliance;
-  const connection = new A.Connection({apiKey, token});
-  await connection.open();
-  const call = new A.Call(connection, 'default', callId);
-  const reader = new A.FrameCodeReader(A.video);
-  window.probe = {call, reader};
-  call.addEventListener('track', (e) => {
-    if (e.detail.track.kind !== 'video') return;
-    A.video.srcObject = e.detail.stream;
-    reader.start();
-  });
-  const media = sendAudio ? await A.LocalMedia.open({audio: true, video: false}) : null;
-  await call.join({create: true, media});
-  return call.sessionId;
-}
-"""
 
 
 @pytest_asyncio.fixture
@@ -97,9 +79,11 @@ async def join(page: Page, srv: ServerHandle, *, send_audio: bool) -> str:
         "apiKey": srv.api_key,
         "token": srv.user_token("alice"),
         "callId": CALL_ID,
-        "sendAudio": send_audio,
+        "media": {"audio": True, "video": False} if send_audio else None,
+        "keep": 10_000,
     }
-    session_id: str = await page.evaluate(JOIN_JS, args)
+    joined = await page.evaluate(JOIN_JS, args)
+    session_id: str = joined["sessionId"]
     return session_id
 
 

@@ -29,25 +29,13 @@ from tests.e2e.test_console import (  # noqa: F401  (guard, srv: fixtures)
 from tests.media.video_helpers import Participant, ToneTrack
 from tests.support import poll
 from tests.support.browser import PageGuard, guarded_browser, poll_js, wait_for_js
+from tests.support.probejs import JOIN_JS
 from tests.support.server import ServerHandle, running_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 CALL_ID = "room-9"
 
-JOIN_JS = """
-async ({apiKey, token, callId}) => {
-  const A = window.appliance;
-  const connection = new A.Connection({apiKey, token});
-  await connection.open();
-  const call = new A.Call(connection, 'default', callId);
-  window.probe = {call, connection, reconnects: 0};
-  connection.addEventListener('reconnected', () => { window.probe.reconnects += 1; });
-  const media = await A.LocalMedia.open({audio: true, video: {width: 320, height: 240}});
-  await call.join({create: true, media});
-  return call.sessionId;
-}
-"""
 
 # Packets the page's current connection(s) sent and received, per kind, from Chromium's stats.
 WIRE_JS = """
@@ -128,7 +116,12 @@ async def test_mute_and_camera_off_hold_through_an_ice_restart_and_a_reconnect(
     page = await pages.new_page()
     await page.goto(f"{server.base_url}/probe.html")
     await wait_for_js(page, "() => window.appliance !== undefined")
-    args = {"apiKey": server.api_key, "token": server.user_token("alice"), "callId": CALL_ID}
+    args = {
+        "apiKey": server.api_key,
+        "token": server.user_token("alice"),
+        "callId": CALL_ID,
+        "media": {"audio": True, "video": {"width": 320, "height": 240}},
+    }
     try:
         if restart_by == "page":  # the newcomer offers and owns restarts
             await door.media.start()

@@ -28,13 +28,13 @@ from tests.support.browser import HAVE_CHROMIUM
 from tests.support.chromium_netns import (
     CALL_STATS_JS,
     CODES_JS,
-    JOIN_JS,
     chromium_in,
     default_routes,
     open_probe,
 )
 from tests.support.netcond import Firewall, netcond_unavailable
 from tests.support.netns import NamespaceLoop, VethPair, veth_pair
+from tests.support.probejs import JOIN_JS
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(150)]
 
@@ -112,7 +112,7 @@ async def chromium_call(net: VethPair, tmp_path: Path) -> AsyncIterator[Chromium
         try:
             page = await open_probe(browser, url)
             args = {"apiKey": srv.api_key, "token": srv.user_token("hq"), "callId": CALL_ID}
-            await page.evaluate(JOIN_JS, args)
+            await page.evaluate(JOIN_JS, {**args, "keep": 100_000})
             yield ChromiumCall(side_a, kiosk, page)
         finally:
             await browser.close()
