@@ -49,7 +49,8 @@ from appliance.media.passthrough import VideoFanout
 from appliance.media.sources.encoder import H264Encoder
 from appliance.media.sources.file import FileSource
 from appliance.media.sources.pattern import TestPattern
-from tests.media.video_helpers import wait_until
+from tests.support import poll
+from tests.support.probejs import JOIN_JS
 
 WIDTH, HEIGHT, FPS, BITRATE = 1280, 720, 30, 2_000_000
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -194,7 +195,7 @@ async def measure_sender(mode: str, clip: Path, seconds: float) -> dict[str, Any
         await proc.stdin.drain()
         answer = json.loads(await asyncio.wait_for(proc.stdout.readline(), 60))
         await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
-        await wait_until(lambda: frames >= FPS, within=60)
+        await poll.until(lambda: frames >= FPS, within=60)
         await asyncio.sleep(3.0)  # warm-up: encoder ramp, jitter buffer
         cpu0, wall0, frames0 = _cpu_seconds(proc.pid), time.monotonic(), frames
         await asyncio.sleep(seconds)
@@ -221,28 +222,6 @@ async def measure_sender(mode: str, clip: Path, seconds: float) -> dict[str, Any
 
 
 # -- browser figures --------------------------------------------------------------------------
-
-JOIN_JS = """
-async ({apiKey, token, callId, keep}) => {
-  const A = window.appliance;
-  const connection = new A.Connection({apiKey, token});
-  await connection.open();
-  const call = new A.Call(connection, 'default', callId);
-  const reader = new A.FrameCodeReader(A.video, {keep});
-  window.probe = {call, reader};
-  call.addEventListener('track', (e) => {
-    if (e.detail.track.kind !== 'video') return;
-    A.video.srcObject = e.detail.stream;
-    reader.start();
-  });
-  call.addEventListener('joined', () => {
-    window.probe.joinedAt = performance.timeOrigin + performance.now();
-  });
-  window.probe.joinAt = performance.timeOrigin + performance.now();
-  await call.join({create: true, media: null});
-  return window.probe.joinAt;
-}
-"""
 
 
 async def _launch(playwright: Any, *, permission: bool) -> Any:
@@ -271,7 +250,7 @@ async def measure_browser(seconds: float, joins: int, tmp: Path) -> dict[str, An
     from tests.support.server import running_server
 
     out: dict[str, Any] = {}
-    async with running_server(tmp / "server", users=["door", "alice"]) as srv:
+    async with running_server(tmp / "server", users=["door", "alice"], test_pages=True) as srv:
         source = TestSource(width=WIDTH, height=HEIGHT, framerate=FPS, bitrate=BITRATE)
         door = Participant(
             srv.base_url, srv.api_key, srv.user_token("door"), "door", "door-1",
@@ -301,7 +280,8 @@ async def measure_browser(seconds: float, joins: int, tmp: Path) -> dict[str, An
                     times, rest = [], []
                     for _ in range(joins):
                         context, page = await _open_probe(browser, srv, permission=permission)
-                        join_at = await page.evaluate(JOIN_JS, {**args, "keep": 10})
+                        joined = await page.evaluate(JOIN_JS, {**args, "keep": 10})
+                        join_at = joined["joinAt"]
                         await page.wait_for_function(
                             "() => window.probe.reader.codes.length > 0", timeout=30_000
                         )
@@ -350,14 +330,14 @@ async def measure_link_drop(tmp: Path) -> float | None:
             try:
                 await side_a.run(field.media.start())
                 await side_b.run(hq.media.start())
-                await wait_until(lambda: last_counter(hq) >= 30, within=60)
+                await poll.until(lambda: last_counter(hq) >= 30, within=60)
                 net.link_down()
                 before = last_counter(hq)
                 await asyncio.sleep(10.0)
                 net.link_up()
                 up = time.monotonic()
                 try:
-                    await wait_until(lambda: last_counter(hq) > before + 1, within=60)
+                    await poll.until(lambda: last_counter(hq) > before + 1, within=60)
                 except TimeoutError:
                     return float("inf")
                 return time.monotonic() - up

@@ -61,7 +61,6 @@ from tests.support.chromium_netns import (
     ANCHOR_STATS_JS,
     CALL_STATS_JS,
     CODES_JS,
-    JOIN_JS,
     anchor_call,
     chromium_in,
     default_routes,
@@ -69,6 +68,7 @@ from tests.support.chromium_netns import (
 )
 from tests.support.netcond import Firewall, add_address, cap, coturn, netcond_unavailable, uncap
 from tests.support.netns import NamespaceLoop, VethPair, netns_unavailable, veth_pair
+from tests.support.probejs import JOIN_JS
 
 WIDTH, HEIGHT, FPS = 640, 480, 30
 SUBNET = "10.95.0"
@@ -118,7 +118,7 @@ class Receiver:
 @contextlib.asynccontextmanager
 async def server(rig: Rig, name: str, **settings: Any) -> AsyncIterator[tuple[Any, str]]:
     manager, srv, forwarder = await rig.side_a.run(
-        _start_server(rig.tmp / name, rig.net.a.address, **settings)
+        _start_server(rig.tmp / name, rig.net.a.address, test_pages=True, **settings)
     )
     try:
         yield srv, f"http://{rig.net.a.address}:{forwarder.sockets[0].getsockname()[1]}"
@@ -150,8 +150,8 @@ async def ours(rig: Rig, name: str, bitrate: int, **settings: Any) -> AsyncItera
 
         try:
             args = {"apiKey": srv.api_key, "token": srv.user_token("hq"), "callId": CALL_ID}
-            joined = await page.evaluate(JOIN_JS, args)
-            yield Receiver(page, CALL_STATS_JS, sender_stats, joined)
+            joined = await page.evaluate(JOIN_JS, {**args, "keep": 100_000})
+            yield Receiver(page, CALL_STATS_JS, sender_stats, joined["joinAt"])
         finally:
             with contextlib.suppress(Exception):
                 await page.evaluate("() => window.probe.call.leave()")

@@ -6,7 +6,8 @@ by one state machine. See docs/architecture.md for what each module owns.
 - :mod:`appliance.daemon.machine` — :class:`Daemon`, the state machine;
 - :mod:`appliance.daemon.modes`, :mod:`~appliance.daemon.serverevents`,
   :mod:`~appliance.daemon.unlock` — behaviour layered on the machine through its port;
-- :mod:`appliance.daemon.link`, :mod:`~appliance.daemon.medialink` — the real adapters;
+- :mod:`appliance.daemon.link`, :mod:`~appliance.daemon.medialink`,
+  :mod:`~appliance.daemon.callsignaling` — the real adapters;
 - :mod:`appliance.daemon.service` — the wiring of ``appliance run``;
 - :mod:`appliance.daemon.config`, :mod:`~appliance.daemon.configchecks` — the device YAML;
 - :mod:`appliance.daemon.cli`, :mod:`~appliance.daemon.control` — commands and control socket.

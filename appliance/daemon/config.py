@@ -14,9 +14,10 @@ import string
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     Field,
     ValidationError,
@@ -43,6 +44,18 @@ from appliance.yamlload import YamlDocument, load_yaml
 ID_RE = re.compile(r"^[A-Za-z0-9@_.-]{1,64}$")
 
 
+def id_validator(kind: str) -> AfterValidator:
+    """The check of a user or device id (``Annotated[str, id_validator("user")]``): the
+    characters the server accepts in ids, 1-64 of them; ``kind`` names it in the error."""
+
+    def check(value: str) -> str:
+        if not ID_RE.match(value):
+            raise ValueError(f"{kind} ids are 1-64 characters of letters, digits, @ _ . -")
+        return value
+
+    return AfterValidator(check)
+
+
 class Mode(StrEnum):
     CALL = "call"
     ANSWER = "answer"
@@ -50,18 +63,11 @@ class Mode(StrEnum):
 
 
 class UserSeed(Model):
-    id: str
+    id: Annotated[str, id_validator("user")]
     name: str | None = None
     role: str = "user"
     teams: list[str] = Field(default_factory=list)
     custom: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, value: str) -> str:
-        if not ID_RE.match(value):
-            raise ValueError("user ids are 1-64 characters of letters, digits, @ _ . -")
-        return value
 
 
 class TlsPaths(Model):
@@ -131,17 +137,10 @@ class ServerConfig(Model):
 
 
 class DeviceUser(Model):
-    id: str
+    id: Annotated[str, id_validator("device")]
     name: str | None = None
     team: str | None = None
     model: str | None = None
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, value: str) -> str:
-        if not ID_RE.match(value):
-            raise ValueError("device ids are 1-64 characters of letters, digits, @ _ . -")
-        return value
 
 
 class Member(Model):

@@ -82,8 +82,8 @@ class DaemonMedia:
         audio: Any,
         clock: Clock,
     ) -> None:
+        from appliance.daemon.callsignaling import CallSignaling
         from appliance.media.session import CallMedia
-        from appliance.media.signaling import CallSignaling
 
         call_type, call_id = cid.split(":", 1)
         self.call = client.call(call_type, call_id)

@@ -8,14 +8,14 @@ from appliance.hardware.buttons import ButtonEvent, PanelButton
 from appliance.hardware.leds import CameraLiveLed, StatusLed
 from appliance.hardware.panel import Panel
 from appliance.hardware.pins import make_pin_factory
-from appliance.hardware.relay import Relay, UnlockResult
+from appliance.hardware.relay import DoorRelay, UnlockResult
 
 __all__ = [
     "ButtonEvent",
     "CameraLiveLed",
+    "DoorRelay",
     "Panel",
     "PanelButton",
-    "Relay",
     "StatusLed",
     "UnlockResult",
     "make_pin_factory",

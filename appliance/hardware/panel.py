@@ -19,7 +19,7 @@ from appliance.hardware.buttons import ButtonEvent, PanelButton
 from appliance.hardware.config import ButtonConfig, LedsConfig, RelayConfig
 from appliance.hardware.leds import CameraLiveLed, StatusLed
 from appliance.hardware.pins import is_mock
-from appliance.hardware.relay import Relay, UnlockResult
+from appliance.hardware.relay import DoorRelay, UnlockResult
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Panel:
         self.history: list[Record] = []
         self._on_button = on_button
         try:
-            self.relay = Relay(cfg.relay, factory, clock) if cfg.relay else None
+            self.relay = DoorRelay(cfg.relay, factory, clock) if cfg.relay else None
             self.status_led = StatusLed(cfg.leds.status, factory, clock)
             self.camera_led = CameraLiveLed(cfg.leds.camera_live, factory)
             self.buttons = {

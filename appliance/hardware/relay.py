@@ -27,7 +27,7 @@ class Pulse:
     by: str | None
 
 
-class Relay:
+class DoorRelay:
     def __init__(self, cfg: RelayConfig, factory: Any, clock: Clock) -> None:
         from gpiozero import OutputDevice
 
@@ -58,14 +58,17 @@ class Relay:
         if self._last is not None and now - self._last < self.cfg.min_interval_s:
             wait = self.cfg.min_interval_s - (now - self._last)
             log.info(
-                "Relay(%s) pulse by %s refused: rate limited (%.1fs left)", self.cfg.pin, by, wait
+                "DoorRelay(%s) pulse by %s refused: rate limited (%.1fs left)",
+                self.cfg.pin,
+                by,
+                wait,
             )
             return UnlockResult(False, "rate_limited")
         self._last = now
         duration = self.cfg.pulse_ms / 1000
         self.pulses.append(Pulse(self._clock.time(), duration, by))
         self._out.on()
-        log.info("Relay(%s) on for %.3fs (by %s)", self.cfg.pin, duration, by)
+        log.info("DoorRelay(%s) on for %.3fs (by %s)", self.cfg.pin, duration, by)
         self._task = asyncio.get_running_loop().create_task(self._release(duration))
         return UnlockResult(True, "unlocked")
 
@@ -76,7 +79,7 @@ class Relay:
             # close() cancels this task and releases the pin itself; a closed pin takes no writes
             if not self._out.closed:
                 self._out.off()
-                log.info("Relay(%s) off", self.cfg.pin)
+                log.info("DoorRelay(%s) off", self.cfg.pin)
 
     def close(self) -> None:
         if self._task is not None:
@@ -86,4 +89,4 @@ class Relay:
 
     def __repr__(self) -> str:
         state = "closed" if self._out.closed else "on" if self.active else "off"
-        return f"<Relay {self.cfg.pin} {state} pulses={len(self.pulses)}>"
+        return f"<DoorRelay {self.cfg.pin} {state} pulses={len(self.pulses)}>"

@@ -360,8 +360,10 @@ class Peer:
             await self._add_candidate(signal.get("candidate"))
 
     def _keeps_own_offer(self) -> bool:
-        """Glare (both sides offered, DESIGN §4 plus web.md): the smaller participant session id
-        keeps its offer; the larger one drops its own and answers, and stops being the offerer."""
+        """Glare (both sides offered anyway: two joins raced, though the newcomer offers; the
+        same rule as the browser's ``web/call/peer.js``, docs/architecture.md "Signaling"): the
+        smaller participant session id keeps its offer; the larger one drops its own and
+        answers, and stops being the offerer."""
         pc = self.pc
         if pc is not None and pc.signalingState == "have-local-offer" and self.local < self.remote:
             logger.info("%r glare: keeping our offer, ignoring theirs", self)

@@ -28,7 +28,7 @@ from appliance.errors import MediaError
 from appliance.media.gate import DRAIN_TIMEOUT, GatedTrack, Valve
 from appliance.media.passthrough import PassthroughTrack, VideoFanout
 from appliance.media.peer import Peer
-from appliance.media.signaling import JoinInfo, Signaling, SignalingEvent
+from appliance.media.signalingport import JoinInfo, Signaling, SignalingEvent
 from appliance.media.sources.base import EncodedFrame, VideoSource
 
 logger = logging.getLogger(__name__)

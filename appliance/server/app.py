@@ -13,13 +13,11 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -50,11 +48,10 @@ from appliance.server.settings import ServerSettings, ensure_secret
 from appliance.server.store import calltypes, migrations
 from appliance.server.store.engine import Store, database_url
 from appliance.server.store.users import UserRequest, upsert_user
+from appliance.server.web import static_files
 from appliance.server.wire import redact, wirejson, wiretime
 
 log = logging.getLogger(__name__)
-
-WEB_DIR = Path(__file__).parent / "web"
 
 
 def error_body(err: APIError) -> dict[str, Any]:
@@ -341,6 +338,7 @@ def create_app(settings: ServerSettings, *, clock: Clock | None = None) -> FastA
     app.include_router(routes_clientevents.router)
     app.include_router(routes_devices.router)
     wiring.install(app)
-    if WEB_DIR.is_dir():
-        app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
+    web_files = static_files(test_pages=settings.test_pages)
+    if web_files is not None:
+        app.mount("/", web_files, name="web")
     return app

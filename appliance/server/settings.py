@@ -318,6 +318,9 @@ class ServerSettings(_Strict):
     push: PushSettings = Field(default_factory=PushSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    # Serve the test-only pages (appliance/server/web/testpages: probe.html, blockcode.js) for
+    # tests and benchmarks; off, they answer 404.
+    test_pages: bool = False
 
     @property
     def scheme(self) -> str:

@@ -20,6 +20,7 @@ import yaml
 
 from appliance.client import Backoff, Client, MemberRequest
 from appliance.server.auth import create_token
+from tests.support import poll
 from tests.support.netns import VethPair, veth_pair
 
 SECRET = "netns-test-secret-" * 3
@@ -122,10 +123,9 @@ async def test_silent_link_drop_is_detected_and_the_missed_ring_arrives_once(
         assert (await _next(device["link"], 30)).type == "connection.ok"
         ring = await _next(device["rings"])
         passes = client.resync.passes
-        for _ in range(300):
-            if client.resync.passes > passes:
-                break
-            await asyncio.sleep(0.05)
+        await poll.until(
+            lambda: client.resync.passes > passes, 15.0, what="a resync pass", every=0.05
+        )
         await asyncio.sleep(0.5)  # room for a replay to show up, if there were one
         later = []
         while not device["rings"]._queue.empty():

@@ -71,7 +71,12 @@ def write(tmp_path: Path, text: str) -> Path:
         (("    pin: 17", "    pin: 17\n    pin: 18"), 8, "duplicate key 'pin'"),
         (("server: embedded", "server: {url: ftp://x, api_key: k, token: t}"), 2, "server.url"),
         (("server: embedded", "server: {url: http://x, api_key: k}"), 2, "exactly one of token"),
-        (("device: {id: door-1}", "device: {id: 'door 1'}"), 1, "device.id"),
+        (("device: {id: door-1}", "device: {id: 'door 1'}"), 1, "device.id: device ids are 1-64"),
+        (
+            ("server: embedded", "server: {embedded: {users: [{id: 'bad user'}]}}"),
+            2,
+            "server.embedded.users[0].id: user ids are 1-64",
+        ),
         (("call:", "mode: auto_join\ncall:"), 4, "auto_join needs a fixed call id"),
         (("  members: [alice]", "  members: [alice]\n  id: '{room}'"), 5, "unknown placeholder"),
     ],

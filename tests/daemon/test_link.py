@@ -13,6 +13,7 @@ import pytest
 from appliance.client import Client
 from appliance.daemon.config import DeviceConfig
 from appliance.daemon.link import ClientLink
+from tests.support import poll
 from tests.support.server import running_server
 
 
@@ -187,8 +188,9 @@ async def test_running_daemon_creates_its_call_once_online(tmp_path: Path) -> No
         async with running(cfg) as run:
             await asyncio.wait_for(run.daemon.wait_online(), 20)
             async with Client(srv.base_url, srv.api_key, srv.user_token("bob")) as bob:
-                state = None
-                for _ in range(200):
+                found: list[Any] = []
+
+                async def listed_with_the_device() -> bool:
                     page = await bob.query_calls({"members": {"$in": ["bob"]}}, limit=5)
                     door = next(
                         (c for c in page.calls if c.call.cid == "default:door-door-1"), None
@@ -199,10 +201,13 @@ async def test_running_daemon_creates_its_call_once_online(tmp_path: Path) -> No
                         else None
                     )
                     if device is not None and device.user is not None and device.user.custom:
-                        state = door
-                        break
-                    await asyncio.sleep(0.1)
-                assert state is not None, "the device's call never showed up for bob"
+                        found.append(door)
+                    return bool(found)
+
+                await poll.until(
+                    listed_with_the_device, 20.0, what="the device's call, for bob", every=0.1
+                )
+                state = found[-1]
             roles = {m.user_id: m.role for m in state.members}
             assert roles == {"alice": "admin", "bob": "call_member", "door-1": "call_member"}
             assert run.daemon.call_state.value == "idle"
@@ -237,10 +242,12 @@ async def test_a_refused_get_or_create_is_a_warning_not_a_failure(
         with caplog.at_level(logging.WARNING, logger="appliance.daemon.service"):
             async with running(cfg) as run:
                 await asyncio.wait_for(run.daemon.wait_online(), 20)
-                for _ in range(200):
-                    if "cannot get-or-create its call" in caplog.text:
-                        break
-                    await asyncio.sleep(0.1)
+                await poll.until(
+                    lambda: "cannot get-or-create its call" in caplog.text,
+                    20.0,
+                    what="the warning that the call cannot be made",
+                    every=0.1,
+                )
                 assert "create-call" in caplog.text, caplog.text
                 assert run.daemon.call_state.value == "idle"
                 assert run.daemon.last_error is None

@@ -27,7 +27,8 @@ from appliance.daemon.config import load_config
 from appliance.daemon.service import running
 from tests.media.rtp_meter import RtpMeter
 from tests.media.test_netns import _start_server, _stop_server
-from tests.media.video_helpers import Participant, ToneTrack, wait_until
+from tests.media.video_helpers import Participant, ToneTrack
+from tests.support import poll
 from tests.support.alsa import AlsaSandbox
 from tests.support.netns import VethPair, veth_pair
 from tests.support.tone import write_tone_file
@@ -163,8 +164,10 @@ async def test_leds_follow_what_leaves_through_privacy_and_a_link_drop(
                 await nurse.media.start()
 
             await side_b.run(ring_and_join())
-            await wait_until(lambda: d.call_state.value == "in_call", within=30)
-            await wait_until(lambda: peer() is not None and peer().state == "connected")
+            await poll.until(lambda: d.call_state.value == "in_call", within=30)
+            await poll.until(
+                lambda: peer() is not None and peer().state == "connected", within=20.0
+            )
             assert peer().offerer  # the bedside joined second: it owns restarts
             nurse_id = nurse.media.session_id or ""
 
@@ -173,20 +176,23 @@ async def test_leds_follow_what_leaves_through_privacy_and_a_link_drop(
                 v = [t for t in device_packets(meter, nurse_id, "video") if t >= since]
                 return len(a) >= audio and len(v) >= video
 
-            await wait_until(lambda: flowing(0.0), within=30)
+            await poll.until(lambda: flowing(0.0), within=30)
 
             # PRIVACY on: the LEDs say so once nothing leaves any more.
             await press_privacy()
-            await wait_until(lambda: d.panel.status_led.state == "muted")
+            await poll.until(lambda: d.panel.status_led.state == "muted", within=20.0)
             assert not d.panel.camera_led.on
             before = heard()
-            await wait_until(lambda: heard() >= before + 48000)  # the nurse is heard meanwhile
+            # the nurse is heard meanwhile
+            await poll.until(lambda: heard() >= before + 48000, within=20.0)
 
             # The link drops; the bedside's watchdog restarts ICE once it is back.
             net.link_down()
-            await wait_until(lambda: peer() is not None and peer().state != "connected")
+            await poll.until(
+                lambda: peer() is not None and peer().state != "connected", within=20.0
+            )
             net.link_up()
-            await wait_until(
+            await poll.until(
                 lambda: (
                     peer() is not None
                     and peer().state == "connected"
@@ -198,21 +204,21 @@ async def test_leds_follow_what_leaves_through_privacy_and_a_link_drop(
             )
             restarts = peer().restarts
             before = heard()
-            await wait_until(lambda: heard() >= before + 96000, within=30)  # 2 s on the new link
+            await poll.until(lambda: heard() >= before + 96000, within=30)  # 2 s on the new link
             assert d.panel.status_led.state == "muted" and not d.panel.camera_led.on
 
             # PRIVACY off: the LEDs first, then the media.
             await press_privacy()
-            await wait_until(lambda: d.panel.status_led.state == "in_call")
+            await poll.until(lambda: d.panel.status_led.state == "in_call", within=20.0)
             live_at = timeline.status[-1][0]
-            await wait_until(lambda: flowing(live_at, audio=100, video=20), within=30)
+            await poll.until(lambda: flowing(live_at, audio=100, video=20), within=30)
             for kind in ("audio", "video"):
                 first = min(t for t in device_packets(meter, nurse_id, kind) if t >= live_at)
                 figures[f"first_{kind}_packet_after_unmute_s"] = round(first - live_at, 3)
 
             # The nurse hangs up: the bedside ends the call; the camera LED goes off.
             await side_b.run(nurse.media.stop())
-            await wait_until(lambda: d.call_state.value == "idle", within=30)
+            await poll.until(lambda: d.call_state.value == "idle", within=30)
             assert not d.panel.camera_led.on
             end = time.monotonic()
         finally:

@@ -1,7 +1,7 @@
 """The web console in headless Chromium against a real call server (issue #6).
 
 The devices here are stand-ins: a WebSocket (presence) or a second Chromium page running the
-call module (``/probe.html``) as the device user, with the fake camera. The full flow with the
+call module (``/probe.html``, served with ``test_pages``) as the device user, with the fake camera. The full flow with the
 appliance daemon is in ``test_console_daemon.py``.
 """
 
@@ -20,6 +20,7 @@ import websockets
 from playwright.async_api import Page, expect
 
 from appliance.client import Client
+from appliance.server.web import CALL_DIR, CONSOLE_DIR, TEST_PAGES_DIR
 from tests.support.browser import (
     DESKTOP,
     PHONE,
@@ -34,7 +35,6 @@ pytestmark = pytest.mark.e2e
 # A loaded 2-core CI box: give the browser time before calling a UI step failed.
 expect.set_options(timeout=15_000)
 
-WEB_DIR = Path(__file__).resolve().parents[2] / "appliance" / "server" / "web"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 USERS: list[dict[str, Any]] = [
@@ -61,7 +61,7 @@ SHORT_RING = {"ring": {"incoming_call_timeout_ms": 2500, "auto_cancel_timeout_ms
 
 @pytest_asyncio.fixture
 async def srv(tmp_path: Path) -> AsyncIterator[ServerHandle]:
-    async with running_server(tmp_path, users=USERS) as handle:
+    async with running_server(tmp_path, users=USERS, test_pages=True) as handle:
         async with handle.client() as admin:
             for path, members, team, custom in (
                 (DOOR, ["alice:admin", "bob", "door-1"], "north", {"location": "Main entrance"}),
@@ -479,17 +479,52 @@ async def test_screenshots_of_ring_card_and_call_at_desktop_and_phone_sizes(
 # --- static checks ------------------------------------------------------------------------------
 
 
+IMPORTS = re.compile(r"""^(?:import|export)\s[^;'"]*?from\s*["']([^"']+)["']""", re.M)
+FOLDERS = {"call": CALL_DIR, "console": CONSOLE_DIR, "testpages": TEST_PAGES_DIR}
+
+
+def _browser_files() -> list[Path]:
+    return sorted(
+        path
+        for folder in FOLDERS.values()
+        for path in folder.rglob("*")
+        if path.suffix in (".html", ".css", ".js")
+    )
+
+
+def _imports(path: Path) -> list[str]:
+    return IMPORTS.findall(path.read_text(encoding="utf-8"))
+
+
 def test_console_files_reference_nothing_outside_the_server() -> None:
     external = re.compile(r"""(?:src|href|url)\s*[=(]\s*["']?(?:https?:)?//""", re.I)
-    imports = re.compile(r"""^(?:import|export)\s[^;'"]*?from\s*["']([^"']+)["']""", re.M)
-    for path in WEB_DIR.iterdir():
-        if path.suffix not in (".html", ".css", ".js"):
-            continue
+    files = _browser_files()
+    assert {p.name for p in files} >= {"call.js", "console.js", "index.html", "probe.html"}
+    for path in files:
         text = path.read_text(encoding="utf-8")
         assert not external.search(text), f"{path.name} references another host"
-        for target in imports.findall(text):
+        for target in _imports(path):
+            # One URL space over the folders: a module imports its neighbours as ./name.js.
             assert target.startswith("./"), f"{path.name} imports {target!r}"
-            assert (WEB_DIR / target[2:]).exists(), f"{path.name} imports missing {target!r}"
+            found = [f for f in FOLDERS.values() if (f / target[2:]).exists()]
+            assert found, f"{path.name} imports missing {target!r}"
+
+
+def test_browser_folders_keep_to_their_jobs() -> None:
+    """The call module imports only itself; the console reaches it only through call.js and
+    never the test pages; no file name is in two folders (one would hide the other)."""
+    names = [p.relative_to(f).as_posix() for f in FOLDERS.values() for p in f.rglob("*")]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+    call_module = {p.name for p in CALL_DIR.iterdir()}
+    for path in _browser_files():
+        folder = next(name for name, f in FOLDERS.items() if path.is_relative_to(f))
+        for target in (t[2:] for t in _imports(path)):
+            if folder == "call":
+                assert target in call_module, f"call/{path.name} imports {target}"
+            elif folder == "console":
+                assert not (TEST_PAGES_DIR / target).exists(), f"console imports {target}"
+                if target in call_module:
+                    assert target == "call.js", f"console/{path.name} imports {target}"
 
 
 async def test_console_comes_back_after_the_server_restarts(

@@ -88,7 +88,7 @@ def _rgba(luma: np.ndarray) -> str:
 async def test_reader_matches_the_python_layout_and_rejects_damage(
     tmp_path: Path, guard: PageGuard
 ) -> None:
-    async with running_server(tmp_path) as srv:
+    async with running_server(tmp_path, test_pages=True) as srv:
         guard.allow(srv.base_url)
         page = await guard.new_page()
         await page.goto(f"{srv.base_url}/probe.html")
@@ -105,7 +105,7 @@ async def test_reader_reads_counters_and_capture_times_from_decoded_h264(
     tmp_path: Path, guard: PageGuard
 ) -> None:
     movie = base64.b64encode(h264_mp4()).decode()
-    async with running_server(tmp_path) as srv:
+    async with running_server(tmp_path, test_pages=True) as srv:
         guard.allow(srv.base_url)
         page = await guard.new_page()
         await page.goto(f"{srv.base_url}/probe.html")

@@ -36,6 +36,7 @@ import yaml
 from playwright.async_api import Page, expect
 
 from appliance.server.auth import create_token
+from appliance.server.web import TEST_PAGES_DIR
 from tests.support.alsa import AlsaSandbox
 from tests.support.browser import PageGuard, guarded_browser, wait_for_js
 from tests.support.tone import dominant_frequency, tone_samples, write_tone_file
@@ -225,6 +226,11 @@ async def guard(tmp_path: Path) -> AsyncIterator[PageGuard]:
 async def sign_in(guard: PageGuard, daemon: Daemon, user: str) -> Page:
     guard.allow(daemon.base_url)
     page = await guard.new_page()
+    # The daemon's embedded server serves no test pages: the block-code reader the checks import
+    # comes from the source tree, at the server's origin (the console's policy: scripts from
+    # 'self' only).
+    reader = TEST_PAGES_DIR / "blockcode.js"
+    await page.route(f"{daemon.base_url}/blockcode.js", lambda route: route.fulfill(path=reader))
     await page.goto(daemon.login_link(user))
     await expect(page.locator("#link-state")).to_have_text("online")
     return page

@@ -14,7 +14,8 @@ from playwright.async_api import Page, async_playwright
 
 from appliance.media.passthrough import DecodedVideoTrack
 from appliance.media.sources.test import TestSource
-from tests.media.video_helpers import Participant, ToneTrack, wait_until
+from tests.media.video_helpers import Participant, ToneTrack
+from tests.support import poll
 from tests.support.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -22,6 +23,7 @@ from tests.support.browser import (
     guarded_browser,
     wait_for_js,
 )
+from tests.support.probejs import JOIN_JS
 from tests.support.server import ServerHandle, running_server
 from tests.support.tone import dominant_frequency
 
@@ -32,29 +34,10 @@ CALL_ID = "door-1"
 # a 20 ms beep every 500 ms).
 CHROMIUM_BEEP_HZ = 400.0
 
-JOIN_JS = """
-async ({apiKey, token, callId, sendAudio}) => {
-  const A = window.appliance;
-  const connection = new A.Connection({apiKey, token});
-  await connection.open();
-  const call = new A.Call(connection, 'default', callId);
-  const reader = new A.FrameCodeReader(A.video);
-  window.probe = {call, reader};
-  call.addEventListener('track', (e) => {
-    if (e.detail.track.kind !== 'video') return;
-    A.video.srcObject = e.detail.stream;
-    reader.start();
-  });
-  const media = sendAudio ? await A.LocalMedia.open({audio: true, video: false}) : null;
-  await call.join({create: true, media});
-  return call.sessionId;
-}
-"""
-
 
 @pytest_asyncio.fixture
 async def srv(tmp_path: Path) -> AsyncIterator[ServerHandle]:
-    async with running_server(tmp_path, users=["door", "alice"]) as handle:
+    async with running_server(tmp_path, users=["door", "alice"], test_pages=True) as handle:
         yield handle
 
 
@@ -96,9 +79,11 @@ async def join(page: Page, srv: ServerHandle, *, send_audio: bool) -> str:
         "apiKey": srv.api_key,
         "token": srv.user_token("alice"),
         "callId": CALL_ID,
-        "sendAudio": send_audio,
+        "media": {"audio": True, "video": False} if send_audio else None,
+        "keep": 10_000,
     }
-    session_id: str = await page.evaluate(JOIN_JS, args)
+    joined = await page.evaluate(JOIN_JS, args)
+    session_id: str = joined["sessionId"]
     return session_id
 
 
@@ -114,9 +99,9 @@ async def test_chromium_decodes_passthrough_h264_and_the_appliance_hears_it(
         await door.media.start()
         page = await open_probe(guard, srv, permissions=True)
         browser_session = await join(page, srv, send_audio=True)  # the newcomer offers
-        await wait_until(lambda: browser_session in door.media.peers)
+        await poll.until(lambda: browser_session in door.media.peers, within=20.0)
         peer = door.media.peers[browser_session]
-        await wait_until(lambda: peer.state == "connected")
+        await poll.until(lambda: peer.state == "connected", within=20.0)
         count = await wait_for_js(
             page,
             "() => window.probe.reader.codes.length >= 20 && window.probe.reader.codes.length",
@@ -133,7 +118,7 @@ async def test_chromium_decodes_passthrough_h264_and_the_appliance_hears_it(
         assert peer.video_track.first_packet_keyframe is True
 
         # Chromium's fake microphone reaches the appliance: found by its pitch.
-        await wait_until(lambda: bool(door.audio) and door.audio[0].seconds >= 3.0)
+        await poll.until(lambda: bool(door.audio) and door.audio[0].seconds >= 3.0, within=20.0)
         pitch = dominant_frequency(door.audio[0].samples(2.0))
         assert pitch == pytest.approx(CHROMIUM_BEEP_HZ, abs=10), pitch
     finally:

@@ -26,27 +26,16 @@ from tests.e2e.test_console import (  # noqa: F401  (guard, srv: fixtures)
     sign_in,
     srv,
 )
-from tests.media.video_helpers import Participant, ToneTrack, wait_until
+from tests.media.video_helpers import Participant, ToneTrack
+from tests.support import poll
 from tests.support.browser import PageGuard, guarded_browser, poll_js, wait_for_js
+from tests.support.probejs import JOIN_JS
 from tests.support.server import ServerHandle, running_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 CALL_ID = "room-9"
 
-JOIN_JS = """
-async ({apiKey, token, callId}) => {
-  const A = window.appliance;
-  const connection = new A.Connection({apiKey, token});
-  await connection.open();
-  const call = new A.Call(connection, 'default', callId);
-  window.probe = {call, connection, reconnects: 0};
-  connection.addEventListener('reconnected', () => { window.probe.reconnects += 1; });
-  const media = await A.LocalMedia.open({audio: true, video: {width: 320, height: 240}});
-  await call.join({create: true, media});
-  return call.sessionId;
-}
-"""
 
 # Packets the page's current connection(s) sent and received, per kind, from Chromium's stats.
 WIRE_JS = """
@@ -69,7 +58,7 @@ async (path) => {
 
 @pytest_asyncio.fixture
 async def server(tmp_path: Path) -> AsyncIterator[ServerHandle]:
-    async with running_server(tmp_path, users=["door", "alice"]) as handle:
+    async with running_server(tmp_path, users=["door", "alice"], test_pages=True) as handle:
         yield handle
 
 
@@ -127,7 +116,12 @@ async def test_mute_and_camera_off_hold_through_an_ice_restart_and_a_reconnect(
     page = await pages.new_page()
     await page.goto(f"{server.base_url}/probe.html")
     await wait_for_js(page, "() => window.appliance !== undefined")
-    args = {"apiKey": server.api_key, "token": server.user_token("alice"), "callId": CALL_ID}
+    args = {
+        "apiKey": server.api_key,
+        "token": server.user_token("alice"),
+        "callId": CALL_ID,
+        "media": {"audio": True, "video": {"width": 320, "height": 240}},
+    }
     try:
         if restart_by == "page":  # the newcomer offers and owns restarts
             await door.media.start()
@@ -135,7 +129,7 @@ async def test_mute_and_camera_off_hold_through_an_ice_restart_and_a_reconnect(
         else:
             await page.evaluate(JOIN_JS, args)
             await door.media.start()
-        await wait_until(lambda: bool(door.media.peers))
+        await poll.until(lambda: bool(door.media.peers), within=20.0)
         door_peer = next(iter(door.media.peers.values()))
         assert door_peer.offerer is (restart_by == "device")
         # Live: the page sends both (so the counters below can move).

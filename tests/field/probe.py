@@ -15,8 +15,8 @@ import sys
 import time
 
 from appliance.client import Client
+from appliance.daemon.callsignaling import CallSignaling
 from appliance.media.session import CallMedia
-from appliance.media.signaling import CallSignaling
 from tests.media.video_helpers import AudioReader, VideoReader
 
 

@@ -4,12 +4,12 @@ from typing import Any
 
 from appliance.clock import ManualClock
 from appliance.hardware.config import RelayConfig
-from appliance.hardware.relay import Relay
+from appliance.hardware.relay import DoorRelay
 from tests.hardware.conftest import settle
 
 
-def relay(factory: Any, clock: ManualClock, **kw: Any) -> Relay:
-    return Relay(RelayConfig(pin="GPIO23", **kw), factory, clock)
+def relay(factory: Any, clock: ManualClock, **kw: Any) -> DoorRelay:
+    return DoorRelay(RelayConfig(pin="GPIO23", **kw), factory, clock)
 
 
 async def test_pulse_length_active_high(factory: Any, clock: ManualClock) -> None:

@@ -26,7 +26,7 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtp import is_rtcp
 from aiortc.sdp import SessionDescription
 
-from appliance.media.signaling import CallSignaling
+from appliance.daemon.callsignaling import CallSignaling
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ from appliance.media.aiortc_compat import (
     transport_stats,
 )
 from appliance.media.negotiation import prefer_h264, sdp_video_codecs
-from tests.media.video_helpers import ToneTrack, loopback_pc, wait_until
+from tests.media.video_helpers import ToneTrack, loopback_pc
+from tests.support import poll
 
 PACKAGE = Path(aiortc_compat.__file__).resolve().parents[1]
 AIORTC = Path(aiortc.__file__).resolve().parent
@@ -61,7 +62,12 @@ class Pair:
         await self.answerer.setLocalDescription(await self.answerer.createAnswer())
         answer = self.answerer.localDescription.sdp
         await self.offerer.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-        await wait_until(lambda: self.offerer.connectionState == "connected")
+        # Both ends: an RTCP packet the answerer sends before its own DTLS is up is dropped
+        # (aiortc's RTCRtpReceiver._send_rtcp swallows the ConnectionError).
+        await poll.until(
+            lambda: self.offerer.connectionState == self.answerer.connectionState == "connected",
+            within=20.0,
+        )
 
     def their(self, transceiver: RTCRtpTransceiver) -> RTCRtpTransceiver:
         return next(t for t in self.answerer.getTransceivers() if t.mid == transceiver.mid)
@@ -120,7 +126,7 @@ async def test_a_pli_from_the_remote_reaches_the_listener_and_aiortc_still_sees_
     receiver = pair.their(pair.video).receiver
     ssrc = next(s.ssrc for s in (await sender.getStats()).values() if s.type == "outbound-rtp")
     await receiver._send_rtcp_pli(ssrc)
-    await wait_until(lambda: hits == ["first"])
+    await poll.until(lambda: hits == ["first"], within=20.0)
     # aiortc's own encoder flag is still set (a sender that fell back to aiortc's encoder).
     assert sender._RTCRtpSender__force_keyframe is True  # type: ignore[attr-defined]
 
@@ -144,13 +150,13 @@ async def test_nack_pli_remb_and_reports_from_the_remote_reach_the_feedback_list
         fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(250_000, [ssrc])
     )
     await receiver._send_rtcp(remb)
-    await wait_until(lambda: ("remb", 250_000.0) in heard)
+    await poll.until(lambda: ("remb", 250_000.0) in heard, within=20.0)
     assert ("nack", 3.0) in heard and ("pli", 1.0) in heard
     info = RtcpReceiverInfo(
         ssrc=ssrc, fraction_lost=64, packets_lost=5, highest_sequence=100, jitter=0, lsr=0, dlsr=0
     )
     await receiver._send_rtcp(RtcpRrPacket(ssrc=1, reports=[info]))
-    await wait_until(lambda: ("report", 0.25) in heard)
+    await poll.until(lambda: ("report", 0.25) in heard, within=20.0)
     assert all(kind != "twice" for kind, _ in heard)
 
 
@@ -181,7 +187,8 @@ async def test_transport_stats_count_the_packets_that_arrive(pair: Pair) -> None
         return int(entries[0].packetsReceived)
 
     first = received()
-    await wait_until(lambda: received() >= first + 25)  # half a second of the offerer's audio
+    # half a second of the offerer's audio
+    await poll.until(lambda: received() >= first + 25, within=20.0)
     (sent,) = transport_stats(pair.audio.sender.transport).values()
     assert sent.packetsSent > 25
 

@@ -16,6 +16,7 @@ from aiortc.rtp import RtpPacket
 from appliance.errors import LibraryVersionError
 from appliance.media import aiortc_compat
 from appliance.media.audio.jitter import AudioJitterBuffer, JitterEstimator
+from tests.support import poll
 
 
 @pytest.fixture(autouse=True)
@@ -68,9 +69,7 @@ async def _call(
     await b.setRemoteDescription(a.localDescription)
     await b.setLocalDescription(await b.createAnswer())
     await a.setRemoteDescription(b.localDescription)
-    async with asyncio.timeout(20):
-        while len(received) < seconds / 0.020:  # noqa: ASYNC110 - frames arrive on the loop
-            await asyncio.sleep(0.02)
+    await poll.until(lambda: len(received) >= seconds / 0.020, 20, what="frames", every=0.02)
     return a, b, sent, received
 
 

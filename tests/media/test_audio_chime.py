@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from appliance.media.audio import (
     open_playback,
 )
 from appliance.media.audio.tones import write_sounds, write_wav
+from tests.support import poll
 from tests.support.alsa import AlsaSandbox
 from tests.support.tone import FedToneTrack, dominant_frequency, read_pcm, tone_samples
 
@@ -29,12 +29,6 @@ PERIOD = 960
 @pytest.fixture
 def alsa(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AlsaSandbox:
     return AlsaSandbox.activate(tmp_path / "alsa", monkeypatch)
-
-
-async def _until(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    async with asyncio.timeout(within):
-        while not predicate():  # noqa: ASYNC110 - counters move on worker threads
-            await asyncio.sleep(0.002)
 
 
 def test_packaged_sounds_are_what_tones_py_makes(tmp_path: Path) -> None:
@@ -83,10 +77,11 @@ async def test_chime_plays_at_its_frequency_and_wait_returns(
     chimes = ChimePlayer(playback)
     voice = chimes.play("ringback")
     try:
-        await _until(lambda: playback.stats.periods >= 1)  # the first period is due at once
+        # the first period is due at once
+        await poll.until(lambda: playback.stats.periods >= 1, every=0.002)
         for n in range(2, 153):  # one 3 s ringback cycle (150 periods) and its end
             clock.advance(0.020)
-            await _until(lambda n=n: playback.stats.periods >= n)
+            await poll.until(lambda n=n: playback.stats.periods >= n, every=0.002)
         await asyncio.wait_for(voice.wait(), 5.0)
     finally:
         await playback.stop()
@@ -103,10 +98,10 @@ async def test_looping_ringtone_runs_until_stopped(alsa: AlsaSandbox, tmp_path: 
     chimes = ChimePlayer(playback)
     voice = chimes.play("preannounce", loop=True)  # 0.66 s long
     try:
-        await _until(lambda: playback.stats.periods >= 1)
+        await poll.until(lambda: playback.stats.periods >= 1, every=0.002)
         for n in range(2, 102):  # 2 s: three times round
             clock.advance(0.020)
-            await _until(lambda n=n: playback.stats.periods >= n)
+            await poll.until(lambda n=n: playback.stats.periods >= n, every=0.002)
         assert not voice.done
         chimes.stop_all()
         clock.advance(0.020)
@@ -125,16 +120,19 @@ async def test_chime_ducks_call_audio_and_mixes_on_top(alsa: AlsaSandbox, tmp_pa
     call = FedToneTrack(300.0, periods=61)
     consumer = playback.attach(call)
     call.feed(1)
-    await _until(lambda: playback.stats.frames_received >= PERIOD)
-    await _until(lambda: playback.stats.periods >= 1)  # the first period is due at once
+    await poll.until(lambda: playback.stats.frames_received >= PERIOD, every=0.002)
+    # the first period is due at once
+    await poll.until(lambda: playback.stats.periods >= 1, every=0.002)
     try:
         for n in range(1, 61):
             if n == 20:
                 voice = playback.play(tone_samples(2000.0, 0.4), duck=True)  # periods 20..39
             call.feed(1)
-            await _until(lambda n=n: playback.stats.frames_received >= (n + 1) * PERIOD)
+            await poll.until(
+                lambda n=n: playback.stats.frames_received >= (n + 1) * PERIOD, every=0.002
+            )
             clock.advance(0.020)
-            await _until(lambda n=n: playback.stats.periods >= n + 1)
+            await poll.until(lambda n=n: playback.stats.periods >= n + 1, every=0.002)
         call.feed(1)
         await asyncio.wait_for(consumer, 5.0)  # the track ended; its consumer finished
     finally:
@@ -171,10 +169,10 @@ async def test_a_full_track_buffer_drops_its_oldest_periods(
     )
     call = FedToneTrack(300.0, periods=20)
     playback.attach(call)
-    await _until(lambda: playback.stats.periods >= 1)
+    await poll.until(lambda: playback.stats.periods >= 1, every=0.002)
     call.feed(20)
     try:
-        await _until(lambda: playback.stats.frames_received >= 20 * PERIOD)
+        await poll.until(lambda: playback.stats.frames_received >= 20 * PERIOD, every=0.002)
         assert playback.stats.dropped == 14
     finally:
         await playback.stop()
@@ -189,16 +187,18 @@ async def test_a_standing_backlog_is_trimmed_to_the_target_level(
     )
     call = FedToneTrack(300.0, periods=200)
     playback.attach(call)
-    await _until(lambda: playback.stats.periods >= 1)
+    await poll.until(lambda: playback.stats.periods >= 1, every=0.002)
     call.feed(5)  # a burst at the start of the call: 100 ms of standing delay
-    await _until(lambda: playback.stats.frames_received >= 5 * PERIOD)
+    await poll.until(lambda: playback.stats.frames_received >= 5 * PERIOD, every=0.002)
     levels = []
     try:
         for n in range(2, 102):
             call.feed(1)
-            await _until(lambda n=n: playback.stats.frames_received >= (n + 4) * PERIOD)
+            await poll.until(
+                lambda n=n: playback.stats.frames_received >= (n + 4) * PERIOD, every=0.002
+            )
             clock.advance(0.020)
-            await _until(lambda n=n: playback.stats.periods >= n)
+            await poll.until(lambda n=n: playback.stats.periods >= n, every=0.002)
             levels.append(playback.buffered_periods())
     finally:
         await playback.stop()

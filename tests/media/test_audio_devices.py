@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from appliance.media.audio import (
 )
 from appliance.media.audio.duplex import level_dbfs
 from appliance.media.audio.settings import ProcessingSettings
+from tests.support import poll
 from tests.support.alsa import AlsaSandbox
 from tests.support.tone import (
     FedToneTrack,
@@ -36,12 +36,6 @@ from tests.support.tone import (
 @pytest.fixture
 def alsa(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AlsaSandbox:
     return AlsaSandbox.activate(tmp_path / "alsa", monkeypatch)
-
-
-async def _until(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    async with asyncio.timeout(within):
-        while not predicate():  # noqa: ASYNC110 - counters move on worker threads
-            await asyncio.sleep(0.002)
 
 
 def test_settings_accept_alsa_names_and_reject_others() -> None:
@@ -93,19 +87,20 @@ async def test_capture_is_attenuated_while_playback_is_loud(
     )
     devices = AudioDevices.open(settings, clock=clock)
     capture = devices.new_capture()
-    await _until(lambda: devices.playback.stats.periods >= 1)  # the first period is due at once
+    # the first period is due at once
+    await poll.until(lambda: devices.playback.stats.periods >= 1, every=0.002)
     try:
         quiet = await asyncio.wait_for(capture.recv(), 5.0)
         far_end = FedToneTrack(1000.0, periods=2)
         devices.playback.attach(far_end)
         far_end.feed(2)
-        await _until(lambda: devices.playback.stats.frames_received >= 2 * 960)
+        await poll.until(lambda: devices.playback.stats.frames_received >= 2 * 960, every=0.002)
         clock.advance(0.020)  # playback plays the far end; capture may read before or after
-        await _until(lambda: devices.playback.stats.periods >= 2)
+        await poll.until(lambda: devices.playback.stats.periods >= 2, every=0.002)
         await asyncio.wait_for(capture.recv(), 5.0)
         clock.advance(0.020)
         loud = await asyncio.wait_for(capture.recv(), 5.0)
-        await _until(lambda: devices.playback.stats.periods >= 3)
+        await poll.until(lambda: devices.playback.stats.periods >= 3, every=0.002)
         for _ in range(7):  # the 100 ms hold time passes
             clock.advance(0.020)
             later = await asyncio.wait_for(capture.recv(), 5.0)
@@ -124,7 +119,7 @@ async def test_devices_stats_add_up_over_calls(alsa: AlsaSandbox, tmp_path: Path
     devices = AudioDevices.open(
         AudioSettings(capture_device=mic, playback_device=speaker), clock=clock
     )
-    await _until(lambda: devices.playback.stats.periods >= 1)
+    await poll.until(lambda: devices.playback.stats.periods >= 1, every=0.002)
     try:
         for _call in range(2):
             capture = devices.new_capture()
@@ -137,7 +132,9 @@ async def test_devices_stats_add_up_over_calls(alsa: AlsaSandbox, tmp_path: Path
         for _ in range(40):  # 0.8 s; the pre-announce lasts 0.66 s
             before = devices.playback.stats.periods
             clock.advance(0.020)
-            await _until(lambda before=before: devices.playback.stats.periods > before)
+            await poll.until(
+                lambda before=before: devices.playback.stats.periods > before, every=0.002
+            )
         await asyncio.wait_for(chime.wait(), 5.0)
         stats = devices.stats()
     finally:

@@ -13,6 +13,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from appliance.media.audio import AudioCapture, AudioPlayback, open_capture, open_playback
+from tests.support import poll
 from tests.support.alsa import AlsaSandbox
 from tests.support.netns import NamespaceLoop, VethPair, veth_pair
 from tests.support.tone import dominant_frequency, read_pcm, write_tone_file
@@ -24,12 +25,6 @@ pytestmark = pytest.mark.netns
 def net() -> Iterator[VethPair]:
     with veth_pair() as pair:
         yield pair
-
-
-async def _until(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    async with asyncio.timeout(within):
-        while not predicate():  # noqa: ASYNC110 - counters move on other threads
-            await asyncio.sleep(0.02)
 
 
 class _Echo(asyncio.DatagramProtocol):
@@ -79,7 +74,7 @@ async def test_namespaces_are_joined_and_the_link_can_be_pulled(net: VethPair) -
         assert not net.link_is_up()
         assert await side_a.run(_ask(net.b.address, port, 0.5)) is None
         net.link_up()
-        await _until(net.link_is_up)
+        await poll.until(net.link_is_up, every=0.02)
         assert await side_a.run(_ask(net.b.address, port, 5.0)) == b"ping"
 
 
@@ -142,7 +137,9 @@ async def test_call_audio_between_namespaces_survives_a_link_drop(
         try:
             assert net.a.address in offer.sdp and net.b.address in answer.sdp
             await side_a.run(finish(sender, answer))
-            await _until(lambda: playback.stats.frames_received >= 48000, within=20.0)
+            await poll.until(
+                lambda: playback.stats.frames_received >= 48000, within=20.0, every=0.02
+            )
 
             net.link_down()
             await asyncio.sleep(0.5)  # in-flight packets drain
@@ -150,7 +147,9 @@ async def test_call_audio_between_namespaces_survives_a_link_drop(
             await asyncio.sleep(1.5)
             assert playback.stats.frames_received - stalled < 960 * 3
             net.link_up()
-            await _until(lambda: playback.stats.frames_received >= stalled + 48000, within=20.0)
+            await poll.until(
+                lambda: playback.stats.frames_received >= stalled + 48000, within=20.0, every=0.02
+            )
         finally:
             await _close_both(side_a, side_b, close, sender, capture, receiver, playback)
 

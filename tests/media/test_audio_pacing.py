@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from appliance.clock import ManualClock
 from appliance.media.audio import AudioCapture, AudioPlayback, open_capture, open_playback
 from appliance.media.audio.pacer import Pacer
+from tests.support import poll
 from tests.support.alsa import AlsaSandbox
 from tests.support.tone import write_tone_file
 
@@ -19,12 +19,6 @@ from tests.support.tone import write_tone_file
 @pytest.fixture
 def alsa(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AlsaSandbox:
     return AlsaSandbox.activate(tmp_path / "alsa", monkeypatch)
-
-
-async def _until(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    async with asyncio.timeout(within):
-        while not predicate():  # noqa: ASYNC110 - counters move on worker threads
-            await asyncio.sleep(0.002)
 
 
 def test_pacer_ticks_on_schedule_and_resyncs_after_a_stall() -> None:
@@ -86,9 +80,9 @@ async def test_playback_writes_one_period_per_clock_period(
     playback = AudioPlayback(open_playback(speaker), clock=clock)
     playback.start()
     try:
-        await _until(lambda: playback.stats.periods == 1)
+        await poll.until(lambda: playback.stats.periods == 1, every=0.002)
         clock.advance(0.085)  # four periods behind: caught up one by one (within max_lag)
-        await _until(lambda: playback.stats.periods == 5)
+        await poll.until(lambda: playback.stats.periods == 5, every=0.002)
         await asyncio.sleep(0.05)
         assert playback.stats.periods == 5
     finally:
@@ -108,8 +102,8 @@ async def test_an_unread_capture_drops_its_oldest_periods(
         assert (await asyncio.wait_for(capture.recv(), 5.0)).pts == 0
         for n in range(2, 13):  # 11 periods nobody reads
             clock.advance(0.020)
-            await _until(lambda n=n: capture.stats.periods >= n)
-        await _until(lambda: capture.stats.dropped == 6)
+            await poll.until(lambda n=n: capture.stats.periods >= n, every=0.002)
+        await poll.until(lambda: capture.stats.dropped == 6, every=0.002)
         # What is left is the newest audio, still in order.
         pts = [(await capture.recv()).pts for _ in range(5)]
     finally:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from appliance.media.audio import (
     open_capture,
     open_playback,
 )
+from tests.support import poll
 from tests.support.alsa import AlsaSandbox
 from tests.support.tone import dominant_frequency, read_pcm, write_tone_file
 
@@ -28,12 +27,6 @@ def alsa_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AlsaSandbox
     return AlsaSandbox.activate(tmp_path / "alsa", monkeypatch)
 
 
-async def _run_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    async with asyncio.timeout(within):
-        while not predicate():  # noqa: ASYNC110 - counters move on worker threads
-            await asyncio.sleep(0.02)
-
-
 async def test_direct_path_carries_the_tone(alsa_sandbox: AlsaSandbox, tmp_path: Path) -> None:
     mic = alsa_sandbox.capture_from("mic", write_tone_file(tmp_path / "in.raw", 697.0, 5.0))
     speaker = alsa_sandbox.playback_to("speaker", tmp_path / "out.raw")
@@ -42,7 +35,7 @@ async def test_direct_path_carries_the_tone(alsa_sandbox: AlsaSandbox, tmp_path:
         open_playback(speaker, PcmFormat(rate=44100, channels=2, period_frames=882))
     )
     playback.attach(capture)
-    await _run_until(lambda: playback.stats.frames_played >= 44100)
+    await poll.until(lambda: playback.stats.frames_played >= 44100, every=0.02)
     capture.stop()
     await playback.stop()
 
@@ -73,7 +66,9 @@ async def test_tone_crosses_two_peer_connections(alsa_sandbox: AlsaSandbox, tmp_
         await receiver.setRemoteDescription(sender.localDescription)
         await receiver.setLocalDescription(await receiver.createAnswer())
         await sender.setRemoteDescription(receiver.localDescription)
-        await _run_until(lambda: playback.stats.frames_received >= 2 * RATE, within=20.0)
+        await poll.until(
+            lambda: playback.stats.frames_received >= 2 * RATE, within=20.0, every=0.02
+        )
     finally:
         await sender.close()
         await receiver.close()

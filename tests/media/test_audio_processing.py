@@ -7,19 +7,19 @@ through it, so the tests see exactly what the echo canceller was given.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from appliance.clock import ManualClock
-from appliance.config import load_config
+from appliance.daemon.config import load_config
 from appliance.errors import ConfigError
 from appliance.media.audio import AudioDevices, AudioSettings
 from appliance.media.audio.apm import open_apm
 from appliance.media.audio.room import Room, RoomSettings
 from tests.daemon.test_config import GOOD, write
+from tests.support import poll
 from tests.support.alsa import AlsaSandbox
 from tests.support.speech import FAR_END, speech
 from tests.support.tone import dominant_frequency, read_pcm, write_tone_file
@@ -56,12 +56,6 @@ class RecordingApm:
 @pytest.fixture
 def alsa(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AlsaSandbox:
     return AlsaSandbox.activate(tmp_path / "alsa", monkeypatch)
-
-
-async def _until(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    async with asyncio.timeout(within):
-        while not predicate():  # noqa: ASYNC110 - counters move on worker threads
-            await asyncio.sleep(0.01)
 
 
 # -- config --------------------------------------------------------------------------------
@@ -126,7 +120,7 @@ async def test_the_reference_is_what_the_speaker_played_chime_included(
     chime = devices.chimes.play("chime")
     try:
         for step in range(1, 61):  # 1.2 s of both threads, in lockstep with the manual clock
-            await _until(lambda s=step: devices.playback.stats.periods >= s)  # type: ignore[misc]
+            await poll.until(lambda s=step: devices.playback.stats.periods >= s)  # type: ignore[misc]
             await asyncio.wait_for(capture.recv(), 5.0)
             clock.advance(0.020)
     finally:

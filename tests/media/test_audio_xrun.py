@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from appliance.media.audio import (
     open_capture,
     open_playback,
 )
+from tests.support import poll
 from tests.support.alsa import AlsaSandbox
 from tests.support.tone import dominant_frequency, read_pcm, tone_samples, write_tone_file
 
@@ -80,10 +80,11 @@ async def test_playback_survives_and_counts_underruns(alsa: AlsaSandbox, tmp_pat
     playback = AudioPlayback(pcm, clock=clock)
     voice = playback.play(tone_samples(784.0, 0.5))  # 25 periods
     try:
-        await _until(lambda: playback.stats.periods >= 1)  # the first period is due at once
+        # the first period is due at once
+        await poll.until(lambda: playback.stats.periods >= 1, every=0.002)
         for written in range(2, 32):
             clock.advance(0.020)
-            await _until(lambda n=written: playback.stats.periods >= n)
+            await poll.until(lambda n=written: playback.stats.periods >= n, every=0.002)
         await asyncio.wait_for(voice.wait(), 5.0)
     finally:
         await playback.stop()
@@ -97,12 +98,6 @@ async def test_playback_survives_and_counts_underruns(alsa: AlsaSandbox, tmp_pat
     assert int(np.count_nonzero(loud)) == 25
     # Between the cushions, the tone continues where it left off.
     assert dominant_frequency(blocks[loud].reshape(-1)) == pytest.approx(784.0, abs=1.0)
-
-
-async def _until(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    async with asyncio.timeout(within):
-        while not predicate():  # noqa: ASYNC110 - the counter moves on the writer thread
-            await asyncio.sleep(0.002)
 
 
 class _BreaksAfter:
@@ -153,10 +148,10 @@ async def test_a_failing_speaker_stops_its_writer(alsa: AlsaSandbox) -> None:
         _BreaksAfter(open_playback(alsa.null("speaker")), 3), clock=clock, prefill_periods=2
     )
     playback.start()
-    await _until(lambda: playback.stats.periods >= 1)
+    await poll.until(lambda: playback.stats.periods >= 1, every=0.002)
     chime = playback.play(tone_samples(600.0, 1.0))
     clock.advance(0.020)
-    await _until(lambda: playback.error is not None)
+    await poll.until(lambda: playback.error is not None, every=0.002)
     await asyncio.wait_for(chime.wait(), 5.0)  # a pre-announce never hangs its waiter
     late = playback.play(tone_samples(600.0, 1.0))  # on a dead device: finished at once
     await asyncio.wait_for(late.wait(), 5.0)

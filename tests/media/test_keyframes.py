@@ -12,7 +12,8 @@ from appliance.media.keyframes import KeyframeLimiter
 from appliance.media.negotiation import prefer_h264
 from appliance.media.passthrough import VideoFanout
 from appliance.media.sources.test import TestSource
-from tests.media.video_helpers import VideoReader, loopback_pc, wait_until
+from tests.media.video_helpers import VideoReader, loopback_pc
+from tests.support import poll
 
 
 async def test_limiter_forwards_one_then_collapses_a_burst_into_one_deferred() -> None:
@@ -60,16 +61,16 @@ async def test_pli_from_a_real_receiver_reaches_the_source() -> None:
         await sender_pc.setRemoteDescription(
             RTCSessionDescription(receiver_pc.localDescription.sdp, "answer")
         )
-        await wait_until(lambda: sender_pc.connectionState == "connected")
+        await poll.until(lambda: sender_pc.connectionState == "connected", within=20.0)
         track.activate()
-        await wait_until(lambda: bool(readers))
+        await poll.until(lambda: bool(readers), within=20.0)
         await readers[0].wait_for(3)
         await asyncio.sleep(0.3)  # past the limiter's interval of the activation request
         before = (source.keyframe_requests, source.keyframes_delivered)
         receiver = receiver_pc.getTransceivers()[0].receiver
         await receiver._send_rtcp_pli(transceiver.sender._ssrc)
-        await wait_until(lambda: source.keyframe_requests > before[0])
-        await wait_until(lambda: source.keyframes_delivered > before[1])
+        await poll.until(lambda: source.keyframe_requests > before[0], within=20.0)
+        await poll.until(lambda: source.keyframes_delivered > before[1], within=20.0)
         assert fanout.limiter.reasons.get("PLI") == 1
     finally:
         for reader in readers:

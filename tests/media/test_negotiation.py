@@ -15,7 +15,8 @@ from appliance.media.negotiation import sdp_video_codecs, video_preferences
 from appliance.media.passthrough import DecodedVideoTrack, VideoFanout
 from appliance.media.peer import Peer
 from appliance.media.sources.test import TestSource
-from tests.media.video_helpers import VideoReader, Wire, loopback_pc, wait_until
+from tests.media.video_helpers import VideoReader, Wire, loopback_pc
+from tests.support import poll
 
 
 def browser_like(pc: RTCPeerConnection, *, h264: bool = True) -> None:
@@ -78,7 +79,7 @@ async def _answer_browser_offer(
             "a=end-of-candidates",
         )
     peer.deliver({"kind": "offer", "sdp": offer})
-    await wait_until(lambda: bool(capture.signals))
+    await poll.until(lambda: bool(capture.signals), within=20.0)
     answer = capture.signals[0]
     assert answer["kind"] == "answer" and answer["generation"] == 0
     await browser.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
@@ -108,8 +109,8 @@ async def test_h264_wins_when_a_vp8_first_browser_offers() -> None:
         assert transceiver is not None and transceiver.direction == "sendonly"
         assert peer.video_codec == "video/H264"
         assert sdp_video_codecs(peer.pc.localDescription.sdp)[0] == "H264"  # type: ignore[union-attr]
-        await wait_until(lambda: peer.state == "connected")
-        await wait_until(lambda: bool(readers))
+        await poll.until(lambda: peer.state == "connected", within=20.0)
+        await poll.until(lambda: bool(readers), within=20.0)
         await readers[0].wait_for(5)
         assert peer.video_track is not None and peer.video_track.packets_sent >= 5
         assert not isinstance(peer.video_track, DecodedVideoTrack)
@@ -139,9 +140,9 @@ async def test_h264_wins_when_we_offer_to_a_vp8_first_peer() -> None:
         answer = vp8_first(remote.localDescription.sdp)
         assert sdp_video_codecs(answer)[0] == "VP8"
         peer.deliver({"kind": "answer", "sdp": answer, "generation": 0})
-        await wait_until(lambda: peer.state == "connected")
+        await poll.until(lambda: peer.state == "connected", within=20.0)
         assert peer.video_codec == "video/H264"
-        await wait_until(lambda: bool([r for r in readers if r.track.kind == "video"]))
+        await poll.until(lambda: bool([r for r in readers if r.track.kind == "video"]), within=20.0)
         video = next(r for r in readers if r.track.kind == "video")
         await video.wait_for(5)
     finally:
@@ -163,7 +164,7 @@ async def test_a_peer_without_h264_gets_aiortc_encoder_and_a_warning(
         assert peer.video_codec == "video/VP8"
         assert isinstance(peer.video_track, DecodedVideoTrack)
         assert "negotiated video/VP8 instead of H.264" in caplog.text
-        await wait_until(lambda: bool(readers))
+        await poll.until(lambda: bool(readers), within=20.0)
         await readers[0].wait_for(3)  # VP8 re-encoded from our decoded pictures, code intact
     finally:
         await _teardown(*parts)
@@ -208,7 +209,7 @@ async def test_mdns_candidates_never_reach_aioice_resolver(monkeypatch: pytest.M
             }
         )
         peer.deliver({"kind": "candidate", "candidate": None})
-        await wait_until(lambda: peer.state == "connected")
+        await poll.until(lambda: peer.state == "connected", within=20.0)
         assert peer._mdns_dropped == 2 and resolved == []
     finally:
         await _teardown(*parts)
@@ -236,7 +237,7 @@ async def test_glare_the_smaller_session_id_keeps_its_offer() -> None:
     try:
         await source.start()
         await asyncio.gather(a.start(), b.start())
-        await wait_until(lambda: a.state == "connected" and b.state == "connected")
+        await poll.until(lambda: a.state == "connected" and b.state == "connected", within=20.0)
         assert (a.offerer, b.offerer) == (True, False)
         assert (a.generation, b.generation) == (0, 0)
         assert (a.connections, b.connections) == (1, 2)  # b dropped its own offer, answered anew

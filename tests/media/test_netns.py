@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from appliance.media.sources.test import TestSource
-from tests.media.video_helpers import Participant, wait_until
+from tests.media.video_helpers import Participant
+from tests.support import poll
 from tests.support.netns import VethPair, netns_pair  # noqa: F401  (fixture)
 from tests.support.server import ServerHandle, running_server
 
@@ -81,7 +82,7 @@ async def test_link_down_ten_seconds_then_ice_restart_and_media_again(
         try:
             await side_a.run(field.media.start())
             await side_b.run(hq.media.start())  # the newcomer: it offers, it restarts
-            await wait_until(lambda: last_counter(hq) >= 0)
+            await poll.until(lambda: last_counter(hq) >= 0, within=20.0)
             await hq.video[0].wait_for(10)
             hq_peer = next(iter(hq.media.peers.values()))
             field_peer = next(iter(field.media.peers.values()))
@@ -97,7 +98,7 @@ async def test_link_down_ten_seconds_then_ice_restart_and_media_again(
             net.link_up()
             up_at = time.monotonic()
 
-            await wait_until(lambda: last_counter(hq) > before + 15, within=60)
+            await poll.until(lambda: last_counter(hq) > before + 15, within=60)
             recovery = time.monotonic() - up_at
             assert hq_peer.state == "connected" and field_peer.state == "connected"
             assert hq_peer.restarts >= 1 and hq_peer.generation >= 1

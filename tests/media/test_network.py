@@ -19,7 +19,8 @@ import pytest
 
 from appliance.media.sources.test import TestSource
 from tests.media.test_netns import _start_server, _stop_server, last_counter
-from tests.media.video_helpers import Participant, wait_until
+from tests.media.video_helpers import Participant
+from tests.support import poll
 from tests.support.netcond import Firewall, add_address, cap, coturn, netcond_unavailable, uncap
 from tests.support.netns import NamespaceLoop, VethPair, veth_pair
 
@@ -98,7 +99,7 @@ async def test_relay_only_call_connects_carries_media_and_survives_an_ice_restar
         monkeypatch.setenv("SSL_CERT_FILE", str(turn.cert))
         source = TestSource(width=192, height=160, framerate=15, bitrate=200_000)
         async with _call(net, tmp_path, source, ice_servers=[turn.ice_server(transport)]) as call:
-            await wait_until(lambda: call.frames() >= 15, within=30)
+            await poll.until(lambda: call.frames() >= 15, within=30)
             hq_peer, field_peer = call.peers()
             assert hq_peer.state == field_peer.state == "connected"
             assert firewall.counter("blocked") > 0  # the direct candidates were tried and dropped
@@ -109,8 +110,10 @@ async def test_relay_only_call_connects_carries_media_and_survives_an_ice_restar
 
             before = last_counter(call.hq)
             await call.side_b.run(hq_peer.restart("test: ICE restart through the relay"))
-            await wait_until(lambda: hq_peer.generation >= 1 and hq_peer.state == "connected")
-            await wait_until(lambda: last_counter(call.hq) > before + 15, within=30)
+            await poll.until(
+                lambda: hq_peer.generation >= 1 and hq_peer.state == "connected", within=20.0
+            )
+            await poll.until(lambda: last_counter(call.hq) > before + 15, within=30)
             assert turn.relay_ports(net.a) - first  # the new connection took a new allocation
 
 
@@ -125,19 +128,19 @@ async def test_video_keeps_decoding_at_five_percent_loss_each_way_with_nack_and_
     firewall = Firewall(net.b)
     source = TestSource(width=320, height=240, framerate=15, bitrate=300_000)
     async with _call(net, tmp_path, source) as call:
-        await wait_until(lambda: call.frames() >= 5, within=30)
+        await poll.until(lambda: call.frames() >= 5, within=30)
         firewall.loss(5)
         fanout = call.field.media.fanout
         assert fanout is not None
         start_frames, start_sent = call.frames(), source.frames_delivered
-        await wait_until(lambda: fanout.bitrate.counts["nacked_packets"] >= 10, within=30)
-        await wait_until(lambda: source.frames_delivered - start_sent >= 90, within=30)
+        await poll.until(lambda: fanout.bitrate.counts["nacked_packets"] >= 10, within=30)
+        await poll.until(lambda: source.frames_delivered - start_sent >= 90, within=30)
         sent = source.frames_delivered - start_sent
         # Pictures still held for a retransmission or the next keyframe come out a little later:
         # the decoder gets up to 5 s to catch up with what was sent by then (it does not if the
         # sender stops recovering: the count stays where the loss froze it).
         with contextlib.suppress(TimeoutError):
-            await wait_until(lambda: call.frames() - start_frames >= 0.8 * sent, within=5)
+            await poll.until(lambda: call.frames() - start_frames >= 0.8 * sent, within=5)
         decoded = call.frames() - start_frames
         assert firewall.counter("loss") > 10  # the loss was real
         assert decoded >= 0.8 * sent, (decoded, sent, fanout.bitrate.counts)
@@ -154,15 +157,15 @@ async def test_bitrate_goes_down_under_a_tbf_cap_and_up_again_when_it_is_lifted(
     lowers the source's bitrate; without the cap it climbs back."""
     source = TestSource(width=320, height=240, framerate=15, bitrate=1_000_000)
     async with _call(net, tmp_path, source) as call:
-        await wait_until(lambda: call.frames() >= 5, within=30)
+        await poll.until(lambda: call.frames() >= 5, within=30)
         assert source.bitrate == 1_000_000
         cap(net.a, net.a.interface, "250kbit")
-        await wait_until(lambda: source.bitrate <= 400_000, within=30)
+        await poll.until(lambda: source.bitrate <= 400_000, within=30)
         lowest = source.bitrate
         frames = call.frames()
-        await wait_until(lambda: call.frames() > frames + 15, within=30)  # still moving
+        await poll.until(lambda: call.frames() > frames + 15, within=30)  # still moving
         uncap(net.a, net.a.interface)
-        await wait_until(lambda: source.bitrate >= 1.5 * lowest, within=40)
+        await poll.until(lambda: source.bitrate >= 1.5 * lowest, within=40)
         fanout = call.field.media.fanout
         assert fanout is not None
         print(f"lowest {lowest}, now {source.bitrate}, feedback {fanout.bitrate.counts}")

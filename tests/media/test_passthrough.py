@@ -13,7 +13,8 @@ from appliance.media.negotiation import negotiated_codec, prefer_h264
 from appliance.media.passthrough import VideoFanout
 from appliance.media.sources.base import EncodedFrame
 from appliance.media.sources.test import TestSource
-from tests.media.video_helpers import ScriptedSource, VideoReader, loopback_pc, wait_until
+from tests.media.video_helpers import ScriptedSource, VideoReader, loopback_pc
+from tests.support import poll
 
 
 async def test_track_starts_at_a_keyframe_and_returns_av_packets() -> None:
@@ -143,9 +144,9 @@ async def test_h264_passthrough_reaches_a_real_receiver() -> None:
         )
         codec = negotiated_codec(transceiver)
         assert codec is not None and codec.mimeType == "video/H264"
-        await wait_until(lambda: sender_pc.connectionState == "connected")
+        await poll.until(lambda: sender_pc.connectionState == "connected", within=20.0)
         track.activate()
-        await wait_until(lambda: bool(readers))
+        await poll.until(lambda: bool(readers), within=20.0)
         await readers[0].wait_for(10)
         counters = [c.counter for c in readers[0].codes]
         assert counters == sorted(counters) and len(set(counters)) == len(counters)

@@ -29,7 +29,8 @@ from appliance.media.peer import Peer
 from appliance.media.session import CallMedia
 from appliance.media.sources.test import TestSource
 from tests.media.rtp_meter import RtpMeter
-from tests.media.video_helpers import Participant, ToneTrack, wait_until
+from tests.media.video_helpers import Participant, ToneTrack
+from tests.support import poll
 from tests.support.server import ServerHandle, running_server
 from tests.support.tone import dominant_frequency
 
@@ -83,9 +84,11 @@ class Call:
         return self.meter.count(self.door_id, kind, **kwargs)
 
     async def connected(self, generation: int = 0) -> None:
-        await wait_until(lambda: bool(self.door.media.peers) and bool(self.alice.media.peers))
+        await poll.until(
+            lambda: bool(self.door.media.peers) and bool(self.alice.media.peers), within=20.0
+        )
         for peer in (self.door_peer, self.alice_peer):
-            await wait_until(
+            await poll.until(
                 lambda p=peer: p.state == "connected" and p.generation == generation,  # type: ignore[misc]
                 within=30,
             )
@@ -93,16 +96,16 @@ class Call:
     async def door_hears_alice(self, seconds: float) -> None:
         """The connection demonstrably carries media: ``seconds`` of alice's audio reached the
         device on its newest connection (a new connection brings a new track)."""
-        await wait_until(lambda: bool(self.door.audio))
+        await poll.until(lambda: bool(self.door.audio), within=20.0)
         reader = self.door.audio[-1]
         start = reader.seconds
-        await wait_until(lambda: reader.seconds >= start + seconds, within=30)
+        await poll.until(lambda: reader.seconds >= start + seconds, within=30)
         assert dominant_frequency(reader.samples(0.5)) == pytest.approx(ALICE_TONE, abs=5)
 
     async def door_flows(self, since: float, audio: int = 25, video: int = 5) -> dict[str, float]:
         """The device's audio and video leave it again; seconds from ``since`` to the first packet
         of each kind."""
-        await wait_until(
+        await poll.until(
             lambda: (
                 self.sent("audio", since=since) >= audio
                 and self.sent("video", since=since) >= video
@@ -120,10 +123,10 @@ class Call:
         return first
 
     async def alice_hears_door(self) -> None:
-        await wait_until(lambda: bool(self.alice.audio))
+        await poll.until(lambda: bool(self.alice.audio), within=20.0)
         reader = self.alice.audio[-1]
         start = reader.seconds
-        await wait_until(lambda: reader.seconds >= start + 1.0, within=30)
+        await poll.until(lambda: reader.seconds >= start + 1.0, within=30)
         assert dominant_frequency(reader.samples(0.5)) == pytest.approx(DOOR_TONE, abs=5)
 
 
@@ -315,9 +318,11 @@ async def test_privacy_holds_when_the_stall_watchdog_restarts_after_a_link_drop(
                 old = {k: meter.ssrcs_of(c.door_id, k) for k in KINDS}
                 offerer = c.door_peer if device_offers else c.alice_peer
                 net.link_down()
-                await wait_until(lambda: offerer.state != "connected" and offerer.restarts >= 1)
+                await poll.until(
+                    lambda: offerer.state != "connected" and offerer.restarts >= 1, within=20.0
+                )
                 net.link_up()
-                await wait_until(
+                await poll.until(
                     lambda: (
                         c.door_peer.state == "connected" == c.alice_peer.state
                         and c.door_peer.generation == c.alice_peer.generation >= 1

@@ -11,7 +11,7 @@ from appliance.clock import ManualClock
 from appliance.media.aiortc_compat import on_retransmit
 from appliance.media.retransmit import RetransmitGate
 from tests.media.test_aiortc_compat import Pair
-from tests.media.video_helpers import wait_until
+from tests.support import poll
 
 
 def test_stale_packets_are_refused_and_each_refusal_is_reported() -> None:
@@ -75,7 +75,7 @@ async def test_an_aiortc_sender_resends_only_what_the_gate_lets_through() -> Non
 
         on_retransmit(sender, decide, clock_rate=48000)
         await pair.negotiate()
-        await wait_until(lambda: len(sent) >= 60)  # 1.2 s of 20 ms packets
+        await poll.until(lambda: len(sent) >= 60, within=20.0)  # 1.2 s of 20 ms packets
         receiver = pair.their(pair.audio).receiver
         ssrc = next(s.ssrc for s in (await sender.getStats()).values() if s.type == "outbound-rtp")
         newest = sent[-1]
@@ -83,7 +83,7 @@ async def test_an_aiortc_sender_resends_only_what_the_gate_lets_through() -> Non
         old = [(newest - i) & 0xFFFF for i in range(30, 35)]  # 0.6-0.7 s old
         forgotten = (newest - 500) & 0xFFFF  # never sent or long out of the 128-packet history
         await receiver._send_rtcp_nack(ssrc, sorted(fresh + old + [forgotten]))
-        await wait_until(lambda: len(asked) >= 11)
+        await poll.until(lambda: len(asked) >= 11, within=20.0)
         await asyncio.sleep(0.1)
         again = {seq for seq in fresh + old if sent.count(seq) > 1}
         assert again == set(fresh), (again, asked)

@@ -10,12 +10,13 @@ import pytest
 import pytest_asyncio
 
 from appliance.client import Client
+from appliance.daemon.callsignaling import CallSignaling
 from appliance.media.passthrough import DecodedVideoTrack
 from appliance.media.session import CallMedia
-from appliance.media.signaling import CallSignaling
 from appliance.media.sources.test import TestSource
 from tests.media.rtp_meter import RtpMeter
-from tests.media.video_helpers import Participant, ToneTrack, wait_until
+from tests.media.video_helpers import Participant, ToneTrack
+from tests.support import poll
 from tests.support.server import ServerHandle, running_server
 from tests.support.tone import dominant_frequency
 
@@ -45,14 +46,14 @@ async def test_two_sessions_exchange_h264_passthrough_and_audio(
         info = await alice.media.start()  # the newcomer offers to the door
         assert info.participants == [door.media.session_id]
         assert alice.media.peers[door.media.session_id].offerer
-        await wait_until(lambda: len(door.kinds("peer.connected")) == 1)
-        await wait_until(lambda: len(alice.kinds("peer.connected")) == 1)
+        await poll.until(lambda: len(door.kinds("peer.connected")) == 1, within=20.0)
+        await poll.until(lambda: len(alice.kinds("peer.connected")) == 1, within=20.0)
         door_peer = door.media.peers[alice.media.session_id]
 
         # The gate: connected, the camera runs, but nothing leaves until the daemon opens it
         # (15 frames: a second in which ~50 audio packets would have left; every negotiation
         # and restart case is in test_privacy.py).
-        await wait_until(lambda: door.media.fanout.frames_held >= 15)  # type: ignore[union-attr]
+        await poll.until(lambda: door.media.fanout.frames_held >= 15, within=20.0)  # type: ignore[union-attr]
         assert door_peer.video_track is not None and door_peer.video_track.packets_sent == 0
         assert door.kinds("first_packet") == []
         door_id = door.media.session_id or ""
@@ -64,7 +65,7 @@ async def test_two_sessions_exchange_h264_passthrough_and_audio(
         video = door_peer._video_transceiver()
         assert video is not None and video.currentDirection == "sendonly"
         assert door_peer.video_codec == "video/H264"
-        await wait_until(lambda: len(alice.video) == 1)
+        await poll.until(lambda: len(alice.video) == 1, within=20.0)
         await alice.video[0].wait_for(15)
         counters = [c.counter for c in alice.video[0].codes]
         assert counters == sorted(counters) and counters[-1] > counters[0]
@@ -75,8 +76,8 @@ async def test_two_sessions_exchange_h264_passthrough_and_audio(
         assert [(e.peer, e.detail["keyframe"]) for e in first] == [(alice.media.session_id, True)]  # type: ignore[index]
 
         # Audio both ways, found by its frequency.
-        await wait_until(lambda: bool(alice.audio) and alice.audio[0].seconds > 1.5)
-        await wait_until(lambda: bool(door.audio) and door.audio[0].seconds > 1.5)
+        await poll.until(lambda: bool(alice.audio) and alice.audio[0].seconds > 1.5, within=20.0)
+        await poll.until(lambda: bool(door.audio) and door.audio[0].seconds > 1.5, within=20.0)
         assert dominant_frequency(alice.audio[0].samples(1.0)) == pytest.approx(DOOR_TONE, abs=5)
         assert dominant_frequency(door.audio[0].samples(1.0)) == pytest.approx(ALICE_TONE, abs=5)
 
@@ -87,14 +88,14 @@ async def test_two_sessions_exchange_h264_passthrough_and_audio(
         await alice.video[0].wait_for(len(alice.video[0].codes) + 20)  # ~1.3 s of video
         assert alice.audio[0].seconds - heard < 0.3  # (unmuted: ~1.3 s)
         door.media.mute_microphone(False)
-        await wait_until(lambda: alice.audio[0].seconds > heard + 0.5)
+        await poll.until(lambda: alice.audio[0].seconds > heard + 0.5, within=20.0)
 
         # A keyframe request from the receiver (a real RTCP PLI) reaches the source.
         requests = source.keyframe_requests
         alice_peer = alice.media.peers[door.media.session_id]
         receiver = alice_peer._video_transceiver().receiver  # type: ignore[union-attr]
         await receiver._send_rtcp_pli(video.sender._ssrc)
-        await wait_until(lambda: source.keyframe_requests > requests)
+        await poll.until(lambda: source.keyframe_requests > requests, within=20.0)
         assert door.media.fanout.limiter.reasons.get(f"{alice.media.session_id} PLI/FIR")  # type: ignore[union-attr]
 
         # Peer media survives the server going away.
@@ -117,11 +118,11 @@ async def test_late_joiner_first_packet_is_a_keyframe_and_mute_stops_sending(
     try:
         await door.media.start()
         await alice.media.start()
-        await wait_until(lambda: len(alice.video) == 1)
+        await poll.until(lambda: len(alice.video) == 1, within=20.0)
         await alice.video[0].wait_for(10)  # long past the first keyframe (none due for 30 s)
         info = await bob.media.start()
         assert sorted(info.participants) == sorted([door.media.session_id, alice.media.session_id])
-        await wait_until(lambda: len(bob.video) == 1)
+        await poll.until(lambda: len(bob.video) == 1, within=20.0)
         await bob.video[0].wait_for(3)
         bob_track = door.media.peers[bob.media.session_id].video_track
         assert bob_track is not None and bob_track.first_packet_keyframe is True
@@ -131,14 +132,14 @@ async def test_late_joiner_first_packet_is_a_keyframe_and_mute_stops_sending(
         door.media.mute_camera(True)
         sent = bob_track.packets_sent
         frames_in = door.media.fanout.frames_in  # type: ignore[union-attr]
-        await wait_until(lambda: door.media.fanout.frames_in >= frames_in + 5)  # type: ignore[union-attr]
+        await poll.until(lambda: door.media.fanout.frames_in >= frames_in + 5, within=20.0)  # type: ignore[union-attr]
         assert bob_track.packets_sent == sent
         door.media.mute_camera(False)
         await bob.video[0].wait_for(len(bob.video[0].codes) + 3)
 
         # Leaving: the others see the peer leave.
         await bob.media.stop()
-        await wait_until(lambda: bool(door.kinds("peer.left")))
+        await poll.until(lambda: bool(door.kinds("peer.left")), within=20.0)
         assert bob.media.session_id not in door.media.peers
     finally:
         await bob.close()
@@ -161,9 +162,9 @@ async def test_received_tracks_without_a_consumer_are_drained(srv: ServerHandle)
     try:
         await door.media.start()
         await quiet.start()
-        await wait_until(lambda: door.media.session_id in quiet.peers)
+        await poll.until(lambda: door.media.session_id in quiet.peers, within=20.0)
         peer = quiet.peers[door.media.session_id]
-        await wait_until(lambda: peer.state == "connected")
+        await poll.until(lambda: peer.state == "connected", within=20.0)
 
         async def received() -> dict[str, int]:
             assert peer.pc is not None
@@ -172,15 +173,14 @@ async def test_received_tracks_without_a_consumer_are_drained(srv: ServerHandle)
                 s.kind: s.packetsReceived for s in stats if getattr(s, "type", "") == "inbound-rtp"
             }
 
-        await wait_until(lambda: len(quiet._drains) == 2)  # audio and video
+        await poll.until(lambda: len(quiet._drains) == 2, within=20.0)  # audio and video
         first = await received()
-        for _ in range(200):  # ~2 s of audio (100 frames) and video arrive
+
+        async def arrived() -> bool:  # ~2 s of audio (100 frames) and video
             now = await received()
-            if now.get("audio", 0) >= first.get("audio", 0) + 100 and now.get("video", 0) > 30:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError(f"media did not arrive: {first} -> {now}")
+            return now.get("audio", 0) >= first.get("audio", 0) + 100 and now.get("video", 0) > 30
+
+        await poll.until(arrived, 20.0, what=f"media after {first}", every=0.1)
         assert peer.pc is not None
         backlog = {
             r.track.kind: r.track._queue.qsize()  # type: ignore[attr-defined]

@@ -1,17 +1,18 @@
 """Video sources: block code, the test pattern encoder thread, file replay, v4l2 pipeline
-selection, and the picamera2 adapter against a stand-in checked with picamera2's real source."""
+selection, and the picamera2 adapter against a stand-in checked with picamera2's parameter lists
+(a copy in tests/media/picamera2_api.py; ``make check-picamera2`` compares it with the newest
+release, over the network)."""
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import inspect
 import logging
+import os
 import subprocess
 import sys
 import threading
 import zipfile
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,8 @@ from appliance.media.sources.pattern import TestPattern
 from appliance.media.sources.picamera2 import Picamera2Modules, Picamera2Source
 from appliance.media.sources.test import TestSource
 from appliance.media.sources.v4l2 import V4l2Source, select_pipeline
-from tests.media.video_helpers import wait_until
+from tests.media import picamera2_api
+from tests.support import poll
 
 # -- block code ------------------------------------------------------------------------------
 
@@ -88,12 +90,12 @@ async def test_test_source_encodes_on_a_named_thread_and_honours_keyframe_reques
     await source.start()
     try:
         assert "video-test-encoder" in {t.name for t in threading.enumerate()}
-        await wait_until(lambda: len(frames) >= 5)
+        await poll.until(lambda: len(frames) >= 5, within=20.0)
         assert frames[0].keyframe and not any(f.keyframe for f in frames[1:5])
         assert nal_types(frames[0].data)[:2] == [NAL_SPS, NAL_PPS]
         source.request_keyframe()
         count = len(frames)
-        await wait_until(lambda: len(frames) >= count + 3)
+        await poll.until(lambda: len(frames) >= count + 3, within=20.0)
         assert any(f.keyframe for f in frames[count:])
         assert frames[1].pts > frames[0].pts and frames[0].time_base == Fraction(1, 90000)
         assert {f.capture_time for f in frames} == {1_700_000_000.0}
@@ -137,12 +139,12 @@ async def test_file_source_replays_in_order_and_rewinds_to_a_keyframe(tmp_path: 
     source.add_sink(frames.append)
     await source.start()
     try:
-        await wait_until(lambda: len(frames) >= 14)
+        await poll.until(lambda: len(frames) >= 14, within=20.0)
         source.request_keyframe()
         count = len(frames)
-        await wait_until(lambda: len(frames) >= count + 1)
+        await poll.until(lambda: len(frames) >= count + 1, within=20.0)
         assert frames[count].keyframe
-        await wait_until(lambda: len(frames) >= 45)  # loops past the end
+        await poll.until(lambda: len(frames) >= 45, within=20.0)  # loops past the end
     finally:
         await source.stop()
     decoder = av.CodecContext.create("h264", "r")
@@ -275,7 +277,7 @@ async def _run_adapter(modules: Picamera2Modules) -> tuple[Picamera2Source, list
     frames: list[EncodedFrame] = []
     source.add_sink(frames.append)
     await source.start()
-    await wait_until(lambda: len(frames) == 5)
+    await poll.until(lambda: len(frames) == 5, within=20.0)
     source.request_keyframe()
     await source.stop()
     return source, frames
@@ -316,65 +318,9 @@ async def test_picamera2_keyframe_request_and_pi5_warning(caplog: pytest.LogCapt
     assert encoder_kwargs["profile"] == "baseline"  # libx264's name for the software fallback
 
 
-@pytest.fixture(scope="module")
-def picamera2_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """picamera2's real source, fetched from PyPI (it cannot be installed off a Pi)."""
-    where = tmp_path_factory.mktemp("picamera2")
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "picamera2", "--no-deps", "-q", "-d", str(where)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    wheels = list(where.glob("picamera2-*.whl"))
-    if result.returncode != 0 or not wheels:
-        pytest.skip(f"picamera2 could not be downloaded from PyPI: {result.stderr[-300:]}")
-    with zipfile.ZipFile(wheels[0]) as wheel:
-        wheel.extractall(where)
-    return where / "picamera2"
-
-
-def _signatures(path: Path, cls: str) -> dict[str, inspect.Signature]:
-    """Method signatures of ``cls`` in ``path``, built from the AST (nothing is imported)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    node = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == cls)
-    out = {}
-    for fn in node.body:
-        if not isinstance(fn, ast.FunctionDef):
-            continue
-        args = fn.args
-        params = []
-        defaults = [None] * (len(args.args) - len(args.defaults)) + list(args.defaults)
-        for arg, default in zip(args.args[1:], defaults[1:], strict=True):
-            params.append(
-                inspect.Parameter(
-                    arg.arg,
-                    inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                    default=inspect.Parameter.empty if default is None else object(),
-                )
-            )
-        if args.vararg:
-            params.append(inspect.Parameter(args.vararg.arg, inspect.Parameter.VAR_POSITIONAL))
-        for arg in args.kwonlyargs:
-            params.append(inspect.Parameter(arg.arg, inspect.Parameter.KEYWORD_ONLY, default=None))
-        if args.kwarg:
-            params.append(inspect.Parameter(args.kwarg.arg, inspect.Parameter.VAR_KEYWORD))
-        out[fn.name] = inspect.Signature(params)
-    return out
-
-
-def _real_classes(root: Path) -> Iterator[tuple[str, dict[str, inspect.Signature]]]:
-    yield "Picamera2", _signatures(root / "picamera2.py", "Picamera2")
-    yield "H264Encoder", _signatures(root / "encoders" / "h264_encoder.py", "H264Encoder")
-    yield (
-        "LibavH264Encoder",
-        _signatures(root / "encoders" / "libav_h264_encoder.py", "LibavH264Encoder"),
-    )
-    yield "Output", _signatures(root / "outputs" / "output.py", "Output")
-
-
-async def test_picamera2_calls_match_the_real_source(picamera2_source: Path) -> None:
-    real = dict(_real_classes(picamera2_source))
+async def _check_calls_fit(parameters: dict[str, dict[str, str]]) -> None:
+    """Every call the adapter makes on the stand-ins binds to picamera2's method of that name
+    (``parameters``: :data:`tests.media.picamera2_api.PARAMETERS` or a release's source)."""
     recorder = Recorder()
     await _run_adapter(fake_picamera2(recorder))
     modules = fake_picamera2(recorder, hardware=False)
@@ -386,15 +332,65 @@ async def test_picamera2_calls_match_the_real_source(picamera2_source: Path) -> 
     for cls, method, args, kwargs in recorder.calls:
         targets = ["H264Encoder", "LibavH264Encoder"] if cls == "H264Encoder" else [cls]
         for target in targets:
-            signature = real[target].get(method)
-            assert signature is not None, f"picamera2 {target} has no method {method}"
-            signature.bind(*args, **kwargs)  # raises TypeError on a wrong name or count
+            params = parameters[target].get(method)
+            assert params is not None, f"picamera2 {target} has no method {method}"
+            picamera2_api.signature(params).bind(*args, **kwargs)  # TypeError: wrong name/count
     # Our Output subclass overrides exactly the callback picamera2 calls.
-    real_cb = real["Output"]["outputframe"]
+    real_cb = picamera2_api.signature(parameters["Output"]["outputframe"])
     assert list(real_cb.parameters) == ["frame", "keyframe", "timestamp", "packet", "audio"]
     ours = inspect.signature(fake_picamera2(recorder).Output.outputframe)
     assert list(ours.parameters)[1:] == list(real_cb.parameters)
-    await asyncio.sleep(0)
+
+
+async def test_picamera2_calls_match_its_api() -> None:
+    """Against the copy of picamera2's parameter lists in tests/media/picamera2_api.py."""
+    await _check_calls_fit(picamera2_api.PARAMETERS)
+
+
+def test_the_api_check_can_fail() -> None:
+    """A renamed parameter or a missing method is caught."""
+    renamed = {c: dict(m) for c, m in picamera2_api.PARAMETERS.items()}
+    renamed["H264Encoder"]["__init__"] = renamed["H264Encoder"]["__init__"].replace(
+        "iperiod", "gop"
+    )
+    with pytest.raises(TypeError, match="iperiod"):
+        asyncio.run(_check_calls_fit(renamed))
+    del renamed["Picamera2"]["stop_encoder"]
+    renamed["H264Encoder"] = dict(picamera2_api.PARAMETERS["H264Encoder"])
+    with pytest.raises(AssertionError, match="no method stop_encoder"):
+        asyncio.run(_check_calls_fit(renamed))
+
+
+def _download_picamera2(where: Path) -> Path:
+    """The newest picamera2 release from the package index, unpacked: its package folder."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "picamera2", "--no-deps", "-q", "-d", str(where)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    wheels = list(where.glob("picamera2-*.whl"))
+    assert result.returncode == 0 and wheels, f"pip download picamera2: {result.stderr[-300:]}"
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        wheel.extractall(where)
+    return where / "picamera2"
+
+
+@pytest.mark.network
+@pytest.mark.skipif(
+    not os.environ.get("APPLIANCE_NETWORK_CHECKS"),
+    reason="downloads picamera2 from the package index: make check-picamera2",
+)
+async def test_picamera2_api_copy_matches_the_newest_release(tmp_path: Path) -> None:
+    """Opt-in (network): the newest picamera2 on the package index still has the parameter
+    lists of our copy, and our calls fit it."""
+    root = await asyncio.to_thread(_download_picamera2, tmp_path)
+    release = picamera2_api.read_parameters(root)
+    await _check_calls_fit(release)
+    assert release == picamera2_api.PARAMETERS, (
+        f"picamera2 on the index differs from our copy of {picamera2_api.VERSION}: "
+        "regenerate it (tests/media/picamera2_api.py says how)"
+    )
 
 
 def test_parameter_sets_go_in_front_of_every_idr() -> None:

@@ -16,10 +16,10 @@ from aiortc.mediastreams import MediaStreamError
 
 from appliance.client import Client
 from appliance.client.backoff import Backoff
+from appliance.daemon.callsignaling import CallSignaling
 from appliance.media.annexb import is_keyframe
 from appliance.media.peer import Peer
 from appliance.media.session import CallMedia, MediaEvent
-from appliance.media.signaling import CallSignaling
 from appliance.media.sources import blockcode
 from appliance.media.sources.base import EncodedFrame, VideoSource
 from appliance.media.sources.encoder import H264Encoder
@@ -116,16 +116,6 @@ class Wire:
             self.peers[to].deliver(signal)
 
         return send
-
-
-async def wait_until(predicate: Callable[[], bool], within: float = 20.0) -> None:
-    """Poll ``predicate`` (state spread over aiortc objects has no single event to wait on)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        if loop.time() > deadline:
-            raise TimeoutError(f"condition not met within {within} s")
-        await asyncio.sleep(0.02)
 
 
 class ToneTrack(MediaStreamTrack):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import struct
 
-from appliance.server.app import WEB_DIR
+from appliance.server.web import CONSOLE_DIR
 from tests.support.server import ServerHandle
 
 
@@ -17,12 +17,12 @@ def _png_size(data: bytes) -> tuple[int, int]:
 
 
 def test_manifest_icons_exist_at_the_sizes_it_claims() -> None:
-    manifest = json.loads((WEB_DIR / "manifest.webmanifest").read_text(encoding="utf-8"))
+    manifest = json.loads((CONSOLE_DIR / "manifest.webmanifest").read_text(encoding="utf-8"))
     assert manifest["scope"] == "/" and manifest["start_url"] == "/"
     assert manifest["display"] == "standalone"
     sizes = set()
     for icon in manifest["icons"]:
-        path = WEB_DIR / icon["src"].lstrip("/")
+        path = CONSOLE_DIR / icon["src"].lstrip("/")
         w, h = _png_size(path.read_bytes())
         assert icon["sizes"] == f"{w}x{h}", icon
         sizes.add((w, icon.get("purpose", "any")))

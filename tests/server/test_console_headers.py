@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.server.app import WEB_DIR
+from appliance.server.web import WEB_DIR
 from tests.support.server import ServerHandle
 
 
@@ -22,7 +22,7 @@ def _policy(header: str) -> dict[str, list[str]]:
     return out
 
 
-@pytest.mark.parametrize("path", ["/", "/index.html", "/probe.html", "/console.js", "/healthz"])
+@pytest.mark.parametrize("path", ["/", "/index.html", "/call.js", "/console.js", "/healthz"])
 async def test_every_answer_carries_the_security_headers(server: ServerHandle, path: str) -> None:
     async with server.client() as http:
         r = await http.get(path)
@@ -64,11 +64,13 @@ class _InlineCode(HTMLParser):
         self.found.extend(f"{tag} {n}=" for n in names if n == "style" or n.startswith("on"))
 
 
-@pytest.mark.parametrize("page", sorted(p.name for p in WEB_DIR.glob("*.html")))
+@pytest.mark.parametrize(
+    "page", sorted(p.relative_to(WEB_DIR).as_posix() for p in WEB_DIR.rglob("*.html"))
+)
 def test_the_pages_have_no_inline_code_the_policy_would_block(page: str) -> None:
     parser = _InlineCode()
     parser.feed((WEB_DIR / page).read_text(encoding="utf-8"))
     assert parser.found == []
-    for script in Path(WEB_DIR).glob("*.js"):
+    for script in Path(WEB_DIR).rglob("*.js"):
         text = script.read_text(encoding="utf-8")
         assert not re.search(r"\beval\(|new Function\(", text), script.name

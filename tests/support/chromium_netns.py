@@ -11,7 +11,7 @@ the same). Every socket the browser opens, its peer connections included, lives 
     async with async_playwright() as pw:
         browser = await chromium_in(pw, net.b, tmp)       # Debian's /usr/bin/chromium in b
         page = await open_probe(browser, base_url)          # the server's probe.html
-        await page.evaluate(JOIN_JS, {...})                 # receive-only join through call.js
+        await page.evaluate(JOIN_JS, {..., "keep": 100000}) # receive-only join (probejs.py)
         stats = await page.evaluate(CALL_STATS_JS)          # getStats of its peer connection(s)
 
 The anchor: :data:`ANCHOR_SEND_JS` draws the ``test`` source's picture (the same stripes and
@@ -63,37 +63,14 @@ async def chromium_in(playwright: Any, ns: Namespace, folder: Path) -> Any:
 
 
 async def open_probe(browser: Any, base_url: str) -> Any:
-    """A page on the server's probe.html (call.js and the block-code reader on window.appliance)."""
+    """A page on the server's probe.html (call.js and the block-code reader on window.appliance;
+    the server runs with ``test_pages=True``)."""
     context = await browser.new_context(viewport={"width": 800, "height": 600})
     page = await context.new_page()
     await page.goto(f"{base_url}/probe.html")
-    for _ in range(100):
-        if await page.evaluate("() => window.appliance !== undefined"):
-            return page
-        await page.wait_for_timeout(50)
-    raise RuntimeError("probe.html did not load its modules")
+    await page.wait_for_function("() => window.appliance !== undefined", timeout=5000)
+    return page
 
-
-# A receive-only join through call.js; the block code of every shown picture is read.
-JOIN_JS = """
-async ({apiKey, token, callId}) => {
-  const A = window.appliance;
-  const connection = new A.Connection({apiKey, token});
-  await connection.open();
-  const call = new A.Call(connection, 'default', callId);
-  const reader = new A.FrameCodeReader(A.video, {keep: 100000});
-  window.probe = {call, reader, tracks: 0};
-  call.addEventListener('track', (e) => {
-    window.probe.tracks += 1;
-    if (e.detail.track.kind !== 'video') return;
-    A.video.srcObject = e.detail.stream;
-    reader.start();
-  });
-  window.probe.joinAt = Date.now();
-  await call.join({create: true, media: null});
-  return window.probe.joinAt;
-}
-"""
 
 # The figures of one RTCPeerConnection's getStats: inbound video and audio, the selected path.
 _PC_STATS = """

@@ -9,13 +9,13 @@ real click) is recorded instead, and the test opens the address the worker asked
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
 
 from playwright.async_api import BrowserContext, Page, Worker
 
+from tests.support import poll
 from tests.support.browser import PageGuard
 
 
@@ -46,15 +46,16 @@ class PushChannel:
             lambda event: registrations.extend(event["registrations"]),
         )
         await cdp.send("ServiceWorker.enable")
-        for _ in range(100):
+
+        def registered() -> bool:
             live = [
                 r for r in registrations if not r["isDeleted"] and r["scopeURL"] == f"{origin}/"
             ]
             if live:
                 channel.registration_id = live[-1]["registrationId"]
-                break
-            await page.wait_for_timeout(50)
-        assert channel.registration_id, registrations
+            return bool(live)
+
+        await poll.until(registered, 5.0, what="the worker's registration")
         channel.cdp = cdp
         return channel
 
@@ -102,12 +103,14 @@ async def notifications(worker: Worker, tag: str = "") -> list[dict[str, Any]]:
 async def wait_notifications(
     worker: Worker, check: Callable[[list[dict[str, Any]]], bool], tag: str
 ) -> list[dict[str, Any]]:
-    for _ in range(150):
-        found = await notifications(worker, tag)
-        if check(found):
-            return found
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"notifications never matched; last {found!r}")
+    found: list[dict[str, Any]] = []
+
+    async def matched() -> bool:
+        found[:] = await notifications(worker, tag)
+        return check(found)
+
+    await poll.until(matched, 15.0, what=f"the notifications tagged {tag!r}", every=0.1)
+    return found
 
 
 STORE_CREDENTIALS_JS = """

@@ -1,4 +1,5 @@
-// One RTCPeerConnection to one remote participant (DESIGN §4 "Who offers", §5).
+// One RTCPeerConnection to one remote participant (docs/architecture.md "Signaling"; the
+// Python side is appliance/media/peer.py).
 //
 // The newcomer offers, everyone else answers, so there is never glare. H.264 constrained
 // baseline with packetization-mode=1 is put first on every video transceiver: Chromium lists

@@ -1,58 +1,21 @@
-"""The seam between media and the call server: join, leave, send a signal, hear signals.
-
-:class:`Signaling` is all :class:`~appliance.media.session.CallMedia` needs. :class:`CallSignaling`
-adapts the client's :class:`~appliance.client.call.Call` (one shared WebSocket, DESIGN §4);
-tests can use any other implementation, e.g. an in-memory one.
+"""The client's ``Call`` as the media engine's :class:`~appliance.media.signalingport.Signaling`
+port: join and leave through the REST API, signals and participant events over the client's one
+WebSocket. It lives with the daemon (beside :mod:`appliance.daemon.medialink`, its user) so that
+``media/`` imports no client (docs/architecture.md).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCIceServer
+
+from appliance.media.signalingport import JoinInfo, SignalingEvent, SignalingListener
 
 if TYPE_CHECKING:
     from appliance.client.call import Call
     from appliance.client.events import Event
-
-logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class JoinInfo:
-    session_id: str
-    """My participant session id: what others address signals to."""
-    participants: list[str]
-    """Participant session ids already in the session (not me): I offer to each."""
-    ice_servers: list[RTCIceServer] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class SignalingEvent:
-    kind: str
-    """``signal`` | ``joined`` | ``left`` | ``ended``."""
-    sender: str | None = None
-    """The participant session id it is about (``from`` of a signal)."""
-    signal: dict[str, Any] | None = None
-
-
-SignalingListener = Callable[[SignalingEvent], None]
-
-
-class Signaling(Protocol):
-    async def join(self) -> JoinInfo: ...
-
-    async def leave(self) -> None: ...
-
-    async def send(self, to: str, signal: dict[str, Any]) -> None: ...
-
-    def listen(self, listener: SignalingListener) -> Callable[[], None]:
-        """Register ``listener`` (called on the loop); returns the function that removes it."""
-        ...
-
 
 _EVENT_KINDS = {
     "call.signal": "signal",

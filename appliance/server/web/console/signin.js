@@ -1,7 +1,7 @@
 // Sign-in: the link `appliance token --link` prints (/?api_key=…&token=…) is read once, kept in
 // sessionStorage for this tab only, and removed from the address bar (it is a credential).
 
-import {decodeToken} from './connection.js';
+import {decodeToken} from './call.js';
 
 const KEY = 'appliance.signin';
 const REASON_KEY = 'appliance.signout-reason';

@@ -1,5 +1,6 @@
-// The browser side of a call (DESIGN §4): the call verbs over REST, joining with one
-// RTCPeerConnection per remote participant, media controls and a quality figure.
+// The browser side of a call: the call verbs over REST, joining with one RTCPeerConnection per
+// remote participant, media controls and a quality figure (the rules it follows:
+// docs/architecture.md "The rules of ringing, sessions and signaling").
 //
 //   import {Connection, Call, LocalMedia} from '/call.js';
 //   const connection = new Connection({apiKey, token});
@@ -120,7 +121,8 @@ export class Call extends EventTarget {
     return this.connection.post(this.path('/event'), {custom});
   }
 
-  // DESIGN §4 "Unlock": the device answers with a custom event {type: "unlock.result", ok, reason}.
+  // Unlock (docs/architecture.md "Devices"): the device answers with a custom event
+  // {type: "unlock.result", ok, reason}.
   unlock() {
     return this.sendEvent({type: 'unlock'});
   }

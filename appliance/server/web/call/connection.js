@@ -1,5 +1,5 @@
 // The browser's link to the call server: REST requests and the one WebSocket that carries
-// events and signaling (DESIGN §4 "Auth", "The WebSocket").
+// events and signaling (docs/protocol.md has the wire format).
 //
 // Every request carries ?api_key=KEY, `Authorization: <jwt>` and `stream-auth-type: jwt`.
 // The WebSocket's first frame is {token, user_details: {id}}; the server answers
