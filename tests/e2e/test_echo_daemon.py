@@ -129,8 +129,11 @@ def _coarse_lag(reference: np.ndarray, received: np.ndarray) -> tuple[int, float
 
 def score(
     received: np.ndarray, echo: np.ndarray, talker: np.ndarray, played_db: float
-) -> tuple[int, float, float]:
-    """(blocks used, echo leak dB re the speech played, talker dB re the talker at the mic).
+) -> tuple[int, float, float, float]:
+    """(blocks used, echo leak dB re the speech played, talker dB re the talker at the mic,
+    chance dB: what the same regression "explains" with the echo of 2-7 s away, which is not in
+    the block: the level under which a leak cannot be told from the fit's own noise; reported
+    with a failure, not subtracted).
 
     The browser's jitter buffer stretches time a little and the kiosk may drop a period, so
     the room's timeline is aligned to the recording block by block (0.5 s), on the room's
@@ -146,9 +149,10 @@ def score(
         if at is not None:
             lag = at - b * BLOCK
             break
-    echo_energy = talker_energy = talker_in = 0.0
+    echo_energy = talker_energy = talker_in = chance_energy = 0.0
     used = 0
     lags = range(-16, 17)  # +-2 ms around each block's alignment
+    elsewhere = (16000, 28000, 40000, 56000)  # 2, 3.5, 5, 7 s at 8 kHz
     for b in range(2, blocks - 1):
         r = received[b * BLOCK : (b + 1) * BLOCK]
         search = range(lag + b * BLOCK - 400, lag + b * BLOCK + 400)
@@ -164,12 +168,22 @@ def score(
         echo_energy += float(np.sum((design[:, : len(lags)] @ weights[: len(lags)]) ** 2))
         talker_energy += float(np.sum((design[:, len(lags) :] @ weights[len(lags) :]) ** 2))
         talker_in += float(np.sum(n[40:-40] ** 2))
+        for shift in elsewhere:
+            at = lo + shift if lo + shift + BLOCK + 40 <= echo.size else lo - shift
+            if at < 40:
+                continue
+            other = _lagged(echo[at - 40 : at + BLOCK + 40], lags)[40:-40]
+            null = np.concatenate([other, design[:, len(lags) :]], axis=1)
+            weights, *_ = np.linalg.lstsq(null, r, rcond=None)
+            chance = (null[:, : len(lags)] @ weights[: len(lags)]) ** 2
+            chance_energy += float(np.sum(chance)) / len(elsewhere)
         used += 1
     if used == 0:
-        return 0, 0.0, -np.inf
+        return 0, 0.0, -np.inf, 0.0
     echo_leak_db = 10 * np.log10(echo_energy / (used * BLOCK)) - played_db
     talker_db = 10 * np.log10(talker_energy / max(talker_in, 1e-9))
-    return used, echo_leak_db, talker_db
+    chance_db = 10 * np.log10(max(chance_energy, 1e-9) / (used * BLOCK)) - played_db
+    return used, echo_leak_db, talker_db, chance_db
 
 
 class Room:
@@ -227,8 +241,10 @@ class RoomDaemon(Daemon):
 # silence: the -42 dB "passes" measured nothing) or, when the 2 s were a pause, onto nothing (3-5
 # of 23 blocks, the failures under load). Aligned on the whole recording, the browser's speech
 # comes back at -22 to -38 dB (15 runs, load average 5-13 from other work; 5 under -35), about -12
-# with echo cancellation off: the echo canceller in the daemon holds the target only on a lightly
-# loaded machine. Reported as an expected failure (XPASS when it passes) until that is fixed.
+# with echo cancellation off. The fit's own chance level (the echo of elsewhere, in a failure's
+# message) is -31 to -44 dB, so a run within a few dB of -35 is noise; 5 of the 15 leaked at -22
+# to -30 dB, 6 to 13 dB above it: the echo canceller in the daemon does not hold the target under
+# load. Reported as an expected failure (XPASS when it passes) until that is fixed.
 @pytest.mark.xfail(
     strict=False, reason="echo comes back at -22..-38 dB under load, target -35 (2026-12-06)"
 )
@@ -277,7 +293,8 @@ async def test_the_browsers_speech_does_not_come_back_and_the_kiosk_talker_does(
     echo_db = 10 * np.log10(np.mean(echo[echo != 0] ** 2))
     assert echo_db - played_db > -15
 
-    used, echo_leak_db, talker_db = score(received, echo, talker, played_db)
+    used, echo_leak_db, talker_db, chance_db = score(received, echo, talker, played_db)
     assert used >= 16, (used, received.size // BLOCK, echo.size)
-    assert echo_leak_db < -35, (echo_leak_db, talker_db, processing)
-    assert talker_db > -15, (echo_leak_db, talker_db, processing)
+    figures = {"echo_leak_db": echo_leak_db, "chance_db": chance_db, "talker_db": talker_db}
+    assert echo_leak_db < -35, (figures, processing)
+    assert talker_db > -15, (figures, processing)
