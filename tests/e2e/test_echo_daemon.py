@@ -7,11 +7,13 @@ the kiosk plays comes back into its microphone 40 ms later through a 0.3 s room 
 speech. The page records the kiosk's audio as it arrives; after the call the room writes what
 its speaker played and what its microphone heard (echo and talker separately).
 
-Aligned block by block (0.5 s) on the room's microphone signal, the received audio is regressed
-on the echo and on the talker at the microphone (a +-2 ms FIR on each, 8 kHz): the part the echo
-explains must be < -35 dB relative to the speech the kiosk played (with echo cancellation off it
-is about -12 dB), and the talker's part must come through (> -15 dB; about -11 dB measured, -4
-without echo cancellation). The room's own recording proves the echo reached the microphone.
+The recording is placed in the room's timeline on the energy envelopes of the whole 12 s (the
+talker repeats one sentence, so a short stretch of speech fits each repetition; only the uneven
+pauses tell them apart), then aligned block by block (0.5 s) on the room's microphone signal, and
+the received audio is regressed on the echo and on the talker at the microphone (a +-2 ms FIR on
+each, 8 kHz): the part the echo explains must be < -35 dB relative to the speech the kiosk played,
+and the talker's part must come through (> -15 dB). The room's own recording proves the echo
+reached the microphone.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 RATE = 48000
 RECORD_S = 12.0
 BLOCK = 4000  # 0.5 s at 8 kHz
+FRAME = 160  # 20 ms at 8 kHz
 CONVERGE_S = 4.0
 
 RECORD_JS = """
@@ -87,10 +90,100 @@ def _best_lag(
     size = 1 << (span.size + block.size).bit_length()
     corr = np.fft.irfft(np.fft.rfft(span, size) * np.conj(np.fft.rfft(block, size)), size)
     corr = corr[: hi - lo]
-    energy = np.convolve(span * span, np.ones(block.size), mode="valid")[: hi - lo]
+    # the energy of each window of span, by a running sum (np.convolve with a block of ones
+    # is O(n x block): minutes on a loaded machine for a whole recording)
+    cumulative = np.concatenate([[0.0], np.cumsum(span * span)])
+    energy = (cumulative[block.size :] - cumulative[: -block.size])[: hi - lo]
     norm = corr / np.sqrt(np.maximum(energy, 1e-9) * max(float(np.sum(block * block)), 1e-9))
     k = int(np.argmax(norm))
     return lo + k if norm[k] >= floor else None
+
+
+def _envelope(x: np.ndarray) -> np.ndarray:
+    """Log energy of each 20 ms frame (8 kHz), mean removed: where speech and pauses are."""
+    frames = x[: x.size // FRAME * FRAME].reshape(-1, FRAME)
+    env = np.log10(np.mean(frames * frames, axis=1) + 1.0)
+    return env - env.mean()
+
+
+def _coarse_lag(reference: np.ndarray, received: np.ndarray) -> tuple[int, float]:
+    """Where the whole recording sits in ``reference``, to a frame (20 ms), and how well it fits.
+
+    Matched on the energy envelopes of the whole recording (12 s, several talks and uneven
+    pauses), not on the first seconds: those may be a pause of the talker, and the talker says
+    the same sentence each time, so a short stretch of speech fits every repetition. Envelopes
+    also bear the recording's small jumps in time (a jitter buffer's stretch, a lost period),
+    which blur a sample-exact match of 12 s."""
+    ref, rec = _envelope(reference), _envelope(received)
+    if ref.size <= rec.size:
+        return 0, 0.0
+    size = 1 << (ref.size + rec.size).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(ref, size) * np.conj(np.fft.rfft(rec, size)), size)
+    corr = corr[: ref.size - rec.size + 1]
+    cumulative = np.concatenate([[0.0], np.cumsum(ref * ref)])
+    energy = cumulative[rec.size :] - cumulative[: -rec.size]
+    norm = corr / np.sqrt(np.maximum(energy, 1e-9) * float(np.sum(rec * rec)))
+    k = int(np.argmax(norm))
+    return k * FRAME, float(norm[k])
+
+
+def score(
+    received: np.ndarray, echo: np.ndarray, talker: np.ndarray, played_db: float
+) -> tuple[int, float, float, float]:
+    """(blocks used, echo leak dB re the speech played, talker dB re the talker at the mic,
+    chance dB: what the same regression "explains" with the echo of 2-7 s away, which is not in
+    the block: the level under which a leak cannot be told from the fit's own noise; reported
+    with a failure, not subtracted).
+
+    The browser's jitter buffer stretches time a little and the kiosk may drop a period, so
+    the room's timeline is aligned to the recording block by block (0.5 s), on the room's
+    microphone signal (echo + talker): whatever of it is in the recording lines it up."""
+    mic = echo + talker
+    blocks = received.size // BLOCK
+    # the whole recording places it to a frame; the first block that fits places it exactly
+    coarse, _ = max(_coarse_lag(talker, received), _coarse_lag(mic, received), key=lambda c: c[1])
+    lag = coarse
+    for b in range(blocks):
+        r = received[b * BLOCK : (b + 1) * BLOCK]
+        at = _best_lag(mic, r, range(coarse + b * BLOCK - 800, coarse + b * BLOCK + 800), 0.3)
+        if at is not None:
+            lag = at - b * BLOCK
+            break
+    echo_energy = talker_energy = talker_in = chance_energy = 0.0
+    used = 0
+    lags = range(-16, 17)  # +-2 ms around each block's alignment
+    elsewhere = (16000, 28000, 40000, 56000)  # 2, 3.5, 5, 7 s at 8 kHz
+    for b in range(2, blocks - 1):
+        r = received[b * BLOCK : (b + 1) * BLOCK]
+        search = range(lag + b * BLOCK - 400, lag + b * BLOCK + 400)
+        at = _best_lag(mic, r, search, floor=0.3)
+        if at is not None:
+            lag = at - b * BLOCK
+        lo = lag + b * BLOCK
+        if lo < 40 or lo + BLOCK + 40 > echo.size:  # outside what the room recorded
+            continue
+        e, n = echo[lo - 40 : lo + BLOCK + 40], talker[lo - 40 : lo + BLOCK + 40]
+        design = np.concatenate([_lagged(e, lags)[40:-40], _lagged(n, lags)[40:-40]], axis=1)
+        weights, *_ = np.linalg.lstsq(design, r, rcond=None)
+        echo_energy += float(np.sum((design[:, : len(lags)] @ weights[: len(lags)]) ** 2))
+        talker_energy += float(np.sum((design[:, len(lags) :] @ weights[len(lags) :]) ** 2))
+        talker_in += float(np.sum(n[40:-40] ** 2))
+        for shift in elsewhere:
+            at = lo + shift if lo + shift + BLOCK + 40 <= echo.size else lo - shift
+            if at < 40:
+                continue
+            other = _lagged(echo[at - 40 : at + BLOCK + 40], lags)[40:-40]
+            null = np.concatenate([other, design[:, len(lags) :]], axis=1)
+            weights, *_ = np.linalg.lstsq(null, r, rcond=None)
+            chance = (null[:, : len(lags)] @ weights[: len(lags)]) ** 2
+            chance_energy += float(np.sum(chance)) / len(elsewhere)
+        used += 1
+    if used == 0:
+        return 0, 0.0, -np.inf, 0.0
+    echo_leak_db = 10 * np.log10(echo_energy / (used * BLOCK)) - played_db
+    talker_db = 10 * np.log10(talker_energy / max(talker_in, 1e-9))
+    chance_db = 10 * np.log10(max(chance_energy, 1e-9) / (used * BLOCK)) - played_db
+    return used, echo_leak_db, talker_db, chance_db
 
 
 class Room:
@@ -142,12 +235,19 @@ class RoomDaemon(Daemon):
         return {**os.environ, "ALSA_CONFIG_PATH": self._alsa_config, "PYTHONUNBUFFERED": "1"}
 
 
-# Known failure, not fixed yet (2026-12-06): alone on a quiet machine it failed 1 run in 3 on main
-# before that day's merges and 1 in 2 after; inside the full suite after the merges it failed 6 times
-# in 6 (two CI runs with reruns): only 3-5 of 23 half-second blocks of the recording line up with the
-# room's talker (the check needs 16) while the room logs ~220 mic overruns. Until the cause is found
-# it is reported as an expected failure (XPASS when it passes), not hidden.
-@pytest.mark.xfail(strict=False, reason="recording does not line up with the room (2026-12-06)")
+# Known failure (2026-12-06), now for a real reason. Until that day the recording was aligned on
+# its first 2 s: with the echo cancelled those hold only the talker, who repeats one sentence, so
+# the alignment locked onto an earlier repetition (from before the call, where the room's echo was
+# silence: the -42 dB "passes" measured nothing) or, when the 2 s were a pause, onto nothing (3-5
+# of 23 blocks, the failures under load). Aligned on the whole recording, the browser's speech
+# comes back at -22 to -38 dB (15 runs, load average 5-13 from other work; 5 under -35), about -12
+# with echo cancellation off. The fit's own chance level (the echo of elsewhere, in a failure's
+# message) is -31 to -44 dB, so a run within a few dB of -35 is noise; 5 of the 15 leaked at -22
+# to -30 dB, 6 to 13 dB above it: the echo canceller in the daemon does not hold the target under
+# load. Reported as an expected failure (XPASS when it passes) until that is fixed.
+@pytest.mark.xfail(
+    strict=False, reason="echo comes back at -22..-38 dB under load, target -35 (2026-12-06)"
+)
 async def test_the_browsers_speech_does_not_come_back_and_the_kiosk_talker_does(
     tmp_path: Path,
 ) -> None:
@@ -181,6 +281,7 @@ async def test_the_browsers_speech_does_not_come_back_and_the_kiosk_talker_does(
             await alice.locator("#btn-hangup").click()
         await room.stop()
 
+    np.save(tmp_path / "received.npy", received)  # beside the room's recordings, for a failure
     processing = status["audio"]["processing"]
     assert processing["state"] == "on" and processing["echo_cancellation"] is True, status
     played, echo, talker = (_decimate(room.signal(n)) for n in ("speaker", "echo", "near"))
@@ -192,34 +293,8 @@ async def test_the_browsers_speech_does_not_come_back_and_the_kiosk_talker_does(
     echo_db = 10 * np.log10(np.mean(echo[echo != 0] ** 2))
     assert echo_db - played_db > -15
 
-    # The browser's jitter buffer stretches time a little and the kiosk may drop a period, so
-    # the room's timeline is aligned to the recording block by block (0.5 s), on the room's
-    # microphone signal (echo + talker): whatever of it is in the recording lines it up.
-    mic = echo + talker
-    blocks = received.size // BLOCK
-    lag = _best_lag(mic, received[: BLOCK * 4], range(0, mic.size - BLOCK * 4))
-    echo_energy = talker_energy = talker_in = 0.0
-    used = 0
-    lags = range(-16, 17)  # +-2 ms around each block's alignment
-    for b in range(2, blocks - 1):
-        r = received[b * BLOCK : (b + 1) * BLOCK]
-        search = range(lag + b * BLOCK - 400, lag + b * BLOCK + 400)
-        at = _best_lag(mic, r, search, floor=0.3)
-        if at is not None:
-            lag = at - b * BLOCK
-        lo = lag + b * BLOCK
-        if lo < 40 or lo + BLOCK + 40 > echo.size:  # outside what the room recorded
-            continue
-        e, n = echo[lo - 40 : lo + BLOCK + 40], talker[lo - 40 : lo + BLOCK + 40]
-        design = np.concatenate([_lagged(e, lags)[40:-40], _lagged(n, lags)[40:-40]], axis=1)
-        weights, *_ = np.linalg.lstsq(design, r, rcond=None)
-        echo_energy += float(np.sum((design[:, : len(lags)] @ weights[: len(lags)]) ** 2))
-        talker_energy += float(np.sum((design[:, len(lags) :] @ weights[len(lags) :]) ** 2))
-        talker_in += float(np.sum(n[40:-40] ** 2))
-        used += 1
-    assert used >= 16, (used, blocks, lag, echo.size)
-    samples = used * BLOCK
-    echo_leak_db = 10 * np.log10(echo_energy / samples) - played_db
-    talker_db = 10 * np.log10(talker_energy / talker_in)
-    assert echo_leak_db < -35, (echo_leak_db, talker_db, processing)
-    assert talker_db > -15, (echo_leak_db, talker_db, processing)
+    used, echo_leak_db, talker_db, chance_db = score(received, echo, talker, played_db)
+    assert used >= 16, (used, received.size // BLOCK, echo.size)
+    figures = {"echo_leak_db": echo_leak_db, "chance_db": chance_db, "talker_db": talker_db}
+    assert echo_leak_db < -35, (figures, processing)
+    assert talker_db > -15, (figures, processing)

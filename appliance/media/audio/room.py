@@ -7,7 +7,9 @@ kernel has no sound modules at all (no ``/proc/asound``, ``modprobe snd-aloop`` 
 and alsa-lib's ``file``/``null`` plugins have no clock of their own. The room is the clock: every
 period it takes what the speaker played from its pipe and writes what the microphone hears into
 the other; the pipes are two pages small (~80 ms), so a writer that runs ahead blocks and a reader that
-runs ahead waits, as with a sound card.
+runs ahead waits, as with a sound card. The microphone's pipe also empties like a card's capture
+buffer: nothing piles up while nobody reads it, and a reader a whole buffer late loses the buffer
+(an overrun), not just the newest period.
 
 What the microphone hears each period:
 
@@ -34,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import array
-import errno
 import fcntl
 import logging
 import os
@@ -56,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 _PIPE_BYTES = 8192  # two pages: ~4 periods of 48 kHz mono S16, the "device buffer"
 _FULL_SCALE = 32768.0
+# a reader that has taken nothing for this many periods (1 s) is gone: the call has ended
+_READER_GONE_PERIODS = 50
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,12 @@ class Room:
         self.speaker_underruns = 0
         self.underrun_periods: list[int] = []
         self.mic_overruns = 0
+        """Periods the microphone's reader was a whole buffer late for (it lost the buffer)."""
+        self.mic_unread = 0
+        """Periods heard while nobody read the microphone (before and after a call)."""
+        self._mic_level = 0
+        self._mic_read_period: int | None = None
+        self._mic_lost = 0  # buffers dropped since the reader last took something
         for path in (self.speaker_path, self.mic_path):
             if path.exists():
                 path.unlink()
@@ -203,11 +212,13 @@ class Room:
         os.close(self._speaker_fd)
         os.close(self._mic_fd)
         logger.info(
-            "Room(%s) stopped after %d periods (speaker underruns %d, mic overruns %d)",
+            "Room(%s) stopped after %d periods (speaker underruns %d, mic overruns %d,"
+            " mic periods nobody read %d)",
             self.dir,
             self.periods,
             self.speaker_underruns,
             self.mic_overruns,
+            self.mic_unread,
         )
 
     def __enter__(self) -> Room:
@@ -304,14 +315,49 @@ class Room:
             out[lo - start : hi - start] = self._near[lo:hi]
         return out
 
+    def _queued_mic_bytes(self) -> int:
+        buf = array.array("i", [0])
+        fcntl.ioctl(self._mic_fd, termios.FIONREAD, buf, True)
+        return int(buf[0])
+
+    def _discard_mic(self) -> None:
+        """Empty the microphone's pipe (we hold it read-write): the buffer of a card whose
+        capture stream is not running, or has just overrun, holds nothing."""
+        while True:
+            try:
+                if not os.read(self._mic_fd, _PIPE_BYTES):
+                    return
+            except BlockingIOError:
+                return
+
     def _write_mic(self, data: bytes) -> None:
+        """Like a sound card's capture buffer, not a recorder: before the daemon reads the
+        microphone (and after it stops) nothing piles up, so a capture starts on fresh audio
+        as on a card that starts empty; a reader that falls a whole buffer behind overruns, and
+        as at a card's overrun the stale buffer is dropped and capture goes on from this period
+        (keeping it would leave the reader a full buffer late, and at every later hiccup one
+        more period would be lost)."""
+        level = self._queued_mic_bytes()
+        if level < self._mic_level:  # the reader took something since the last period
+            self._mic_read_period = self.periods
+            # it was late, not gone: the buffers it lost were overruns
+            self.mic_overruns += self._mic_lost
+            self._mic_lost = 0
+        reading = (
+            self._mic_read_period is not None
+            and self.periods - self._mic_read_period <= _READER_GONE_PERIODS
+        )
+        if not reading:  # before the call, or it has ended
+            self.mic_unread += (1 if level else 0) + self._mic_lost
+            self._mic_lost = 0
+            self._discard_mic()
         try:
             os.write(self._mic_fd, data)
         except BlockingIOError:
-            self.mic_overruns += 1  # nobody reads the microphone: the period is lost
-        except OSError as err:  # pragma: no cover - the fd is ours; anything else is a bug
-            if err.errno != errno.EAGAIN:
-                raise
+            self._mic_lost += 1  # the reader is a whole buffer behind (or has gone)
+            self._discard_mic()
+            os.write(self._mic_fd, data)
+        self._mic_level = self._queued_mic_bytes()
 
     def __repr__(self) -> str:
         return f"Room({self.dir}, {self.settings}, periods={self.periods})"
@@ -371,7 +417,8 @@ def main(argv: list[str] | None = None) -> None:
     room.stop()
     print(
         f"periods={room.periods} speaker_underruns={room.speaker_underruns}"
-        f" mic_overruns={room.mic_overruns} underrun_periods={room.underrun_periods}"
+        f" mic_overruns={room.mic_overruns} mic_unread={room.mic_unread}"
+        f" underrun_periods={room.underrun_periods}"
         f" resyncs={room.pacer.resyncs}",
         flush=True,
     )
