@@ -19,6 +19,7 @@ the API's own tokens never open it.
 
 from __future__ import annotations
 
+import gc
 import hmac
 import ipaddress
 import time
@@ -187,6 +188,11 @@ class LiveCollector(Collector):
                 sum(depths),
             )
         yield from _pool(ctx)
+        yield _gauge(
+            "appliance_gc_frozen_objects",
+            "Objects left out of garbage collection (the heap `appliance serve` started with)",
+            gc.get_freeze_count(),
+        )
         fanout = ctx.extras.get("fanout")
         if fanout is not None:
             yield _gauge(
