@@ -69,7 +69,7 @@ AUTH_TIMEOUT_SECONDS = 10.0
 # Below the database pool (10 + 20 overflow): REST requests and close hooks keep connections.
 ADMIT_CONCURRENT = 16
 # Below the clients' own 10 s wait for connection.ok: refused, not timed out.
-ADMIT_WAIT_SECONDS = 5.0
+ADMIT_WAIT_SECONDS = 8.0
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN_LATER = 1013
