@@ -42,10 +42,6 @@ CHUNK = 500
 # are online, named (no replica runs a query); with more, each replica resolves ``sharing_with``.
 MATES_NAMED = 500
 REPLICA_PREFIX = 12
-# Close hooks (a transaction each) running at once: a proxy restart closes every socket of a
-# replica together, and thousands of them waiting on the database pool timed out (30 s) and
-# starved /healthz; they wait here instead, leaving the pool to handshakes and requests.
-CLOSE_CONCURRENT = 8
 # Stream's client SDKs ping 25 s after the last health.check they received.
 STREAM_SDK_PING_SECONDS = 25.0
 
@@ -109,7 +105,6 @@ class Hub:
         # its frames are queued for this replica's sockets; must not block (webhooks.py queues).
         self.published: list[Callable[[dict[str, Any]], None]] = []
         self._health_task: asyncio.Task[None] | None = None
-        self._closing = asyncio.Semaphore(CLOSE_CONCURRENT)
         self.endpoint = Endpoint(self)
 
     @property
@@ -337,12 +332,11 @@ class Hub:
                 del self.by_user[conn.user_id]
         self.presence.remove_local(conn.user_id)
         log.info("%r closed", conn)
-        async with self._closing:
-            for hook in self.on_close:
-                try:
-                    await hook(conn)
-                except Exception:
-                    log.exception("%r: close hook failed", conn)
+        for hook in self.on_close:
+            try:
+                await hook(conn)
+            except Exception:
+                log.exception("%r: close hook failed", conn)
         if conn.user_id not in self.by_user:
             await self._tell_presence(conn.user_id, False)
         if conn.user_id not in self.by_user and not self.presence.is_online(conn.user_id):

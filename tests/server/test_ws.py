@@ -295,31 +295,3 @@ async def test_a_database_too_busy_for_a_handshake_is_try_again_later(
     assert frame["error"]["StatusCode"] == 503, frame
     assert frame["close_code"] == 1013
     assert "QueuePool" not in frame["error"]["message"]
-
-
-async def test_a_burst_of_closes_runs_a_bounded_number_of_close_hooks_at_once(
-    srv: ServerHandle,
-) -> None:
-    """Every socket of a replica closing together (a proxy restart) ran every close hook (a
-    transaction each) at once; they now take turns, ``CLOSE_CONCURRENT`` at a time."""
-    from appliance.server.hub import CLOSE_CONCURRENT
-
-    hub = srv.ctx.extras["realtime"].hub
-    running = 0
-    most = 0
-    done = 0
-
-    async def slow_hook(_conn: object) -> None:
-        nonlocal running, most, done
-        running += 1
-        most = max(most, running)
-        await asyncio.sleep(0.05)
-        running -= 1
-        done += 1
-
-    hub.on_close.append(slow_hook)
-    users = [u["id"] for u in USERS]
-    sockets = [await WsClient.open(srv, users[i % len(users)]) for i in range(3 * CLOSE_CONCURRENT)]
-    await asyncio.gather(*(ws.close() for ws in sockets))
-    await until(lambda: done == len(sockets), what="every close hook ran")
-    assert most <= CLOSE_CONCURRENT, most
