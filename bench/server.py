@@ -249,14 +249,22 @@ async def bench_query(
 
 
 async def _connect(url: str, token: str, user_id: str) -> websockets.ClientConnection:
-    ws = await websockets.connect(url, max_size=2**22, open_timeout=30)
-    await ws.send(json.dumps({"token": token, "user_details": {"id": user_id}}))
-    while True:
-        frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
-        if frame.get("type") == "connection.ok":
-            return ws
-        if frame.get("type") == "error":
-            raise RuntimeError(f"{user_id}: {frame}")
+    """A socket with ``connection.ok``; a handshake refused with 1013 (the server's admission:
+    too many at once) is tried again after a second, as the clients' backoff would."""
+    for attempt in range(10):
+        ws = await websockets.connect(url, max_size=2**22, open_timeout=30)
+        await ws.send(json.dumps({"token": token, "user_details": {"id": user_id}}))
+        while True:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            if frame.get("type") == "connection.ok":
+                return ws
+            if frame.get("type") == "connection.error" and frame["error"]["StatusCode"] == 503:
+                await ws.close()
+                await asyncio.sleep(1.0 + attempt * 0.5)
+                break
+            if frame.get("type") in ("error", "connection.error"):
+                raise RuntimeError(f"{user_id}: {frame}")
+    raise RuntimeError(f"{user_id}: refused ten times (server busy)")
 
 
 async def bench_ring(

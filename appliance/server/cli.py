@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -188,6 +189,7 @@ async def _serve(server: Any, app: Any, url: str) -> int:
             await asyncio.sleep(0.05)
         if server.started:
             await healthy.refresh()
+            _freeze_startup_heap()
             notifier.ready(f"serving on {url}")
             watchdog = asyncio.create_task(
                 notifier.run_watchdog(healthy.check, SystemClock()), name="watchdog"
@@ -199,6 +201,18 @@ async def _serve(server: Any, app: Any, url: str) -> int:
             watchdog.cancel()
         notifier.close()
     return code if server.started else (code or 1)
+
+
+def _freeze_startup_heap() -> None:
+    """What exists once the server serves (modules, the app, SQLAlchemy's and pydantic's
+    structures: ~135,000 objects) lives as long as the process: moved out of the cyclic
+    collector's reach, a full collection no longer walks it (one walk took 50-450 ms on a loaded
+    2-core machine, a pause that fell inside a ring's fan-out)."""
+    gc.collect()
+    gc.freeze()
+    log.info(
+        "startup heap frozen: %d objects left out of garbage collection", gc.get_freeze_count()
+    )
 
 
 async def _run_uvicorn(server: Any) -> int:

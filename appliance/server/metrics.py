@@ -19,6 +19,7 @@ the API's own tokens never open it.
 
 from __future__ import annotations
 
+import gc
 import hmac
 import ipaddress
 import time
@@ -241,6 +242,11 @@ class LiveCollector(Collector):
                 sum(depths),
             )
         yield from _pool(engine)
+        yield _gauge(
+            "appliance_gc_frozen_objects",
+            "Objects left out of garbage collection (the heap `appliance serve` started with)",
+            gc.get_freeze_count(),
+        )
         if src is None:
             return
         if src.fanout is not None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import update
+from sqlalchemy import event, update
 from websockets.exceptions import ConnectionClosed
 
 from appliance.clock import ManualClock
@@ -26,6 +26,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
 USERS = ["alice", "bob", "carol"]
 CID = "default:fleet"
+# Devices in no call (a burst of connects, as after a proxy restart).
+IDLE = [f"idle-{i}" for i in range(12)]
 
 
 def test_chunks_reassemble_in_order_and_fit_notify() -> None:
@@ -51,7 +53,7 @@ async def replicas(
     url = cluster.create_database("t" + uuid.uuid4().hex[:10])
     clock = ManualClock()  # one clock for the fleet, so both schedulers see the same time
     common = {
-        "users": USERS,
+        "users": USERS + IDLE,
         "clock": clock,
         "database": url,
         "api_secret": "fleet-secret-of-at-least-32-bytes-long",
@@ -235,3 +237,76 @@ async def test_a_revocation_whose_notification_was_lost_is_applied_at_the_rechec
     with pytest.raises(ConnectionClosed):
         while True:
             await bob_on_b.next()
+
+
+def _received(srv: ServerHandle, kind: str) -> float:
+    figures = srv.ctx.metrics
+    assert figures is not None
+    value = figures.registry.get_sample_value("appliance_notify_received_total", {"kind": kind})
+    return value or 0.0
+
+
+async def test_a_burst_of_connects_is_announced_in_a_few_presence_messages(
+    replicas: tuple[ServerHandle, ServerHandle],
+) -> None:
+    """A presence message per connect was sent before (12 here); now a burst is coalesced."""
+    a, b = replicas
+    before = _received(a, "presence")
+    presence_a = a.ctx.presence
+    devices = await asyncio.gather(*(WsClient.open(b, u) for u in IDLE))
+    await until(lambda: all(presence_a.is_online(u) for u in IDLE), what="A sees them online")
+    assert _received(a, "presence") - before < len(IDLE) / 2
+    await asyncio.gather(*(d.close() for d in devices))
+    await until(lambda: not any(presence_a.is_online(u) for u in IDLE), what="A sees them gone")
+    assert _received(a, "presence") - before < len(IDLE)
+
+
+async def test_a_connect_in_no_call_costs_the_other_replica_no_query(
+    replicas: tuple[ServerHandle, ServerHandle],
+) -> None:
+    """``user.presence.changed`` goes to call-mates named by the connecting replica: a device
+    in no call makes no event, so no replica resolves a target for it (each did, before)."""
+    a, b = replicas
+    await create_call(a, CID, USERS)
+    alice_on_a = await WsClient.open(a, "alice")
+    statements: list[str] = []
+
+    def on_statement(_c: object, _cur: object, statement: str, *_rest: object) -> None:
+        statements.append(statement)
+
+    engine = a.ctx.store.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", on_statement)
+    try:
+        device = await WsClient.open(b, IDLE[0])
+        await until(lambda: a.ctx.presence.is_online(IDLE[0]), what="A sees it")
+        await device.close()
+        await until(lambda: not a.ctx.presence.is_online(IDLE[0]), what="gone")
+        # Call-mates are still told, by name: bob connecting on B reaches alice on A.
+        bob_on_b = await WsClient.open(b, "bob")
+        changed = await alice_on_a.next("user.presence.changed")
+        assert changed["user"]["id"] == "bob" and changed["user"]["online"] is True
+        await bob_on_b.close()
+        changed = await alice_on_a.next("user.presence.changed")
+        assert changed["user"]["id"] == "bob" and changed["user"]["online"] is False
+    finally:
+        event.remove(engine, "before_cursor_execute", on_statement)
+    assert [s for s in statements if "call_members" in s] == []
+
+
+async def test_events_do_not_wait_behind_presence(
+    replicas: tuple[ServerHandle, ServerHandle],
+) -> None:
+    """Presence has its own NOTIFY connection: with it stuck, a ring still crosses replicas."""
+    a, b = replicas
+    await create_call(b, CID, USERS)
+    bob_on_a = await WsClient.open(a, "bob")
+    fanout_b = services(b.ctx).fanout
+    async with fanout_b._presence_lock:  # a slow presence send, held
+        device = await WsClient.open(b, IDLE[1])  # its presence waits
+        r = await call_post(b, "alice", CID, "ring", {"members_ids": ["bob"]})
+        assert r.status_code == 200, r.text
+        ring = await asyncio.wait_for(bob_on_a.next("call.ring"), 5.0)
+        assert ring["user"]["id"] == "alice"
+        assert not a.ctx.presence.is_online(IDLE[1])
+    await until(lambda: a.ctx.presence.is_online(IDLE[1]), what="presence follows")
+    await device.close()

@@ -100,3 +100,37 @@ async def test_create_with_ring_round_trips_are_bounded(
         assert counts["commits"] <= MAX_COMMITS, counts
         assert counts["statements"] <= MAX_STATEMENTS, counts
     assert large["statements"] == small["statements"], (small, large)
+
+
+async def test_the_scheduler_re_plans_a_ring_in_one_statement(
+    tmp_path: Path, database: str | None
+) -> None:
+    """After a ring stores its deadlines (seconds away) the deadline scheduler wakes and reads
+    the earliest one: one statement. It was eight (the four kinds of due rows, then the four
+    minimums), competing with the ring's fan-out for the event loop and the database."""
+    users = ["caller", *(f"u{i:03d}" for i in range(10))]
+    settings: dict[str, Any] = {}
+    if database is not None:
+        settings["database"] = database
+    async with running_server(tmp_path, users=users, **settings) as srv:
+        await _create_with_ring(srv, "warm-up", users[:5])
+        await asyncio.sleep(0.5)  # the warm-up's re-plan is over
+        statements: list[str] = []
+
+        def on_statement(_c: Any, _cur: Any, statement: str, *_rest: Any) -> None:
+            task = asyncio.current_task()
+            if task is not None and task.get_name() == "deadline-scheduler":
+                statements.append(statement)
+
+        engine = srv.ctx.store.engine.sync_engine
+        event.listen(engine, "before_cursor_execute", on_statement)
+        try:
+            await _create_with_ring(srv, "ring", users)
+            for _ in range(100):  # the scheduler's pass after the wake (then 0.5 s more)
+                if statements:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+        finally:
+            event.remove(engine, "before_cursor_execute", on_statement)
+    assert len(statements) == 1, statements

@@ -12,7 +12,9 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from appliance.clock import ManualClock
+from appliance.server.lifecycle.services import services
 from tests.server.wsclient import QUIET, WsClient, call_post, create_call
+from tests.support.poll import until
 from tests.support.server import ServerHandle, running_server
 
 USERS = [
@@ -242,3 +244,55 @@ async def test_a_token_pinned_to_calls_hears_only_those_calls(srv: ServerHandle)
     ended = await device.next("call.ended")
     assert ended["call_cid"] == "default:mine"
     assert [f["call_cid"] for f in await device.settle() if "call_cid" in f] == []
+
+
+def _hello(srv: ServerHandle, user: str) -> str:
+    return json.dumps({"token": srv.user_token(user), "user_details": {"id": user}})
+
+
+async def test_a_handshake_without_a_turn_is_told_to_try_again_later(
+    srv: ServerHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every handshake turn taken, a newcomer waits ``ADMIT_WAIT_SECONDS`` and is refused
+    with 503 and close 1013 (clients back off, jittered), not left to time out; once a turn is
+    free it connects."""
+    from appliance.server.realtime import connection
+
+    monkeypatch.setattr(connection, "ADMIT_WAIT_SECONDS", 0.3)
+    endpoint = services(srv.ctx).hub.endpoint
+    taken = [await endpoint._admission.acquire() for _ in range(connection.ADMIT_CONCURRENT)]
+    try:
+        frame = await asyncio.wait_for(_refused(srv, _hello(srv, "alice")), 10.0)
+        assert frame["type"] == "connection.error", frame
+        assert frame["error"]["StatusCode"] == 503
+        assert frame["close_code"] == 1013
+        assert endpoint.turned_away == 1
+    finally:
+        for _ in taken:
+            endpoint._admission.release()
+    async with await WsClient.open(srv, "alice") as ws:
+        assert ws.hello["type"] == "connection.ok"
+        # Every turn comes back (the refused one's, and this one's once registered).
+        await until(
+            lambda: endpoint._admission._value == connection.ADMIT_CONCURRENT,
+            what="every handshake turn free",
+        )
+
+
+async def test_a_database_too_busy_for_a_handshake_is_try_again_later(
+    srv: ServerHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pool that hands out no connection in time (a reconnect storm) refuses the handshake
+    with 503 and 1013; it was an exception in the ASGI application."""
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    from appliance.server.realtime import connection
+
+    async def no_connection(*_args: object) -> None:
+        raise PoolTimeout("QueuePool limit of size 10 overflow 20 reached")
+
+    monkeypatch.setattr(connection, "authenticate", no_connection)
+    frame = await _refused(srv, _hello(srv, "alice"))
+    assert frame["error"]["StatusCode"] == 503, frame
+    assert frame["close_code"] == 1013
+    assert "QueuePool" not in frame["error"]["message"]

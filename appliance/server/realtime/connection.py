@@ -17,6 +17,14 @@ ping) and only answers its pings.
 
 Each connection has a bounded send queue drained by its own writer task, so a slow client never
 blocks a publisher; a client that falls that far behind is disconnected.
+
+Admission: at most ``ADMIT_CONCURRENT`` handshakes (token check, user read, registration and its
+open hooks: a few queries each) run at once on a replica, counted from the auth frame's arrival.
+A handshake that waits ``ADMIT_WAIT_SECONDS`` for its turn, or meets a database too busy to
+answer, is refused with ``connection.error`` (503) and close 1013 (try again later): clients
+answer with their jittered backoff. A reconnect storm (a proxy restart: every device at once)
+queued thousands of handshakes on the pool's 30 connections; they timed out on both sides, the
+devices retried at once, and ``/healthz`` starved with them.
 """
 
 from __future__ import annotations
@@ -24,13 +32,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from appliance.calls import events as ev
 from appliance.errors import (
@@ -39,6 +48,7 @@ from appliance.errors import (
     InvalidRequest,
     PayloadTooLarge,
     PermissionDenied,
+    ServerUnavailable,
 )
 from appliance.server.auth import authenticate
 from appliance.server.context import now_ns
@@ -55,6 +65,10 @@ log = logging.getLogger(__name__)
 
 SEND_QUEUE_FRAMES = 1000
 AUTH_TIMEOUT_SECONDS = 10.0
+# Below the database pool (10 + 20 overflow): REST requests and close hooks keep connections.
+ADMIT_CONCURRENT = 16
+# Below the clients' own 10 s wait for connection.ok: refused, not timed out.
+ADMIT_WAIT_SECONDS = 8.0
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN_LATER = 1013
@@ -203,6 +217,9 @@ class Endpoint:
 
     def __init__(self, hub: HubPort) -> None:
         self.hub = hub
+        self._admission = asyncio.Semaphore(ADMIT_CONCURRENT)
+        # Handshakes refused for want of a turn or of the database (tests, logs).
+        self.turned_away = 0
 
     def __repr__(self) -> str:
         return f"Endpoint({self.hub!r})"
@@ -210,23 +227,58 @@ class Endpoint:
     async def serve(self, websocket: WebSocket) -> None:
         """Run one WebSocket from accept to close."""
         await websocket.accept()
+        # Holds the handshake's turn (``_admit``) until the connection is registered.
+        admission = contextlib.AsyncExitStack()
         try:
-            conn = await self._authenticate(websocket)
-        except (WebSocketDisconnect, RuntimeError):
-            return
-        if conn is None:
-            return
-        writer = asyncio.create_task(self._writer(conn), name=f"ws-writer-{conn.id[:8]}")
-        try:
-            await self.hub.register(conn)
-            await self._reader(conn)
+            try:
+                conn = await self._authenticate(websocket, admission)
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            if conn is None:
+                return
+            writer = asyncio.create_task(self._writer(conn), name=f"ws-writer-{conn.id[:8]}")
+            try:
+                try:
+                    await self.hub.register(conn)
+                except SQLAlchemyError as err:
+                    self.turned_away += 1
+                    conn.drop(
+                        ServerUnavailable(
+                            f"the server is busy ({type(err).__name__}): try again later"
+                        ),
+                        CLOSE_TRY_AGAIN_LATER,
+                    )
+                    return
+                await admission.aclose()
+                await self._reader(conn)
+            finally:
+                await admission.aclose()
+                conn.close()
+                await self.hub.unregister(conn)
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(writer, 5.0)
         finally:
-            conn.close()
-            await self.hub.unregister(conn)
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(writer, 5.0)
+            await admission.aclose()
 
-    async def _authenticate(self, websocket: WebSocket) -> Connection | None:
+    @contextlib.asynccontextmanager
+    async def _admit(self) -> AsyncIterator[None]:
+        """A turn among ``ADMIT_CONCURRENT`` handshakes, waited for ``ADMIT_WAIT_SECONDS``."""
+        try:
+            await asyncio.wait_for(self._admission.acquire(), ADMIT_WAIT_SECONDS)
+        except TimeoutError:
+            self.turned_away += 1
+            raise ServerUnavailable(
+                f"the server is busy with other connections: try again later "
+                f"(no turn within {ADMIT_WAIT_SECONDS:.0f} s)"
+            ) from None
+        try:
+            yield
+        finally:
+            self._admission.release()
+
+    async def _authenticate(
+        self, websocket: WebSocket, admission: contextlib.AsyncExitStack
+    ) -> Connection | None:
         api_key = websocket.query_params.get("api_key")
         try:
             text = await asyncio.wait_for(websocket.receive_text(), AUTH_TIMEOUT_SECONDS)
@@ -249,6 +301,7 @@ class Endpoint:
             details = frame.get("user_details") or {}
             if not isinstance(details, dict):
                 raise InvalidRequest("user_details must be an object", field="user_details")
+            await admission.enter_async_context(self._admit())
             who = await authenticate(self.hub.ctx, token, api_key)
             user_id = who.user_id
             asked = details.get("id")
@@ -269,6 +322,11 @@ class Endpoint:
                     field="user_details.id",
                 )
             await self._save_details(user_id, details)
+        except SQLAlchemyError as err:
+            self.turned_away += 1
+            busy = ServerUnavailable(f"the server is busy ({type(err).__name__}): try again later")
+            await self._refuse(websocket, busy)
+            return None
         except APIError as err:
             await self._refuse(websocket, err)
             return None
@@ -289,6 +347,8 @@ class Endpoint:
         with contextlib.suppress(Exception):
             await websocket.send_text(encode(refusal_frame(err)))
             code = CLOSE_TOO_BIG if isinstance(err, PayloadTooLarge) else CLOSE_POLICY
+            if isinstance(err, ServerUnavailable):
+                code = CLOSE_TRY_AGAIN_LATER
             await websocket.close(code=code, reason=err.message[:120])
 
     async def _ensure_user(self, user_id: str) -> None:

@@ -39,6 +39,9 @@ from appliance.server.wire.serialize import user_response
 log = logging.getLogger(__name__)
 
 CHUNK = 500
+# A user with at most this many call-mates has their presence change sent to those of them who
+# are online, named (no replica runs a query); with more, each replica resolves ``sharing_with``.
+MATES_NAMED = 500
 REPLICA_PREFIX = 12
 # Stream's client SDKs ping 25 s after the last health.check they received.
 STREAM_SDK_PING_SECONDS = 25.0
@@ -330,7 +333,7 @@ class Hub:
             await self._tell_presence(conn.user_id, False)
         if conn.user_id not in self.by_user and not self.presence.is_online(conn.user_id):
             with contextlib.suppress(Exception):
-                await self._presence_changed(conn.user_id, await self._user_dict(conn.user_id))
+                await self._presence_changed(conn.user_id, None)
         conn.unregistered = True
 
     async def _tell_presence(self, user_id: str, online: bool) -> None:
@@ -340,11 +343,33 @@ class Hub:
             except Exception:
                 log.exception("%r: presence of %s not announced", self, user_id)
 
-    async def _presence_changed(self, user_id: str, me: dict[str, Any]) -> None:
-        await self.publish_to(
-            {"type": ev.USER_PRESENCE_CHANGED, "user": me},
-            Target(sharing_with=user_id),
+    async def _presence_changed(self, user_id: str, me: dict[str, Any] | None) -> None:
+        """``user.presence.changed`` to the user's call-mates, named: one query here, none on
+        the other replicas; nothing at all (no user read, no NOTIFY) for a user who shares no
+        call, e.g. an idle device."""
+        mates = await self._call_mates(user_id)
+        if mates is None:
+            target = Target(sharing_with=user_id)
+        elif not mates:
+            return
+        else:
+            target = Target(user_ids=tuple(sorted(mates)))
+        if me is None:
+            me = await self._user_dict(user_id)
+        await self.publish_to({"type": ev.USER_PRESENCE_CHANGED, "user": me}, target)
+
+    async def _call_mates(self, user_id: str) -> set[str] | None:
+        """Users sharing a call with ``user_id`` (members), or ``None`` past ``MATES_NAMED``."""
+        mine = select(call_members.c.call_cid).where(call_members.c.user_id == user_id)
+        q = (
+            select(call_members.c.user_id)
+            .where(call_members.c.call_cid.in_(mine), call_members.c.user_id != user_id)
+            .distinct()
+            .limit(MATES_NAMED + 1)
         )
+        async with self.ctx.store.connect() as db:
+            mates = set((await db.execute(q)).scalars())
+        return None if len(mates) > MATES_NAMED else mates
 
     async def _user_dict(self, user_id: str, online: bool | None = None) -> dict[str, Any]:
         async with self.ctx.store.connect() as db:

@@ -2,9 +2,13 @@
 
 Every replica LISTENs on one channel. A publication (``{event, target}``) is sent once; each
 replica resolves the target against its own WebSockets. Presence travels the same way: a
-replica announces a user's first/last local connection, answers a newcomer's ``hello`` with
-its full set, repeats it every ``PRESENCE_EVERY`` seconds, and says ``bye`` when it stops; a
-replica not heard from for three periods is forgotten (it crashed).
+replica announces the users whose first/last local connection opened/closed, answers a
+newcomer's ``hello`` with its full set, repeats it every ``PRESENCE_EVERY`` seconds, and says
+``bye`` when it stops; a replica not heard from for three periods is forgotten (it crashed).
+
+Presence goes through its own connection, coalesced: the changes of ``PRESENCE_FLUSH`` seconds
+(a burst of reconnecting devices) leave as one ``presence`` message naming the users now online
+and those now offline. Events have the other connection to themselves and never wait behind it.
 
 Connection ids start with their replica's prefix. A replica that crashes says no ``bye`` and
 its connections never close, so once a replica has been up for three presence periods it
@@ -47,6 +51,9 @@ CHANNEL = "appliance_events"
 # Room for the "<msg id>:<seq>:<total>:" header within NOTIFY's 8000-byte limit.
 CHUNK_BYTES = 7800
 PRESENCE_EVERY = 30.0
+PRESENCE_FLUSH = 0.05
+# Users named in one presence message at most (a message is one statement, chunked).
+PRESENCE_BATCH = 2000
 RECONNECT_SECONDS = 2.0
 
 
@@ -90,6 +97,12 @@ class Fanout:
         self.replica = hub.replica_id
         self._send_conn: psycopg.AsyncConnection[Any] | None = None
         self._send_lock = asyncio.Lock()
+        # Presence (changes, ``full``, ``hello``): a second connection, so events never queue
+        # behind it; changes wait here (user → latest state is read at flush time).
+        self._presence_conn: psycopg.AsyncConnection[Any] | None = None
+        self._presence_lock = asyncio.Lock()
+        self._presence_pending: dict[str, None] = {}
+        self._presence_due = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._listening = asyncio.Event()
         self._reassembler = Reassembler()
@@ -109,22 +122,25 @@ class Fanout:
         self.hub.presence_listeners.append(self._local_presence)
         self._tasks.append(asyncio.create_task(self._listen(), name="pgnotify-listen"))
         self._tasks.append(asyncio.create_task(self._announce(), name="pgnotify-presence"))
+        self._tasks.append(asyncio.create_task(self._flush_presence(), name="pgnotify-flush"))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._listening.wait(), 10.0)
 
     async def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._send({"kind": "bye", "origin": self.replica})
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        if self._send_conn is not None:
-            with contextlib.suppress(Exception):
-                await self._send_conn.close()
-            self._send_conn = None
+        # After the presence flusher stopped: nothing of this replica's follows its bye.
+        with contextlib.suppress(Exception):
+            await self._send({"kind": "bye", "origin": self.replica}, presence=True)
+        for conn in (self._send_conn, self._presence_conn):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+        self._send_conn = self._presence_conn = None
 
     # -- sending ------------------------------------------------------------------------
 
@@ -143,11 +159,33 @@ class Fanout:
         await self._send({**message, "origin": self.replica})
 
     async def _local_presence(self, user_id: str, online: bool) -> None:
-        await self._send(
-            {"kind": "presence", "origin": self.replica, "user_id": user_id, "online": online}
-        )
+        """Queued; ``_flush_presence`` sends what the user's state is by then."""
+        self._presence_pending[user_id] = None
+        self._presence_due.set()
 
-    async def _send(self, message: dict[str, Any]) -> None:
+    async def _flush_presence(self) -> None:
+        while True:
+            await self._presence_due.wait()
+            await asyncio.sleep(PRESENCE_FLUSH)
+            self._presence_due.clear()
+            pending = list(self._presence_pending)
+            self._presence_pending.clear()
+            local = self.hub.presence.local_user_ids()
+            for i in range(0, len(pending), PRESENCE_BATCH):
+                batch = pending[i : i + PRESENCE_BATCH]
+                message = {
+                    "kind": "presence",
+                    "origin": self.replica,
+                    "online": [u for u in batch if u in local],
+                    "offline": [u for u in batch if u not in local],
+                }
+                try:
+                    await self._send(message, presence=True)
+                except Exception as err:
+                    # The periodic ``full`` repairs the others' view.
+                    log.warning("%r: presence of %d users not sent: %s", self, len(batch), err)
+
+    async def _send(self, message: dict[str, Any], *, presence: bool = False) -> None:
         # Wall-clock send time: the receivers' /metrics show the lag (NOTIFY lag histogram).
         text = wirejson.dumps({**message, "sent_at": time.time()}, ensure_ascii=True)
         payloads = chunks(text)
@@ -155,24 +193,36 @@ class Fanout:
         # together) however many chunks.
         query = "SELECT " + ", ".join(["pg_notify(%s, %s)"] * len(payloads))
         params = [x for payload in payloads for x in (CHANNEL, payload)]
-        async with self._send_lock:
+        async with self._presence_lock if presence else self._send_lock:
             for attempt in (1, 2):
                 try:
-                    conn = await self._sender()
+                    conn = await self._sender(presence)
                     await conn.execute(query, params)
                     return
                 except psycopg.Error as err:
                     log.warning("%r: NOTIFY failed (attempt %d): %s", self, attempt, err)
-                    if self._send_conn is not None:
-                        with contextlib.suppress(Exception):
-                            await self._send_conn.close()
-                    self._send_conn = None
+                    await self._drop_sender(presence)
             raise ConnectionError("cannot reach PostgreSQL to fan out")
 
-    async def _sender(self) -> psycopg.AsyncConnection[Any]:
-        if self._send_conn is None or self._send_conn.closed:
-            self._send_conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
-        return self._send_conn
+    async def _sender(self, presence: bool) -> psycopg.AsyncConnection[Any]:
+        conn = self._presence_conn if presence else self._send_conn
+        if conn is None or conn.closed:
+            conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            if presence:
+                self._presence_conn = conn
+            else:
+                self._send_conn = conn
+        return conn
+
+    async def _drop_sender(self, presence: bool) -> None:
+        conn = self._presence_conn if presence else self._send_conn
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+        if presence:
+            self._presence_conn = None
+        else:
+            self._send_conn = None
 
     # -- receiving ----------------------------------------------------------------------
 
@@ -182,7 +232,7 @@ class Fanout:
                 async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self._listening.set()
-                    await self._send({"kind": "hello", "origin": self.replica})
+                    await self._send({"kind": "hello", "origin": self.replica}, presence=True)
                     log.info("%r listening on %s", self, CHANNEL)
                     # Revocations sent while this replica was not listening.
                     await self.hub.tokens.recheck()
@@ -219,8 +269,13 @@ class Fanout:
         try:
             if kind == "event":
                 await self.hub.deliver_remote(message)
-            elif kind == "presence":
+            elif kind == "presence" and "user_id" in message:  # one user (before batching)
                 presence.set_remote(origin, message["user_id"], bool(message["online"]))
+            elif kind == "presence":
+                for user_id in message.get("online") or ():
+                    presence.set_remote(origin, user_id, True)
+                for user_id in message.get("offline") or ():
+                    presence.set_remote(origin, user_id, False)
             elif kind == "full":
                 presence.replace_remote(origin, set(message["users"]))
             elif kind == "hello":
@@ -235,7 +290,7 @@ class Fanout:
 
     async def _send_full(self) -> None:
         users = sorted(self.hub.presence.local_user_ids())
-        await self._send({"kind": "full", "origin": self.replica, "users": users})
+        await self._send({"kind": "full", "origin": self.replica, "users": users}, presence=True)
 
     async def _announce(self) -> None:
         loop = asyncio.get_running_loop()
