@@ -43,7 +43,7 @@ from appliance.server.outbound.vapid import VapidKey
 from appliance.server.outbound.webhooks import WebhookSender
 from appliance.server.realtime.connection import SEND_QUEUE_FRAMES, Connection
 from appliance.server.realtime.hub import Hub
-from appliance.server.realtime.signaling import Relay
+from appliance.server.realtime.signaling import SignalRelay
 from appliance.server.store.schema import call_sessions, participants
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ async def start(ctx: ServerContext, vapid_key: VapidKey | None = None) -> None:
     hub = Hub(ctx)
     tx = Transactor(ctx, hub)
     ringer = RingEngine(ctx, hub, tx)
-    relay = Relay(ctx, hub)
+    relay = SignalRelay(ctx, hub)
 
     async def participant_gone(pid: str) -> None:
         async def run(db: AsyncConnection, out: Outbox) -> None:

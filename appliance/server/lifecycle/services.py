@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from appliance.server.outbound.vapid import VapidKey
     from appliance.server.outbound.webhooks import WebhookSender
     from appliance.server.realtime.pgnotify import Fanout
-    from appliance.server.realtime.signaling import Relay
+    from appliance.server.realtime.signaling import SignalRelay
 
 
 @dataclass
@@ -29,7 +29,7 @@ class Services:
     hub: Hub
     tx: Transactor
     ringer: RingEngine
-    relay: Relay
+    relay: SignalRelay
     scheduler: Scheduler
     # The server's VAPID key (loaded by the app's lifespan) and the Web Push sender built on it.
     vapid: VapidKey | None = None

@@ -32,14 +32,17 @@ log = logging.getLogger(__name__)
 KINDS = ("offer", "answer", "candidate", "restart")
 
 
-class Relay:
+class SignalRelay:
+    """Passes `call.signal` frames (offer, answer, candidate, restart) between two participants of
+    one call; the door relay of the panel is `appliance.hardware.DoorRelay`."""
+
     def __init__(self, ctx: ServerContext, hub: Hub) -> None:
         self.ctx = ctx
         self.hub = hub
         self.relayed = 0
 
     def __repr__(self) -> str:
-        return f"Relay(relayed={self.relayed})"
+        return f"SignalRelay(relayed={self.relayed})"
 
     async def handle(self, conn: Connection, frame: dict[str, Any]) -> None:
         cid = frame.get("call_cid")
