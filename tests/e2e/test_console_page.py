@@ -18,6 +18,7 @@ from tests.e2e.test_console import (
     guard,
     ring_card,
     ring_from,
+    short_ring,
     sign_in,
     srv,
 )
@@ -37,6 +38,7 @@ __all__ = ["guard", "srv"]  # the fixtures, imported for pytest
 async def test_each_missed_ring_is_its_own_entry_with_a_badge_until_seen(
     srv: ServerHandle, guard: PageGuard
 ) -> None:
+    await short_ring(srv)
     alice = await sign_in(guard, srv, "alice")
     badge = alice.locator("#missed-badge")
     entries = alice.locator("#missed-list .missed-call")
@@ -44,7 +46,7 @@ async def test_each_missed_ring_is_its_own_entry_with_a_badge_until_seen(
     for n in (1, 2):
         await ring_from(srv, "door-1", DOOR)
         await expect(ring_card(alice)).to_be_visible()
-        # incoming_call_timeout_ms is 2.5 s on this call: the server stops the ring.
+        # incoming_call_timeout_ms is 5 s on this call: the server stops the ring.
         await expect(ring_card(alice)).to_have_count(0)
         await expect(entries).to_have_count(n)
         await expect(badge).to_have_text(str(n))
@@ -74,6 +76,7 @@ async def test_each_missed_ring_is_its_own_entry_with_a_badge_until_seen(
 async def test_a_ring_missed_while_no_tab_was_open_is_listed_from_the_server(
     srv: ServerHandle, guard: PageGuard
 ) -> None:
+    await short_ring(srv)
     bob = await sign_in(guard, srv, "bob")
     await ring_from(srv, "door-1", DOOR)
     await expect(ring_card(bob)).to_be_visible()
