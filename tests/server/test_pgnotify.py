@@ -301,7 +301,7 @@ async def test_events_do_not_wait_behind_presence(
     await create_call(b, CID, USERS)
     bob_on_a = await WsClient.open(a, "bob")
     fanout_b = services(b.ctx).fanout
-    async with fanout_b._presence_lock:  # a slow presence send, held
+    async with fanout_b._presence_notify.lock:  # a slow presence send, held
         device = await WsClient.open(b, IDLE[1])  # its presence waits
         r = await call_post(b, "alice", CID, "ring", {"members_ids": ["bob"]})
         assert r.status_code == 200, r.text

@@ -89,18 +89,48 @@ class Reassembler:
         return "".join(p or "" for p in parts)
 
 
+class _Notifier:
+    """One autocommit connection that sends NOTIFY statements one at a time; reconnects once
+    on an error, then gives up for this message."""
+
+    def __init__(self, dsn: str, name: str) -> None:
+        self.dsn = dsn
+        self.name = name
+        self.lock = asyncio.Lock()
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def execute(self, query: str, params: list[str]) -> None:
+        async with self.lock:
+            for attempt in (1, 2):
+                try:
+                    if self._conn is None or self._conn.closed:
+                        self._conn = await psycopg.AsyncConnection.connect(
+                            self.dsn, autocommit=True
+                        )
+                    await self._conn.execute(query, params)
+                    return
+                except psycopg.Error as err:
+                    log.warning("%s: NOTIFY failed (attempt %d): %s", self.name, attempt, err)
+                    await self.close()
+            raise ConnectionError("cannot reach PostgreSQL to fan out")
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+
 class Fanout:
     def __init__(self, ctx: ServerContext, hub: Hub) -> None:
         self.ctx = ctx
         self.hub = hub
         self.dsn = psycopg_dsn(ctx.store.url)
         self.replica = hub.replica_id
-        self._send_conn: psycopg.AsyncConnection[Any] | None = None
-        self._send_lock = asyncio.Lock()
+        self._event_notify = _Notifier(self.dsn, f"Fanout({self.replica[:8]}) events")
         # Presence (changes, ``full``, ``hello``): a second connection, so events never queue
         # behind it; changes wait here (user → latest state is read at flush time).
-        self._presence_conn: psycopg.AsyncConnection[Any] | None = None
-        self._presence_lock = asyncio.Lock()
+        self._presence_notify = _Notifier(self.dsn, f"Fanout({self.replica[:8]}) presence")
         self._presence_pending: dict[str, None] = {}
         self._presence_due = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -136,11 +166,8 @@ class Fanout:
         # After the presence flusher stopped: nothing of this replica's follows its bye.
         with contextlib.suppress(Exception):
             await self._send({"kind": "bye", "origin": self.replica}, presence=True)
-        for conn in (self._send_conn, self._presence_conn):
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    await conn.close()
-        self._send_conn = self._presence_conn = None
+        await self._event_notify.close()
+        await self._presence_notify.close()
 
     # -- sending ------------------------------------------------------------------------
 
@@ -193,36 +220,7 @@ class Fanout:
         # together) however many chunks.
         query = "SELECT " + ", ".join(["pg_notify(%s, %s)"] * len(payloads))
         params = [x for payload in payloads for x in (CHANNEL, payload)]
-        async with self._presence_lock if presence else self._send_lock:
-            for attempt in (1, 2):
-                try:
-                    conn = await self._sender(presence)
-                    await conn.execute(query, params)
-                    return
-                except psycopg.Error as err:
-                    log.warning("%r: NOTIFY failed (attempt %d): %s", self, attempt, err)
-                    await self._drop_sender(presence)
-            raise ConnectionError("cannot reach PostgreSQL to fan out")
-
-    async def _sender(self, presence: bool) -> psycopg.AsyncConnection[Any]:
-        conn = self._presence_conn if presence else self._send_conn
-        if conn is None or conn.closed:
-            conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
-            if presence:
-                self._presence_conn = conn
-            else:
-                self._send_conn = conn
-        return conn
-
-    async def _drop_sender(self, presence: bool) -> None:
-        conn = self._presence_conn if presence else self._send_conn
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()
-        if presence:
-            self._presence_conn = None
-        else:
-            self._send_conn = None
+        await (self._presence_notify if presence else self._event_notify).execute(query, params)
 
     # -- receiving ----------------------------------------------------------------------
 
