@@ -78,6 +78,20 @@ def _lagged(x: np.ndarray, lags: range) -> np.ndarray:
     return np.stack([np.roll(x, lag) for lag in lags], axis=1)
 
 
+def _fit(span: np.ndarray, block: np.ndarray) -> np.ndarray:
+    """The normalised correlation of ``block`` with each window of ``span`` it fits in
+    (``span.size - block.size + 1``): by FFT, and each window's energy by a running sum
+    (np.convolve with a block of ones is O(n x block): minutes on a loaded machine)."""
+    count = span.size - block.size + 1
+    size = 1 << (span.size + block.size).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(span, size) * np.conj(np.fft.rfft(block, size)), size)
+    cumulative = np.concatenate([[0.0], np.cumsum(span * span)])
+    energy = cumulative[block.size :] - cumulative[: -block.size]
+    return corr[:count] / np.sqrt(
+        np.maximum(energy, 1e-9) * max(float(np.sum(block * block)), 1e-9)
+    )
+
+
 def _best_lag(
     reference: np.ndarray, block: np.ndarray, search: range, floor: float = 0.0
 ) -> int | None:
@@ -86,15 +100,7 @@ def _best_lag(
     lo, hi = max(search.start, 0), min(search.stop, reference.size - block.size)
     if hi <= lo:
         return None
-    span = reference[lo : hi + block.size]
-    size = 1 << (span.size + block.size).bit_length()
-    corr = np.fft.irfft(np.fft.rfft(span, size) * np.conj(np.fft.rfft(block, size)), size)
-    corr = corr[: hi - lo]
-    # the energy of each window of span, by a running sum (np.convolve with a block of ones
-    # is O(n x block): minutes on a loaded machine for a whole recording)
-    cumulative = np.concatenate([[0.0], np.cumsum(span * span)])
-    energy = (cumulative[block.size :] - cumulative[: -block.size])[: hi - lo]
-    norm = corr / np.sqrt(np.maximum(energy, 1e-9) * max(float(np.sum(block * block)), 1e-9))
+    norm = _fit(reference[lo : hi + block.size], block)[: hi - lo]
     k = int(np.argmax(norm))
     return lo + k if norm[k] >= floor else None
 
@@ -117,12 +123,7 @@ def _coarse_lag(reference: np.ndarray, received: np.ndarray) -> tuple[int, float
     ref, rec = _envelope(reference), _envelope(received)
     if ref.size <= rec.size:
         return 0, 0.0
-    size = 1 << (ref.size + rec.size).bit_length()
-    corr = np.fft.irfft(np.fft.rfft(ref, size) * np.conj(np.fft.rfft(rec, size)), size)
-    corr = corr[: ref.size - rec.size + 1]
-    cumulative = np.concatenate([[0.0], np.cumsum(ref * ref)])
-    energy = cumulative[rec.size :] - cumulative[: -rec.size]
-    norm = corr / np.sqrt(np.maximum(energy, 1e-9) * float(np.sum(rec * rec)))
+    norm = _fit(ref, rec)
     k = int(np.argmax(norm))
     return k * FRAME, float(norm[k])
 
