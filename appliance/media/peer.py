@@ -214,11 +214,10 @@ class Peer:
         now = asyncio.get_running_loop().time()
         last, self._last_feedback = self._last_feedback, now
         if last is not None and now - last > RESUME_SILENCE:
-            # The link was out: what was sent meanwhile is lost and too old to resend.
+            # The link was out: what was sent meanwhile is lost, and a keyframe is quicker than
+            # resending all of it.
             self._fanout.request_keyframe(f"{self.remote} feedback after {now - last:.1f} s")
-        if kind == "rtt" and self.retransmits is not None:
-            self.retransmits.rtt = value
-        elif kind == "report" and self.retransmits is not None:
+        if kind == "report" and self.retransmits is not None:
             self.retransmits.loss = value
         self._fanout.bitrate.feedback(self.remote, kind, value)
         if kind == "nack" and value >= BURST_NACK:
