@@ -185,10 +185,12 @@ class ConsoleApp {
   // --- data -----------------------------------------------------------------------------------
 
   // reconcile: after a reconnect, drop ring cards whose ring ended while we were away (a
-  // refresh right after a ring event may read the call before the ring is stored).
+  // refresh right after a ring event may read the call before the ring is stored; so may this
+  // one, for a ring made while it is under way: cards made after the read began are kept).
   async refresh({reconcile = false} = {}) {
     const connection = this.connection;
     if (!connection) return;
+    const readAt = this.rings?.made ?? 0;
     try {
       const page = await connection.post('/api/v2/video/calls', {
         filter_conditions: {members: {$in: [this.me]}},
@@ -203,7 +205,7 @@ class ConsoleApp {
       this.directory.update(this.states);
       this.history.update(this.states);
       this.missed.update(this.states);
-      if (reconcile) this.rings.reconcile(this.states);
+      if (reconcile) this.rings.reconcile(this.states, readAt);
     } catch (err) {
       if (this.connection !== connection || (err instanceof ApiError && err.isAuth)) return;
       console.warn(`recent calls: ${err.message}`);

@@ -19,8 +19,9 @@ export class Rings extends EventTarget {
     this.template = template;
     this.ringtone = ringtone;
     this.me = me;
-    this.cards = new Map(); // cid -> {key, node, direction, caller, call}
+    this.cards = new Map(); // cid -> {key, node, direction, caller, call, made (incoming)}
     this.seen = new Set(); // session keys already rung (the hub re-sends rings on reconnect)
+    this.made = 0; // incoming cards made so far: a reconcile spares those made after its read
     this.title = document.title;
     this._blink = null;
     document.addEventListener('visibilitychange', () => this._blinkTitle());
@@ -50,7 +51,8 @@ export class Rings extends EventTarget {
     decline.addEventListener('click', () => this._act('decline', event, node));
     const at = Number(event.call?.session?.ring_started_at || 0) / 1e6 || Date.now();
     const returnFocus = this._focusOutside();
-    this.cards.set(event.call_cid, {key, node, direction: 'in', caller, call: event.call, at, returnFocus});
+    this.made += 1;
+    this.cards.set(event.call_cid, {key, node, direction: 'in', caller, call: event.call, at, returnFocus, made: this.made});
     this.container.append(node);
     this._sound();
     // Focus goes to the card, not to Accept: a key pressed at that moment answers nothing.
@@ -155,10 +157,12 @@ export class Rings extends EventTarget {
     }
   }
 
-  // After a reconnect: keep only cards whose call still rings this user.
-  reconcile(callStates) {
+  // After a reconnect: keep only cards whose call still rings this user. readAt: this.made when
+  // callStates were asked for. A card made later stays: its ring may be newer than the answer
+  // (the server answered before storing it, the ring's event came first).
+  reconcile(callStates, readAt) {
     for (const [cid, card] of this.cards) {
-      if (card.direction !== 'in') continue;
+      if (card.direction !== 'in' || card.made > readAt) continue;
       const state = callStates.find((s) => s.call.cid === cid);
       const session = state?.call.session;
       if (!state || state.call.ended_at || !(session?.ringing || []).includes(this.me)) {
