@@ -15,7 +15,7 @@ stops asking for packets it has decoded past, and an aiortc receiver (our own di
 releases nothing behind a hole until 512 later packets have arrived (10-15 s at 300 kbit/s; a
 keyframe does not help it) and asks again only at its next gap, often more than a second later.
 An age limit (one round trip + 1 s, until this was measured) refused exactly those second requests
-and froze the aiortc receiver for 13-15 s in 5 of 6 runs of the 5 % loss test under load.
+and froze the aiortc receiver for 12-15 s in 6 of 7 runs of the 5 % loss test under load.
 
 While receiver reports show random loss (``duplicate_loss``: 1-10 %; more is congestion and gets no
 extra traffic), each retransmission goes out twice when the budget allows: a resent packet is
