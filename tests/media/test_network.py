@@ -121,7 +121,7 @@ async def test_relay_only_call_connects_carries_media_and_survives_an_ice_restar
 
 
 # Its failures were the sender refusing retransmissions (see appliance/media/retransmit.py): after
-# that fix it passed 10 of 10 runs alone (load 14-20) and 5 of 6 inside larger runs (load 19-24);
+# that fix it passed 10 of 10 runs alone (load 14-20) and 6 of 7 inside larger runs (load 19-26);
 # the one failure (load ~24) was not captured, so the assertion now names the gate's counts too.
 # One rerun until that one is understood.
 @pytest.mark.flaky(reruns=1)
