@@ -19,6 +19,7 @@ reached the microphone.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -212,7 +213,8 @@ class Room:
     async def stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.terminate()
-            await asyncio.wait_for(self.proc.communicate(), 30)
+            out, _ = await asyncio.wait_for(self.proc.communicate(), 30)
+            (self.dir / "room.out").write_bytes(out)  # its xrun counts, for a failure
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
@@ -298,5 +300,7 @@ async def test_the_browsers_speech_does_not_come_back_and_the_kiosk_talker_does(
     used, echo_leak_db, talker_db, chance_db = score(received, echo, talker, played_db)
     assert used >= 16, (used, received.size // BLOCK, echo.size)
     figures = {"echo_leak_db": echo_leak_db, "chance_db": chance_db, "talker_db": talker_db}
+    # beside the recordings: the figures and the processor's alignment counts of this run
+    (tmp_path / "figures.json").write_text(json.dumps({**figures, "processing": processing}))
     assert echo_leak_db < ECHO_BOUND_DB, (figures, processing)
     assert talker_db > -15, (figures, processing)
