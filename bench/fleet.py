@@ -96,6 +96,14 @@ class Ringing:
     def stop(self) -> None:
         self._stop.set()
 
+    def tell_lost(self) -> None:
+        """Print what the devices of the first few pairs that lost a ring or a call.missed saw
+        of that call and of their connection (wall-clock times)."""
+        for what in ("rings", "missed"):
+            for pair in self.counts(what)["lost_pairs"]:
+                cid, user_id = pair.split(" ")
+                print(f"{what} lost: {pair}\n{self.devices.story(user_id, cid)}", flush=True)
+
     def counts(self, what: str) -> dict[str, Any]:
         """Callee pairs that saw ``what`` ("rings", "missed") never or more than once; the
         first few of each named ``"<call id> <user>"``."""
@@ -476,6 +484,7 @@ async def kill_phase(fleet: Fleet, devices: Devices) -> dict[str, Any]:
     cut = len(devices.cut_off(killed_at))
     if not await ringing.settle(60):
         timed_out.append("call.missed")
+        ringing.tell_lost()
     await fleet.replicas[0].start()  # back for the next phase; the proxy's check sees it
     await asyncio.sleep(3)
     return {
@@ -500,6 +509,8 @@ async def rolling_phase(fleet: Fleet, devices: Devices) -> dict[str, Any]:
     ringing.stop()
     await task
     settled = await ringing.settle(60)
+    if not settled:
+        ringing.tell_lost()
     return {
         "timed_out": [] if settled else ["call.missed"],
         "seconds": took,

@@ -227,6 +227,7 @@ async def stop(ctx: ServerContext) -> None:
     if not isinstance(svc, Services):
         return
     await svc.scheduler.stop()
+    await svc.tx.drain(5.0)  # committed events still being published reach the others first
     if svc.push is not None:
         await svc.push.stop()
     if svc.webhooks is not None:
