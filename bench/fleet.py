@@ -568,7 +568,14 @@ async def scale_phase(fleet: Fleet, total: int, per_process: int) -> dict[str, A
         after = (await workers.status())["connected"]
     finally:
         await workers.stop()
+    logs = [srv.log_text() for srv in fleet.replicas]
+    proxy_log = fleet.proxy.log_path.read_text(errors="replace") if fleet.proxy else ""
     return {
+        # What the close storm after the proxy restart did on the replicas and at the proxy.
+        "close_hook_failures": sum(t.count("close hook failed") for t in logs),
+        "close_batches_failed": sum(t.count("closed connections not started") for t in logs),
+        "database_check_failures": sum(t.count("database check failed") for t in logs),
+        "replicas_marked_down": proxy_log.count(" is DOWN"),
         "devices": still,
         "wanted": total,
         "connect_s": connect_s,
@@ -783,7 +790,17 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
                 f"p99 {scale['reconnect_p99_s']:.1f} s",
             ),
         ]
+        rows.append(
+            (
+                "  close hooks failed / replicas marked down",
+                f"{scale['close_hook_failures']} / {scale['replicas_marked_down']}",
+                f"{scale['database_check_failures']} /healthz database checks failed, "
+                f"{scale['close_batches_failed']} close batches failed",
+            )
+        )
         figures.update(
+            fleet_close_hook_failures=scale["close_hook_failures"],
+            fleet_replicas_marked_down=scale["replicas_marked_down"],
             fleet_idle_devices=scale["devices"],
             fleet_rss_per_replica_mb=[round(x, 1) for x in scale["rss_mb"]],
             fleet_idle_cpu_pct_per_replica=[round(x, 2) for x in scale["idle_cpu_pct"]],

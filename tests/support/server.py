@@ -44,7 +44,7 @@ from appliance.server.settings import ServerSettings
 from appliance.server.tls import tls_files
 
 API_KEY = "test-key"
-STARTUP_TIMEOUT = 20.0
+STARTUP_TIMEOUT = 60.0  # a loaded 2-core machine took over 20 s to start a replica
 STOP_TIMEOUT = 30.0  # SIGTERM → exit, then SIGKILL
 
 UserSpec = str | Mapping[str, Any]
