@@ -50,6 +50,7 @@ from tests.support.pushservice import until
 
 GROUP = 10
 CALLEE_MS = 6_000
+SHOWN = 5  # lost or duplicated pairs named in the report
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -58,10 +59,15 @@ async def ring(http: Any, callees: list[str], callee_ms: int) -> tuple[RingKey, 
     return await start_ring(http, ring_body(callees, callee_ms, 120_000)), started
 
 
-async def within(predicate: Callable[[], bool], seconds: float) -> None:
-    """Until ``predicate()`` holds or ``seconds`` pass (what did not happen is then counted)."""
-    with contextlib.suppress(TimeoutError):
-        await until(predicate, within=seconds)
+async def within(predicate: Callable[[], bool], seconds: float, what: str) -> bool:
+    """Until ``predicate()`` holds or ``seconds`` pass; False (printed) when they passed: what
+    did not happen is then counted and reported, and the bench goes on."""
+    try:
+        await until(predicate, within=seconds, what=what)
+    except (AssertionError, TimeoutError):  # until() says so with an AssertionError
+        print(f"timed out after {seconds:.0f} s waiting for {what}", flush=True)
+        return False
+    return True
 
 
 class Ringing:
@@ -90,18 +96,39 @@ class Ringing:
     def stop(self) -> None:
         self._stop.set()
 
-    def counts(self, what: str) -> dict[str, int]:
-        lost = dup = 0
+    def tell_lost(self) -> None:
+        """Print what the devices of the first few pairs that lost a ring or a call.missed saw
+        of that call and of their connection (wall-clock times)."""
+        for what in ("rings", "missed"):
+            for pair in self.counts(what)["lost_pairs"]:
+                cid, user_id = pair.split(" ")
+                print(f"{what} lost: {pair}\n{self.devices.story(user_id, cid)}", flush=True)
+
+    def counts(self, what: str) -> dict[str, Any]:
+        """Callee pairs that saw ``what`` ("rings", "missed") never or more than once; the
+        first few of each named ``"<call id> <user>"``."""
+        lost: list[str] = []
+        dup: list[str] = []
         for key, callees in self.rings.items():
             for u in callees:
                 n = getattr(self.devices.by_user[u], what)[key]
-                lost += n == 0
-                dup += n > 1
-        return {"lost": lost, "duplicated": dup, "pairs": len(self.rings) * GROUP}
+                if n == 0:
+                    lost.append(f"{key[0]} {u}")
+                elif n > 1:
+                    dup.append(f"{key[0]} {u} x{n}")
+        return {
+            "lost": len(lost),
+            "duplicated": len(dup),
+            "pairs": len(self.rings) * GROUP,
+            "lost_pairs": lost[:SHOWN],
+            "duplicated_pairs": dup[:SHOWN],
+        }
 
-    async def settle(self, seconds: float) -> None:
-        """Until every callee of every ring saw its missed call (or ``within`` s)."""
-        await within(lambda: self.counts("missed")["lost"] == 0, seconds)
+    async def settle(self, seconds: float) -> bool:
+        """Until every callee of every ring saw its missed call (or ``seconds`` pass)."""
+        return await within(
+            lambda: self.counts("missed")["lost"] == 0, seconds, "every call.missed"
+        )
 
 
 async def notify_lag(fleet: Fleet) -> tuple[float, float]:
@@ -450,10 +477,14 @@ async def kill_phase(fleet: Fleet, devices: Devices) -> dict[str, Any]:
     await asyncio.sleep(2.0)
     ringing.stop()
     await task
-    await within(lambda: devices.all_back(killed_at), 60)
+    timed_out = []
+    if not await within(lambda: devices.all_back(killed_at), 60, "every device back"):
+        timed_out.append("devices back")
     times = devices.reconnect_times(killed_at)
     cut = len(devices.cut_off(killed_at))
-    await ringing.settle(60)
+    if not await ringing.settle(60):
+        timed_out.append("call.missed")
+        ringing.tell_lost()
     await fleet.replicas[0].start()  # back for the next phase; the proxy's check sees it
     await asyncio.sleep(3)
     return {
@@ -465,6 +496,7 @@ async def kill_phase(fleet: Fleet, devices: Devices) -> dict[str, Any]:
         "ring": ringing.counts("rings"),
         "missed": ringing.counts("missed"),
         "create_failures": ringing.failed,
+        "timed_out": timed_out,
     }
 
 
@@ -476,8 +508,11 @@ async def rolling_phase(fleet: Fleet, devices: Devices) -> dict[str, Any]:
     took = time.monotonic() - started
     ringing.stop()
     await task
-    await ringing.settle(60)
+    settled = await ringing.settle(60)
+    if not settled:
+        ringing.tell_lost()
     return {
+        "timed_out": [] if settled else ["call.missed"],
         "seconds": took,
         "rings": len(ringing.rings),
         "ring": ringing.counts("rings"),
@@ -533,7 +568,14 @@ async def scale_phase(fleet: Fleet, total: int, per_process: int) -> dict[str, A
         after = (await workers.status())["connected"]
     finally:
         await workers.stop()
+    logs = [srv.log_text() for srv in fleet.replicas]
+    proxy_log = fleet.proxy.log_path.read_text(errors="replace") if fleet.proxy else ""
     return {
+        # What the close storm after the proxy restart did on the replicas and at the proxy.
+        "close_hook_failures": sum(t.count("close hook failed") for t in logs),
+        "close_batches_failed": sum(t.count("closed connections not started") for t in logs),
+        "database_check_failures": sum(t.count("database check failed") for t in logs),
+        "replicas_marked_down": proxy_log.count(" is DOWN"),
         "devices": still,
         "wanted": total,
         "connect_s": connect_s,
@@ -566,13 +608,27 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             **settings,
         ) as fleet:
             out: dict[str, Any] = {}
+
+            async def phase(name: str, job: Any) -> None:
+                """Run one phase; one that fails is reported as failed and the next runs."""
+                try:
+                    out[name] = await job
+                except Exception as err:
+                    out.setdefault("failed", {})[name] = f"{type(err).__name__}: {err}"[:300]
+                    print(f"{name} phase failed: {out['failed'][name]}", flush=True)
+                    return
+                if name != "fanout":
+                    print(f"{name} phase:", json.dumps(out[name]), flush=True)
+
             if "fanout" in phases:
-                fan = out["fanout"] = await fanout(fleet, 100, args.ring_rounds, 25)
-                print(
-                    f"fan-out: n={len(fan['all'])} p50 {statistics.median(fan['all']):.1f} "
-                    f"p99 {_pct(fan['all'], 99):.1f} ms",
-                    flush=True,
-                )
+                await phase("fanout", fanout(fleet, 100, args.ring_rounds, 25))
+                fan = out.get("fanout")
+                if fan and fan["all"]:
+                    print(
+                        f"fan-out: n={len(fan['all'])} p50 {statistics.median(fan['all']):.1f} "
+                        f"p99 {_pct(fan['all'], 99):.1f} ms",
+                        flush=True,
+                    )
             if phases & {"kill", "rolling"}:
                 started = time.monotonic()
                 devices = await Devices.connect(fleet, [f"d{i:05d}" for i in range(args.devices)])
@@ -580,16 +636,15 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 print(f"{args.devices} devices connected in {out['connect_s']:.1f} s", flush=True)
                 try:
                     if "kill" in phases:
-                        out["kill"] = await kill_phase(fleet, devices)
-                        print("kill -9 phase:", json.dumps(out["kill"]), flush=True)
+                        await phase("kill", kill_phase(fleet, devices))
                     if "rolling" in phases:
-                        out["rolling"] = await rolling_phase(fleet, devices)
-                        print("rolling restart:", json.dumps(out["rolling"]), flush=True)
+                        await phase("rolling", rolling_phase(fleet, devices))
                 finally:
                     await devices.aclose()
             if "scale" in phases:
-                out["scale"] = await scale_phase(fleet, args.idle_devices, args.devices_per_process)
-                print("scale:", json.dumps(out["scale"]), flush=True)
+                await phase(
+                    "scale", scale_phase(fleet, args.idle_devices, args.devices_per_process)
+                )
             return out
     finally:
         cluster.stop()
@@ -599,11 +654,36 @@ def _ms(values: list[float], q: int) -> str:
     return f"{_pct(values, q):.0f}" if values else "-"
 
 
+def _pairs(phase: dict[str, Any]) -> dict[str, list[str]]:
+    """The (first few) pairs that lost or doubled a ring or a call.missed, by what."""
+    out = {}
+    for what in ("ring", "missed"):
+        for how in ("lost", "duplicated"):
+            named = phase[what][f"{how}_pairs"]
+            if named:
+                out[f"{what}_{how}"] = named
+    return out
+
+
+def _pair_rows(label: str, phase: dict[str, Any]) -> list[tuple[str, str, str]]:
+    rows = [
+        (f"  {label}: {what.replace('_', ' ')}", pair, "")
+        for what, pairs in _pairs(phase).items()
+        for pair in pairs
+    ]
+    if phase["timed_out"]:
+        rows.append((f"  {label}: timed out waiting for", ", ".join(phase["timed_out"]), "60 s"))
+    return rows
+
+
 def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
     rows: list[tuple[str, str, str]] = []
     figures: dict[str, Any] = {}
+    for name, err in r.get("failed", {}).items():
+        rows.append((f"{name} phase FAILED", "-", err[:120]))
+    figures["failed_phases"] = sorted(r.get("failed", {}))
     fan = r.get("fanout")
-    if fan is not None:
+    if fan is not None and fan["all"]:
         every = fan["all"]
         rows += [
             (
@@ -655,6 +735,7 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
                 f"{kill['missed']['lost']} / {kill['missed']['duplicated']}",
                 "each callee's stored deadline must fire once",
             ),
+            *_pair_rows("kill -9", kill),
         ]
         figures.update(
             fleet_reconnect_p99_s=round(kill["reconnect_p99_s"], 3),
@@ -662,6 +743,8 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
             fleet_rings_duplicated=kill["ring"]["duplicated"],
             fleet_deadlines_lost=kill["missed"]["lost"],
             fleet_deadlines_duplicated=kill["missed"]["duplicated"],
+            fleet_kill_timed_out=kill["timed_out"],
+            fleet_kill_pairs=_pairs(kill),
         )
     rolling = r.get("rolling")
     if rolling is not None:
@@ -676,12 +759,15 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
                 f"{rolling['missed']['lost']} / {rolling['missed']['duplicated']}",
                 f"{rolling['create_failures']} creates failed",
             ),
+            *_pair_rows("rolling restart", rolling),
         ]
         figures.update(
             fleet_rolling_restart_rings_lost=rolling["ring"]["lost"],
             fleet_rolling_restart_rings_duplicated=rolling["ring"]["duplicated"],
             fleet_rolling_restart_missed_lost=rolling["missed"]["lost"],
             fleet_rolling_restart_missed_duplicated=rolling["missed"]["duplicated"],
+            fleet_rolling_restart_timed_out=rolling["timed_out"],
+            fleet_rolling_restart_pairs=_pairs(rolling),
         )
     scale = r.get("scale")
     if scale is not None:
@@ -704,7 +790,17 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
                 f"p99 {scale['reconnect_p99_s']:.1f} s",
             ),
         ]
+        rows.append(
+            (
+                "  close hooks failed / replicas marked down",
+                f"{scale['close_hook_failures']} / {scale['replicas_marked_down']}",
+                f"{scale['database_check_failures']} /healthz database checks failed, "
+                f"{scale['close_batches_failed']} close batches failed",
+            )
+        )
         figures.update(
+            fleet_close_hook_failures=scale["close_hook_failures"],
+            fleet_replicas_marked_down=scale["replicas_marked_down"],
             fleet_idle_devices=scale["devices"],
             fleet_rss_per_replica_mb=[round(x, 1) for x in scale["rss_mb"]],
             fleet_idle_cpu_pct_per_replica=[round(x, 2) for x in scale["idle_cpu_pct"]],

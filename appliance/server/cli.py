@@ -16,6 +16,8 @@ from appliance.errors import ConfigError, InvalidRequest
 # Building the parser (every ``appliance`` command, ``press`` and ``status`` too) imports only
 # this module's top: pydantic, fastapi and SQLAlchemy are imported by the commands that use them.
 if TYPE_CHECKING:
+    from types import FrameType
+
     from appliance.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -139,7 +141,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings.model_copy(update=update)
     check_writable(settings.state_dir)
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn_config(app, settings))
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            # From SIGTERM on this replica handles no new deadline (the others do, or the next
+            # start): the graceful shutdown that follows must not cut one between its commit
+            # and its publish. A flag only: this runs in the signal handler.
+            svc = getattr(getattr(app.state, "ctx", None), "realtime", None)
+            if svc is not None:
+                svc.scheduler.stop_taking()
+
+    server = Server(uvicorn_config(app, settings))
     log.info("serving on %s", settings.public_base_url())
     return asyncio.run(_serve(server, app, settings.public_base_url()))
 
@@ -236,16 +249,13 @@ class _HealthProbe:
         self._probe: asyncio.Task[None] | None = None
 
     async def refresh(self) -> None:
-        from sqlalchemy import text
 
         ctx = getattr(self._app.state, "ctx", None)
         if ctx is None:
             self._store_ok = False
             return
         try:
-            async with asyncio.timeout(5):
-                async with ctx.store.connect() as conn:
-                    await conn.execute(text("SELECT 1"))
+            await ctx.store.health.check()  # the /healthz check: not behind the pool
             self._store_ok = True
         except Exception as err:  # any store failure means "unhealthy", logged once per probe
             log.error("health probe: store unavailable: %s", err)

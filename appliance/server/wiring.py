@@ -25,11 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from appliance.errors import InvalidRequest
 from appliance.server.api import routes_realtime
 from appliance.server.context import ServerContext, now_ns
+from appliance.server.lifecycle.closes import CloseBatcher
 from appliance.server.lifecycle.deadlines import Handlers, Scheduler
 from appliance.server.lifecycle.outbox import Outbox, Transactor
 from appliance.server.lifecycle.participant import (
     attach,
-    connection_closed,
     leave_participant,
     orphaned_after_crash,
 )
@@ -161,16 +161,12 @@ async def start(ctx: ServerContext, vapid_key: VapidKey | None = None) -> None:
             }
         )
 
-    async def on_close(conn: Connection) -> None:
-        async with ctx.store.begin() as db:
-            count = await connection_closed(db, ctx, conn.id)
-        if count:
-            log.info("%r closed: %d participants in their grace period", conn, count)
-            scheduler.wake()
+    # A closed connection's participants start their grace period, in batches (closes.py).
+    closes = CloseBatcher(ctx, scheduler.wake)
 
     hub.handlers["signal"] = relay.handle
     hub.handlers[ATTACH] = on_attach
-    hub.on_close.append(on_close)
+    hub.on_close.append(closes.closed)
     hub.on_close.append(hub.tokens.closed)
     hub.on_open.append(hub.tokens.opened)
     hub.on_open.append(ringer.resend_rings)
@@ -181,6 +177,7 @@ async def start(ctx: ServerContext, vapid_key: VapidKey | None = None) -> None:
         ringer=ringer,
         relay=relay,
         scheduler=scheduler,
+        closes=closes,
         vapid=vapid_key,
         push=pusher,
         webhooks=hooks,
@@ -215,6 +212,7 @@ async def start(ctx: ServerContext, vapid_key: VapidKey | None = None) -> None:
             )
         )
     hub.start()
+    closes.start()
     scheduler.start()
     if pusher is not None:
         pusher.start()
@@ -229,6 +227,7 @@ async def stop(ctx: ServerContext) -> None:
     if not isinstance(svc, Services):
         return
     await svc.scheduler.stop()
+    await svc.tx.drain(5.0)  # committed events still being published reach the others first
     if svc.push is not None:
         await svc.push.stop()
     if svc.webhooks is not None:
@@ -237,4 +236,5 @@ async def stop(ctx: ServerContext) -> None:
     if svc.fanout is not None:
         await svc.fanout.stop()
     await svc.hub.stop()
+    await svc.closes.stop()  # after the hub closed every socket: their batch is flushed
     log.info("realtime layer stopped")

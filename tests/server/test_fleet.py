@@ -59,7 +59,8 @@ def missing(devices: Devices, rings: dict[RingKey, list[str]]) -> list[str]:
             d = devices.by_user[u]
             if not d.rings[key] or not d.missed[key]:
                 out.append(
-                    f"{key} {u}: rings {d.rings[key]} missed {d.missed[key]} connects {len(d.connected_at)}"
+                    f"{key} {u}: rings {d.rings[key]} missed {d.missed[key]} connects "
+                    f"{len(d.connected_at)}\n{devices.story(u, key[0])}"
                 )
     return out
 
@@ -76,7 +77,7 @@ def delivered(devices: Devices, rings: dict[RingKey, list[str]], what: str) -> d
 
 async def each_once(devices: Devices, rings: dict[RingKey, list[str]]) -> None:
     """Every callee of every ring saw it ring once and its deadline (call.missed) once."""
-    with contextlib.suppress(TimeoutError):
+    with contextlib.suppress(AssertionError):  # until() times out so
         await until(lambda: seen_by_all(devices, rings, "missed"), within=40)
     assert not missing(devices, rings)
     pairs = len(rings) * GROUP
@@ -122,7 +123,7 @@ async def test_rolling_restart_loses_nothing(fleet: Fleet) -> None:
             await asyncio.sleep(0.3)
         await restarting
         assert n >= 3, n
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(AssertionError):  # until() times out so
             await until(lambda: seen_by_all(devices, rings, "missed"), within=40)
         # Every ring reached every callee exactly once, and every deadline's call.missed too
         # (live, or from the resync after a reconnect), none twice.

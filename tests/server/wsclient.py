@@ -42,12 +42,13 @@ class WsClient:
         *,
         token: str | None = None,
         expect_ok: bool = True,
+        wait: float = TIMEOUT,
     ) -> WsClient:
-        ws = await websockets.connect(srv.ws_url, max_size=None, open_timeout=TIMEOUT)
+        ws = await websockets.connect(srv.ws_url, max_size=None, open_timeout=wait)
         await ws.send(
             json.dumps({"token": token or srv.user_token(user_id), "user_details": {"id": user_id}})
         )
-        hello = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+        hello = json.loads(await asyncio.wait_for(ws.recv(), wait))
         client = cls(ws, user_id, hello)
         if expect_ok:
             assert hello["type"] == "connection.ok", hello

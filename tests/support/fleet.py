@@ -240,9 +240,14 @@ class Device:
         self.missed: Counter[RingKey] = Counter()
         self.connected_at: list[float] = []  # time.monotonic() of each connection.ok
         self.lost_at: list[float] = []  # and of each connection.lost
+        # (wall-clock time, what): connects, drops and call events, for a failure's story.
+        self.timeline: list[tuple[float, str]] = []
         self.client.on(None, self._seen)
 
     def _seen(self, event: Event) -> None:
+        if event.type.startswith(("connection.", "call.")):
+            extra = " resynced" if getattr(event, "resynced", False) else ""
+            self.timeline.append((time.time(), f"{event.type} {event.cid or ''}{extra}"))
         if event.type == "connection.ok":
             self.connected_at.append(time.monotonic())
             return
@@ -307,6 +312,16 @@ class Devices:
         await asyncio.gather(*(d.client.aclose() for d in self.all), return_exceptions=True)
         for pool in self._pools:
             await pool.aclose()
+
+    def story(self, user_id: str, cid: str) -> str:
+        """What ``user_id``'s device saw of ``cid`` and of its connection, with wall-clock
+        times (for a failure message)."""
+        lines = [
+            f"  {time.strftime('%H:%M:%S', time.gmtime(t))}.{int(t * 1000) % 1000:03d} {what}"
+            for t, what in self.by_user[user_id].timeline
+            if what.startswith("connection.") or cid in what
+        ]
+        return "\n".join(lines)
 
     def cut_off(self, since: float) -> list[Device]:
         """The devices whose connection dropped after ``since``."""

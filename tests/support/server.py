@@ -44,7 +44,8 @@ from appliance.server.settings import ServerSettings
 from appliance.server.tls import tls_files
 
 API_KEY = "test-key"
-STARTUP_TIMEOUT = 20.0
+STARTUP_TIMEOUT = 60.0  # a loaded 2-core machine took over 20 s to start a replica
+STOP_TIMEOUT = 30.0  # SIGTERM → exit, then SIGKILL
 
 UserSpec = str | Mapping[str, Any]
 
@@ -226,7 +227,9 @@ class ServerHandle:
             if self._proc.returncode is None:
                 self._proc.send_signal(signal.SIGTERM)
                 try:
-                    await asyncio.wait_for(self._proc.wait(), 10)
+                    # Generous: on a loaded machine a graceful stop took over 10 s, and a
+                    # SIGKILL then turned a rolling restart's SIGTERM into a kill -9.
+                    await asyncio.wait_for(self._proc.wait(), STOP_TIMEOUT)
                 except TimeoutError:
                     self._proc.kill()
                     await self._proc.wait()

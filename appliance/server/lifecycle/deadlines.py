@@ -16,6 +16,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy import func, select
 
@@ -26,7 +27,8 @@ log = logging.getLogger(__name__)
 
 NS = 1_000_000_000
 BATCH = 200
-STOP_GRACE = 5.0
+# One handler (a transaction and its publish) at stop: not cut between commit and NOTIFY.
+STOP_GRACE = 15.0
 
 
 @dataclass
@@ -56,18 +58,32 @@ class Scheduler:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="deadline-scheduler")
 
+    def stop_taking(self) -> None:
+        """Hand out no more deadlines: the replica is shutting down (SIGTERM), the others take
+        them (they are in the store). Only sets a flag: safe from a signal handler."""
+        self._stopping = True
+
     async def stop(self) -> None:
-        """Stop; a pass under way finishes first (up to ``STOP_GRACE`` seconds). Cancelling a
-        handler between its commit and its publish would leave a deadline handled that nobody
-        was told about (a replica stopped in a rolling restart)."""
+        """Stop; the handler under way finishes first, none is started after it (up to
+        ``STOP_GRACE`` seconds). A pass over many due deadlines once ran past the grace and
+        was cancelled inside a handler, between its commit and its NOTIFY: the others'
+        devices never heard of that ``call.missed`` (a replica stopped in a rolling restart
+        under load). The deadlines left undone are the other replicas' (or the next start's)."""
         self._stopping = True
         task, self._task = self._task, None
         if task is None:
             return
-        if not self._sleeping:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(task), STOP_GRACE)
-        task.cancel()
+        if self._sleeping:
+            task.cancel()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), STOP_GRACE)
+        except TimeoutError:
+            log.warning(
+                "%r: a deadline handler ran past %.0f s at stop: cancelled", self, STOP_GRACE
+            )
+            task.cancel()
+        except asyncio.CancelledError:
+            task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
@@ -188,14 +204,19 @@ class Scheduler:
             )
         # The attempt's deadline first: when it coincides with the callees' own, everyone
         # still ringing is missed by the attempt and the call ends with reason "timeout".
-        for sid in attempts:
-            await self._guard(self.handlers.attempt(sid), "auto-cancel", sid)
-        for sid, uid in callees:
-            await self._guard(self.handlers.callee(sid, uid), "callee", f"{sid}/{uid}")
-        for pid in gone:
-            await self._guard(self.handlers.participant(pid), "grace", pid)
-        for sid in long:
-            await self._guard(self.handlers.max_duration(sid), "max-duration", sid)
+        jobs: list[tuple[Callable[[], Awaitable[None]], str, str]] = [
+            *((partial(self.handlers.attempt, sid), "auto-cancel", sid) for sid in attempts),
+            *(
+                (partial(self.handlers.callee, sid, uid), "callee", f"{sid}/{uid}")
+                for sid, uid in callees
+            ),
+            *((partial(self.handlers.participant, pid), "grace", pid) for pid in gone),
+            *((partial(self.handlers.max_duration, sid), "max-duration", sid) for sid in long),
+        ]
+        for job, what, key in jobs:
+            if self._stopping:  # shutting down: the rest are the other replicas'
+                return
+            await self._guard(job(), what, key)
         self.passes += 1
         if attempts or callees or gone or long:
             log.debug(

@@ -10,6 +10,7 @@ a delete) fills an ``Outbox`` after its commit and hands it to ``Transactor.send
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -107,6 +108,7 @@ class Transactor:
         self.hub = hub
         self.wake: Callable[[], None] = _nothing
         self.push: Callable[[list[RingPush]], None] = _no_push
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def __call__(self, fn: Callable[[AsyncConnection, Outbox], Awaitable[T]]) -> T:
         out = Outbox()
@@ -114,8 +116,21 @@ class Transactor:
             result = await fn(db, out)
             if out.items:
                 await out.serialize(db, self.ctx)
-        await self.send(out)
+        if not (out.items or out.outcomes or out.pushes or out.deadlines_changed):
+            return result
+        # Committed: published even if the caller is cancelled now (a request cut by the
+        # graceful-shutdown timeout, a deadline handler at stop); ``drain`` waits for it.
+        sending = asyncio.create_task(self.send(out))
+        self._sending.add(sending)
+        sending.add_done_callback(self._sending.discard)
+        await asyncio.shield(sending)
         return result
+
+    async def drain(self, seconds: float) -> None:
+        """Wait (up to ``seconds``) for the publishing of committed transactions whose caller
+        was cancelled; before the NOTIFY connections close at stop."""
+        if self._sending:
+            await asyncio.wait(set(self._sending), timeout=seconds)
 
     async def send(self, out: Outbox) -> None:
         """Publish what ``out`` collected, once the transaction that decided it has committed."""

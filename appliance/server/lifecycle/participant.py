@@ -271,14 +271,17 @@ async def attach(
     return dict(row)
 
 
-async def connection_closed(db: AsyncConnection, ctx: ServerContext, connection_id: str) -> int:
-    """Start the grace period of every participant bound to a closed connection."""
+async def connections_closed(
+    db: AsyncConnection, ctx: ServerContext, connection_ids: list[str]
+) -> int:
+    """Start the grace period of every participant bound to these closed connections (one
+    statement; ``closes.py`` batches them)."""
     now = now_ns(ctx.clock)
     grace = int(float(ctx.settings.ws_grace_seconds) * NS)
     done = await db.execute(
         update(participants)
         .where(
-            participants.c.connection_id == connection_id,
+            participants.c.connection_id.in_(connection_ids),
             participants.c.left_at.is_(None),
             participants.c.gone_at.is_(None),
         )

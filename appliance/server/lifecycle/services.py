@@ -15,6 +15,7 @@ from appliance.server.lifecycle.outbox import Transactor
 from appliance.server.realtime.hub import Hub
 
 if TYPE_CHECKING:
+    from appliance.server.lifecycle.closes import CloseBatcher
     from appliance.server.lifecycle.deadlines import Scheduler
     from appliance.server.lifecycle.ringer import RingEngine
     from appliance.server.outbound.pushsender import PushSender
@@ -31,6 +32,8 @@ class Services:
     ringer: RingEngine
     relay: SignalRelay
     scheduler: Scheduler
+    # Starts the grace period of closed connections' participants, in batches.
+    closes: CloseBatcher
     # The server's VAPID key (loaded by the app's lifespan) and the Web Push sender built on it.
     vapid: VapidKey | None = None
     push: PushSender | None = None

@@ -41,6 +41,7 @@ from sqlalchemy import select, update
 
 from appliance.server.context import ServerContext, now_ns
 from appliance.server.realtime.hub import Hub
+from appliance.server.store.health import psycopg_dsn
 from appliance.server.store.schema import participants
 from appliance.server.wire import wirejson
 from appliance.server.wire.serialize import slim_event
@@ -55,12 +56,6 @@ PRESENCE_FLUSH = 0.05
 # Users named in one presence message at most (a message is one statement, chunked).
 PRESENCE_BATCH = 2000
 RECONNECT_SECONDS = 2.0
-
-
-def psycopg_dsn(url: str) -> str:
-    """``postgresql+psycopg://…`` (SQLAlchemy) → ``postgresql://…`` (libpq)."""
-    scheme, rest = url.split("://", 1)
-    return "postgresql://" + rest if scheme.startswith("postgres") else url
 
 
 def chunks(text: str, size: int = CHUNK_BYTES) -> list[str]:

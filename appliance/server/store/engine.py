@@ -25,6 +25,7 @@ from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from appliance.errors import ConfigError, StoreError
+from appliance.server.store.health import DatabaseCheck
 from appliance.server.store.schema import SCHEMA_VERSION, metadata, schema_info
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ class Store:
                 connect_args={"prepare_threshold": PREPARE_THRESHOLD},
             )
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        # ``/healthz``: a connection of its own, never queued behind the pool (health.py).
+        self.health = DatabaseCheck(url)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
@@ -119,6 +122,7 @@ class Store:
         log.info("%r open (schema version %d)", self, SCHEMA_VERSION)
 
     async def close(self) -> None:
+        await self.health.close()
         await self.engine.dispose()
 
     @asynccontextmanager
