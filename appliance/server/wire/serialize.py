@@ -22,7 +22,7 @@ from appliance.errors import NotFound
 from appliance.server.context import ServerContext
 from appliance.server.store import calltypes
 from appliance.server.store.schema import call_sessions, calls, participants, session_ring
-from appliance.server.store.users import user_rows
+from appliance.server.store.users import KnownUsers, user_rows
 
 
 def user_response(
@@ -87,15 +87,18 @@ def is_online(ctx: ServerContext, user_id: str) -> bool:
 
 
 async def members_response(
-    conn: AsyncConnection, ctx: ServerContext, rows: Iterable[Mapping[str, Any]]
+    conn: AsyncConnection,
+    ctx: ServerContext,
+    rows: Iterable[Mapping[str, Any]],
+    known: KnownUsers | None = None,
 ) -> list[dict[str, Any]]:
     rows = list(rows)
-    found = await user_rows(conn, (r["user_id"] for r in rows))
+    found = await user_rows(conn, (r["user_id"] for r in rows), known)
     return [member_response(r, found.get(r["user_id"]), is_online(ctx, r["user_id"])) for r in rows]
 
 
 async def session_response(
-    conn: AsyncConnection, ctx: ServerContext, session_id: str
+    conn: AsyncConnection, ctx: ServerContext, session_id: str, known: KnownUsers | None = None
 ) -> dict[str, Any] | None:
     s = (
         (await conn.execute(select(call_sessions).where(call_sessions.c.id == session_id)))
@@ -120,7 +123,7 @@ async def session_response(
         .mappings()
         .all()
     )
-    people = await user_rows(conn, (p["user_id"] for p in parts))
+    people = await user_rows(conn, (p["user_id"] for p in parts), known)
     by_state: dict[str, dict[str, int]] = {"accepted": {}, "rejected": {}, "missed": {}}
     ringing: list[str] = []
     for r in rings:
@@ -174,17 +177,18 @@ async def call_response(
     cid: str,
     row: Mapping[str, Any] | None = None,
     ctype: Mapping[str, Any] | None = None,
+    known: KnownUsers | None = None,
 ) -> dict[str, Any]:
-    """``CallResponse`` of call ``cid`` from the store (``row``, the call's row, and ``ctype``,
-    its type's row, each save a read when at hand)."""
+    """``CallResponse`` of call ``cid`` from the store (``row``, the call's row, ``ctype``, its
+    type's row, and ``known``, users the transaction has read, each save reads when at hand)."""
     call = dict(row) if row is not None else await call_row(conn, cid)
     if ctype is None:
         ctype = await calltypes.get_row(conn, call["type"])
     settings = effective_settings(ctype["settings"], call["settings_override"])
-    creator = (await user_rows(conn, [call["created_by_id"]])).get(call["created_by_id"])
+    creator = (await user_rows(conn, [call["created_by_id"]], known)).get(call["created_by_id"])
     session = None
     if call["current_session_id"]:
-        session = await session_response(conn, ctx, call["current_session_id"])
+        session = await session_response(conn, ctx, call["current_session_id"], known)
     return {
         "type": call["type"],
         "id": call["id"],
