@@ -122,6 +122,8 @@ async def get_or_create_call(
                 raise
             return _Answer(created, error=err)  # created, and nobody told (as before)
         if created:
+            # Its members are everyone the call's events are for (nobody has joined it yet).
+            out.audiences[cid] = tuple(m.user_id for m in data.members or [])
             # One member more than listed: a ring lists 25 members other than the caller.
             first = await first_members(db, cid, DEFAULT_MEMBERS_LIMIT + 1)
             listed = first.rows[:DEFAULT_MEMBERS_LIMIT]

@@ -44,7 +44,7 @@ from appliance.server.metrics import RingOutcome
 from appliance.server.outbound.ringpush import UNTIMED_RING_SECONDS, RingPush, stopped
 from appliance.server.realtime.connection import Connection
 from appliance.server.realtime.hub import Hub, Target
-from appliance.server.store.anyof import one_of
+from appliance.server.store.arrays import insert_rows, one_of
 from appliance.server.store.members import FirstMembers, member_rows
 from appliance.server.store.schema import call_members, call_sessions, session_ring
 from appliance.server.store.users import KnownUsers, user_rows
@@ -220,9 +220,8 @@ class RingEngine:
                 .values(**row_values)
             )
         if fresh:
-            await db.execute(
-                session_ring.insert(),
-                [{"session_id": sid, "user_id": u, **row_values} for u in fresh],
+            await insert_rows(
+                db, session_ring, [{"session_id": sid, "user_id": u, **row_values} for u in fresh]
             )
         if new:
             values = starting

@@ -33,7 +33,7 @@ from appliance.server.realtime.connection import (
 )
 from appliance.server.realtime.presence import Presence
 from appliance.server.realtime.tokenwatch import TokenWatch
-from appliance.server.store.anyof import one_of
+from appliance.server.store.arrays import one_of
 from appliance.server.store.schema import call_members, participants, users
 from appliance.server.wire.serialize import user_response
 

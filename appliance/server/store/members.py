@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance.calls.capabilities import CALL_ROLES
 from appliance.errors import InvalidRequest
-from appliance.server.store.anyof import one_of
+from appliance.server.store.arrays import insert_rows, one_of
 from appliance.server.store.customindex import index_members_custom, remove_member_custom
 from appliance.server.store.schema import call_members
 from appliance.server.store.users import missing_users
@@ -112,7 +112,7 @@ async def upsert_members(
             reindex.append((m.user_id, m.custom or {}))
             added.append(m.user_id)
     if new_rows:
-        await conn.execute(call_members.insert(), new_rows)
+        await insert_rows(conn, call_members, new_rows)
     await index_members_custom(conn, cid, reindex, replace=not new_call)
     log.info("Call(%s) members added %s, updated %s", cid, added, updated)
     return added, updated

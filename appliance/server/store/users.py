@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance.calls.capabilities import USER_ROLES
 from appliance.errors import InvalidRequest
-from appliance.server.store.anyof import one_of
+from appliance.server.store.arrays import one_of
 from appliance.server.store.customindex import index_user_custom
 from appliance.server.store.schema import users
 
