@@ -57,7 +57,13 @@ from appliance.server.store.members import (
 )
 from appliance.server.store.schema import calls
 from appliance.server.store.users import KnownUsers, upsert_user, user_rows
-from appliance.server.wire.serialize import call_response, call_row, members_response, user_response
+from appliance.server.wire.serialize import (
+    OpenedSessions,
+    call_response,
+    call_row,
+    members_response,
+    user_response,
+)
 from appliance.server.wire.wirejson import check_custom
 
 log = logging.getLogger(__name__)
@@ -103,6 +109,7 @@ async def get_or_create_call(
         # Users and members this transaction reads once, for the event, the ring and the answer.
         known: KnownUsers = {}
         first: FirstMembers | None = None
+        opened: OpenedSessions = {}
         if row is None and may_create:
             row = await _create(ctx, db, who, type, id, ctype, data, known)
             created = True
@@ -147,9 +154,11 @@ async def get_or_create_call(
                 if not created:
                     raise
                 return _Answer(created, error=err)  # created and announced, not rung
-            await svc.ringer.ring_in(db, out, row, caller, None, body.video, ctype, known, first)
+            await svc.ringer.ring_in(
+                db, out, row, caller, None, body.video, ctype, known, first, opened
+            )
         state = await call_state(
-            db, ctx, who, row, acc, body.members_limit, ctype, known=known, listed=first
+            db, ctx, who, row, acc, body.members_limit, ctype, known, first, opened
         )
         if body.ring:  # the ring's events carry the call as answered here
             out.calls[cid] = state["call"]
@@ -222,7 +231,7 @@ async def _create(
         .returning(*calls.c)
     )
     row = dict(inserted.mappings().one())
-    await upsert_members(conn, cid, members, now, "data.members", new_call=True)
+    await upsert_members(conn, cid, members, now, "data.members", new_call=True, known=known)
     log.info("Call(%s) created by %s with %d members", cid, creator, len(members))
     return row
 

@@ -16,7 +16,12 @@ from appliance.server.lifecycle.permissions import Access, access
 from appliance.server.store import calltypes
 from appliance.server.store.members import FirstMembers, member_role, member_rows
 from appliance.server.store.users import KnownUsers
-from appliance.server.wire.serialize import call_response, call_row, members_response
+from appliance.server.wire.serialize import (
+    OpenedSessions,
+    call_response,
+    call_row,
+    members_response,
+)
 
 DEFAULT_MEMBERS_LIMIT = 25
 MAX_MEMBERS_LIMIT = 100
@@ -54,10 +59,11 @@ async def call_state(
     ctype: Mapping[str, Any] | None = None,
     known: KnownUsers | None = None,
     listed: FirstMembers | None = None,
+    opened: OpenedSessions | None = None,
 ) -> dict[str, Any]:
     """``known``: user rows the transaction has read; ``listed``: the call's first members as
     this transaction read them, unchanged since (a create lists its new members once, for its
-    ``call.created`` and for its answer)."""
+    ``call.created`` and for its answer); ``opened``: sessions the transaction opened."""
     limit = (
         DEFAULT_MEMBERS_LIMIT if members_limit is None else min(members_limit, MAX_MEMBERS_LIMIT)
     )
@@ -76,7 +82,7 @@ async def call_state(
         if mine:
             membership = (await members_response(conn, ctx, mine, known))[0]
     return {
-        "call": await call_response(conn, ctx, cid, row, ctype, known),
+        "call": await call_response(conn, ctx, cid, row, ctype, known, opened),
         "members": await members_response(conn, ctx, rows, known),
         "membership": membership,
         "own_capabilities": acc.own_capabilities(),

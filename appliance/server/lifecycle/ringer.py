@@ -49,6 +49,8 @@ from appliance.server.store.members import FirstMembers, member_rows
 from appliance.server.store.schema import call_members, call_sessions, session_ring
 from appliance.server.store.users import KnownUsers, user_rows
 from appliance.server.wire.serialize import (
+    OpenedSession,
+    OpenedSessions,
     call_response,
     is_online,
     member_response,
@@ -131,12 +133,16 @@ class RingEngine:
         ctype: Mapping[str, Any] | None = None,
         known: KnownUsers | None = None,
         first: FirstMembers | None = None,
+        opened: OpenedSessions | None = None,
     ) -> list[str]:
         """``ring_users`` inside the caller's transaction (run by ``self.tx``); ``call`` is the
         call's row as read by ``call_for_update`` or just inserted (locked either way), ``ctype``
         its call type's row when the caller has read it, ``known`` the user rows and ``first``
-        the first members it has read in this transaction."""
-        return await self._ring(db, call, caller_id, member_ids, video, out, ctype, known, first)
+        the first members it has read in this transaction; ``opened`` gets the session when
+        the ring opens one."""
+        return await self._ring(
+            db, call, caller_id, member_ids, video, out, ctype, known, first, opened
+        )
 
     async def _ring(
         self,
@@ -149,6 +155,7 @@ class RingEngine:
         ctype: Mapping[str, Any] | None = None,
         known: KnownUsers | None = None,
         first: FirstMembers | None = None,
+        opened: OpenedSessions | None = None,
     ) -> list[str]:
         cid = call["cid"]
         now = now_ns(self.ctx.clock)
@@ -225,6 +232,8 @@ class RingEngine:
             )
         if new:
             values = starting
+            if opened is not None:
+                opened[sid] = OpenedSession(session, [{"user_id": u, **row_values} for u in fresh])
         else:
             if auto_cancel_at and "accepted" not in states.values():
                 values["auto_cancel_at"] = auto_cancel_at

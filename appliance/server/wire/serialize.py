@@ -11,7 +11,8 @@ the ``call`` of its events.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -97,32 +98,63 @@ async def members_response(
     return [member_response(r, found.get(r["user_id"]), is_online(ctx, r["user_id"])) for r in rows]
 
 
+@dataclass(frozen=True)
+class OpenedSession:
+    """A session as the transaction that opened it for a ring wrote it: its row (as inserted),
+    its ``session_ring`` rows, nobody in it yet. Its ``session_response`` in that transaction
+    needs no read (a create with ring answers with the session it opened)."""
+
+    row: Mapping[str, Any]
+    rings: list[dict[str, Any]]
+
+
+# Sessions opened by the running transaction, by id (``RingEngine.ring_in(opened=…)``).
+OpenedSessions = dict[str, OpenedSession]
+
+
 async def session_response(
-    conn: AsyncConnection, ctx: ServerContext, session_id: str, known: KnownUsers | None = None
+    conn: AsyncConnection,
+    ctx: ServerContext,
+    session_id: str,
+    known: KnownUsers | None = None,
+    opened: OpenedSessions | None = None,
 ) -> dict[str, Any] | None:
-    s = (
-        (await conn.execute(select(call_sessions).where(call_sessions.c.id == session_id)))
-        .mappings()
-        .first()
-    )
-    if s is None:
-        return None
-    rings = (
-        (await conn.execute(select(session_ring).where(session_ring.c.session_id == session_id)))
-        .mappings()
-        .all()
-    )
-    parts = (
-        (
-            await conn.execute(
-                select(participants)
-                .where(participants.c.session_id == session_id, participants.c.left_at.is_(None))
-                .order_by(participants.c.joined_at, participants.c.id)
-            )
+    written = opened.get(session_id) if opened else None
+    s: Mapping[Any, Any] | None
+    rings: Sequence[Mapping[Any, Any]]
+    parts: Sequence[Mapping[Any, Any]]
+    if written is not None:
+        s, rings, parts = written.row, written.rings, []
+    else:
+        s = (
+            (await conn.execute(select(call_sessions).where(call_sessions.c.id == session_id)))
+            .mappings()
+            .first()
         )
-        .mappings()
-        .all()
-    )
+        if s is None:
+            return None
+        rings = (
+            (
+                await conn.execute(
+                    select(session_ring).where(session_ring.c.session_id == session_id)
+                )
+            )
+            .mappings()
+            .all()
+        )
+        parts = (
+            (
+                await conn.execute(
+                    select(participants)
+                    .where(
+                        participants.c.session_id == session_id, participants.c.left_at.is_(None)
+                    )
+                    .order_by(participants.c.joined_at, participants.c.id)
+                )
+            )
+            .mappings()
+            .all()
+        )
     people = await user_rows(conn, (p["user_id"] for p in parts), known)
     by_state: dict[str, dict[str, int]] = {"accepted": {}, "rejected": {}, "missed": {}}
     ringing: list[str] = []
@@ -178,9 +210,11 @@ async def call_response(
     row: Mapping[str, Any] | None = None,
     ctype: Mapping[str, Any] | None = None,
     known: KnownUsers | None = None,
+    opened: OpenedSessions | None = None,
 ) -> dict[str, Any]:
     """``CallResponse`` of call ``cid`` from the store (``row``, the call's row, ``ctype``, its
-    type's row, and ``known``, users the transaction has read, each save reads when at hand)."""
+    type's row, ``known``, users the transaction has read, and ``opened``, sessions it opened,
+    each save reads when at hand)."""
     call = dict(row) if row is not None else await call_row(conn, cid)
     if ctype is None:
         ctype = await calltypes.get_row(conn, call["type"])
@@ -188,7 +222,7 @@ async def call_response(
     creator = (await user_rows(conn, [call["created_by_id"]], known)).get(call["created_by_id"])
     session = None
     if call["current_session_id"]:
-        session = await session_response(conn, ctx, call["current_session_id"], known)
+        session = await session_response(conn, ctx, call["current_session_id"], known, opened)
     return {
         "type": call["type"],
         "id": call["id"],
