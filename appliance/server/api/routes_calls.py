@@ -49,14 +49,21 @@ from appliance.server.realtime.hub import Target
 from appliance.server.store import calltypes
 from appliance.server.store.customindex import remove_call_custom
 from appliance.server.store.members import (
+    FirstMembers,
     check_members,
+    first_members,
     member_role,
-    member_rows,
     upsert_members,
 )
 from appliance.server.store.schema import calls
-from appliance.server.store.users import upsert_user, user_rows
-from appliance.server.wire.serialize import call_response, call_row, members_response, user_response
+from appliance.server.store.users import KnownUsers, upsert_user, user_rows
+from appliance.server.wire.serialize import (
+    OpenedSessions,
+    call_response,
+    call_row,
+    members_response,
+    user_response,
+)
 from appliance.server.wire.wirejson import check_custom
 
 log = logging.getLogger(__name__)
@@ -99,11 +106,21 @@ async def get_or_create_call(
             found = (await db.execute(select(calls).where(calls.c.cid == cid))).mappings().first()
             row = dict(found) if found is not None else None
         created = False
+        # Users and members this transaction reads once, for the event, the ring and the answer.
+        known: KnownUsers = {}
+        first: FirstMembers | None = None
+        opened: OpenedSessions = {}
         if row is None and may_create:
-            row = await _create(ctx, db, who, type, id, ctype, data)
+            row = await _create(ctx, db, who, type, id, ctype, data, known)
             created = True
         if row is None:
             raise NotFound(f"call {cid} not found", cid=cid)
+        caller = (
+            who.user_id
+            or data.created_by_id
+            or (data.created_by.id if data.created_by else None)
+            or row["created_by_id"]
+        )
         acc = await access_to(db, who, row, ctype)
         try:
             acc.require_read()
@@ -112,23 +129,23 @@ async def get_or_create_call(
                 raise
             return _Answer(created, error=err)  # created, and nobody told (as before)
         if created:
-            listed = await member_rows(db, cid, DEFAULT_MEMBERS_LIMIT)
+            # Its members are everyone the call's events are for (nobody has joined it yet).
+            out.audiences[cid] = tuple(m.user_id for m in data.members or [])
+            # One member more than listed: a ring lists 25 members other than the caller.
+            first = await first_members(db, cid, DEFAULT_MEMBERS_LIMIT + 1)
+            listed = first.rows[:DEFAULT_MEMBERS_LIMIT]
+            shown = [row["created_by_id"], *(r["user_id"] for r in first.rows)]
+            await user_rows(db, [*shown, caller] if body.ring else shown, known)
             out.add(
                 events.CALL_CREATED,
                 cid,
                 target=Target(call_cid=cid, user_ids=tuple(m.user_id for m in data.members or [])),
                 with_call=False,
-                call=await call_response(db, ctx, cid, row, ctype),
-                members=await members_response(db, ctx, listed),
+                call=await call_response(db, ctx, cid, row, ctype, known),
+                members=await members_response(db, ctx, listed, known),
                 created_at=row["created_at"],
             )
         if body.ring:
-            caller = (
-                who.user_id
-                or data.created_by_id
-                or (data.created_by.id if data.created_by else None)
-                or row["created_by_id"]
-            )
             try:
                 acc.require_ring(row["created_by_id"])
                 if created and all(m.user_id == caller for m in data.members or []):
@@ -137,8 +154,12 @@ async def get_or_create_call(
                 if not created:
                     raise
                 return _Answer(created, error=err)  # created and announced, not rung
-            await svc.ringer.ring_in(db, out, row, caller, None, body.video, ctype)
-        state = await call_state(db, ctx, who, row, acc, body.members_limit, ctype)
+            await svc.ringer.ring_in(
+                db, out, row, caller, None, body.video, ctype, known, first, opened
+            )
+        state = await call_state(
+            db, ctx, who, row, acc, body.members_limit, ctype, known, first, opened
+        )
         if body.ring:  # the ring's events carry the call as answered here
             out.calls[cid] = state["call"]
         return _Answer(created, state)
@@ -163,8 +184,10 @@ async def _create(
     id: str,
     ctype: dict[str, Any],
     data: CallRequest,
+    known: KnownUsers,
 ) -> dict[str, Any]:
-    """Insert call ``type:id`` with its members; the new row."""
+    """Insert call ``type:id`` with its members; the new row. ``known`` gets the user rows
+    read on the way."""
     cid = f"{type}:{id}"
     now = now_ns(ctx.clock)
     if who.user_id is not None:
@@ -180,7 +203,7 @@ async def _create(
         if data.created_by is not None and data.created_by.id == creator:
             check_custom(ctx, data.created_by.custom, "data.created_by.custom")
             await upsert_user(conn, data.created_by, now)
-        elif not await user_rows(conn, [creator]):
+        elif not await user_rows(conn, [creator], known):
             raise InvalidRequest(
                 f"user {creator} does not exist", field="data.created_by_id", cid=cid
             )
@@ -208,7 +231,7 @@ async def _create(
         .returning(*calls.c)
     )
     row = dict(inserted.mappings().one())
-    await upsert_members(conn, cid, members, now, "data.members")
+    await upsert_members(conn, cid, members, now, "data.members", new_call=True, known=known)
     log.info("Call(%s) created by %s with %d members", cid, creator, len(members))
     return row
 

@@ -14,8 +14,14 @@ from appliance.server.auth import Principal
 from appliance.server.context import ServerContext
 from appliance.server.lifecycle.permissions import Access, access
 from appliance.server.store import calltypes
-from appliance.server.store.members import member_role, member_rows
-from appliance.server.wire.serialize import call_response, call_row, members_response
+from appliance.server.store.members import FirstMembers, member_role, member_rows
+from appliance.server.store.users import KnownUsers
+from appliance.server.wire.serialize import (
+    OpenedSessions,
+    call_response,
+    call_row,
+    members_response,
+)
 
 DEFAULT_MEMBERS_LIMIT = 25
 MAX_MEMBERS_LIMIT = 100
@@ -51,22 +57,33 @@ async def call_state(
     acc: Access,
     members_limit: int | None = None,
     ctype: Mapping[str, Any] | None = None,
+    known: KnownUsers | None = None,
+    listed: FirstMembers | None = None,
+    opened: OpenedSessions | None = None,
 ) -> dict[str, Any]:
+    """``known``: user rows the transaction has read; ``listed``: the call's first members as
+    this transaction read them, unchanged since (a create lists its new members once, for its
+    ``call.created`` and for its answer); ``opened``: sessions the transaction opened."""
     limit = (
         DEFAULT_MEMBERS_LIMIT if members_limit is None else min(members_limit, MAX_MEMBERS_LIMIT)
     )
     cid = row["cid"]
-    rows = await member_rows(conn, cid, limit) if limit > 0 else []
+    if limit <= 0:
+        rows = []
+    elif listed is not None and listed.covers(limit):
+        rows = listed.rows[:limit]
+    else:
+        rows = await member_rows(conn, cid, limit)
     membership = None
     if who.user_id is not None:
         mine = [r for r in rows if r["user_id"] == who.user_id] or await member_rows(
             conn, cid, 1, [who.user_id]
         )
         if mine:
-            membership = (await members_response(conn, ctx, mine))[0]
+            membership = (await members_response(conn, ctx, mine, known))[0]
     return {
-        "call": await call_response(conn, ctx, cid, row, ctype),
-        "members": await members_response(conn, ctx, rows),
+        "call": await call_response(conn, ctx, cid, row, ctype, known, opened),
+        "members": await members_response(conn, ctx, rows, known),
         "membership": membership,
         "own_capabilities": acc.own_capabilities(),
     }

@@ -47,6 +47,10 @@ class Outbox:
     pushes: list[RingPush] = field(default_factory=list)
     # Ring outcomes for ``/metrics``, counted only once the transaction committed.
     outcomes: list[RingOutcome] = field(default_factory=list)
+    # Every member and participant of a call, by cid, when this transaction knows them all (it
+    # created the call): its events are addressed to them by name, so no replica has to look
+    # the call's audience up before delivering (a query ahead of a ring's call.ring).
+    audiences: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def add(
         self,
@@ -59,7 +63,12 @@ class Outbox:
     ) -> None:
         """An event for the members and participants of ``call_cid`` (or for ``target``)."""
         event = {"type": event_type, "call_cid": call_cid, **fields}
-        self.items.append(_Item(event, target or Target(call_cid=call_cid), with_call))
+        target = target or Target(call_cid=call_cid)
+        audience = self.audiences.get(target.call_cid or "")
+        if audience is not None and target.sharing_with is None:
+            named = tuple(dict.fromkeys((*audience, *target.user_ids)))
+            target = replace(target, call_cid=None, user_ids=named)
+        self.items.append(_Item(event, target, with_call))
 
     async def serialize(self, db: AsyncConnection, ctx: ServerContext) -> None:
         """Build the ``call`` of the events that carry one, on the transaction's own connection

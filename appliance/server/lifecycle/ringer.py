@@ -44,10 +44,13 @@ from appliance.server.metrics import RingOutcome
 from appliance.server.outbound.ringpush import UNTIMED_RING_SECONDS, RingPush, stopped
 from appliance.server.realtime.connection import Connection
 from appliance.server.realtime.hub import Hub, Target
-from appliance.server.store.members import member_rows
+from appliance.server.store.arrays import insert_rows, one_of
+from appliance.server.store.members import FirstMembers, member_rows
 from appliance.server.store.schema import call_members, call_sessions, session_ring
-from appliance.server.store.users import user_rows
+from appliance.server.store.users import KnownUsers, user_rows
 from appliance.server.wire.serialize import (
+    OpenedSession,
+    OpenedSessions,
     call_response,
     is_online,
     member_response,
@@ -128,11 +131,18 @@ class RingEngine:
         member_ids: list[str] | None,
         video: bool | None,
         ctype: Mapping[str, Any] | None = None,
+        known: KnownUsers | None = None,
+        first: FirstMembers | None = None,
+        opened: OpenedSessions | None = None,
     ) -> list[str]:
         """``ring_users`` inside the caller's transaction (run by ``self.tx``); ``call`` is the
         call's row as read by ``call_for_update`` or just inserted (locked either way), ``ctype``
-        its call type's row when the caller has read it."""
-        return await self._ring(db, call, caller_id, member_ids, video, out, ctype)
+        its call type's row when the caller has read it, ``known`` the user rows and ``first``
+        the first members it has read in this transaction; ``opened`` gets the session when
+        the ring opens one."""
+        return await self._ring(
+            db, call, caller_id, member_ids, video, out, ctype, known, first, opened
+        )
 
     async def _ring(
         self,
@@ -143,16 +153,32 @@ class RingEngine:
         video: bool | None,
         out: Outbox,
         ctype: Mapping[str, Any] | None = None,
+        known: KnownUsers | None = None,
+        first: FirstMembers | None = None,
+        opened: OpenedSessions | None = None,
     ) -> list[str]:
         cid = call["cid"]
         now = now_ns(self.ctx.clock)
-        session, new = await open_session(db, call, now, out)
+        ring = (await settings_of(db, call, ctype)).ring
+        auto_cancel_at = (
+            now + ring.auto_cancel_timeout_ms * MS if ring.auto_cancel_timeout_ms else None
+        )
+        values: dict[str, Any] = {
+            "rung_by_id": caller_id,
+            "ring_started_at": now,
+            "ring_video": video,
+        }
+        # A session opened by this ring starts rung (nobody in it has accepted yet).
+        starting = dict(values, auto_cancel_at=auto_cancel_at) if auto_cancel_at else values
+        session, new = await open_session(db, call, now, out, starting)
         sid = session["id"]
         member_q = select(call_members.c.user_id).where(call_members.c.call_cid == cid)
         if member_ids is not None:
             named = list(dict.fromkeys(member_ids))
             found = set(
-                (await db.execute(member_q.where(call_members.c.user_id.in_(named)))).scalars()
+                (
+                    await db.execute(member_q.where(one_of(db, call_members.c.user_id, named)))
+                ).scalars()
             )
             missing = [u for u in named if u not in found]
             if missing:
@@ -170,7 +196,6 @@ class RingEngine:
             ]
         if not ringed:
             raise nobody_to_ring(cid, caller_id)
-        ring = (await settings_of(db, call, ctype)).ring
         callee_deadline = (
             now + ring.incoming_call_timeout_ms * MS if ring.incoming_call_timeout_ms else None
         )
@@ -202,26 +227,29 @@ class RingEngine:
                 .values(**row_values)
             )
         if fresh:
-            await db.execute(
-                session_ring.insert(),
-                [{"session_id": sid, "user_id": u, **row_values} for u in fresh],
+            await insert_rows(
+                db, session_ring, [{"session_id": sid, "user_id": u, **row_values} for u in fresh]
             )
-        anyone_accepted = "accepted" in states.values()
-        values: dict[str, Any] = {
-            "rung_by_id": caller_id,
-            "ring_started_at": now,
-            "ring_video": video,
-        }
-        if not anyone_accepted and ring.auto_cancel_timeout_ms:
-            values["auto_cancel_at"] = now + ring.auto_cancel_timeout_ms * MS
-        await db.execute(update(call_sessions).where(call_sessions.c.id == sid).values(**values))
+        if new:
+            values = starting
+            if opened is not None:
+                opened[sid] = OpenedSession(session, [{"user_id": u, **row_values} for u in fresh])
+        else:
+            if auto_cancel_at and "accepted" not in states.values():
+                values["auto_cancel_at"] = auto_cancel_at
+            await db.execute(
+                update(call_sessions).where(call_sessions.c.id == sid).values(**values)
+            )
         out.deadlines_changed = True
         out.outcomes.append(RingOutcome("started", cid))
         ends = [t for t in (callee_deadline, values.get("auto_cancel_at")) if t is not None]
-        listed = await member_rows(db, cid, RING_MEMBERS_LISTED, ringed[:RING_MEMBERS_LISTED])
+        shown = ringed[:RING_MEMBERS_LISTED]
+        listed = first.of(shown) if first is not None else None
+        if listed is None:
+            listed = await member_rows(db, cid, RING_MEMBERS_LISTED, shown)
         log.info("Call(%s) %s rings %d users in session %s", cid, caller_id, len(ringed), sid)
         # The caller and the listed members in one read of users.
-        people = await user_rows(db, [caller_id, *(r["user_id"] for r in listed)])
+        people = await user_rows(db, [caller_id, *(r["user_id"] for r in listed)], known)
         out.add(
             ev.CALL_RING,
             cid,

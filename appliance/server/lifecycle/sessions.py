@@ -66,14 +66,19 @@ async def live_session(db: AsyncConnection, call: dict[str, Any]) -> dict[str, A
 
 
 async def open_session(
-    db: AsyncConnection, call: dict[str, Any], now: int, out: Outbox
+    db: AsyncConnection,
+    call: dict[str, Any],
+    now: int,
+    out: Outbox,
+    starting: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], bool]:
-    """The live session of ``call``, or a new one (``True``) when none is live."""
+    """The live session of ``call``, or a new one (``True``) when none is live; a new one is
+    inserted with the columns in ``starting`` (a ring's, so that it needs no UPDATE after)."""
     live = await live_session(db, call)
     if live is not None:
         return live, False
     sid = str(uuid.uuid4())
-    row = {"id": sid, "call_cid": call["cid"], "created_at": now}
+    row = {**(starting or {}), "id": sid, "call_cid": call["cid"], "created_at": now}
     inserted = await db.execute(call_sessions.insert().values(**row).returning(*call_sessions.c))
     session = dict(inserted.mappings().one())
     await db.execute(

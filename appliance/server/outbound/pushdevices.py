@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from appliance.errors import InvalidRequest
 from appliance.server.outbound.vapid import b64url_decode
 from appliance.server.settings import PushSettings, host_allowed
+from appliance.server.store.arrays import one_of
 from appliance.server.store.schema import push_devices
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,7 @@ async def of_users(conn: AsyncConnection, user_ids: Iterable[str]) -> list[Subsc
     cols = (push_devices.c.id, push_devices.c.p256dh, push_devices.c.auth, push_devices.c.user_id)
     for start in range(0, len(wanted), 500):
         rows = await conn.execute(
-            select(*cols).where(push_devices.c.user_id.in_(wanted[start : start + 500]))
+            select(*cols).where(one_of(conn, push_devices.c.user_id, wanted[start : start + 500]))
         )
         out.extend(Subscription(r[0], r[1], r[2], r[3]) for r in rows)
     return out

@@ -33,6 +33,7 @@ from appliance.server.realtime.connection import (
 )
 from appliance.server.realtime.presence import Presence
 from appliance.server.realtime.tokenwatch import TokenWatch
+from appliance.server.store.arrays import one_of
 from appliance.server.store.schema import call_members, participants, users
 from appliance.server.wire.serialize import user_response
 
@@ -259,14 +260,14 @@ class Hub:
                     parts.append(
                         select(call_members.c.user_id).where(
                             call_members.c.call_cid == target.call_cid,
-                            call_members.c.user_id.in_(chunk),
+                            one_of(conn, call_members.c.user_id, chunk),
                         )
                     )
                     parts.append(
                         select(participants.c.user_id).where(
                             participants.c.call_cid == target.call_cid,
                             participants.c.left_at.is_(None),
-                            participants.c.user_id.in_(chunk),
+                            one_of(conn, participants.c.user_id, chunk),
                         )
                     )
                 if target.sharing_with is not None:
@@ -275,7 +276,8 @@ class Hub:
                     )
                     parts.append(
                         select(call_members.c.user_id).where(
-                            call_members.c.call_cid.in_(mine), call_members.c.user_id.in_(chunk)
+                            call_members.c.call_cid.in_(mine),
+                            one_of(conn, call_members.c.user_id, chunk),
                         )
                     )
                 q = parts[0] if len(parts) == 1 else union(*parts)

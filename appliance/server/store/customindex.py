@@ -122,8 +122,11 @@ async def index_members_custom(
     conn: AsyncConnection,
     call_cid: str,
     members: Iterable[tuple[str, Mapping[str, Any] | None]],
+    *,
+    replace: bool = True,
 ) -> None:
-    """Replace the index rows of several members of one call (one DELETE, one INSERT batch)."""
+    """Replace the index rows of several members of one call (one DELETE, one INSERT batch);
+    ``replace=False``: they have none yet (members of a call this transaction inserted)."""
     members = list(members)
     if not members:
         return
@@ -132,7 +135,8 @@ async def index_members_custom(
         for user_id, custom in members
         for p, t, n in flatten_custom(custom, field=f"members[{user_id}].custom")
     ]
-    await remove_member_custom(conn, call_cid, [user_id for user_id, _ in members])
+    if replace:
+        await remove_member_custom(conn, call_cid, [user_id for user_id, _ in members])
     if values:
         await conn.execute(insert(call_member_custom_index), values)
     log.debug(

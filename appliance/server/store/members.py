@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,9 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance.calls.capabilities import CALL_ROLES
 from appliance.errors import InvalidRequest
+from appliance.server.store.arrays import insert_rows, one_of
 from appliance.server.store.customindex import index_members_custom, remove_member_custom
 from appliance.server.store.schema import call_members
-from appliance.server.store.users import missing_users
+from appliance.server.store.users import KnownUsers, missing_users, user_rows
 
 log = logging.getLogger(__name__)
 
@@ -45,27 +47,45 @@ def check_members(members: list[MemberRequest], field: str, limit: int) -> None:
 
 
 async def upsert_members(
-    conn: AsyncConnection, cid: str, members: list[MemberRequest], now: int, field: str
+    conn: AsyncConnection,
+    cid: str,
+    members: list[MemberRequest],
+    now: int,
+    field: str,
+    *,
+    new_call: bool = False,
+    known: KnownUsers | None = None,
 ) -> tuple[list[str], list[str]]:
-    """Add or update members; returns (added ids, updated ids). Members must be existing users."""
+    """Add or update members; returns (added ids, updated ids). Members must be existing users.
+
+    ``new_call``: the call was inserted by this transaction, so it has no members to update and
+    no custom-index rows to replace (deleting a call deletes its index rows in the same
+    transaction): two statements fewer on every create. ``known``: the members' user rows are
+    read whole into it (the request shows them later) rather than only checked to exist."""
     if not members:
         return [], []
-    missing = await missing_users(conn, (m.user_id for m in members))
+    if known is None:
+        missing = await missing_users(conn, (m.user_id for m in members))
+    else:
+        found = await user_rows(conn, (m.user_id for m in members), known)
+        missing = sorted({m.user_id for m in members} - found.keys())
     if missing:
         raise InvalidRequest(
             f"members must be existing users; unknown: {', '.join(missing)}", field=field, cid=cid
         )
     ids = [m.user_id for m in members]
-    existing = {
-        r["user_id"]: dict(r)
-        for r in (
-            await conn.execute(
-                select(call_members).where(
-                    call_members.c.call_cid == cid, call_members.c.user_id.in_(ids)
+    existing: dict[str, dict[str, Any]] = {}
+    if not new_call:
+        existing = {
+            r["user_id"]: dict(r)
+            for r in (
+                await conn.execute(
+                    select(call_members).where(
+                        call_members.c.call_cid == cid, one_of(conn, call_members.c.user_id, ids)
+                    )
                 )
-            )
-        ).mappings()
-    }
+            ).mappings()
+        }
     added: list[str] = []
     updated: list[str] = []
     new_rows: list[dict[str, Any]] = []
@@ -98,8 +118,8 @@ async def upsert_members(
             reindex.append((m.user_id, m.custom or {}))
             added.append(m.user_id)
     if new_rows:
-        await conn.execute(call_members.insert(), new_rows)
-    await index_members_custom(conn, cid, reindex)
+        await insert_rows(conn, call_members, new_rows)
+    await index_members_custom(conn, cid, reindex, replace=not new_call)
     log.info("Call(%s) members added %s, updated %s", cid, added, updated)
     return added, updated
 
@@ -125,12 +145,37 @@ async def remove_members(conn: AsyncConnection, cid: str, user_ids: Iterable[str
     return sorted(present)
 
 
+@dataclass(frozen=True)
+class FirstMembers:
+    """``member_rows(conn, cid, limit)`` as one transaction read it: the call's first ``limit``
+    members, or all of them when there are fewer (a create lists its new members once, for its
+    ``call.created``, its ring and its answer)."""
+
+    rows: list[dict[str, Any]]
+    limit: int
+
+    def covers(self, limit: int) -> bool:
+        """Whether the call's first ``limit`` members are all in ``rows``."""
+        return limit <= len(self.rows) or len(self.rows) < self.limit
+
+    def of(self, user_ids: Iterable[str]) -> list[dict[str, Any]] | None:
+        """``member_rows(conn, cid, n, user_ids)`` for ``n ≥ len(user_ids)`` when every one of
+        them is in ``rows`` (in the same order: ``rows`` are in ``member_rows`` order)."""
+        wanted = set(user_ids)
+        found = [r for r in self.rows if r["user_id"] in wanted]
+        return found if len(found) == len(wanted) else None
+
+
+async def first_members(conn: AsyncConnection, cid: str, limit: int) -> FirstMembers:
+    return FirstMembers(await member_rows(conn, cid, limit), limit)
+
+
 async def member_rows(
     conn: AsyncConnection, cid: str, limit: int, user_ids: Iterable[str] | None = None
 ) -> list[dict[str, Any]]:
     q = select(call_members).where(call_members.c.call_cid == cid)
     if user_ids is not None:
-        q = q.where(call_members.c.user_id.in_(list(user_ids)))
+        q = q.where(one_of(conn, call_members.c.user_id, user_ids))
     q = q.order_by(call_members.c.created_at, call_members.c.user_id).limit(limit)
     return [dict(r) for r in (await conn.execute(q)).mappings()]
 

@@ -12,10 +12,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from appliance.calls.capabilities import USER_ROLES
 from appliance.errors import InvalidRequest
+from appliance.server.store.arrays import one_of
 from appliance.server.store.customindex import index_user_custom
 from appliance.server.store.schema import users
 
 log = logging.getLogger(__name__)
+
+# User rows one transaction has read, by id (``user_rows(known=…)``): a request that shows the
+# same users several times (the creator of a call in its ``call.created`` event, as the caller
+# of its ring and in its answer) reads each once. Filled only after the transaction's own
+# user writes (a create writes ``created_by`` first), so what it holds is what commits.
+KnownUsers = dict[str, dict[str, Any]]
 
 
 class UserRequest(BaseModel):
@@ -58,13 +65,23 @@ async def upsert_user(conn: AsyncConnection, user: UserRequest, now: int) -> Non
     log.debug("User(%s) upserted", user.id)
 
 
-async def user_rows(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+async def user_rows(
+    conn: AsyncConnection, ids: Iterable[str], known: KnownUsers | None = None
+) -> dict[str, dict[str, Any]]:
+    """The stored rows of ``ids`` (users that do not exist are left out); with ``known``, the
+    rows it holds are not read again and those read are added to it."""
     wanted = sorted(set(ids))
     out: dict[str, dict[str, Any]] = {}
+    if known is not None:
+        out.update((u, known[u]) for u in wanted if u in known)
+        wanted = [u for u in wanted if u not in known]
     for start in range(0, len(wanted), 500):
         chunk = wanted[start : start + 500]
-        rows = (await conn.execute(select(users).where(users.c.id.in_(chunk)))).mappings()
+        q = select(users).where(one_of(conn, users.c.id, chunk))
+        rows = (await conn.execute(q)).mappings()
         out.update({r["id"]: dict(r) for r in rows})
+    if known is not None:
+        known.update(out)
     return out
 
 
@@ -74,7 +91,9 @@ async def missing_users(conn: AsyncConnection, ids: Iterable[str]) -> list[str]:
     for start in range(0, len(wanted), 500):  # ids only: no JSON columns to decode
         chunk = wanted[start : start + 500]
         found.update(
-            (await conn.execute(select(users.c.id).where(users.c.id.in_(chunk)))).scalars()
+            (
+                await conn.execute(select(users.c.id).where(one_of(conn, users.c.id, chunk)))
+            ).scalars()
         )
     return [u for u in wanted if u not in found]
 

@@ -11,7 +11,8 @@ the ``call`` of its events.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -22,7 +23,7 @@ from appliance.errors import NotFound
 from appliance.server.context import ServerContext
 from appliance.server.store import calltypes
 from appliance.server.store.schema import call_sessions, calls, participants, session_ring
-from appliance.server.store.users import user_rows
+from appliance.server.store.users import KnownUsers, user_rows
 
 
 def user_response(
@@ -87,40 +88,74 @@ def is_online(ctx: ServerContext, user_id: str) -> bool:
 
 
 async def members_response(
-    conn: AsyncConnection, ctx: ServerContext, rows: Iterable[Mapping[str, Any]]
+    conn: AsyncConnection,
+    ctx: ServerContext,
+    rows: Iterable[Mapping[str, Any]],
+    known: KnownUsers | None = None,
 ) -> list[dict[str, Any]]:
     rows = list(rows)
-    found = await user_rows(conn, (r["user_id"] for r in rows))
+    found = await user_rows(conn, (r["user_id"] for r in rows), known)
     return [member_response(r, found.get(r["user_id"]), is_online(ctx, r["user_id"])) for r in rows]
 
 
+@dataclass(frozen=True)
+class OpenedSession:
+    """A session as the transaction that opened it for a ring wrote it: its row (as inserted),
+    its ``session_ring`` rows, nobody in it yet. Its ``session_response`` in that transaction
+    needs no read (a create with ring answers with the session it opened)."""
+
+    row: Mapping[str, Any]
+    rings: list[dict[str, Any]]
+
+
+# Sessions opened by the running transaction, by id (``RingEngine.ring_in(opened=…)``).
+OpenedSessions = dict[str, OpenedSession]
+
+
 async def session_response(
-    conn: AsyncConnection, ctx: ServerContext, session_id: str
+    conn: AsyncConnection,
+    ctx: ServerContext,
+    session_id: str,
+    known: KnownUsers | None = None,
+    opened: OpenedSessions | None = None,
 ) -> dict[str, Any] | None:
-    s = (
-        (await conn.execute(select(call_sessions).where(call_sessions.c.id == session_id)))
-        .mappings()
-        .first()
-    )
-    if s is None:
-        return None
-    rings = (
-        (await conn.execute(select(session_ring).where(session_ring.c.session_id == session_id)))
-        .mappings()
-        .all()
-    )
-    parts = (
-        (
-            await conn.execute(
-                select(participants)
-                .where(participants.c.session_id == session_id, participants.c.left_at.is_(None))
-                .order_by(participants.c.joined_at, participants.c.id)
-            )
+    written = opened.get(session_id) if opened else None
+    s: Mapping[Any, Any] | None
+    rings: Sequence[Mapping[Any, Any]]
+    parts: Sequence[Mapping[Any, Any]]
+    if written is not None:
+        s, rings, parts = written.row, written.rings, []
+    else:
+        s = (
+            (await conn.execute(select(call_sessions).where(call_sessions.c.id == session_id)))
+            .mappings()
+            .first()
         )
-        .mappings()
-        .all()
-    )
-    people = await user_rows(conn, (p["user_id"] for p in parts))
+        if s is None:
+            return None
+        rings = (
+            (
+                await conn.execute(
+                    select(session_ring).where(session_ring.c.session_id == session_id)
+                )
+            )
+            .mappings()
+            .all()
+        )
+        parts = (
+            (
+                await conn.execute(
+                    select(participants)
+                    .where(
+                        participants.c.session_id == session_id, participants.c.left_at.is_(None)
+                    )
+                    .order_by(participants.c.joined_at, participants.c.id)
+                )
+            )
+            .mappings()
+            .all()
+        )
+    people = await user_rows(conn, (p["user_id"] for p in parts), known)
     by_state: dict[str, dict[str, int]] = {"accepted": {}, "rejected": {}, "missed": {}}
     ringing: list[str] = []
     for r in rings:
@@ -174,17 +209,20 @@ async def call_response(
     cid: str,
     row: Mapping[str, Any] | None = None,
     ctype: Mapping[str, Any] | None = None,
+    known: KnownUsers | None = None,
+    opened: OpenedSessions | None = None,
 ) -> dict[str, Any]:
-    """``CallResponse`` of call ``cid`` from the store (``row``, the call's row, and ``ctype``,
-    its type's row, each save a read when at hand)."""
+    """``CallResponse`` of call ``cid`` from the store (``row``, the call's row, ``ctype``, its
+    type's row, ``known``, users the transaction has read, and ``opened``, sessions it opened,
+    each save reads when at hand)."""
     call = dict(row) if row is not None else await call_row(conn, cid)
     if ctype is None:
         ctype = await calltypes.get_row(conn, call["type"])
     settings = effective_settings(ctype["settings"], call["settings_override"])
-    creator = (await user_rows(conn, [call["created_by_id"]])).get(call["created_by_id"])
+    creator = (await user_rows(conn, [call["created_by_id"]], known)).get(call["created_by_id"])
     session = None
     if call["current_session_id"]:
-        session = await session_response(conn, ctx, call["current_session_id"])
+        session = await session_response(conn, ctx, call["current_session_id"], known, opened)
     return {
         "type": call["type"],
         "id": call["id"],
