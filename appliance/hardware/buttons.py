@@ -4,8 +4,9 @@ gpiozero's mock pins do not simulate bounce, and long cables give phantom pulses
 hardware debounce, so the rules that matter are ours and run on the loop with an injected
 clock: a press shorter than ``min_press`` is ignored; a press within ``cooldown`` of the last
 accepted one is ignored (a double press never places two calls); held for ``hold_time`` is a
-hold, released earlier a press. gpiozero calls back on its own threads; those callbacks only
-``call_soon_threadsafe`` into the loop.
+hold, released earlier a press. gpiozero calls back on its own threads; those callbacks read the
+clock at the edge and only ``call_soon_threadsafe`` into the loop, so a press is timed by its edges,
+not by when a busy loop got to them (a 200 ms press while the loop was late is still 200 ms).
 """
 
 from __future__ import annotations
@@ -57,8 +58,12 @@ class PanelButton:
         self._button = Button(
             cfg.pin, pull_up=cfg.pull_up, bounce_time=cfg.bounce_time, pin_factory=factory
         )
-        self._button.when_pressed = lambda: loop.call_soon_threadsafe(self._pressed)
-        self._button.when_released = lambda: loop.call_soon_threadsafe(self._released)
+        self._button.when_pressed = lambda: loop.call_soon_threadsafe(
+            self._pressed, clock.monotonic()
+        )
+        self._button.when_released = lambda: loop.call_soon_threadsafe(
+            self._released, clock.monotonic()
+        )
 
     @property
     def name(self) -> str:
@@ -68,23 +73,25 @@ class PanelButton:
     def pin(self) -> Any:
         return self._button.pin
 
-    def _pressed(self) -> None:
+    def _pressed(self, at: float) -> None:
+        """On the loop; ``at``: when the pin went down (read on gpiozero's thread)."""
         if self._down_at is not None:
             return
-        self._down_at = self._clock.monotonic()
+        self._down_at = at
         self._hold_fired = False
-        self._hold_task = self._loop.create_task(self._hold_timer(self._down_at))
+        self._hold_task = self._loop.create_task(self._hold_timer(at))
 
     async def _hold_timer(self, down_at: float) -> None:
-        await self._clock.sleep(self.cfg.hold_time)
+        await self._clock.sleep(max(0.0, down_at + self.cfg.hold_time - self._clock.monotonic()))
         if self._down_at == down_at:
             self._hold_fired = True
             self._fire("hold")
 
-    def _released(self) -> None:
+    def _released(self, at: float) -> None:
+        """On the loop; ``at``: when the pin came back up."""
         if self._down_at is None:
             return
-        held = self._clock.monotonic() - self._down_at
+        held = at - self._down_at
         self._down_at = None
         if self._hold_task is not None:
             self._hold_task.cancel()

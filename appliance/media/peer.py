@@ -55,6 +55,8 @@ class _Command:
     kind: str
     reason: str
     done: asyncio.Future[None]
+    seen: tuple[int, str, str | None] | None = None
+    """For a restart: the connection as it was when the restart was decided (see ``restart``)."""
 
 
 class Peer:
@@ -289,12 +291,33 @@ class Peer:
         await self._signal({"kind": "answer", "sdp": pc.localDescription.sdp})
 
     async def restart(self, reason: str) -> None:
-        """Offerer only: a fresh connection for the pair (aiortc cannot restart ICE in place)."""
-        await self._command("restart", reason)
+        """Offerer only: a fresh connection for the pair (aiortc cannot restart ICE in place).
 
-    async def _command(self, kind: str, reason: str) -> None:
+        Decided on the connection as it is now, the restart runs after whatever the peer's task
+        is handling; if that was the answer to the current offer, or the connection came up
+        meanwhile, the restart is dropped (the link watch looks again with the new state)."""
+        await self._command("restart", reason, seen=self._progress())
+
+    def _progress(self) -> tuple[int, str, str | None]:
+        """Which connection, its state, its signaling state: what a restart was decided on."""
+        return (self.connections, self.state, self.pc.signalingState if self.pc else None)
+
+    def _progressed_since(self, seen: tuple[int, str, str | None]) -> str | None:
+        """Why the current connection is past what a restart was decided on, or None."""
+        connections, state, signaling = seen
+        if connections != self.connections or self.pc is None:
+            return None
+        if self.state == "connected" and state != "connected":
+            return "it connected"
+        if signaling == "have-local-offer" and self.pc.signalingState == "stable":
+            return "its answer arrived"
+        return None
+
+    async def _command(
+        self, kind: str, reason: str, seen: tuple[int, str, str | None] | None = None
+    ) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._inbox.put_nowait(_Command(kind, reason, done))
+        self._inbox.put_nowait(_Command(kind, reason, done, seen))
         await done
 
     async def _signal(self, signal: Signal) -> None:
@@ -331,6 +354,10 @@ class Peer:
         if command.kind == "restart":
             if not self.offerer:
                 return  # the other side became the offerer (glare) meanwhile
+            progressed = self._progressed_since(command.seen) if command.seen else None
+            if progressed is not None:
+                logger.info("%r restart (%s) dropped: %s since", self, command.reason, progressed)
+                return
             self.restarts += 1
             logger.info("%r restarting (%s)", self, command.reason)
         await self._offer(command.kind)

@@ -218,9 +218,6 @@ async def test_call_answer_media_unlock_hangup(
     assert dominant_frequency(samples[-48000 * 2 :]) == pytest.approx(TONE_HZ, abs=5)
 
 
-# Known race, seen once in ~5 full runs and never alone (2.6 s alone): the bedside was not in the
-# call 30 s after the door's CALL. A bug to find: the rerun keeps it visible as an R in CI.
-@pytest.mark.flaky(reruns=1)
 async def test_auto_answer_lights_camera_live_before_first_packet(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -141,6 +141,9 @@ def _frames_received(status: dict[str, Any]) -> int:
     return int((audio.get("playback") or {}).get("frames_received", 0))
 
 
+_STORY = "appliance.media.peer"
+
+
 @pytest.fixture
 def net() -> Any:
     with veth_pair(subnet="10.97.0") as pair:
@@ -150,6 +153,16 @@ def net() -> Any:
 # Known race, seen once in ~5 full runs and never alone: after the link comes back the answerer's
 # newest connection closed itself 0.3 s after connecting (DTLS closed) while the offerer's stayed up,
 # and neither side restarted. A bug to find, not load: the rerun keeps it visible as an R in CI.
+# Not reproduced in 47 looped runs at load 6-30 (41 passed; 6 failed earlier, at setup). One way
+# to the first half is fixed (appliance/media/peer.py: a restart queued behind the answer it had
+# not seen closed the connection that answer had just completed, and the answerer, the DTLS client,
+# which completes first, saw it close: tests/daemon/test_peer_restart_race.py), but every such path
+# seen ends in a fresh restart from the offerer, not in silence. Ruled out by the logs of the
+# passing runs and by reading: glare (one offerer per pair: the server serializes the joins),
+# reordered signals (one sender's frames are relayed in order), a stale DTLS close from an earlier
+# connection (each has its own ICE credentials and DTLS keys), a WebSocket reconnect during the
+# 10 s outage (both silence limits are 30 s). Still open: what keeps the offerer from restarting.
+# A failing run now prints every peer and call-state line of each process.
 @pytest.mark.flaky(reruns=1)
 @pytest.mark.netns
 async def test_field_link_drop_recovers_with_nothing_ringing(tmp_path: Path, net: VethPair) -> None:
@@ -252,7 +265,11 @@ async def test_field_link_drop_recovers_with_nothing_ringing(tmp_path: Path, net
         assert sorted(p["user"]["id"] for p in session["participants"]) == ["field-1", "hq"]
     finally:
         for log in logs.iterdir():
-            print(f"--- {log.name}\n" + log.read_text(errors="replace")[-3000:])
+            text = log.read_text(errors="replace")
+            # every peer and call-state line (restarts, connection states), then the tail
+            story = [line for line in text.splitlines() if _STORY in line or "Daemon(" in line]
+            print(f"--- {log.name}: peers and call state\n" + "\n".join(story[-300:]))
+            print(f"--- {log.name}: tail\n" + text[-3000:])
         server.terminate()
 
 

@@ -101,3 +101,34 @@ async def test_injected_press_respects_cooldown(factory: Any, clock: ManualClock
     button.inject("press")
     button.inject("press")
     assert len(events) == 1
+
+
+async def test_a_press_is_timed_by_its_edges_not_by_when_the_loop_got_to_them(
+    factory: Any, clock: ManualClock
+) -> None:
+    """The loop was busy while the finger was down (a daemon just online: resync, the call's
+    get-or-create, an in-process server answering). Both edges' callbacks run late, one right
+    after the other; the press still lasted as long as the pin was down, and it counts. Timed
+    when the loop ran the callbacks, it measured ~0 s and was dropped as shorter than min_press:
+    a CALL that did nothing (tests/daemon/test_e2e_daemons.py logged it once under load)."""
+    button, events = make(factory, clock)
+    button.pin.drive_low()  # the edge; its callback waits for the busy loop
+    clock.advance(0.2)  # the finger stays down 200 ms, the loop still busy
+    button.pin.drive_high()
+    await settle()  # now the loop runs both callbacks
+    assert [(e.kind, e.action) for e in events] == [("press", Action.CALL)]
+    assert "shorter than min_press" not in " ".join(what for _, what in button.history)
+
+
+async def test_a_short_press_stays_short_when_the_loop_is_late(
+    factory: Any, clock: ManualClock
+) -> None:
+    """The same late loop does not stretch a bounce into a press."""
+    button, events = make(factory, clock)
+    button.pin.drive_low()
+    clock.advance(0.01)
+    button.pin.drive_high()
+    clock.advance(0.5)  # the loop gets to both callbacks only now
+    await settle()
+    assert events == []
+    assert "shorter than min_press" in button.history[-1][1]
