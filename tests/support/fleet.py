@@ -100,6 +100,7 @@ class HAProxy:
         self.backends = backends
         self.maxconn = maxconn
         self.log_path = root / "haproxy.log"
+        self.socket_path = root / "haproxy.sock"
         self._proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -111,6 +112,7 @@ class HAProxy:
         env.update(
             APPLIANCE_BIND=f"127.0.0.1:{self.port}",
             APPLIANCE_MAXCONN=str(self.maxconn),
+            APPLIANCE_HAPROXY_SOCKET=str(self.socket_path),
             **{f"APPLIANCE_R{i + 1}": f"127.0.0.1:{p}" for i, p in enumerate(self.backends)},
         )
         return env
@@ -140,6 +142,36 @@ class HAProxy:
                 await probe(http)
         if not up.is_set():
             raise RuntimeError(f"haproxy did not come up:\n{self.log_path.read_text()}")
+
+    async def states(self) -> dict[str, str]:
+        """Each replica's status as the proxy sees it (``show stat`` on its stats socket):
+        ``{"r1": "UP", "r2": "DOWN", ...}``."""
+        reader, writer = await asyncio.open_unix_connection(str(self.socket_path))
+        try:
+            writer.write(b"show stat\n")
+            await writer.drain()
+            text = (await reader.read()).decode()
+        finally:
+            writer.close()
+        lines = text.lstrip("# ").splitlines()
+        header = lines[0].split(",")
+        name, server, status = (
+            header.index("pxname"),
+            header.index("svname"),
+            header.index("status"),
+        )
+        rows = (line.split(",") for line in lines[1:] if line)
+        return {
+            r[server]: r[status] for r in rows if r[name] == "replicas" and r[server][:1] == "r"
+        }
+
+    async def wait_up(self, server: str, within: float = 30.0) -> None:
+        """Until the proxy has ``server`` (``"r2"``) back in rotation."""
+        deadline = time.monotonic() + within
+        while (state := (await self.states()).get(server)) != "UP":
+            if time.monotonic() > deadline:
+                raise AssertionError(f"haproxy still has {server} {state} after {within} s")
+            await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
         if self._proc is not None and self._proc.returncode is None:
@@ -223,9 +255,13 @@ class Fleet:
                 r.raise_for_status()
 
     async def rolling_restart(self) -> None:
-        """SIGTERM each replica in turn; the next goes only once this one answers /healthz."""
-        for srv in self.replicas:
+        """SIGTERM each replica in turn; the next goes only once the proxy has this one back in
+        rotation. Answering /healthz is not enough: the proxy needs ``rise`` checks to see it, and
+        stopping the next replica before then leaves one replica for two thirds of the devices."""
+        assert self.proxy is not None
+        for i, srv in enumerate(self.replicas):
             await srv.restart()
+            await self.proxy.wait_up(f"r{i + 1}")
 
 
 class Device:
