@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
 
 from appliance.cli import EX_CONFIG, main
+from tests.support.poll import until
 from tests.support.server import running_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -232,12 +235,21 @@ def test_unwritable_state_dir_is_exit_78(tmp_path) -> None:
 async def test_serve_leaves_its_startup_heap_out_of_garbage_collection(tmp_path) -> None:
     """A full collection walked the ~135,000 objects of a started server (a pause of 50-450 ms
     inside a ring's fan-out on a loaded machine); `appliance serve` freezes them once serving."""
+    frozen: list[float] = []
+
+    # uvicorn accepts before the heap is frozen (serve freezes it right after its first health
+    # refresh), so a /metrics that arrives in between sees 0: ask until the freeze has happened.
+    async def read(http: Any) -> bool:
+        text = (await http.get("/metrics")).text
+        frozen[:] = [
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith("appliance_gc_frozen_objects ")
+        ]
+        return bool(frozen) and frozen[0] > 0
+
     async with running_server(tmp_path, users=["alice"], subprocess=True) as srv:
         async with srv.client() as http:
-            text = (await http.get("/metrics")).text
-    frozen = [
-        float(line.split()[-1])
-        for line in text.splitlines()
-        if line.startswith("appliance_gc_frozen_objects ")
-    ]
+            with contextlib.suppress(AssertionError):  # the assertion below says what was seen
+                await until(lambda: read(http), within=30, every=0.1)
     assert frozen and frozen[0] > 50_000, frozen
