@@ -141,9 +141,12 @@ async def test_the_reference_is_what_the_speaker_played_chime_included(
     loud = int(np.flatnonzero(np.abs(reference) > 1000)[0])
     assert dominant_frequency(reference[loud : loud + 9600]) == pytest.approx(659.25, abs=3)
     assert int(np.abs(reference).max()) == pytest.approx(0.5 * 32767 * 10 ** (-6 / 20), rel=0.05)
-    # 10 ms frames, reference interleaved before the capture frames of the same time
+    # 10 ms frames; the reference reaches the APM all along the capture, not in one lump (how
+    # many capture periods pass before the speaker's first period depends on the machine's load)
     assert {f.size for f in apm.reverse} == {480} and {f.size for f in apm.capture} == {480}
-    assert "".join(apm.order[:6]).count("r") >= 2
+    order = "".join(apm.order)
+    half = len(order) // 2
+    assert order[:half].count("r") >= 10 and order[half:].count("r") >= 10, order
     status = devices.stats()["processing"]
     assert status["state"] == "on" and status["echo_cancellation"] is True
     assert status["reference_frames"] == len(apm.reverse)
