@@ -32,11 +32,13 @@ import json
 import multiprocessing
 import os
 import random
+import resource
 import signal
 import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -221,6 +223,27 @@ async def fanout(fleet: Fleet, members: int, rounds: int, per_process: int) -> d
 HEARTBEAT_S = 10.0
 
 
+class RefusedError(ConnectionError):
+    """The server answered the auth frame with something else than ``connection.ok``."""
+
+
+def _failure_kind(err: Exception, stage: str) -> str:
+    """What kind of failure a connect attempt met (the bench's account of the reconnect)."""
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    if isinstance(err, RefusedError):
+        return "server busy (connection.error, 1013)" if "503" in str(err) else "refused"
+    if isinstance(err, InvalidStatus):
+        return f"proxy HTTP {err.response.status_code}"
+    if isinstance(err, TimeoutError):
+        return f"timeout waiting for {stage}"
+    if isinstance(err, ConnectionClosed):
+        return f"closed during {stage}"
+    if isinstance(err, OSError):
+        return f"{type(err).__name__} during {stage}"
+    return f"{type(err).__name__} during {stage}"
+
+
 class IdleDevice:
     def __init__(self, url: str, user_id: str, token: str) -> None:
         from appliance.client.backoff import Backoff
@@ -232,13 +255,20 @@ class IdleDevice:
         self.connected = False
         self.connected_at: list[float] = []
         self.lost_at: list[float] = []
+        # Why each attempt that did not connect failed: (time.monotonic() it began, kind).
+        self.failures: list[tuple[float, str]] = []
+        # Each backoff sleep: (time.monotonic() it began, seconds).
+        self.waits: list[tuple[float, float]] = []
         self._last_rx = 0.0
+        self._stage = ""
 
     async def run(self, first: asyncio.Semaphore) -> None:
         import websockets
 
         gate: asyncio.Semaphore | None = first
         while True:
+            began = time.monotonic()
+            self._stage = "tcp/http"
             try:
                 if gate is not None:
                     async with gate:
@@ -249,17 +279,22 @@ class IdleDevice:
                 await self._serve()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as err:
                 gate = None
+                if not self.connected:
+                    self.failures.append((began, _failure_kind(err, self._stage)))
             if self.connected:
                 self.connected = False
                 self.lost_at.append(time.monotonic())
-            await asyncio.sleep(self.backoff.next_delay())
+            delay = self.backoff.next_delay()
+            self.waits.append((time.monotonic(), delay))
+            await asyncio.sleep(delay)
 
     async def _open(self, websockets: Any) -> None:
         self._ws = await websockets.connect(
             self.url, open_timeout=10.0, close_timeout=2.0, max_size=4 * 1024 * 1024
         )
+        self._stage = "connection.ok"
         try:
             await self._ws.send(
                 json.dumps({"token": self.token, "user_details": {"id": self.user_id}})
@@ -267,7 +302,7 @@ class IdleDevice:
             async with asyncio.timeout(10.0):
                 first = json.loads(await self._ws.recv())
             if first.get("type") != "connection.ok":
-                raise ConnectionError(str(first)[:200])
+                raise RefusedError(str(first)[:200])
         except BaseException:
             await self._ws.close()
             raise
@@ -360,6 +395,8 @@ async def _worker_main(
                 everyone: list[Any] = idle or clients
                 back = []
                 cut = 0
+                failures: Counter[str] = Counter()
+                waited = 0.0
                 for d in everyone:
                     lost = d.lost_at if isinstance(d, IdleDevice) else []
                     if any(t > since for t in lost):
@@ -367,12 +404,17 @@ async def _worker_main(
                         after = [t for t in d.connected_at if t > since]
                         if after:
                             back.append(after[0] - since)
+                    if isinstance(d, IdleDevice):
+                        failures.update(k for t, k in d.failures if t > since)
+                        waited += sum(s for t, s in d.waits if t > since)
                 pipe.send(
                     {
                         "devices": len(everyone),
                         "connected": sum(d.connected for d in everyone),
                         "cut": cut,
                         "back": back,
+                        "failures": dict(failures),
+                        "backoff_s": waited,
                         "cpu_s": time.process_time() - cpu0,
                     }
                 )
@@ -429,6 +471,8 @@ class Workers:
             "connected": sum(p["connected"] for p in parts),
             "cut": sum(p["cut"] for p in parts),
             "back": [t for p in parts for t in p["back"]],
+            "failures": sum((Counter(p["failures"]) for p in parts), Counter()),
+            "backoff_s": sum(p["backoff_s"] for p in parts),
             "cpu_s": [p["cpu_s"] for p in parts],
         }
 
@@ -543,12 +587,15 @@ async def scale_phase(fleet: Fleet, total: int, per_process: int) -> dict[str, A
         st = await workers.status()
         gen = sum(b - a for a, b in zip(gen0, st["cpu_s"], strict=True)) / 30 * 100
         still = st["connected"]
+        assert fleet.proxy is not None
+        proxy_sessions = await fleet.proxy.sessions()
+        proxy_hard_maxconn = [int(i["Hard_maxconn"]) for i in await fleet.proxy.info()]
         print(
             f"idle: {still} connected, RSS MB {[round(x) for x in rss]}, "
-            f"CPU % {[round(x, 1) for x in cpu]}, load generators {gen:.0f} %",
+            f"CPU % {[round(x, 1) for x in cpu]}, load generators {gen:.0f} %, "
+            f"proxy sessions {proxy_sessions} (Hard_maxconn {proxy_hard_maxconn})",
             flush=True,
         )
-        assert fleet.proxy is not None
         cut_at = time.monotonic()
         back: list[float] = []
         cut = 0
@@ -564,10 +611,24 @@ async def scale_phase(fleet: Fleet, total: int, per_process: int) -> dict[str, A
             back, cut = st["back"], st["cut"]
             if st["connected"] >= still and len(back) == cut:
                 break
+        failures, backoff_s = st["failures"], st["backoff_s"]
         await asyncio.sleep(10)
         after = (await workers.status())["connected"]
     finally:
         await workers.stop()
+    # How the devices came back: how many per 10 s after the cut.
+    waves = Counter(int(t // 10) * 10 for t in back)
+    print(
+        "back per 10 s after the cut: "
+        + ", ".join(f"{k}-{k + 10} s: {waves[k]}" for k in sorted(waves)),
+        flush=True,
+    )
+    print(
+        f"failed attempts after the cut: {sum(failures.values())} {dict(failures.most_common())}; "
+        f"backoff sleeps begun after the cut {backoff_s:.0f} device-seconds "
+        f"({backoff_s / max(1, cut):.1f} s a device)",
+        flush=True,
+    )
     logs = [srv.log_text() for srv in fleet.replicas]
     proxy_log = fleet.proxy.log_path.read_text(errors="replace") if fleet.proxy else ""
     return {
@@ -587,7 +648,30 @@ async def scale_phase(fleet: Fleet, total: int, per_process: int) -> dict[str, A
         "reconnect_all_s": max(back) if back else float("nan"),
         "reconnect_p99_s": _pct(back, 99),
         "connected_10s_later": after,
+        "reconnect_p50_s": statistics.median(back) if back else float("nan"),
+        "reconnect_failures": dict(failures),
+        "reconnect_backoff_s_per_device": backoff_s / max(1, cut),
+        "proxy_processes": len(proxy_sessions),
+        "proxy_sessions": proxy_sessions,
+        "proxy_hard_maxconn": proxy_hard_maxconn,
     }
+
+
+def proxy_tier(connections: int, args: argparse.Namespace) -> tuple[int, int]:
+    """How many HAProxy processes, and ``maxconn`` for each, to proxy ``connections``.
+
+    HAProxy needs two descriptors per proxied connection (client side, replica side) and
+    lowers ``maxconn`` to what its ``RLIMIT_NOFILE`` allows. Where the hard limit cannot be
+    raised (this machine: 20,000, no ``CAP_SYS_RESOURCE``: one process holds 9,984) the bench
+    runs several processes on the one address (``SO_REUSEPORT``), each with its own limit; the
+    kernel spreads the devices over them. In production one process with a limit of at least
+    twice the devices + a few hundred does the same (README "Running a fleet")."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    per_process = (hard - 500) // 2 if hard != resource.RLIM_INFINITY else connections
+    processes = args.proxy_processes or max(1, -(-connections // per_process))
+    # The kernel's hash spreads unevenly: a third more than an even share each, within the limit.
+    share = -(-connections // processes)
+    return processes, min(per_process, share + share // 3) if processes > 1 else share
 
 
 async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
@@ -599,12 +683,18 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     cluster.start()
     try:
         settings = {"limits": {"max_members_per_request": 200}}
-        maxconn = args.idle_devices + args.devices + 2000
+        processes, maxconn = proxy_tier(args.idle_devices + args.devices + 2000, args)
+        print(
+            f"proxy tier: {processes} HAProxy process(es) on one address, maxconn {maxconn} each "
+            f"(hard RLIMIT_NOFILE {resource.getrlimit(resource.RLIMIT_NOFILE)[1]})",
+            flush=True,
+        )
         async with Fleet(
             root,
             cluster.create_database("fleet"),
             users=[{"id": "caller"}],
             maxconn=maxconn,
+            proxy_processes=processes,
             **settings,
         ) as fleet:
             out: dict[str, Any] = {}
@@ -777,6 +867,11 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
                 f"{scale['devices']} of {scale['wanted']}",
                 f"in {scale['connect_s']:.0f} s, {args.devices_per_process} per load process",
             ),
+            (
+                "  through HAProxy processes on one address",
+                " ".join(str(x) for x in scale["proxy_sessions"]),
+                f"sessions each at idle; Hard_maxconn {scale['proxy_hard_maxconn']}",
+            ),
             ("RSS per replica (MB)", " ".join(f"{x:.0f}" for x in scale["rss_mb"]), "at idle"),
             (
                 "CPU per replica at idle (%)",
@@ -787,7 +882,17 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
                 "HAProxy restart: all devices back",
                 f"{scale['reconnect_all_s']:.1f} s",
                 f"{scale['reconnected']} of {scale['cut']} cut reconnected, "
-                f"p99 {scale['reconnect_p99_s']:.1f} s",
+                f"p50 {scale['reconnect_p50_s']:.1f} s p99 {scale['reconnect_p99_s']:.1f} s",
+            ),
+            (
+                "  failed attempts on the way back",
+                f"{sum(scale['reconnect_failures'].values())}",
+                ", ".join(f"{k} {v}" for k, v in scale["reconnect_failures"].items()),
+            ),
+            (
+                "  backoff sleeps begun, per device",
+                f"{scale['reconnect_backoff_s_per_device']:.1f} s",
+                "after the cut, summed",
             ),
         ]
         rows.append(
@@ -806,6 +911,10 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
             fleet_idle_cpu_pct_per_replica=[round(x, 2) for x in scale["idle_cpu_pct"]],
             fleet_reconnect_all_after_proxy_restart_s=round(scale["reconnect_all_s"], 2),
             fleet_reconnect_after_proxy_restart_p99_s=round(scale["reconnect_p99_s"], 2),
+            fleet_reconnect_after_proxy_restart_p50_s=round(scale["reconnect_p50_s"], 2),
+            fleet_reconnect_failed_attempts=scale["reconnect_failures"],
+            fleet_proxy_processes=scale["proxy_processes"],
+            fleet_proxy_sessions_per_process=scale["proxy_sessions"],
         )
     print()
     for name, value, note in rows:
@@ -829,6 +938,12 @@ def main() -> int:
     )
     parser.add_argument(
         "--phases", default="fanout,kill,rolling,scale", help="comma-separated subset to run"
+    )
+    parser.add_argument(
+        "--proxy-processes",
+        type=int,
+        default=0,
+        help="HAProxy processes on the one address (0: as many as the descriptor limit needs)",
     )
     args = parser.parse_args()
     # Replicas and HAProxy inherit it: each replica holds a descriptor per device it serves.
