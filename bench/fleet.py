@@ -507,6 +507,13 @@ def _proc_status(pid: int, field: str) -> float:
     return float("nan")
 
 
+def _machine_cpu() -> tuple[float, float]:
+    """Busy and total CPU seconds of the whole machine so far (/proc/stat), all cores."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    total = sum(fields)
+    return (total - fields[3] - fields[4]) / TICKS, total / TICKS
+
+
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
@@ -596,6 +603,10 @@ async def scale_phase(fleet: Fleet, total: int, per_process: int) -> dict[str, A
             f"proxy sessions {proxy_sessions} (Hard_maxconn {proxy_hard_maxconn})",
             flush=True,
         )
+        # CPU seconds spent during the reconnect, by whom (where the time goes on 2 cores).
+        rep0 = [_cpu_seconds(pid) for pid in pids]
+        gen0 = (await workers.status())["cpu_s"]
+        machine0 = _machine_cpu()
         cut_at = time.monotonic()
         back: list[float] = []
         cut = 0
@@ -605,12 +616,21 @@ async def scale_phase(fleet: Fleet, total: int, per_process: int) -> dict[str, A
             print(f"HAProxy did not come back: {str(err)[:200]}", flush=True)
             await fleet.proxy.stop()
             await fleet.proxy.start()
-        for _ in range(300):
+        for _ in range(900):
             await asyncio.sleep(1.0)
             st = await workers.status(cut_at)
             back, cut = st["back"], st["cut"]
             if st["connected"] >= still and len(back) == cut:
                 break
+        storm_s = time.monotonic() - cut_at
+        machine1 = _machine_cpu()
+        cpu_storm = {
+            "replicas": sum(_cpu_seconds(p) - c for p, c in zip(pids, rep0, strict=True)),
+            "load_generators": sum(b - a for a, b in zip(gen0, st["cpu_s"], strict=True)),
+            "haproxy": sum(_cpu_seconds(p) for p in fleet.proxy.pids),
+            "machine_busy": machine1[0] - machine0[0],
+            "machine_total": machine1[1] - machine0[1],
+        }
         failures, backoff_s = st["failures"], st["backoff_s"]
         await asyncio.sleep(10)
         after = (await workers.status())["connected"]
@@ -621,6 +641,12 @@ async def scale_phase(fleet: Fleet, total: int, per_process: int) -> dict[str, A
     print(
         "back per 10 s after the cut: "
         + ", ".join(f"{k}-{k + 10} s: {waves[k]}" for k in sorted(waves)),
+        flush=True,
+    )
+    print(
+        f"CPU seconds in the {storm_s:.0f} s until all were back: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in cpu_storm.items())
+        + f" (machine {cpu_storm['machine_busy'] / max(1e-9, cpu_storm['machine_total']):.0%} busy)",
         flush=True,
     )
     print(
@@ -651,6 +677,8 @@ async def scale_phase(fleet: Fleet, total: int, per_process: int) -> dict[str, A
         "reconnect_p50_s": statistics.median(back) if back else float("nan"),
         "reconnect_failures": dict(failures),
         "reconnect_backoff_s_per_device": backoff_s / max(1, cut),
+        "storm_cpu_s": cpu_storm,
+        "storm_s": storm_s,
         "proxy_processes": len(proxy_sessions),
         "proxy_sessions": proxy_sessions,
         "proxy_hard_maxconn": proxy_hard_maxconn,
@@ -890,6 +918,14 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
                 ", ".join(f"{k} {v}" for k, v in scale["reconnect_failures"].items()),
             ),
             (
+                "  CPU seconds until all back: replicas / load gen / HAProxy",
+                "{replicas:.0f} / {load_generators:.0f} / {haproxy:.0f}".format(
+                    **scale["storm_cpu_s"]
+                ),
+                f"machine {scale['storm_cpu_s']['machine_busy']:.0f} of "
+                f"{scale['storm_cpu_s']['machine_total']:.0f} CPU-s busy (all processes)",
+            ),
+            (
                 "  backoff sleeps begun, per device",
                 f"{scale['reconnect_backoff_s_per_device']:.1f} s",
                 "after the cut, summed",
@@ -913,6 +949,7 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
             fleet_reconnect_after_proxy_restart_p99_s=round(scale["reconnect_p99_s"], 2),
             fleet_reconnect_after_proxy_restart_p50_s=round(scale["reconnect_p50_s"], 2),
             fleet_reconnect_failed_attempts=scale["reconnect_failures"],
+            fleet_reconnect_storm_cpu_s={k: round(v, 1) for k, v in scale["storm_cpu_s"].items()},
             fleet_proxy_processes=scale["proxy_processes"],
             fleet_proxy_sessions_per_process=scale["proxy_sessions"],
         )
