@@ -2,7 +2,8 @@
 bench/fleet.py holds 10,000 devices where one process's descriptor limit allows fewer. Devices
 still know one address; the kernel spreads their sockets over the processes; the stats API
 (``HAProxy.states``/``wait_up``, used by the rolling restart) speaks for all of them, and a proxy
-restart restarts all of them and the devices come back.
+restart restarts all of them and the devices come back. Each process applies the configured
+rate of new connections (``APPLIANCE_SESSION_RATE``).
 """
 
 from __future__ import annotations
@@ -26,11 +27,14 @@ async def test_two_proxy_processes_on_one_address(
     tmp_path: Path, postgres: PostgresCluster
 ) -> None:
     url = postgres.create_database("f" + uuid.uuid4().hex[:10])
-    async with Fleet(tmp_path, url, proxy_processes=2) as fleet:
+    async with Fleet(tmp_path, url, proxy_processes=2, proxy_session_rate=500) as fleet:
         proxy = fleet.proxy
         assert proxy is not None
         infos = await proxy.info()
         assert len({i["Pid"] for i in infos}) == 2, infos
+        # Each process accepts at most this many new connections a second (a storm waits in
+        # the kernel's listen queue instead of overloading the replicas).
+        assert await proxy.frontend("rate_lim") == ["500", "500"]
         for server in ("r1", "r2", "r3"):  # "UP 1/3" at start: UP, no check passed yet
             await proxy.wait_up(server)
         devices = await Devices.connect(fleet, [f"p{i:02d}" for i in range(DEVICES)])

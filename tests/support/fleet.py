@@ -97,7 +97,13 @@ class HAProxy:
     bench/fleet.py holds more devices than one process's descriptor limit allows here."""
 
     def __init__(
-        self, root: Path, backends: list[int], maxconn: int, *, processes: int = 1
+        self,
+        root: Path,
+        backends: list[int],
+        maxconn: int,
+        *,
+        processes: int = 1,
+        session_rate: int = 0,
     ) -> None:
         binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
         if not Path(binary).exists():
@@ -109,6 +115,9 @@ class HAProxy:
         self.backends = backends
         self.maxconn = maxconn  # per process
         self.processes = processes
+        # New connections a second each process accepts (0: no limit); the rest wait in a
+        # listen queue of about 3 s of that rate (deploy/haproxy.cfg).
+        self.session_rate = session_rate
         self.log_path = root / "haproxy.log"  # all processes append to it
         self.socket_paths = [
             root / ("haproxy.sock" if i == 0 else f"haproxy-{i + 1}.sock") for i in range(processes)
@@ -136,6 +145,9 @@ class HAProxy:
             APPLIANCE_HAPROXY_SOCKET=str(self.socket_paths[index]),
             **{f"APPLIANCE_R{i + 1}": f"127.0.0.1:{p}" for i, p in enumerate(self.backends)},
         )
+        if self.session_rate:
+            env["APPLIANCE_SESSION_RATE"] = str(self.session_rate)
+            env["APPLIANCE_ACCEPT_BACKLOG"] = str(max(16, 3 * self.session_rate))
         return env
 
     async def start(self) -> None:
@@ -198,15 +210,18 @@ class HAProxy:
 
     async def sessions(self) -> list[int]:
         """Each process's current sessions on the devices' frontend (``show stat`` scur)."""
+        return [int(x) for x in await self.frontend("scur")]
+
+    async def frontend(self, field: str) -> list[str]:
+        """Each process's ``show stat`` ``field`` of the devices' frontend (``scur``,
+        ``rate_lim`` …)."""
         out = []
         for path in self.socket_paths:
             lines = (await self._ask(path, "show stat")).lstrip("# ").splitlines()
             header = lines[0].split(",")
-            name, server, scur = (header.index(h) for h in ("pxname", "svname", "scur"))
+            name, server, value = (header.index(h) for h in ("pxname", "svname", field))
             rows = (line.split(",") for line in lines[1:] if line)
-            out += [
-                int(r[scur]) for r in rows if r[name] == "appliance" and r[server] == "FRONTEND"
-            ]
+            out += [r[value] for r in rows if r[name] == "appliance" and r[server] == "FRONTEND"]
         return out
 
     async def states(self) -> dict[str, str]:
@@ -262,6 +277,7 @@ class Fleet:
         users: list[dict[str, Any]] | None = None,
         maxconn: int = 4096,
         proxy_processes: int = 1,
+        proxy_session_rate: int = 0,
         **settings: Any,
     ) -> None:
         self.root = root
@@ -270,6 +286,7 @@ class Fleet:
         self.users = users or []
         self.maxconn = maxconn  # per proxy process
         self.proxy_processes = proxy_processes
+        self.proxy_session_rate = proxy_session_rate  # per proxy process; 0 = no limit
         self.settings = settings
         self.replicas: list[ServerHandle] = []
         self.proxy: HAProxy | None = None
@@ -296,6 +313,7 @@ class Fleet:
             [r.port for r in self.replicas],
             self.maxconn,
             processes=self.proxy_processes,
+            session_rate=self.proxy_session_rate,
         )
         await self.proxy.start()
         return self
