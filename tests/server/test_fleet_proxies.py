@@ -8,6 +8,7 @@ rate of new connections (``APPLIANCE_SESSION_RATE``).
 
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -35,6 +36,9 @@ async def test_two_proxy_processes_on_one_address(
         # Each process accepts at most this many new connections a second (a storm waits in
         # the kernel's listen queue instead of overloading the replicas).
         assert await proxy.frontend("rate_lim") == ["500", "500"]
+        # and keeps a listen queue of ~3 s of that rate (a deeper one held connections whose
+        # devices had given up long before they were accepted).
+        assert _backlogs(proxy.port) == [1500, 1500]
         for server in ("r1", "r2", "r3"):  # "UP 1/3" at start: UP, no check passed yet
             await proxy.wait_up(server)
         devices = await Devices.connect(fleet, [f"p{i:02d}" for i in range(DEVICES)])
@@ -64,3 +68,11 @@ async def test_two_proxy_processes_on_one_address(
 async def _down(proxy: HAProxy, server: str) -> bool:
     """No process has ``server`` in rotation."""
     return "UP" not in (await proxy.states())[server]
+
+
+def _backlogs(port: int) -> list[int]:
+    """The listen queue length (``ss`` Send-Q) of each socket listening on ``port``."""
+    out = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    return [int(line.split()[2]) for line in out.splitlines() if line.strip()]
