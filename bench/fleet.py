@@ -14,13 +14,18 @@ devices that know only the proxy's address.
 4. scale: ``--idle-devices`` idle devices in load-generator processes of
    ``--devices-per-process`` each (``IdleDevice``: a bare WebSocket doing what the client does on
    an idle socket), RSS and CPU of each replica at idle (30 s), then HAProxy restarted (every
-   connection cut) and the time until every device is back through its jittered backoff.
+   connection cut) and the time until every device is back through its jittered backoff, with
+   the proxy accepting ``--proxy-session-rate`` new connections a second (0: unpaced); why the
+   attempts on the way failed, and the CPU each party used meanwhile.
+
+The proxy tier is ``--proxy-processes`` HAProxy processes on one address (default: as many as
+the descriptor limit needs for all devices; ``proxy_tier``).
 
 Prints a table; the last line is one JSON object. Targets (issue #14): reconnect p99 ≤ 5 s, no ring
 lost or duplicated, fan-out p99 ≤ 150 ms, 10,000 idle devices. Nothing here asserts: it measures.
 
     .venv/bin/python bench/fleet.py [--devices 1000] [--idle-devices 10000] [--ring-rounds 20]
-        [--phases fanout,kill,rolling,scale]
+        [--phases fanout,kill,rolling,scale] [--proxy-processes N] [--proxy-session-rate 60]
 """
 
 from __future__ import annotations
@@ -713,8 +718,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         settings = {"limits": {"max_members_per_request": 200}}
         processes, maxconn = proxy_tier(args.idle_devices + args.devices + 2000, args)
         print(
-            f"proxy tier: {processes} HAProxy process(es) on one address, maxconn {maxconn} each, "
-            f"session rate {args.proxy_session_rate or 'unlimited'} "
+            f"proxy tier: {processes} HAProxy process(es) on one address, maxconn {maxconn} each "
             f"(hard RLIMIT_NOFILE {resource.getrlimit(resource.RLIMIT_NOFILE)[1]})",
             flush=True,
         )
@@ -724,7 +728,6 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             users=[{"id": "caller"}],
             maxconn=maxconn,
             proxy_processes=processes,
-            proxy_session_rate=-(-args.proxy_session_rate // processes),
             **settings,
         ) as fleet:
             out: dict[str, Any] = {}
@@ -762,6 +765,18 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 finally:
                     await devices.aclose()
             if "scale" in phases:
+                # Paced new connections for the reconnect storm (deploy/haproxy.cfg
+                # APPLIANCE_SESSION_RATE); not in the phases before: a 333-device kill -9
+                # reconnect would be paced too.
+                assert fleet.proxy is not None
+                if args.proxy_session_rate:
+                    fleet.proxy.session_rate = -(-args.proxy_session_rate // processes)
+                    await fleet.proxy.restart()
+                print(
+                    f"proxy for the scale phase: new connections a second "
+                    f"{args.proxy_session_rate or 'unlimited'}",
+                    flush=True,
+                )
                 await phase(
                     "scale", scale_phase(fleet, args.idle_devices, args.devices_per_process)
                 )
@@ -993,9 +1008,9 @@ def main() -> int:
     parser.add_argument(
         "--proxy-session-rate",
         type=int,
-        default=0,
-        help="new connections a second the proxy tier accepts, over all its processes "
-        "(APPLIANCE_SESSION_RATE; 0: no limit)",
+        default=60,
+        help="scale phase: new connections a second the proxy tier accepts, over all its "
+        "processes (APPLIANCE_SESSION_RATE; 0: no limit)",
     )
     args = parser.parse_args()
     # Replicas and HAProxy inherit it: each replica holds a descriptor per device it serves.
