@@ -14,13 +14,18 @@ devices that know only the proxy's address.
 4. scale: ``--idle-devices`` idle devices in load-generator processes of
    ``--devices-per-process`` each (``IdleDevice``: a bare WebSocket doing what the client does on
    an idle socket), RSS and CPU of each replica at idle (30 s), then HAProxy restarted (every
-   connection cut) and the time until every device is back through its jittered backoff.
+   connection cut) and the time until every device is back through its jittered backoff, with
+   the proxy accepting ``--proxy-session-rate`` new connections a second (0: unpaced); why the
+   attempts on the way failed, and the CPU each party used meanwhile.
+
+The proxy tier is ``--proxy-processes`` HAProxy processes on one address (default: as many as
+the descriptor limit needs for all devices; ``proxy_tier``).
 
 Prints a table; the last line is one JSON object. Targets (issue #14): reconnect p99 ≤ 5 s, no ring
 lost or duplicated, fan-out p99 ≤ 150 ms, 10,000 idle devices. Nothing here asserts: it measures.
 
     .venv/bin/python bench/fleet.py [--devices 1000] [--idle-devices 10000] [--ring-rounds 20]
-        [--phases fanout,kill,rolling,scale]
+        [--phases fanout,kill,rolling,scale] [--proxy-processes N] [--proxy-session-rate 60]
 """
 
 from __future__ import annotations
@@ -32,11 +37,13 @@ import json
 import multiprocessing
 import os
 import random
+import resource
 import signal
 import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -221,6 +228,27 @@ async def fanout(fleet: Fleet, members: int, rounds: int, per_process: int) -> d
 HEARTBEAT_S = 10.0
 
 
+class RefusedError(ConnectionError):
+    """The server answered the auth frame with something else than ``connection.ok``."""
+
+
+def _failure_kind(err: Exception, stage: str) -> str:
+    """What kind of failure a connect attempt met (the bench's account of the reconnect)."""
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    if isinstance(err, RefusedError):
+        return "server busy (connection.error, 1013)" if "503" in str(err) else "refused"
+    if isinstance(err, InvalidStatus):
+        return f"proxy HTTP {err.response.status_code}"
+    if isinstance(err, TimeoutError):
+        return f"timeout waiting for {stage}"
+    if isinstance(err, ConnectionClosed):
+        return f"closed during {stage}"
+    if isinstance(err, OSError):
+        return f"{type(err).__name__} during {stage}"
+    return f"{type(err).__name__} during {stage}"
+
+
 class IdleDevice:
     def __init__(self, url: str, user_id: str, token: str) -> None:
         from appliance.client.backoff import Backoff
@@ -232,13 +260,20 @@ class IdleDevice:
         self.connected = False
         self.connected_at: list[float] = []
         self.lost_at: list[float] = []
+        # Why each attempt that did not connect failed: (time.monotonic() it began, kind).
+        self.failures: list[tuple[float, str]] = []
+        # Each backoff sleep: (time.monotonic() it began, seconds).
+        self.waits: list[tuple[float, float]] = []
         self._last_rx = 0.0
+        self._stage = ""
 
     async def run(self, first: asyncio.Semaphore) -> None:
         import websockets
 
         gate: asyncio.Semaphore | None = first
         while True:
+            began = time.monotonic()
+            self._stage = "tcp/http"
             try:
                 if gate is not None:
                     async with gate:
@@ -249,17 +284,22 @@ class IdleDevice:
                 await self._serve()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as err:
                 gate = None
+                if not self.connected:
+                    self.failures.append((began, _failure_kind(err, self._stage)))
             if self.connected:
                 self.connected = False
                 self.lost_at.append(time.monotonic())
-            await asyncio.sleep(self.backoff.next_delay())
+            delay = self.backoff.next_delay()
+            self.waits.append((time.monotonic(), delay))
+            await asyncio.sleep(delay)
 
     async def _open(self, websockets: Any) -> None:
         self._ws = await websockets.connect(
             self.url, open_timeout=10.0, close_timeout=2.0, max_size=4 * 1024 * 1024
         )
+        self._stage = "connection.ok"
         try:
             await self._ws.send(
                 json.dumps({"token": self.token, "user_details": {"id": self.user_id}})
@@ -267,7 +307,7 @@ class IdleDevice:
             async with asyncio.timeout(10.0):
                 first = json.loads(await self._ws.recv())
             if first.get("type") != "connection.ok":
-                raise ConnectionError(str(first)[:200])
+                raise RefusedError(str(first)[:200])
         except BaseException:
             await self._ws.close()
             raise
@@ -360,6 +400,8 @@ async def _worker_main(
                 everyone: list[Any] = idle or clients
                 back = []
                 cut = 0
+                failures: Counter[str] = Counter()
+                waited = 0.0
                 for d in everyone:
                     lost = d.lost_at if isinstance(d, IdleDevice) else []
                     if any(t > since for t in lost):
@@ -367,12 +409,17 @@ async def _worker_main(
                         after = [t for t in d.connected_at if t > since]
                         if after:
                             back.append(after[0] - since)
+                    if isinstance(d, IdleDevice):
+                        failures.update(k for t, k in d.failures if t > since)
+                        waited += sum(s for t, s in d.waits if t > since)
                 pipe.send(
                     {
                         "devices": len(everyone),
                         "connected": sum(d.connected for d in everyone),
                         "cut": cut,
                         "back": back,
+                        "failures": dict(failures),
+                        "backoff_s": waited,
                         "cpu_s": time.process_time() - cpu0,
                     }
                 )
@@ -429,6 +476,8 @@ class Workers:
             "connected": sum(p["connected"] for p in parts),
             "cut": sum(p["cut"] for p in parts),
             "back": [t for p in parts for t in p["back"]],
+            "failures": sum((Counter(p["failures"]) for p in parts), Counter()),
+            "backoff_s": sum(p["backoff_s"] for p in parts),
             "cpu_s": [p["cpu_s"] for p in parts],
         }
 
@@ -461,6 +510,13 @@ def _proc_status(pid: int, field: str) -> float:
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _machine_cpu() -> tuple[float, float]:
+    """Busy and total CPU seconds of the whole machine so far (/proc/stat), all cores."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    total = sum(fields)
+    return (total - fields[3] - fields[4]) / TICKS, total / TICKS
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -543,12 +599,19 @@ async def scale_phase(fleet: Fleet, total: int, per_process: int) -> dict[str, A
         st = await workers.status()
         gen = sum(b - a for a, b in zip(gen0, st["cpu_s"], strict=True)) / 30 * 100
         still = st["connected"]
+        assert fleet.proxy is not None
+        proxy_sessions = await fleet.proxy.sessions()
+        proxy_hard_maxconn = [int(i["Hard_maxconn"]) for i in await fleet.proxy.info()]
         print(
             f"idle: {still} connected, RSS MB {[round(x) for x in rss]}, "
-            f"CPU % {[round(x, 1) for x in cpu]}, load generators {gen:.0f} %",
+            f"CPU % {[round(x, 1) for x in cpu]}, load generators {gen:.0f} %, "
+            f"proxy sessions {proxy_sessions} (Hard_maxconn {proxy_hard_maxconn})",
             flush=True,
         )
-        assert fleet.proxy is not None
+        # CPU seconds spent during the reconnect, by whom (where the time goes on 2 cores).
+        rep0 = [_cpu_seconds(pid) for pid in pids]
+        gen0 = (await workers.status())["cpu_s"]
+        machine0 = _machine_cpu()
         cut_at = time.monotonic()
         back: list[float] = []
         cut = 0
@@ -558,16 +621,45 @@ async def scale_phase(fleet: Fleet, total: int, per_process: int) -> dict[str, A
             print(f"HAProxy did not come back: {str(err)[:200]}", flush=True)
             await fleet.proxy.stop()
             await fleet.proxy.start()
-        for _ in range(300):
+        for _ in range(900):
             await asyncio.sleep(1.0)
             st = await workers.status(cut_at)
             back, cut = st["back"], st["cut"]
             if st["connected"] >= still and len(back) == cut:
                 break
+        storm_s = time.monotonic() - cut_at
+        machine1 = _machine_cpu()
+        cpu_storm = {
+            "replicas": sum(_cpu_seconds(p) - c for p, c in zip(pids, rep0, strict=True)),
+            "load_generators": sum(b - a for a, b in zip(gen0, st["cpu_s"], strict=True)),
+            "haproxy": sum(_cpu_seconds(p) for p in fleet.proxy.pids),
+            "machine_busy": machine1[0] - machine0[0],
+            "machine_total": machine1[1] - machine0[1],
+        }
+        failures, backoff_s = st["failures"], st["backoff_s"]
         await asyncio.sleep(10)
         after = (await workers.status())["connected"]
     finally:
         await workers.stop()
+    # How the devices came back: how many per 10 s after the cut.
+    waves = Counter(int(t // 10) * 10 for t in back)
+    print(
+        "back per 10 s after the cut: "
+        + ", ".join(f"{k}-{k + 10} s: {waves[k]}" for k in sorted(waves)),
+        flush=True,
+    )
+    print(
+        f"CPU seconds in the {storm_s:.0f} s until all were back: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in cpu_storm.items())
+        + f" (machine {cpu_storm['machine_busy'] / max(1e-9, cpu_storm['machine_total']):.0%} busy)",
+        flush=True,
+    )
+    print(
+        f"failed attempts after the cut: {sum(failures.values())} {dict(failures.most_common())}; "
+        f"backoff sleeps begun after the cut {backoff_s:.0f} device-seconds "
+        f"({backoff_s / max(1, cut):.1f} s a device)",
+        flush=True,
+    )
     logs = [srv.log_text() for srv in fleet.replicas]
     proxy_log = fleet.proxy.log_path.read_text(errors="replace") if fleet.proxy else ""
     return {
@@ -587,7 +679,32 @@ async def scale_phase(fleet: Fleet, total: int, per_process: int) -> dict[str, A
         "reconnect_all_s": max(back) if back else float("nan"),
         "reconnect_p99_s": _pct(back, 99),
         "connected_10s_later": after,
+        "reconnect_p50_s": statistics.median(back) if back else float("nan"),
+        "reconnect_failures": dict(failures),
+        "reconnect_backoff_s_per_device": backoff_s / max(1, cut),
+        "storm_cpu_s": cpu_storm,
+        "storm_s": storm_s,
+        "proxy_processes": len(proxy_sessions),
+        "proxy_sessions": proxy_sessions,
+        "proxy_hard_maxconn": proxy_hard_maxconn,
     }
+
+
+def proxy_tier(connections: int, args: argparse.Namespace) -> tuple[int, int]:
+    """How many HAProxy processes, and ``maxconn`` for each, to proxy ``connections``.
+
+    HAProxy needs two descriptors per proxied connection (client side, replica side) and
+    lowers ``maxconn`` to what its ``RLIMIT_NOFILE`` allows. Where the hard limit cannot be
+    raised (this machine: 20,000, no ``CAP_SYS_RESOURCE``: one process holds 9,984) the bench
+    runs several processes on the one address (``SO_REUSEPORT``), each with its own limit; the
+    kernel spreads the devices over them. In production one process with a limit of at least
+    twice the devices + a few hundred does the same (README "Running a fleet")."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    per_process = (hard - 500) // 2 if hard != resource.RLIM_INFINITY else connections
+    processes = args.proxy_processes or max(1, -(-connections // per_process))
+    # The kernel's hash spreads unevenly: a third more than an even share each, within the limit.
+    share = -(-connections // processes)
+    return processes, min(per_process, share + share // 3) if processes > 1 else share
 
 
 async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
@@ -599,12 +716,18 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     cluster.start()
     try:
         settings = {"limits": {"max_members_per_request": 200}}
-        maxconn = args.idle_devices + args.devices + 2000
+        processes, maxconn = proxy_tier(args.idle_devices + args.devices + 2000, args)
+        print(
+            f"proxy tier: {processes} HAProxy process(es) on one address, maxconn {maxconn} each "
+            f"(hard RLIMIT_NOFILE {resource.getrlimit(resource.RLIMIT_NOFILE)[1]})",
+            flush=True,
+        )
         async with Fleet(
             root,
             cluster.create_database("fleet"),
             users=[{"id": "caller"}],
             maxconn=maxconn,
+            proxy_processes=processes,
             **settings,
         ) as fleet:
             out: dict[str, Any] = {}
@@ -642,6 +765,18 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 finally:
                     await devices.aclose()
             if "scale" in phases:
+                # Paced new connections for the reconnect storm (deploy/haproxy.cfg
+                # APPLIANCE_SESSION_RATE); not in the phases before: a 333-device kill -9
+                # reconnect would be paced too.
+                assert fleet.proxy is not None
+                if args.proxy_session_rate:
+                    fleet.proxy.session_rate = -(-args.proxy_session_rate // processes)
+                    await fleet.proxy.restart()
+                print(
+                    f"proxy for the scale phase: new connections a second "
+                    f"{args.proxy_session_rate or 'unlimited'}",
+                    flush=True,
+                )
                 await phase(
                     "scale", scale_phase(fleet, args.idle_devices, args.devices_per_process)
                 )
@@ -777,6 +912,11 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
                 f"{scale['devices']} of {scale['wanted']}",
                 f"in {scale['connect_s']:.0f} s, {args.devices_per_process} per load process",
             ),
+            (
+                "  through HAProxy processes on one address",
+                " ".join(str(x) for x in scale["proxy_sessions"]),
+                f"sessions each at idle; Hard_maxconn {scale['proxy_hard_maxconn']}",
+            ),
             ("RSS per replica (MB)", " ".join(f"{x:.0f}" for x in scale["rss_mb"]), "at idle"),
             (
                 "CPU per replica at idle (%)",
@@ -784,10 +924,30 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
                 f"load generators {scale['loadgen_cpu_pct']:.0f} % (30 s)",
             ),
             (
-                "HAProxy restart: all devices back",
+                "HAProxy restart: all devices back"
+                if scale["reconnected"] == scale["cut"]
+                else "HAProxy restart: NOT all back; the last of those",
                 f"{scale['reconnect_all_s']:.1f} s",
                 f"{scale['reconnected']} of {scale['cut']} cut reconnected, "
-                f"p99 {scale['reconnect_p99_s']:.1f} s",
+                f"p50 {scale['reconnect_p50_s']:.1f} s p99 {scale['reconnect_p99_s']:.1f} s",
+            ),
+            (
+                "  failed attempts on the way back",
+                f"{sum(scale['reconnect_failures'].values())}",
+                ", ".join(f"{k} {v}" for k, v in scale["reconnect_failures"].items()),
+            ),
+            (
+                "  CPU seconds until all back: replicas / load gen / HAProxy",
+                "{replicas:.0f} / {load_generators:.0f} / {haproxy:.0f}".format(
+                    **scale["storm_cpu_s"]
+                ),
+                f"machine {scale['storm_cpu_s']['machine_busy']:.0f} of "
+                f"{scale['storm_cpu_s']['machine_total']:.0f} CPU-s busy (all processes)",
+            ),
+            (
+                "  backoff sleeps begun, per device",
+                f"{scale['reconnect_backoff_s_per_device']:.1f} s",
+                "after the cut, summed",
             ),
         ]
         rows.append(
@@ -804,8 +964,17 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
             fleet_idle_devices=scale["devices"],
             fleet_rss_per_replica_mb=[round(x, 1) for x in scale["rss_mb"]],
             fleet_idle_cpu_pct_per_replica=[round(x, 2) for x in scale["idle_cpu_pct"]],
-            fleet_reconnect_all_after_proxy_restart_s=round(scale["reconnect_all_s"], 2),
+            fleet_reconnect_all_after_proxy_restart_s=round(scale["reconnect_all_s"], 2)
+            if scale["reconnected"] == scale["cut"]
+            else None,
+            fleet_reconnected_after_proxy_restart=[scale["reconnected"], scale["cut"]],
+            fleet_reconnect_last_after_proxy_restart_s=round(scale["reconnect_all_s"], 2),
             fleet_reconnect_after_proxy_restart_p99_s=round(scale["reconnect_p99_s"], 2),
+            fleet_reconnect_after_proxy_restart_p50_s=round(scale["reconnect_p50_s"], 2),
+            fleet_reconnect_failed_attempts=scale["reconnect_failures"],
+            fleet_reconnect_storm_cpu_s={k: round(v, 1) for k, v in scale["storm_cpu_s"].items()},
+            fleet_proxy_processes=scale["proxy_processes"],
+            fleet_proxy_sessions_per_process=scale["proxy_sessions"],
         )
     print()
     for name, value, note in rows:
@@ -829,6 +998,19 @@ def main() -> int:
     )
     parser.add_argument(
         "--phases", default="fanout,kill,rolling,scale", help="comma-separated subset to run"
+    )
+    parser.add_argument(
+        "--proxy-processes",
+        type=int,
+        default=0,
+        help="HAProxy processes on the one address (0: as many as the descriptor limit needs)",
+    )
+    parser.add_argument(
+        "--proxy-session-rate",
+        type=int,
+        default=60,
+        help="scale phase: new connections a second the proxy tier accepts, over all its "
+        "processes (APPLIANCE_SESSION_RATE; 0: no limit)",
     )
     args = parser.parse_args()
     # Replicas and HAProxy inherit it: each replica holds a descriptor per device it serves.

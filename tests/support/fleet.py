@@ -89,43 +89,77 @@ async def start_ring(http: httpx.AsyncClient, body: dict[str, Any]) -> RingKey:
 
 
 class HAProxy:
-    """Debian's haproxy in the foreground with ``deploy/haproxy.cfg``."""
+    """Debian's haproxy in the foreground with ``deploy/haproxy.cfg``: ``processes`` of them with
+    the same config on one address. HAProxy binds with ``SO_REUSEPORT`` on Linux (the config sets
+    no ``noreuseport``), so the kernel spreads the connections over the processes and devices
+    still know one address; each process has its own descriptor limit, health checks and stats
+    socket (``socket_paths``). One process is the production default; several are how
+    bench/fleet.py holds more devices than one process's descriptor limit allows here."""
 
-    def __init__(self, root: Path, backends: list[int], maxconn: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        backends: list[int],
+        maxconn: int,
+        *,
+        processes: int = 1,
+        session_rate: int = 0,
+    ) -> None:
         binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
         if not Path(binary).exists():
             raise FileNotFoundError("haproxy is not installed (Debian package haproxy)")
+        if processes < 1:
+            raise ValueError(f"processes={processes}: at least one")
         self.binary = binary
         self.port = _free_port()
         self.backends = backends
-        self.maxconn = maxconn
-        self.log_path = root / "haproxy.log"
-        self.socket_path = root / "haproxy.sock"
-        self._proc: asyncio.subprocess.Process | None = None
+        self.maxconn = maxconn  # per process
+        self.processes = processes
+        # New connections a second each process accepts (0: no limit); the rest wait in a
+        # listen queue of about 3 s of that rate (deploy/haproxy.cfg).
+        self.session_rate = session_rate
+        self.log_path = root / "haproxy.log"  # all processes append to it
+        self.socket_paths = [
+            root / ("haproxy.sock" if i == 0 else f"haproxy-{i + 1}.sock") for i in range(processes)
+        ]
+        self._procs: list[asyncio.subprocess.Process] = []
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def env(self) -> dict[str, str]:
+    @property
+    def socket_path(self) -> Path:
+        """The first process's stats socket."""
+        return self.socket_paths[0]
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs]
+
+    def env(self, index: int = 0) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
         env.update(
             APPLIANCE_BIND=f"127.0.0.1:{self.port}",
             APPLIANCE_MAXCONN=str(self.maxconn),
-            APPLIANCE_HAPROXY_SOCKET=str(self.socket_path),
+            APPLIANCE_HAPROXY_SOCKET=str(self.socket_paths[index]),
             **{f"APPLIANCE_R{i + 1}": f"127.0.0.1:{p}" for i, p in enumerate(self.backends)},
         )
+        if self.session_rate:
+            env["APPLIANCE_SESSION_RATE"] = str(self.session_rate)
+            env["APPLIANCE_ACCEPT_BACKLOG"] = str(max(16, 3 * self.session_rate))
         return env
 
     async def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            proc = await asyncio.create_subprocess_exec(
-                *(self.binary, "-db", "-f", str(HAPROXY_CFG)),
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                env=self.env(),
-            )
-        self._proc = proc
+        for i in range(self.processes):
+            with self.log_path.open("ab") as log:
+                proc = await asyncio.create_subprocess_exec(
+                    *(self.binary, "-db", "-f", str(HAPROXY_CFG)),
+                    stdout=log,
+                    stderr=asyncio.subprocess.STDOUT,
+                    env=self.env(i),
+                )
+            self._procs.append(proc)
         up = asyncio.Event()
 
         async def probe(http: httpx.AsyncClient) -> None:
@@ -133,40 +167,85 @@ class HAProxy:
                 if (await http.get(f"{self.base_url}/healthz")).status_code == 200:
                     up.set()
 
+        async def listening() -> bool:
+            """Every process answers on its stats socket (it binds before it serves)."""
+            try:
+                await self.info()
+            except OSError:
+                return False
+            return True
+
         async with httpx.AsyncClient(timeout=2.0) as http:
             await probe(http)
             for _ in range(200):
-                if up.is_set() or proc.returncode is not None:
+                exited = any(p.returncode is not None for p in self._procs)
+                if exited or (up.is_set() and await listening()):
                     break
                 await asyncio.sleep(0.05)
                 await probe(http)
-        if not up.is_set():
+        if any(p.returncode is not None for p in self._procs):
+            up.clear()
+        if not up.is_set() or not await listening():
+            await self.stop()
             raise RuntimeError(f"haproxy did not come up:\n{self.log_path.read_text()}")
 
-    async def states(self) -> dict[str, str]:
-        """Each replica's status as the proxy sees it (``show stat`` on its stats socket):
-        ``{"r1": "UP", "r2": "DOWN", ...}``."""
-        reader, writer = await asyncio.open_unix_connection(str(self.socket_path))
+    async def _ask(self, path: Path, command: str) -> str:
+        reader, writer = await asyncio.open_unix_connection(str(path))
         try:
-            writer.write(b"show stat\n")
+            writer.write(command.encode() + b"\n")
             await writer.drain()
-            text = (await reader.read()).decode()
+            return (await reader.read()).decode()
         finally:
             writer.close()
-        lines = text.lstrip("# ").splitlines()
-        header = lines[0].split(",")
-        name, server, status = (
-            header.index("pxname"),
-            header.index("svname"),
-            header.index("status"),
-        )
-        rows = (line.split(",") for line in lines[1:] if line)
-        return {
-            r[server]: r[status] for r in rows if r[name] == "replicas" and r[server][:1] == "r"
-        }
+
+    async def info(self) -> list[dict[str, str]]:
+        """Each process's ``show info`` (``Pid``, ``Ulimit-n``, ``Hard_maxconn``, ``CurrConns``,
+        ``CumConns`` …), in process order."""
+        out = []
+        for path in self.socket_paths:
+            text = await self._ask(path, "show info")
+            fields = (line.split(":", 1) for line in text.splitlines() if ":" in line)
+            out.append({k.strip(): v.strip() for k, v in fields})
+        return out
+
+    async def sessions(self) -> list[int]:
+        """Each process's current sessions on the devices' frontend (``show stat`` scur)."""
+        return [int(x) for x in await self.frontend("scur")]
+
+    async def frontend(self, field: str) -> list[str]:
+        """Each process's ``show stat`` ``field`` of the devices' frontend (``scur``,
+        ``rate_lim`` …)."""
+        out = []
+        for path in self.socket_paths:
+            lines = (await self._ask(path, "show stat")).lstrip("# ").splitlines()
+            header = lines[0].split(",")
+            name, server, value = (header.index(h) for h in ("pxname", "svname", field))
+            rows = (line.split(",") for line in lines[1:] if line)
+            out += [r[value] for r in rows if r[name] == "appliance" and r[server] == "FRONTEND"]
+        return out
+
+    async def states(self) -> dict[str, str]:
+        """Each replica's status as the proxy sees it (``show stat`` on the stats sockets):
+        ``{"r1": "UP", "r2": "DOWN", ...}``. With several processes each checks on its own: a
+        replica is ``UP`` when every process has it UP; otherwise its statuses joined by
+        ``|`` in process order (``"UP|DOWN"``)."""
+        seen: dict[str, list[str]] = {}
+        for path in self.socket_paths:
+            text = await self._ask(path, "show stat")
+            lines = text.lstrip("# ").splitlines()
+            header = lines[0].split(",")
+            name, server, status = (
+                header.index("pxname"),
+                header.index("svname"),
+                header.index("status"),
+            )
+            for r in (line.split(",") for line in lines[1:] if line):
+                if r[name] == "replicas" and r[server][:1] == "r":
+                    seen.setdefault(r[server], []).append(r[status])
+        return {s: v[0] if len(set(v)) == 1 else "|".join(v) for s, v in seen.items()}
 
     async def wait_up(self, server: str, within: float = 30.0) -> None:
-        """Until the proxy has ``server`` (``"r2"``) back in rotation."""
+        """Until the proxy (every process) has ``server`` (``"r2"``) back in rotation."""
         deadline = time.monotonic() + within
         while (state := (await self.states()).get(server)) != "UP":
             if time.monotonic() > deadline:
@@ -174,10 +253,12 @@ class HAProxy:
             await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
-        if self._proc is not None and self._proc.returncode is None:
-            self._proc.send_signal(signal.SIGTERM)  # hard stop: every connection is cut
-            await self._proc.wait()
-        self._proc = None
+        procs, self._procs = self._procs, []
+        for proc in procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)  # hard stop: every connection is cut
+        for proc in procs:
+            await proc.wait()
 
     async def restart(self) -> None:
         await self.stop()
@@ -195,13 +276,17 @@ class Fleet:
         replicas: int = 3,
         users: list[dict[str, Any]] | None = None,
         maxconn: int = 4096,
+        proxy_processes: int = 1,
+        proxy_session_rate: int = 0,
         **settings: Any,
     ) -> None:
         self.root = root
         self.database = database
         self.count = replicas
         self.users = users or []
-        self.maxconn = maxconn
+        self.maxconn = maxconn  # per proxy process
+        self.proxy_processes = proxy_processes
+        self.proxy_session_rate = proxy_session_rate  # per proxy process; 0 = no limit
         self.settings = settings
         self.replicas: list[ServerHandle] = []
         self.proxy: HAProxy | None = None
@@ -223,7 +308,13 @@ class Fleet:
                 running_server(self.root / f"r{i + 1}", users=self.users, subprocess=True, **common)  # type: ignore[arg-type]
             )
             self.replicas.append(srv)
-        self.proxy = HAProxy(self.root, [r.port for r in self.replicas], self.maxconn)
+        self.proxy = HAProxy(
+            self.root,
+            [r.port for r in self.replicas],
+            self.maxconn,
+            processes=self.proxy_processes,
+            session_rate=self.proxy_session_rate,
+        )
         await self.proxy.start()
         return self
 
