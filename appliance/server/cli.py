@@ -152,9 +152,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             svc = getattr(getattr(app.state, "ctx", None), "realtime", None)
             if svc is not None:
                 svc.scheduler.stop_taking()
+            # Only in a fleet (PostgreSQL fan-out): a lone server's devices have nowhere to go.
             if (
                 sig == signal.SIGTERM
                 and svc is not None
+                and svc.fanout is not None
                 and settings.ws_drain_seconds > 0
                 and self.started
                 and not self.should_exit
