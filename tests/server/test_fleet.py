@@ -29,7 +29,7 @@ DEVICES = 48
 GROUP = 8  # callees per ring
 USERS = [{"id": "caller"}] + [{"id": f"d{i:02d}"} for i in range(DEVICES)]
 DRAIN_S = 3.0
-AWAY_S = 10.0  # a held-off device's first reconnect delay
+AWAY_S = 15.0  # a held-off device's first reconnect delay (the ring is over long before)
 
 
 class HeldOff(Backoff):
