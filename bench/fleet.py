@@ -9,7 +9,8 @@ devices that know only the proxy's address.
    of 10, one every 0.2 s, 6 s callee deadline): reconnect time of each device that was cut off
    (p99), then per ring and callee how many times the application saw ``call.ring`` (0 = lost,
    2+ = duplicated) and ``call.missed`` (the stored deadline: must be exactly 1);
-3. rolling restart (SIGTERM one replica at a time, each back on /healthz before the next) with
+3. rolling restart (SIGTERM one replica at a time, which drains its sockets over
+   ``ws_drain_seconds``; each UP in HAProxy again before the next) with
    rings going on: rings and missed-call events lost or twice;
 4. scale: ``--idle-devices`` idle devices in load-generator processes of
    ``--devices-per-process`` each (``IdleDevice``: a bare WebSocket doing what the client does on

@@ -31,7 +31,14 @@ from appliance.calls import events as ev
 from appliance.client.backoff import Backoff, RandomSource
 from appliance.client.call import Call, Sort, sort_param
 from appliance.client.connection import Connection
-from appliance.client.events import Callback, Event, EventFilter, EventHub, Subscription
+from appliance.client.events import (
+    CONNECTION_LOST,
+    Callback,
+    Event,
+    EventFilter,
+    EventHub,
+    Subscription,
+)
 from appliance.client.models import CallInfo, CallResponse, CallsPage, User
 from appliance.client.paging import follow_pages
 from appliance.client.rest import RestTransport, TokenProvider
@@ -45,6 +52,10 @@ logger = logging.getLogger(__name__)
 _SNAPSHOT_LIMIT = 256
 # Open calls read by a resync, 100 a page (a device is a member of a handful).
 _OPEN_CALL_PAGES = 10
+# Rings missed while away are looked for from a little before the last frame the server sent
+# (a ring committed just before it may still have been on its way), and at most this far back.
+_AWAY_SLACK_NS = 10 * 1_000_000_000
+_MISSED_LOOKBACK_NS = 3600 * 1_000_000_000
 # Events after which a call not joined here needs no resync.
 _CALL_OVER = frozenset({ev.CALL_ENDED, ev.CALL_DELETED})
 # Frame id prefix of participant.attach, so that a refusal can be matched to its call.
@@ -120,6 +131,9 @@ class Client:
         self.ledger = RingLedger(self.user_id)
         self.snapshots: OrderedDict[str, CallInfo] = OrderedDict()
         self._joined_calls: dict[str, Call] = {}
+        # The server's time (ns) of the last frame before the connection dropped, until a
+        # resync has looked for the rings missed since.
+        self._away_since: int | None = None
         self.connection = Connection(
             self.rest,
             self.hub,
@@ -287,6 +301,8 @@ class Client:
     def _admit(self, event: Event) -> bool:
         if not self.ledger.admit(event):
             return False
+        if event.type == CONNECTION_LOST and self._away_since is None:
+            self._away_since = self.connection.server_time_ns
         if event.type == ev.ERROR:
             self._attach_refused(event)
         if event.call is not None:
@@ -332,9 +348,31 @@ class Client:
         call_type, call_id = cid.split(":", 1)
         return await Call(self, call_type, call_id).get()
 
-    async def _open_calls(self) -> list[CallResponse]:
-        """The calls I am a member of that have not ended (where a ring for me can be live)."""
-        filters = {"members": {"$in": [self.user_id]}, "ended_at": {"$exists": False}}
+    def missed_window(self) -> int | None:
+        """Since when (server time, ns) a resync looks for rings missed while away: ``None``
+        when the connection did not drop (first connect) or no server time is known."""
+        away = self._away_since
+        now = self.connection.server_time_ns
+        if away is None or now is None:
+            return None
+        return max(away - _AWAY_SLACK_NS, now - _MISSED_LOOKBACK_NS)
+
+    async def _open_calls(self, missed_since: int | None = None) -> list[CallResponse]:
+        """The calls I am a member of that have not ended (where a ring for me can be live),
+        and with ``missed_since`` also those changed since then (a ring that began and ended
+        while away: the server bumps a call's ``updated_at`` on each ring)."""
+        filters: dict[str, Any] = {
+            "members": {"$in": [self.user_id]},
+            "ended_at": {"$exists": False},
+        }
+        if missed_since is not None:
+            filters = {
+                "members": {"$in": [self.user_id]},
+                "$or": [
+                    {"ended_at": {"$exists": False}},
+                    {"updated_at": {"$gte": missed_since}},
+                ],
+            }
         found: list[CallResponse] = []
         cursor: str | None = None
         for _ in range(_OPEN_CALL_PAGES):
@@ -354,7 +392,8 @@ class Client:
         delay = 0.5
         while True:
             try:
-                await self.resync.run()
+                await self.resync.run(self.missed_window())
+                self._away_since = None
                 return
             except APIError as err:
                 logger.warning("%r: resync failed (%s), retrying in %.1f s", self, err, delay)

@@ -83,6 +83,9 @@ class Connection:
         self._last_rx = 0.0
         self._was_online = False
         self.last_error: Exception | None = None
+        # The server's clock (``created_at``, ns) on the last frame received: where a resync
+        # after a drop starts looking for rings missed while away.
+        self.server_time_ns: int | None = None
 
     @property
     def connected(self) -> bool:
@@ -183,6 +186,7 @@ class Connection:
                 raise _refusal(first)
             self._ws = ws
             self._was_online = True
+            self._note_server_time(first)
             self.connection_id = str(first.get("connection_id"))
             self._last_rx = self.clock.monotonic()
             reconnected = self.connects > 0
@@ -223,7 +227,10 @@ class Connection:
         except ValueError:
             logger.warning("%r: dropped a frame that is not JSON", self)
             return
-        if not isinstance(frame, dict) or frame.get("type") == ev.HEALTH_CHECK:
+        if not isinstance(frame, dict):
+            return
+        self._note_server_time(frame)
+        if frame.get("type") == ev.HEALTH_CHECK:
             return
         event = Event.parse(frame)
         if event.type == ev.ERROR:
@@ -231,6 +238,11 @@ class Connection:
         if self.admit is not None and not self.admit(event):
             return
         self.hub.emit(event)
+
+    def _note_server_time(self, frame: dict[str, Any]) -> None:
+        stamp = frame.get("created_at")
+        if isinstance(stamp, int) and not isinstance(stamp, bool):
+            self.server_time_ns = stamp
 
     async def _heartbeat(self, ws: ClientConnection) -> None:
         while True:

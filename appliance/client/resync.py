@@ -84,7 +84,14 @@ class RingLedger:
         if cid not in self.ringing:
             # The same end of a ring told twice: live, and by the resync of a reconnect that read
             # the store after the commit but before the live event reached the new socket.
-            told = self._outcomes.get((cid, event.session_id or event.call_session_id))
+            sid = event.session_id or event.call_session_id
+            told = self._outcomes.get((cid, sid))
+            if told is None and event.type == ev.CALL_MISSED and mine and sid is not None:
+                # My miss of a ring never heard here (it began and ended while away): told
+                # live or by the resync, whichever comes first; the other is a repeat.
+                self._outcomes[(cid, sid)] = {event.type}
+                self._trim()
+                return True
             if ends and told is not None:
                 if event.type in told:
                     logger.debug(
@@ -103,6 +110,15 @@ class RingLedger:
             return
         self._finished[key] = None
         self._outcomes[(key[0], key[1])] = {outcome}
+        self._trim()
+
+    def finished_unheard(self, key: RingKey, outcome: str) -> None:
+        """A ring never delivered here whose end (``outcome``) was just told: never again."""
+        self._finished[key] = None
+        self._outcomes.setdefault((key[0], key[1]), set()).add(outcome)
+        self._trim()
+
+    def _trim(self) -> None:
         while len(self._outcomes) > self._remember:
             self._outcomes.pop(next(iter(self._outcomes)))
         while len(self._finished) > self._remember:
@@ -119,7 +135,7 @@ class RingLedger:
 
 
 GetCall = Callable[[str], Awaitable[CallResponse]]
-OpenCalls = Callable[[], Awaitable[list[CallResponse]]]
+OpenCalls = Callable[[int | None], Awaitable[list[CallResponse]]]
 Emit = Callable[[Event], None]
 
 
@@ -146,8 +162,10 @@ class Resync:
         self.emit = emit
         self.passes = 0
 
-    async def run(self) -> int:
-        """One resync pass; returns the number of events emitted."""
+    async def run(self, missed_since: int | None = None) -> int:
+        """One resync pass; returns the number of events emitted. ``missed_since`` (server
+        time, ns; after a drop): also report ``call.missed`` for my rings that began since then
+        and that I missed without ever hearing them ring (they began and ended while away)."""
         count = 0
         before = dict(self.snapshots)
         unsettled = dict(self.ledger.unsettled)
@@ -161,8 +179,10 @@ class Resync:
                 continue
             count += self._diff(before.get(cid), truth.call, unsettled.get(cid))
         if self.user_id is not None:
-            for response in await self.open_calls():
+            for response in await self.open_calls(missed_since):
                 count += self._new_ring(response)
+                if missed_since is not None:
+                    count += self._missed_unheard(response, missed_since)
         self.ledger.settled(unsettled)
         self.passes += 1
         logger.info("Resync(%s): %d event(s) from while away", self.user_id, count)
@@ -247,6 +267,22 @@ class Resync:
                         user=participant.user,
                     )
                 )
+        return count
+
+    def _missed_unheard(self, response: CallResponse, since: int) -> int:
+        """``call.missed`` (once) for a ring of mine that began at or after ``since`` and that I
+        missed (the server's ``missed_by``) without this device having been told it rang."""
+        call = response.call
+        session = call.session
+        me = self.user_id or ""
+        if session is None or me not in session.missed_by or session.ring_started_at is None:
+            return 0
+        key = ring_key(call)
+        started_ns = int(session.ring_started_at.timestamp() * 1_000_000_000)
+        if key is None or started_ns < since or self.ledger.is_delivered(key):
+            return 0
+        count = self._emit(self._event(ev.CALL_MISSED, call, user=User(id=me)))
+        self.ledger.finished_unheard(key, ev.CALL_MISSED)
         return count
 
     def _new_ring(self, response: CallResponse) -> int:

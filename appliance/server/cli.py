@@ -143,18 +143,57 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
 
     class Server(uvicorn.Server):
+        draining: asyncio.Task[None] | None = None
+
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            super().handle_exit(sig, frame)
             # From SIGTERM on this replica handles no new deadline (the others do, or the next
             # start): the graceful shutdown that follows must not cut one between its commit
             # and its publish. A flag only: this runs in the signal handler.
             svc = getattr(getattr(app.state, "ctx", None), "realtime", None)
             if svc is not None:
                 svc.scheduler.stop_taking()
+            # Only in a fleet (PostgreSQL fan-out): a lone server's devices have nowhere to go.
+            if (
+                sig == signal.SIGTERM
+                and svc is not None
+                and svc.fanout is not None
+                and settings.ws_drain_seconds > 0
+                and self.started
+                and not self.should_exit
+                and self.draining is None
+            ):
+                # First SIGTERM: drain, then the graceful shutdown (a second signal: at once).
+                loop = asyncio.get_event_loop()
+                loop.call_soon_threadsafe(self._drain, svc.hub)
+                return
+            super().handle_exit(sig, frame)
+
+        def _drain(self, hub: Any) -> None:
+            if self.draining is None and not self.should_exit:
+                self.draining = asyncio.get_running_loop().create_task(
+                    drain(self, hub, settings.ws_drain_seconds), name="drain"
+                )
 
     server = Server(uvicorn_config(app, settings))
     log.info("serving on %s", settings.public_base_url())
     return asyncio.run(_serve(server, app, settings.public_base_url()))
+
+
+async def drain(server: Any, hub: Any, seconds: float) -> None:
+    """A replica told to stop (rolling restart) stops listening at once, so the proxy sends new
+    connections to the others (a refused connect marks it down, ``deploy/haproxy.cfg``); its
+    requests in progress and its WebSockets go on, and the sockets are closed a few at a time
+    over ``seconds`` (``hub.drain``) before uvicorn's graceful shutdown. Closing a third of the
+    fleet at once sent every device to the replica with the fewest connections (the one just
+    restarted) in the same second: their handshakes waited their turn there for 10-20 s."""
+    try:
+        for listener in server.servers:
+            listener.close()
+        await hub.drain(seconds)
+    except Exception:
+        log.exception("drain failed: stopping at once")
+    finally:
+        server.should_exit = True
 
 
 def uvicorn_config(app: Any, settings: ServerSettings) -> Any:

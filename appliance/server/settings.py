@@ -307,6 +307,11 @@ class ServerSettings(_Strict):
     base_url: str | None = None
     ws_grace_seconds: float = Field(default=20.0, ge=0)
     ws_health_seconds: float = Field(default=10.0, gt=0)
+    # SIGTERM (a rolling restart): stop listening, then close the WebSockets spread evenly over
+    # this many seconds, then stop. The other replicas take the devices back a few at a time
+    # instead of a third of the fleet at once; a device not yet closed still gets its events.
+    # 0: close them all at once (as a lone server on SQLite always does: nowhere to go).
+    ws_drain_seconds: float = Field(default=30.0, ge=0, le=600)
     ws_max_frame_bytes: int = Field(default=131_072, ge=1024)
     # permessage-deflate compresses every frame once per socket (no shared context): an event
     # fanned out to 100 sockets is compressed 100 times, the largest CPU cost of a ring on a

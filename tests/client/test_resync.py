@@ -63,13 +63,15 @@ class Server:
     def __init__(self) -> None:
         self.calls: dict[str, CallInfo] = {}
         self.open: list[CallResponse] = []
+        self.asked_since: list[int | None] = []
 
     async def get_call(self, cid: str) -> CallResponse:
         if cid not in self.calls:
             raise NotFound("no such call", cid=cid)
         return CallResponse(call=self.calls[cid])
 
-    async def open_calls(self) -> list[CallResponse]:
+    async def open_calls(self, missed_since: int | None = None) -> list[CallResponse]:
+        self.asked_since.append(missed_since)
         return self.open
 
 
@@ -272,3 +274,51 @@ def test_ledger_tells_each_end_of_a_ring_once_in_any_order() -> None:
     assert ledger.admit(end("call.ended"))
     assert not ledger.admit(end("call.ended", resynced=True))
     assert not ledger.admit(end("call.session_ended", session_id="s1"))
+
+
+S = 1_000_000_000  # ns
+
+
+async def test_a_ring_that_began_and_ended_while_away_is_told_as_missed_once() -> None:
+    """Never heard here (it began and ended while away), missed by me: one ``call.missed``
+    after the reconnect, none on the next pass, and the live one arriving late is a repeat."""
+    server = Server()
+    server.open = [
+        CallResponse(call=call("default:m", missed_by={ME: 105 * S}, ring_started_at=100 * S)),
+        # Before the window: an old miss the device was told about long ago.
+        CallResponse(call=call("default:old", missed_by={ME: 45 * S}, ring_started_at=40 * S)),
+        # Missed by someone else only; and one I answered.
+        CallResponse(call=call("default:o", missed_by={"x": 1}, ring_started_at=100 * S)),
+        CallResponse(call=call("default:a", accepted_by={ME: 1}, ring_started_at=100 * S)),
+    ]
+    ledger = RingLedger(ME)
+    resync, emitted = make_resync(server, ledger, {})
+    assert await resync.run(90 * S) == 1
+    assert server.asked_since == [90 * S]
+    assert [(e.type, e.cid, e.user.id if e.user else None, e.resynced) for e in emitted] == [
+        ("call.missed", "default:m", ME, True)
+    ]
+    assert await resync.run(90 * S) == 0
+    live = Event.model_validate(
+        {"type": "call.missed", "call_cid": "default:m", "session_id": "s1", "user": {"id": ME}}
+    )
+    assert not ledger.admit(live)
+    # Without a window (first connect) nothing is looked for.
+    fresh, told = make_resync(server, RingLedger(ME), {})
+    assert await fresh.run() == 0
+    assert told == []
+
+
+async def test_a_live_missed_first_makes_the_resync_one_a_repeat() -> None:
+    server = Server()
+    server.open = [
+        CallResponse(call=call("default:m", missed_by={ME: 105 * S}, ring_started_at=100 * S))
+    ]
+    ledger = RingLedger(ME)
+    live = Event.model_validate(
+        {"type": "call.missed", "call_cid": "default:m", "session_id": "s1", "user": {"id": ME}}
+    )
+    assert ledger.admit(live)
+    resync, emitted = make_resync(server, ledger, {})
+    assert await resync.run(90 * S) == 0
+    assert emitted == []

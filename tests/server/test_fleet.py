@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from appliance.client.backoff import Backoff
 from tests.support.fleet import Devices, Fleet, RingKey, ring_body, start_ring
 from tests.support.pgcluster import PostgresCluster
 from tests.support.pushservice import until
@@ -27,12 +28,26 @@ pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 DEVICES = 48
 GROUP = 8  # callees per ring
 USERS = [{"id": "caller"}] + [{"id": f"d{i:02d}"} for i in range(DEVICES)]
+DRAIN_S = 3.0
+AWAY_S = 15.0  # a held-off device's first reconnect delay (the ring is over long before)
+
+
+class HeldOff(Backoff):
+    """The client's backoff, but the first attempt after a drop waits ``AWAY_S``: a device
+    away for a whole ring (a phone on a train)."""
+
+    def next_delay(self) -> float:
+        if self.attempt == 0:
+            self.attempt += 1
+            return AWAY_S
+        return super().next_delay()
 
 
 @pytest_asyncio.fixture
 async def fleet(tmp_path: Path, postgres: PostgresCluster) -> AsyncIterator[Fleet]:
     url = postgres.create_database("f" + uuid.uuid4().hex[:10])
-    async with Fleet(tmp_path, url, users=USERS) as running:
+    # A short drain (SIGTERM → sockets closed over 3 s): the tests wait it out each stop.
+    async with Fleet(tmp_path, url, users=USERS, ws_drain_seconds=DRAIN_S) as running:
         yield running
 
 
@@ -131,5 +146,68 @@ async def test_rolling_restart_loses_nothing(fleet: Fleet) -> None:
         assert not missing(devices, rings)
         assert ("rings", delivered(devices, rings, "rings")) == ("rings", {1: pairs})
         assert ("missed", delivered(devices, rings, "missed")) == ("missed", {1: pairs})
+    finally:
+        await devices.aclose()
+
+
+async def test_a_ring_missed_while_away_is_told_once_after_reconnect(fleet: Fleet) -> None:
+    """A ring that began and ended while the device was away: after reconnecting it learns
+    that it missed it (``call.missed``, once), and it never rang there."""
+    devices = await Devices.connect(fleet, [f"d{i:02d}" for i in range(12)])
+    try:
+        for d in devices.all:
+            d.client.connection.backoff = HeldOff()
+        killed_at = time.monotonic()
+        await fleet.replicas[0].kill()
+        await until(lambda: bool(devices.cut_off(killed_at)), within=10)
+        away = [d.user_id for d in devices.cut_off(killed_at)]
+        here = next(d.user_id for d in devices.all if d.user_id not in away)
+        key = await ring(fleet, [*away, here], 2_000)
+        cid_type, cid_id = key[0].split(":", 1)
+
+        async def missed_by() -> set[str]:
+            async with fleet.http() as http:
+                got = await http.get(f"/api/v2/video/call/{cid_type}/{cid_id}")
+            return set(got.json()["call"]["session"]["missed_by"])
+
+        deadline = time.monotonic() + 20
+        while not set(away) <= await missed_by():
+            assert time.monotonic() < deadline, "the ring's deadline never fired"
+            await asyncio.sleep(0.2)
+        # The whole ring happened while they were away (else this test proves nothing).
+        assert not any(devices.by_user[u].connected for u in away), away
+        await until(lambda: devices.all_back(killed_at), within=30)
+        await until(lambda: all(devices.by_user[u].missed[key] for u in away), within=20)
+        await asyncio.sleep(1.0)  # a second one would come now (live and resync both)
+        for u in away:
+            d = devices.by_user[u]
+            assert (u, d.rings[key], d.missed[key]) == (u, 0, 1), devices.story(u, key[0])
+        # The device that was there rang and missed it live, once each.
+        d = devices.by_user[here]
+        assert (d.rings[key], d.missed[key]) == (1, 1), devices.story(here, key[0])
+    finally:
+        await devices.aclose()
+
+
+async def test_a_stopping_replica_drains_its_devices(fleet: Fleet) -> None:
+    """SIGTERM: the replica stops taking connections at once (a device connecting meanwhile
+    lands on another one and stays), and closes its own devices' sockets spread over
+    ``ws_drain_seconds``, not all in the same instant (they would all queue at one replica)."""
+    devices = await Devices.connect(fleet, [f"d{i:02d}" for i in range(30)])
+    try:
+        stopped_at = time.monotonic()
+        stopping = asyncio.create_task(fleet.replicas[0].stop())
+        await asyncio.sleep(0.5)
+        late = await Devices.connect(fleet, ["d40"])
+        devices.absorb(late)
+        await stopping
+        cut = devices.cut_off(stopped_at)
+        assert len(cut) >= 4, len(cut)
+        assert "d40" not in {d.user_id for d in cut}
+        firsts = sorted(next(t for t in d.lost_at if t > stopped_at) for d in cut)
+        # Evenly over 3 s: the first and the last close at least half of that apart.
+        assert firsts[-1] - firsts[0] >= DRAIN_S / 2, [round(t - firsts[0], 2) for t in firsts]
+        await until(lambda: devices.all_back(stopped_at), within=30)
+        assert not devices.by_user["d40"].lost_at
     finally:
         await devices.aclose()

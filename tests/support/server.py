@@ -45,7 +45,8 @@ from appliance.server.tls import tls_files
 
 API_KEY = "test-key"
 STARTUP_TIMEOUT = 60.0  # a loaded 2-core machine took over 20 s to start a replica
-STOP_TIMEOUT = 30.0  # SIGTERM → exit, then SIGKILL
+# SIGTERM → exit, then SIGKILL: a replica in a fleet drains for ws_drain_seconds (30 s) first.
+STOP_TIMEOUT = 75.0
 
 UserSpec = str | Mapping[str, Any]
 

@@ -46,7 +46,7 @@ from appliance.server.realtime.connection import Connection
 from appliance.server.realtime.hub import Hub, Target
 from appliance.server.store.arrays import insert_rows, one_of
 from appliance.server.store.members import FirstMembers, member_rows
-from appliance.server.store.schema import call_members, call_sessions, session_ring
+from appliance.server.store.schema import call_members, call_sessions, calls, session_ring
 from appliance.server.store.users import KnownUsers, user_rows
 from appliance.server.wire.serialize import (
     OpenedSession,
@@ -240,6 +240,10 @@ class RingEngine:
             await db.execute(
                 update(call_sessions).where(call_sessions.c.id == sid).values(**values)
             )
+            # A ring changes the call (a new session did so already): a device that was away
+            # finds the rings it missed among its calls changed since (the client's resync).
+            await db.execute(update(calls).where(calls.c.cid == cid).values(updated_at=now))
+            call["updated_at"] = now
         out.deadlines_changed = True
         out.outcomes.append(RingOutcome("started", cid))
         ends = [t for t in (callee_deadline, values.get("auto_cancel_at")) if t is not None]
