@@ -28,6 +28,7 @@ from tests.server.test_migrations import (  # noqa: F401  (collected here with a
 from tests.server.test_queries import (  # noqa: F401
     members_call,
     some_calls,
+    test_a_common_value_is_counted_not_fetched,
     test_call_filters,
     test_call_sorts_with_missing_values_and_pages,
     test_cursor_is_stable_under_inserts,
