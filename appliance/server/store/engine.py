@@ -12,9 +12,10 @@ prepares a statement on a connection after its ``PREPARE_THRESHOLD``-th executio
 On PostgreSQL ``connect()`` reads in autocommit: each statement is its own transaction, as at
 READ COMMITTED each statement of a read transaction had its own snapshot anyway. A read block in
 a transaction cost a ``BEGIN`` and, at its end, a ``ROLLBACK`` on which psycopg forgets every
-statement it prepared on that connection and sends ``DEALLOCATE ALL``: three round trips per
-read (a query-members page made six instead of three), and statements were never prepared on a
-connection that served reads between two uses. ``begin()`` is a transaction as before.
+statement it prepared on that connection (then sends ``DEALLOCATE ALL``) and how often it ran the
+others: two or three round trips more per read (a query-members page made five instead of
+three), a statement run once per read was never prepared, and a connection that served a read
+lost what a transaction had prepared on it. ``begin()`` is a transaction as before.
 """
 
 from __future__ import annotations
