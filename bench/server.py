@@ -13,7 +13,11 @@ Prints a table; the last line is one JSON object. Targets (issue #2): ≤ 10 ms 
 ≤ 100 ms p99, ≤ 300 MB. Nothing here asserts: it measures.
 
     .venv/bin/python bench/server.py [--members 100000] [--queries 300] [--ring-rounds 10]
-                                     [--store sqlite|postgres]
+                                     [--store sqlite|postgres] [--pg-no-fsync]
+
+With ``--store postgres`` the throwaway cluster keeps PostgreSQL's durability (``fsync``,
+``synchronous_commit``, ``full_page_writes`` on: a commit waits for the disk, as in production);
+``--pg-no-fsync`` turns them off as the tests do (runs before 2026-12-07 were made so).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import contextlib
 import gc
 import json
 import os
+import re
 import resource
 import secrets
 import socket
@@ -267,6 +272,31 @@ async def _connect(url: str, token: str, user_id: str) -> websockets.ClientConne
     raise RuntimeError(f"{user_id}: refused ten times (server busy)")
 
 
+# How the server writes a ring's frame (``type`` first, then ``call_cid``: hub.py's order).
+RING_HEAD = re.compile(r'\{"type":"call\.ring","call_cid":"([^"\\]+)"')
+
+
+def ring_cid(raw: str | bytes) -> str | None:
+    """The call cid of a ``call.ring`` frame, ``None`` for any other frame.
+
+    One process reads all 100 members' sockets, so what it spends per frame delays every later
+    arrival: parsing each frame whole (``call.created``, ``call.session_started``, ``call.ring``,
+    ~20 KB per socket, 2 MB a round) put ~25 ms of this process's own JSON decoding into the
+    fan-out's tail and into the create request's time (it waits on the same event loop).
+    A ring is told by its first bytes; a frame written otherwise is parsed whole."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    found = RING_HEAD.match(text)
+    if found is not None:
+        return found.group(1)
+    if '"call.ring"' not in text:
+        return None
+    frame = json.loads(text)
+    if frame.get("type") != "call.ring":
+        return None
+    cid = frame.get("call_cid") or frame.get("call", {}).get("cid")
+    return str(cid) if cid else None
+
+
 async def bench_ring(
     server: Server,
     http: httpx.AsyncClient,
@@ -287,9 +317,8 @@ async def bench_ring(
     async def reader(ws: websockets.ClientConnection, uid: str) -> None:
         with contextlib.suppress(websockets.ConnectionClosed):
             async for raw in ws:
-                frame = json.loads(raw)
-                if frame.get("type") == "call.ring":
-                    cid = frame.get("call_cid") or frame.get("call", {}).get("cid")
+                cid = ring_cid(raw)
+                if cid is not None:
                     got = arrivals.setdefault(cid, {})
                     got.setdefault(uid, time.perf_counter())
                     if len(got) == len(ringed):
@@ -372,7 +401,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         cluster = PostgresCluster.find()
         if cluster is None:
             raise SystemExit("PostgreSQL server binaries are not installed")
-        cluster.start()
+        cluster.start(durable=args.pg_durable)
         try:
             return await _measure(args, root, cluster.create_database("bench"), nofile)
         finally:
@@ -387,8 +416,11 @@ async def _measure(
     ringed = [f"r{i:03d}" for i in range(args.ring_members)]
     idle = [f"idle-{i:04d}" for i in range(args.idle_users)]
     seconds = await seed(database, args.members, ["ring-caller", *ringed, *idle])
+    durability = ""
+    if args.store == "postgres":
+        durability = " (fsync on)" if args.pg_durable else " (fsync, synchronous_commit off)"
     print(
-        f"store {args.store}: seeded {args.members:,} members in {seconds:.1f} s; "
+        f"store {args.store}{durability}: seeded {args.members:,} members in {seconds:.1f} s; "
         f"open-files limit {nofile}"
     )
     server = Server(root, database, secret)
@@ -488,6 +520,7 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
         "idle_connected": connected,
         "members": args.members,
         "store": args.store,
+        "pg_durable": args.pg_durable if args.store == "postgres" else None,
         # Others' work on a shared box moves every figure: the 1/5/15-minute load at the end.
         "load_avg": [round(x, 2) for x in os.getloadavg()],
     }
@@ -506,6 +539,13 @@ def main() -> int:
         choices=("sqlite", "postgres"),
         default="sqlite",
         help="the server's database (postgres: a throwaway cluster from Debian's binaries)",
+    )
+    parser.add_argument(
+        "--pg-no-fsync",
+        dest="pg_durable",
+        action="store_false",
+        help="postgres: fsync, synchronous_commit and full_page_writes off (as the tests run it); "
+        "by default they are on, as in production: each commit waits for the disk",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="appliance-bench-") as tmp:

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from appliance.server.store.engine import Store
-from appliance.server.store.schema import metadata, schema_info
+from appliance.server.store.schema import metadata, schema_info, users
 from tests.server.test_migrations import (  # noqa: F401  (collected here with a PostgreSQL store)
     test_a_v1_database_gets_the_web_push_tables,
     test_empty_database_gets_the_current_schema,
@@ -28,6 +28,7 @@ from tests.server.test_migrations import (  # noqa: F401  (collected here with a
 from tests.server.test_queries import (  # noqa: F401
     members_call,
     some_calls,
+    test_a_common_value_is_counted_not_fetched,
     test_call_filters,
     test_call_sorts_with_missing_values_and_pages,
     test_cursor_is_stable_under_inserts,
@@ -160,3 +161,35 @@ async def test_app_creates_and_queries_on_postgres(
                 assert [c["call"]["cid"] for c in r.json()["calls"]] == ["default:door-1"]
     finally:
         pg_cluster.drop_database(name)
+
+
+async def test_reads_keep_their_prepared_statements(qstore: Store) -> None:
+    """A read block (``Store.connect``) runs outside a transaction on PostgreSQL: its end sends no
+    ``ROLLBACK``, on which psycopg forgot every statement prepared on the connection (and sent
+    ``DEALLOCATE ALL``), so a statement read once per block was never prepared. The same read in
+    five blocks on one pooled connection: prepared there from its second execution, and kept."""
+    read = select(users.c.id).where(users.c.id == "nobody")
+    backends = set()
+    for _ in range(5):
+        async with qstore.connect() as conn:
+            assert (await conn.execute(read)).first() is None
+            backends.add((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+            xids = [
+                (await conn.execute(text("SELECT pg_current_xact_id()::text"))).scalar()
+                for _ in range(2)
+            ]
+    assert len(backends) == 1  # one pooled connection served every block
+    assert xids[0] != xids[1]  # no transaction open: each statement is its own
+    async with qstore.connect() as conn:
+        prepared = (
+            (await conn.execute(text("SELECT statement FROM pg_prepared_statements")))
+            .scalars()
+            .all()
+        )
+    assert any("FROM users" in s for s in prepared), prepared
+    async with qstore.begin() as conn:  # a transaction is still one
+        xids = [
+            (await conn.execute(text("SELECT pg_current_xact_id()::text"))).scalar()
+            for _ in range(2)
+        ]
+    assert xids[0] == xids[1]

@@ -344,6 +344,48 @@ async def test_plans_use_indexes_at_scale(qstore: Store) -> None:
     assert len(await member_ids(qstore, {"role": "admin"})) == 20
 
 
+async def test_a_common_value_is_counted_not_fetched(qstore: Store) -> None:
+    """``rare_drivers`` asks whether a condition matches few members: for a value nearly every
+    member has (the indexed query's ``role = call_member``) the database answers one row, not
+    the ``RARE_MATCHES + 1`` ids it used to send on every page; few matches come back as ids,
+    none as an empty set (no member at all matches)."""
+    many = queries.RARE_MATCHES + 100
+    people = [{"id": f"u{i:04d}"} for i in range(many)]
+    await add_users(qstore, people)
+    members = [
+        {"user_id": p["id"], "role": "admin" if i < 3 else "call_member"}
+        for i, p in enumerate(people)
+    ]
+    await add_call(qstore, CID, members)
+
+    async def probed(conditions: Any) -> list[Any]:
+        query = parse_query(MEMBERS, conditions, None, 25)
+        assert query.filter is not None
+        probe = queries._probe(CID, query.filter)  # type: ignore[arg-type]
+        assert probe is not None
+        async with qstore.connect() as conn:
+            return [tuple(r) for r in (await conn.execute(queries._counted(probe))).all()]
+
+    common = await probed({"role": "call_member"})
+    assert common == [(queries.RARE_MATCHES + 1, None)]
+    assert sorted(r[1] for r in await probed({"role": "admin"})) == ["u0000", "u0001", "u0002"]
+    assert await probed({"role": "nobody"}) == [(0, None)]
+
+    async def drivers(conditions: Any) -> list[Any]:
+        query = parse_query(MEMBERS, conditions, None, 25)
+        async with qstore.connect() as conn:
+            return [
+                sorted(v) for v in (await queries.rare_drivers(conn, CID, query.filter)).values()
+            ]
+
+    assert await drivers({"role": "call_member"}) == []
+    assert await drivers({"role": "admin"}) == [["u0000", "u0001", "u0002"]]
+    assert await drivers({"role": "nobody"}) == [[]]
+    assert len(await member_ids(qstore, {"role": "call_member"})) == 100  # the page's limit
+    assert await member_ids(qstore, {"role": "admin"}) == ["u0000", "u0001", "u0002"]
+    assert await member_ids(qstore, {"role": "nobody"}) == []
+
+
 # -- calls ------------------------------------------------------------------------------
 
 

@@ -4,11 +4,15 @@
 
     cluster = PostgresCluster.find()        # None when no PostgreSQL binaries are installed
     cluster.start()                          # initdb + pg_ctl in a temp dir, unix socket only
+    cluster.start(durable=True)              # the same, with fsync and synchronous commits
     url = cluster.create_database("t1")      # postgresql://postgres@/t1?host=…&port=…
     cluster.stop()                           # stops the server and removes the directory
 
 As root, the server runs as the ``postgres`` user (PostgreSQL refuses to run as root).
-Durability is switched off (``fsync=off``): the data lives for one test session.
+Durability is switched off by default (``fsync=off``, ``synchronous_commit=off``,
+``full_page_writes=off``): the data lives for one test session. ``start(durable=True)`` keeps
+PostgreSQL's defaults (each commit waits for its WAL to reach the disk, as in production): the
+benchmarks time the server with them.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ class PostgresCluster:
         prefix = ["runuser", "-u", self._run_as, "--"] if self._run_as else []
         return [*prefix, *args]
 
-    def start(self) -> None:
+    def start(self, *, durable: bool = False) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="appliance-pg-"))
         (self.root / "sock").mkdir()
         if self._run_as:
@@ -84,9 +88,10 @@ class PostgresCluster:
             capture_output=True,
         )
         options = (
-            f"-k {self.socket_dir} -p {self.port} -c listen_addresses='' -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            f"-k {self.socket_dir} -p {self.port} -c listen_addresses='' -c max_connections=200"
         )
+        if not durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         subprocess.run(
             self._cmd(
                 str(self.bindir / "pg_ctl"),

@@ -8,6 +8,14 @@ On PostgreSQL a pooled connection is checked (``SELECT 1``) only when it has sat
 pool for ``IDLE_PING_SECONDS``: a check on every checkout was one more round trip per
 transaction, and a connection that broke while in use is dropped by the pool anyway. psycopg
 prepares a statement on a connection after its ``PREPARE_THRESHOLD``-th execution there.
+
+On PostgreSQL ``connect()`` reads in autocommit: each statement is its own transaction, as at
+READ COMMITTED each statement of a read transaction had its own snapshot anyway. A read block in
+a transaction cost a ``BEGIN`` and, at its end, a ``ROLLBACK`` on which psycopg forgets every
+statement it prepared on that connection (then sends ``DEALLOCATE ALL``) and how often it ran the
+others: two or three round trips more per read (a query-members page made five instead of
+three), a statement run once per read was never prepared, and a connection that served a read
+lost what a transaction had prepared on it. ``begin()`` is a transaction as before.
 """
 
 from __future__ import annotations
@@ -128,6 +136,10 @@ class Store:
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
         async with self.engine.connect() as conn:
+            if not self.is_sqlite:
+                # Reads run outside a transaction (module docstring: no BEGIN, no ROLLBACK, no
+                # DEALLOCATE ALL, prepared statements kept); switched back on checkin.
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
 
     @asynccontextmanager

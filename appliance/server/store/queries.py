@@ -101,15 +101,30 @@ def _probe(call_cid: str, cond: Condition) -> Select[Any] | None:
     return None
 
 
+def _counted(probe: Select[Any]) -> Select[Any]:
+    """``(n, user_id)`` rows: ``n`` the distinct ids ``probe`` matches, counted up to
+    ``RARE_MATCHES + 1``; with them the ids when they are at most ``RARE_MATCHES``, else one row
+    ``(n, NULL)`` (also for none). A common value (``role = call_member`` matches nearly every
+    member) thus answers one row, not the 501 ids that were fetched, turned into Python rows
+    and thrown away on every page of the indexed query; a rare one still costs one statement."""
+    first = probe.distinct().limit(RARE_MATCHES + 1)
+    counted = select(func.count().label("n")).select_from(first.subquery("probed")).subquery("c")
+    ids = first.subquery("ids")
+    joined = counted.outerjoin(ids, counted.c.n <= RARE_MATCHES)
+    return select(counted.c.n, ids.c.user_id).select_from(joined)
+
+
 async def _resolve(conn: AsyncConnection, call_cid: str, node: Node) -> set[str] | None:
     """The user ids ``node`` matches if they are few and cheap to find, else ``None``."""
     if isinstance(node, Condition):
         probe = _probe(call_cid, node)
         if probe is None:
             return None
-        result = await conn.execute(probe.distinct().limit(RARE_MATCHES + 1))
-        matched = {row[0] for row in result}
-        return matched if len(matched) <= RARE_MATCHES else None
+        result = await conn.execute(_counted(probe))
+        rows = result.all()
+        if not rows or rows[0][0] > RARE_MATCHES:
+            return None
+        return {row[1] for row in rows if row[1] is not None}
     if node.op != "$or":
         return None
     union: set[str] = set()
