@@ -310,3 +310,40 @@ async def test_events_do_not_wait_behind_presence(
         assert not a.ctx.presence.is_online(IDLE[1])
     await until(lambda: a.ctx.presence.is_online(IDLE[1]), what="presence follows")
     await device.close()
+
+
+async def test_the_other_replicas_notification_leaves_before_the_local_sockets_are_served(
+    replicas: tuple[ServerHandle, ServerHandle],
+) -> None:
+    """A ring's NOTIFY is on its way before the serving replica writes to its own sockets: the
+    callees on the other replicas do not wait for the local fan-out (``Hub.publish_batch``)."""
+    a, b = replicas
+    carol_on_a = await WsClient.open(a, "carol")
+    bob_on_b = await WsClient.open(b, "bob")
+    order: list[str] = []
+    notifier = services(a.ctx).fanout._event_notify
+    notify = notifier.execute
+
+    async def recording_notify(query: str, params: list[str]) -> None:
+        order.append("notify")
+        await notify(query, params)
+
+    conn = services(a.ctx).hub.connections[carol_on_a.connection_id]
+    send_text = conn.send_text
+
+    def recording_send(text: str) -> bool:
+        if '"type":"call.' in text[:20]:  # the ring's events, not presence
+            order.append("local")
+        return send_text(text)
+
+    notifier.execute = recording_notify  # type: ignore[method-assign]
+    conn.send_text = recording_send  # type: ignore[method-assign]
+    body = {"data": {"members": [{"user_id": u} for u in USERS]}, "ring": True}
+    async with a.client("alice") as http:
+        r = await http.post("/api/v2/video/call/default/fleet-ring", json=body)
+    assert r.status_code in (200, 201), r.text
+    await carol_on_a.next("call.ring")
+    await bob_on_b.next("call.ring")
+    # the setup carries what it checks: the ring was written to carol here and notified once
+    assert "local" in order and "notify" in order, order
+    assert order[0] == "notify", order

@@ -212,6 +212,9 @@ class Hub:
                 "items": [{"event": e, "target": t.to_json()} for e, t in items],
             }
             sending = asyncio.ensure_future(self.remote(message))
+            # Let the NOTIFY reach the wire before the local writes: writing to a socket does
+            # not yield, so without this the other replicas' callees waited for every local one.
+            await asyncio.sleep(0)
         for event, target in items:
             await self.deliver_local(event, target, cache)
             self._tell_published(event)
