@@ -34,6 +34,7 @@ from tests.server.test_queries import (  # noqa: F401
     test_cursor_is_stable_under_inserts,
     test_cursor_mistakes_name_the_field,
     test_member_filters,
+    test_page_edges_say_what_lies_beyond,
     test_plans_use_indexes_at_scale,
     test_sort_both_directions_and_page_forward_and_back,
     test_user_filters_sort_and_offset,
