@@ -29,6 +29,7 @@ from tests.server.test_queries import (  # noqa: F401
     members_call,
     some_calls,
     test_a_common_value_is_counted_not_fetched,
+    test_a_common_verdict_is_kept_briefly_and_never_changes_the_rows,
     test_call_filters,
     test_call_sorts_with_missing_values_and_pages,
     test_cursor_is_stable_under_inserts,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import insert, select, text
+from sqlalchemy import event, insert, select, text
 
 from appliance.calls.filters import CALLS, MEMBERS, USERS, parse_query
 from appliance.errors import InvalidRequest
@@ -458,6 +458,64 @@ async def test_a_common_value_is_counted_not_fetched(qstore: Store) -> None:
     assert len(await member_ids(qstore, {"role": "call_member"})) == 100  # the page's limit
     assert await member_ids(qstore, {"role": "admin"}) == ["u0000", "u0001", "u0002"]
     assert await member_ids(qstore, {"role": "nobody"}) == []
+
+
+async def test_a_common_verdict_is_kept_briefly_and_never_changes_the_rows(
+    qstore: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A condition found common is not probed again for a few seconds (paging asks the same
+    filter on every page): counted with the statements the database sees. What the verdict
+    chooses is only the plan: when the value has turned rare meanwhile, the rows are still
+    the right ones. Verdicts are per condition and per database."""
+    many = queries.RARE_MATCHES + 20
+    await add_users(qstore, [{"id": f"u{i:04d}"} for i in range(many)])
+    await add_call(
+        qstore,
+        CID,
+        [{"user_id": f"u{i:04d}", "custom": {"n": 1 if i else 2}} for i in range(many)],
+    )
+    probes: list[str] = []
+
+    def on_statement(_c: Any, _cur: Any, statement: str, *_rest: Any) -> None:
+        if "count(*)" in statement:
+            probes.append(statement)
+
+    async def drivers(conditions: Any) -> list[Any]:
+        query = parse_query(MEMBERS, conditions, None, 25)
+        async with qstore.connect() as conn:
+            found = await queries.rare_drivers(conn, CID, query.filter)
+        return [sorted(v) for v in found.values()]
+
+    engine = qstore.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", on_statement)
+    try:
+        assert await drivers({"custom.n": 1}) == []
+        assert len(probes) == 1
+        assert await drivers({"custom.n": 1}) == []
+        assert len(probes) == 1  # taken as common, not probed
+        assert await drivers({"custom.n": 2}) == [["u0000"]]  # another filter: probed
+        assert await drivers({"custom.n": 2}) == [["u0000"]]  # rare: probed every time
+        assert len(probes) == 3
+        # The value turns rare within the verdict's seconds: the plan is the walk, the rows
+        # are those of the database now.
+        async with qstore.begin() as conn:
+            await conn.execute(
+                call_members.update()
+                .where(call_members.c.user_id != "u0001")
+                .values(custom={"n": 3})
+            )
+            await conn.execute(
+                text("DELETE FROM call_member_custom_index WHERE user_id != 'u0001'")
+            )
+        assert await member_ids(qstore, {"custom.n": 1}) == ["u0001"]
+        assert len(probes) == 3
+        # Past its seconds the condition is probed again, and found rare.
+        monkeypatch.setattr(queries, "COMMON_FOR_SECONDS", 0.0)
+        queries._common.clear()
+        assert await drivers({"custom.n": 1}) == [["u0001"]]
+        assert len(probes) == 4
+    finally:
+        event.remove(engine, "before_cursor_execute", on_statement)
 
 
 # -- calls ------------------------------------------------------------------------------
