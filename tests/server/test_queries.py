@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import insert, select, text
+from sqlalchemy import event, insert, select, text
 
 from appliance.calls.filters import CALLS, MEMBERS, USERS, parse_query
 from appliance.errors import InvalidRequest
@@ -241,6 +241,80 @@ async def test_cursor_is_stable_under_inserts(qstore: Store) -> None:
         assert [r["user_id"] for r in back.rows] == ["m02", "m04", "m05", "m06"]
 
 
+async def test_page_edges_say_what_lies_beyond(qstore: Store) -> None:
+    """``prev`` (going forward) and ``next`` (going back) are there exactly when rows lie before
+    a page's first row (after its last): checked against the whole ordered list for one- and
+    two-row pages, one sort direction and mixed ones, a rare filter (ids handed to the planner,
+    sorted in memory), and a cursor whose own row was deleted meanwhile. The page's statement
+    asks "a row at or before the cursor": with one-row pages the only row before a page is
+    the cursor's own."""
+    await add_users(qstore, [{"id": f"m{i:02d}"} for i in range(9)])
+    members = [
+        {
+            "user_id": f"m{i:02d}",
+            "role": "host" if i % 3 == 0 else "call_member",
+            "created_at": T0 + (i // 2) * S,  # pairs share a time: the tiebreaker decides
+            "custom": {"tag": "rare"} if i in (1, 4, 6) else {},
+        }
+        for i in range(9)
+    ]
+    await add_call(qstore, CID, members)
+    sorts = [
+        [{"field": "created_at", "direction": 1}],
+        [{"field": "created_at", "direction": -1}],
+        [{"field": "role", "direction": 1}, {"field": "created_at", "direction": -1}],
+    ]
+    for conditions in (None, {"custom.tag": "rare"}):
+        for sort in sorts:
+            everything = await member_ids(qstore, conditions, sort)
+            for limit in (1, 2):
+                query = parse_query(MEMBERS, conditions, sort, limit)
+                case = f"{conditions} {sort} limit {limit}"
+                pages: list[Any] = []
+                nxt: str | None = None
+                async with qstore.connect() as conn:
+                    while True:
+                        page = await queries.query_members(conn, CID, query, next=nxt)
+                        pages.append(page)
+                        if page.next is None:
+                            break
+                        nxt = page.next
+                    seen = [r["user_id"] for page in pages for r in page.rows]
+                    assert seen == everything, case
+                    assert [page.prev is not None for page in pages] == [
+                        i > 0 for i in range(len(pages))
+                    ], case
+                    back = pages[-1].prev
+                    count = len(pages) - 1
+                    while back:
+                        page = await queries.query_members(conn, CID, query, prev=back)
+                        count -= 1
+                        ids = [r["user_id"] for r in page.rows]
+                        assert ids == [r["user_id"] for r in pages[count].rows], case
+                        assert page.next is not None, case
+                        back = page.prev
+                    assert count == 0, case
+    # The cursors' own rows are gone: nothing lies beyond them any more.
+    query = parse_query(MEMBERS, None, sorts[0], 1)
+    pages = []
+    nxt = None
+    async with qstore.connect() as conn:
+        for _ in range(9):
+            pages.append(await queries.query_members(conn, CID, query, next=nxt))
+            nxt = pages[-1].next
+    assert [r["user_id"] for p in pages for r in p.rows] == [f"m{i:02d}" for i in range(9)]
+    async with qstore.begin() as conn:
+        gone = call_members.c.user_id.in_(["m00", "m08"])
+        await conn.execute(call_members.delete().where(gone))
+    async with qstore.connect() as conn:
+        second = await queries.query_members(conn, CID, query, next=pages[0].next)
+        assert [r["user_id"] for r in second.rows] == ["m01"]
+        assert second.prev is None and second.next is not None
+        back = await queries.query_members(conn, CID, query, prev=pages[-1].prev)
+        assert [r["user_id"] for r in back.rows] == ["m07"]
+        assert back.next is None and back.prev is not None
+
+
 async def test_cursor_mistakes_name_the_field(members_call: Store) -> None:
     by_user = parse_query(MEMBERS, None, [{"field": "user_id", "direction": 1}], 2)
     by_time = parse_query(MEMBERS, None, [{"field": "created_at", "direction": 1}], 2)
@@ -384,6 +458,64 @@ async def test_a_common_value_is_counted_not_fetched(qstore: Store) -> None:
     assert len(await member_ids(qstore, {"role": "call_member"})) == 100  # the page's limit
     assert await member_ids(qstore, {"role": "admin"}) == ["u0000", "u0001", "u0002"]
     assert await member_ids(qstore, {"role": "nobody"}) == []
+
+
+async def test_a_common_verdict_is_kept_briefly_and_never_changes_the_rows(
+    qstore: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A condition found common is not probed again for a few seconds (paging asks the same
+    filter on every page): counted with the statements the database sees. What the verdict
+    chooses is only the plan: when the value has turned rare meanwhile, the rows are still
+    the right ones. Verdicts are per condition and per database."""
+    many = queries.RARE_MATCHES + 20
+    await add_users(qstore, [{"id": f"u{i:04d}"} for i in range(many)])
+    await add_call(
+        qstore,
+        CID,
+        [{"user_id": f"u{i:04d}", "custom": {"n": 1 if i else 2}} for i in range(many)],
+    )
+    probes: list[str] = []
+
+    def on_statement(_c: Any, _cur: Any, statement: str, *_rest: Any) -> None:
+        if "count(*)" in statement:
+            probes.append(statement)
+
+    async def drivers(conditions: Any) -> list[Any]:
+        query = parse_query(MEMBERS, conditions, None, 25)
+        async with qstore.connect() as conn:
+            found = await queries.rare_drivers(conn, CID, query.filter)
+        return [sorted(v) for v in found.values()]
+
+    engine = qstore.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", on_statement)
+    try:
+        assert await drivers({"custom.n": 1}) == []
+        assert len(probes) == 1
+        assert await drivers({"custom.n": 1}) == []
+        assert len(probes) == 1  # taken as common, not probed
+        assert await drivers({"custom.n": 2}) == [["u0000"]]  # another filter: probed
+        assert await drivers({"custom.n": 2}) == [["u0000"]]  # rare: probed every time
+        assert len(probes) == 3
+        # The value turns rare within the verdict's seconds: the plan is the walk, the rows
+        # are those of the database now.
+        async with qstore.begin() as conn:
+            await conn.execute(
+                call_members.update()
+                .where(call_members.c.user_id != "u0001")
+                .values(custom={"n": 3})
+            )
+            await conn.execute(
+                text("DELETE FROM call_member_custom_index WHERE user_id != 'u0001'")
+            )
+        assert await member_ids(qstore, {"custom.n": 1}) == ["u0001"]
+        assert len(probes) == 3
+        # Past its seconds the condition is probed again, and found rare.
+        monkeypatch.setattr(queries, "COMMON_FOR_SECONDS", 0.0)
+        queries._common.clear()
+        assert await drivers({"custom.n": 1}) == [["u0001"]]
+        assert len(probes) == 4
+    finally:
+        event.remove(engine, "before_cursor_execute", on_statement)
 
 
 # -- calls ------------------------------------------------------------------------------

@@ -161,3 +161,58 @@ async def test_a_create_with_ring_answers_what_the_store_holds(
     assert created["call"]["session"]["ringing"] == [f"u{i:02d}" for i in range(30)]
     for key in ("call", "members", "membership", "own_capabilities"):
         assert created[key] == read[key], key
+
+
+# What one query-members page with a server token may cost: the probe of its filter
+# (``queries.rare_drivers``) and the page, whose statement also tells whether rows lie on its
+# cursor's other side. It was three (the call looked up first) and four with a cursor (the
+# prev check a statement of its own).
+MAX_PAGE_STATEMENTS = 2
+
+
+async def test_a_query_members_page_costs_two_statements(
+    tmp_path: Path, database: str | None
+) -> None:
+    users = [f"u{i:02d}" for i in range(12)]
+    settings: dict[str, Any] = {}
+    if database is not None:
+        settings["database"] = database
+    async with running_server(tmp_path, users=users, **settings) as srv:
+        engine = srv.ctx.store.engine.sync_engine
+        per_task: dict[int, list[str]] = {}
+
+        def on_statement(_c: Any, _cur: Any, statement: str, *_rest: Any) -> None:
+            per_task.setdefault(id(asyncio.current_task()), []).append(statement)
+
+        async def page(http: Any, **extra: Any) -> tuple[dict[str, Any], list[str]]:
+            per_task.clear()
+            body = {
+                "type": "default",
+                "id": "big",
+                "filter_conditions": {"role": "call_member"},
+                "sort": [{"field": "created_at", "direction": -1}],
+                "limit": 4,
+                **extra,
+            }
+            event.listen(engine, "before_cursor_execute", on_statement)
+            try:
+                r = await http.post("/api/v2/video/call/members", json=body)
+            finally:
+                event.remove(engine, "before_cursor_execute", on_statement)
+            assert r.status_code == 200, r.text
+            mine = [s for s in per_task.values() if any("call_members" in q for q in s)]
+            assert len(mine) == 1, per_task
+            return r.json(), mine[0]
+
+        async with srv.client() as http:
+            create = {"data": {"created_by_id": "u00", "members": [{"user_id": u} for u in users]}}
+            r = await http.post("/api/v2/video/call/default/big", json=create)
+            assert r.status_code == 200, r.text
+            await page(http)  # the first statements of the process
+            first, at_first = await page(http)
+            second, at_second = await page(http, next=first["next"])
+            back, at_back = await page(http, prev=second["prev"])
+    assert first["prev"] is None and first["next"] and second["prev"] and back["next"]
+    assert [m["user_id"] for m in back["members"]] == [m["user_id"] for m in first["members"]]
+    for statements in (at_first, at_second, at_back):
+        assert len(statements) <= MAX_PAGE_STATEMENTS, statements

@@ -107,6 +107,21 @@ async def test_query_members_errors_name_the_field(server: ServerHandle) -> None
             assert field in body["message"], (field, body["message"])
         r = await http.post(MEMBERS, json={"type": "default", "id": "nope"})
         assert r.status_code == 404
+        # A missing call is a 404 before what else is wrong with the request (a server token
+        # looks the call up only when its page is empty or the request is refused).
+        missing = [
+            {"next": "not-a-cursor!"},
+            {"next": "e30", "prev": "e30"},
+            {"filter_conditions": {"custom.flat": 1}},  # a rare value: the probe runs first
+            {"filter_conditions": {"role": "call_member"}, "limit": 1},
+        ]
+        for extra in missing:
+            r = await http.post(MEMBERS, json={"type": "default", "id": "nope", **extra})
+            assert r.status_code == 404, (extra, r.text)
+            assert r.json()["StatusCode"] == 404
+        # A call that exists but has no such member: an empty page, not a 404.
+        empty = await _post(http, MEMBERS, {**base, "filter_conditions": {"role": "nobody"}})
+        assert empty["members"] == [] and empty["next"] is None and empty["prev"] is None
 
 
 async def test_query_members_needs_read_access(tmp_path: Any) -> None:

@@ -98,15 +98,13 @@ async def query_call_members(
     cid = f"{body.type}:{body.id}"
     async with ctx.store.connect() as conn:
         if who.is_server:
-            # May read anything: only "does the call exist" is left (no JSON columns to decode).
-            if (await conn.execute(select(calls.c.cid).where(calls.c.cid == cid))).first() is None:
-                raise NotFound(f"call {cid} not found", cid=cid)
+            page = await _server_members_page(conn, cid, query, body)
         else:
             _, acc = await load_access(conn, who, cid)
             acc.require_read()
-        page = await queries.query_members(
-            conn, cid, query, next=body.next, prev=body.prev, with_users=True
-        )
+            page = await queries.query_members(
+                conn, cid, query, next=body.next, prev=body.prev, with_users=True
+            )
     members = []
     for row in page.rows:
         user = queries.split_user(row)
@@ -115,6 +113,30 @@ async def query_call_members(
     return wirejson.StrictJSONResponse(
         reply(request, {"members": members, "next": page.next, "prev": page.prev})
     )
+
+
+async def _server_members_page(
+    conn: AsyncConnection, cid: str, query: filters.Query, body: QueryMembersRequest
+) -> queries.Page:
+    """A server token may read anything: only "does the call exist" is left, and a page with
+    rows answers it (a member row names its call, whose delete takes its members along), so
+    the call is looked up only when the page is empty or the request is refused: a missing
+    call is a 404 before any other complaint, as when it was looked up first."""
+    try:
+        page = await queries.query_members(
+            conn, cid, query, next=body.next, prev=body.prev, with_users=True
+        )
+    except InvalidRequest:
+        await _require_call(conn, cid)
+        raise
+    if not page.rows:
+        await _require_call(conn, cid)
+    return page
+
+
+async def _require_call(conn: AsyncConnection, cid: str) -> None:
+    if (await conn.execute(select(calls.c.cid).where(calls.c.cid == cid))).first() is None:
+        raise NotFound(f"call {cid} not found", cid=cid)
 
 
 async def _grants_by_type(conn: AsyncConnection) -> dict[str, dict[str, list[str]]]:

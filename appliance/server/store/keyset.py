@@ -90,10 +90,16 @@ def _fits(column: ColumnElement[Any], value: Any) -> bool:
 
 
 def beyond(
-    keyset: Keyset, values: Sequence[Any], forward: bool, *, plain: bool = False
+    keyset: Keyset,
+    values: Sequence[Any],
+    forward: bool,
+    *,
+    plain: bool = False,
+    inclusive: bool = False,
 ) -> ColumnElement[bool]:
-    """Rows strictly after ``values`` in the keyset's order (before, when not ``forward``).
-    ``plain`` compares expressions no index matches (see ``page_statement``)."""
+    """Rows strictly after ``values`` in the keyset's order (before, when not ``forward``);
+    with ``inclusive`` the row at ``values`` too. ``plain`` compares expressions no index
+    matches (see ``page_statement``)."""
     sign = 1 if forward else -1
     binds = [bindparam(None, v, type_=c.type) for c, v in zip(keyset.columns, values, strict=True)]
     dirs = [d * sign for d in keyset.directions]
@@ -104,11 +110,17 @@ def beyond(
     if len(set(dirs)) == 1:
         left: ColumnElement[Any] = tuple_(*keyset.columns) if len(binds) > 1 else keyset.columns[0]
         right: Any = tuple_(*binds) if len(binds) > 1 else binds[0]
+        if inclusive:
+            return left >= right if dirs[0] == 1 else left <= right
         return left > right if dirs[0] == 1 else left < right
     alternatives = []
+    last = len(binds) - 1
     for i, (col, bind, d) in enumerate(zip(keyset.columns, binds, dirs, strict=True)):
         equal = [keyset.columns[j] == binds[j] for j in range(i)]
-        alternatives.append(and_(*equal, col > bind if d == 1 else col < bind))
+        if inclusive and i == last:  # equal on every key but the last, and that one not beyond
+            alternatives.append(and_(*equal, col >= bind if d == 1 else col <= bind))
+        else:
+            alternatives.append(and_(*equal, col > bind if d == 1 else col < bind))
     return or_(*alternatives)
 
 
@@ -120,16 +132,20 @@ def page_statement(
     *,
     forward: bool = True,
     sort_in_memory: bool = False,
+    inclusive: bool = False,
 ) -> Select[Any]:
-    """The SELECT of one page: ``limit + 1`` rows beyond ``cursor``, with the key columns
-    labelled ``_k0…`` (the extra row tells whether there is more).
+    """The SELECT of one page: ``limit + 1`` rows beyond ``cursor`` (or at it too, with
+    ``inclusive``), with the key columns labelled ``_k0…`` (the extra row tells whether there
+    is more).
 
     ``sort_in_memory`` orders by expressions no index provides: for a query known to match
     few rows, it stops the planner from walking a whole sort index to skip the sort.
     """
     stmt = base
     if cursor is not None:
-        stmt = stmt.where(beyond(keyset, cursor, forward, plain=sort_in_memory))
+        stmt = stmt.where(
+            beyond(keyset, cursor, forward, plain=sort_in_memory, inclusive=inclusive)
+        )
     keys = [c.label(f"_k{i}") for i, c in enumerate(keyset.columns)]
     sort_by = [unindexed(c) for c in keyset.columns] if sort_in_memory else keyset.columns
     order = [
@@ -137,6 +153,10 @@ def page_statement(
         for c, d in zip(sort_by, keyset.directions, strict=True)
     ]
     return stmt.add_columns(*keys).order_by(*order).limit(limit + 1)
+
+
+BEHIND = "_behind"
+"""Label of the column that tells whether a row lies on the cursor's other side."""
 
 
 async def page_by_keyset(
@@ -149,7 +169,12 @@ async def page_by_keyset(
     *,
     sort_in_memory: bool = False,
 ) -> Page:
-    """Run ``base`` (already filtered) for one page in ``keyset`` order, with cursors."""
+    """Run ``base`` (already filtered) for one page in ``keyset`` order, with cursors.
+
+    A page cut at a cursor has a ``prev`` (a ``next``, going back) when some row lies before
+    its first row (after its last): as no row lies between the cursor and that edge row, that
+    is "a row at or before the cursor", which the page's own statement asks with ``EXISTS``
+    (one statement in one snapshot, not a second round trip per page)."""
     if next_cursor and prev_cursor:
         raise InvalidRequest("next, prev: give one cursor, not both", field="next")
     forward = not prev_cursor
@@ -158,6 +183,18 @@ async def page_by_keyset(
     stmt = page_statement(
         base, keyset, limit, values, forward=forward, sort_in_memory=sort_in_memory
     )
+    if values is not None:
+        behind = page_statement(
+            base,
+            keyset,
+            0,
+            values,
+            forward=not forward,
+            sort_in_memory=sort_in_memory,
+            inclusive=True,
+        )
+        # Not correlated: the same tables in the outer query are another scan, not this row.
+        stmt = stmt.add_columns(behind.correlate(None).exists().label(BEHIND))
     found = [dict(r) for r in (await conn.execute(stmt)).mappings()]
     more = len(found) > limit
     found = found[:limit]
@@ -165,32 +202,20 @@ async def page_by_keyset(
         found.reverse()
     width = len(keyset.columns)
     key_values = [[row.pop(f"_k{i}") for i in range(width)] for row in found]
+    others = [bool(row.pop(BEHIND, False)) for row in found]
     page = Page(found)
     if not found:
         return page
     first, last = key_values[0], key_values[-1]
     if forward:
         page.next = encode_cursor(keyset, last) if more else None
-        if cursor and await _any(conn, base, keyset, first, False, sort_in_memory):
+        if cursor and others[0]:
             page.prev = encode_cursor(keyset, first)
     else:
         page.prev = encode_cursor(keyset, first) if more else None
-        if await _any(conn, base, keyset, last, True, sort_in_memory):
+        if others[0]:
             page.next = encode_cursor(keyset, last)
     return page
-
-
-async def _any(
-    conn: AsyncConnection,
-    base: Select[Any],
-    keyset: Keyset,
-    values: Sequence[Any],
-    forward: bool,
-    sort_in_memory: bool,
-) -> bool:
-    """Is there a row beyond ``values``? (Asked as a one-row page, so it gets the page's plan.)"""
-    stmt = page_statement(base, keyset, 0, values, forward=forward, sort_in_memory=sort_in_memory)
-    return (await conn.execute(stmt)).first() is not None
 
 
 async def explain(conn: AsyncConnection, stmt: Select[Any]) -> list[str]:

@@ -7,6 +7,8 @@ Members and calls are paged by keyset (``keyset.py``); users by ``offset`` (and
 from __future__ import annotations
 
 import logging
+import time
+import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Protocol
 
@@ -114,16 +116,45 @@ def _counted(probe: Select[Any]) -> Select[Any]:
     return select(counted.c.n, ids.c.user_id).select_from(joined)
 
 
+COMMON_FOR_SECONDS = 5.0
+"""How long a condition found to match more than ``RARE_MATCHES`` members is not probed again."""
+COMMON_KEPT = 256
+"""At most this many such verdicts are kept per database."""
+
+# Conditions lately found common, per engine: key → monotonic time the verdict expires. Only
+# "common" is kept: it chooses the plan without the probe's ids (the sort index walk), which
+# returns the same rows whatever the data is by now, so a stale verdict costs at most a slower
+# plan for a few seconds. A "rare" verdict hands the planner ids, which must be fresh.
+_common: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], float]] = weakref.WeakKeyDictionary()
+
+
+def _common_key(call_cid: str, cond: Condition) -> tuple[str, ...]:
+    # repr, not the value: 1, 1.0 and True are equal (and hash alike) in Python; kept apart.
+    return (call_cid, cond.field, cond.path or "", cond.op, repr(cond.value))
+
+
 async def _resolve(conn: AsyncConnection, call_cid: str, node: Node) -> set[str] | None:
-    """The user ids ``node`` matches if they are few and cheap to find, else ``None``."""
+    """The user ids ``node`` matches if they are few and cheap to find, else ``None``. A
+    condition found common is taken as common for ``COMMON_FOR_SECONDS`` (a client paging
+    through a call's members asks the same filter on every page)."""
     if isinstance(node, Condition):
+        verdicts = _common.setdefault(conn.sync_engine, {})
+        key = _common_key(call_cid, node)
+        now = time.monotonic()
+        if verdicts.get(key, 0.0) > now:  # only probeable conditions get here
+            return None
         probe = _probe(call_cid, node)
         if probe is None:
             return None
         result = await conn.execute(_counted(probe))
         rows = result.all()
         if not rows or rows[0][0] > RARE_MATCHES:
+            if rows:
+                if len(verdicts) >= COMMON_KEPT:
+                    verdicts.clear()
+                verdicts[key] = now + COMMON_FOR_SECONDS
             return None
+        verdicts.pop(key, None)
         return {row[1] for row in rows if row[1] is not None}
     if node.op != "$or":
         return None
