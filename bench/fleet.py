@@ -5,6 +5,8 @@ devices that know only the proxy's address.
    load-generator processes → ``call.ring`` seen by each device's application, p50/p99 over
    ``--ring-rounds`` rounds; split into the request's own time, the devices on the replica that
    served the request, and those on the other two (through NOTIFY; mean NOTIFY lag from /metrics);
+   the load generators run their garbage collector between rounds, not inside them (25 clients'
+   heaps in one process, which no device has; their longest pause inside a round is reported);
 2. ``kill -9`` one replica while rings go on (``--devices`` real clients in this process, groups
    of 10, one every 0.2 s, 6 s callee deadline): reconnect time of each device that was cut off
    (p99), then per ring and callee how many times the application saw ``call.ring`` (0 = lost,
@@ -163,11 +165,15 @@ async def fanout(fleet: Fleet, members: int, rounds: int, per_process: int) -> d
     ids = [f"f{i:04d}" for i in range(members)]
     await fleet.add_users(ids)
     workers = Workers(fleet, "client", ids, per_process)
-    out: dict[str, Any] = {"all": [], "request": [], "local": [], "remote": []}
+    out: dict[str, Any] = {"all": [], "request": [], "local": [], "remote": [], "gc": []}
     try:
         st = await workers.wait_connected(len(ids), 120)
         out["connected"] = st["connected"]
         lag0 = await notify_lag(fleet)
+        # The load generators collect between rounds, not inside them: one process holds 25
+        # clients' heaps (no device does), and their full collections (80-120 ms, in all four
+        # processes at once) landed in one round in twenty and decided the p99 alone.
+        await workers.ask("gc_auto", False)
         async with fleet.http() as http:
             for n in range(rounds + 1):
                 started = time.monotonic()
@@ -182,9 +188,17 @@ async def fanout(fleet: Fleet, members: int, rounds: int, per_process: int) -> d
                     await asyncio.sleep(0.25)
                 cid_type, cid_id = key[0].split(":", 1)
                 await http.post(f"/api/v2/video/call/{cid_type}/{cid_id}/mark_ended", json={})
+                await workers.ask("collect")
                 await asyncio.sleep(0.3)
                 if not n:  # round 0 warms the replicas' statement caches
                     continue
+                # The load generators' own collector pauses inside this round's window (a pause
+                # there delays every ring its devices record, whatever the server did).
+                window = max((at for v in seen.values() for at in v["rings"].values()), default=0)
+                round_gc = [
+                    ms for part in await workers.ask("gc", started) for t, ms in part if t <= window
+                ]
+                out["gc"].append(max(round_gc, default=0.0))
                 out["request"].append((answered - started) * 1000)
                 by_replica: dict[str, list[float]] = {}
                 for v in seen.values():
@@ -198,7 +212,8 @@ async def fanout(fleet: Fleet, members: int, rounds: int, per_process: int) -> d
                 if os.environ.get("FLEET_DEBUG"):
                     print(
                         f"round {n}: request {(answered - started) * 1000:.0f} ms, by replica "
-                        + ", ".join(f"{min(g):.0f}-{max(g):.0f} ({len(g)})" for g in groups),
+                        + ", ".join(f"{min(g):.0f}-{max(g):.0f} ({len(g)})" for g in groups)
+                        + f"; load generators' longest GC pause {out['gc'][-1]:.0f} ms",
                         flush=True,
                     )
                 if groups:
@@ -209,6 +224,8 @@ async def fanout(fleet: Fleet, members: int, rounds: int, per_process: int) -> d
         dn = lag1[1] - lag0[1]
         out["notify_lag_mean_ms"] = (lag1[0] - lag0[0]) / dn * 1000 if dn else float("nan")
     finally:
+        with contextlib.suppress(Exception):
+            await workers.ask("gc_auto", True)
         await workers.stop()
     return out
 
@@ -374,6 +391,7 @@ async def _worker_main(
     from appliance.client.connection import websocket_url
 
     loop = asyncio.get_running_loop()
+    pauses = _gc_pauses()
     http = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=20))
     tasks: list[asyncio.Task[Any]] = []
     idle: list[IdleDevice] = []
@@ -431,6 +449,17 @@ async def _worker_main(
                         for d in clients
                     }
                 )
+            elif cmd == "gc":  # the collector's pauses (start, ms) of this process since ``arg``
+                pipe.send([(t, ms) for t, ms in pauses if t >= float(arg)])
+            elif cmd == "gc_auto":  # the cyclic collector on its own thresholds, or not
+                import gc
+
+                (gc.enable if arg else gc.disable)()
+                pipe.send(gc.isenabled())
+            elif cmd == "collect":  # a full collection now, between measurements
+                import gc
+
+                pipe.send(gc.collect())
             elif cmd == "stop":
                 break
     finally:
@@ -440,6 +469,24 @@ async def _worker_main(
         await asyncio.gather(*(d.client.aclose() for d in clients), return_exceptions=True)
         await http.aclose()
         pipe.send("stopped")
+
+
+def _gc_pauses() -> list[tuple[float, float]]:
+    """Record this process's cyclic-collector runs of 2 ms or more: (start, ms)."""
+    import gc
+
+    pauses: list[tuple[float, float]] = []
+    began = [0.0]
+
+    def note(phase: str, _info: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if phase == "start":
+            began[0] = now
+        elif (now - began[0]) * 1000 >= 2:
+            pauses.append((began[0], (now - began[0]) * 1000))
+
+    gc.callbacks.append(note)
+    return pauses
 
 
 class Workers:
@@ -842,8 +889,14 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
                 f"p50 {_ms(fan['remote'], 50)} ms  p99 {_ms(fan['remote'], 99)} ms",
                 f"NOTIFY lag mean {fan['notify_lag_mean_ms']:.1f} ms",
             ),
+            (
+                "  load generators' longest GC pause in a round",
+                f"max {max(fan['gc'], default=0):.0f} ms",
+                f"rounds with one ≥ 50 ms: {sum(ms >= 50 for ms in fan['gc'])} of {len(fan['gc'])}",
+            ),
         ]
         figures.update(
+            fleet_loadgen_gc_pause_max_ms=round(max(fan["gc"], default=0.0), 1),
             fleet_ring_fanout_p50_ms=round(statistics.median(every), 2) if every else None,
             fleet_ring_fanout_p99_ms=round(_pct(every, 99), 2) if every else None,
             fleet_ring_request_p99_ms=round(_pct(fan["request"], 99), 2),
