@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import multiprocessing
 import os
@@ -452,13 +453,9 @@ async def _worker_main(
             elif cmd == "gc":  # the collector's pauses (start, ms) of this process since ``arg``
                 pipe.send([(t, ms) for t, ms in pauses if t >= float(arg)])
             elif cmd == "gc_auto":  # the cyclic collector on its own thresholds, or not
-                import gc
-
                 (gc.enable if arg else gc.disable)()
                 pipe.send(gc.isenabled())
             elif cmd == "collect":  # a full collection now, between measurements
-                import gc
-
                 pipe.send(gc.collect())
             elif cmd == "stop":
                 break
@@ -473,8 +470,6 @@ async def _worker_main(
 
 def _gc_pauses() -> list[tuple[float, float]]:
     """Record this process's cyclic-collector runs of 2 ms or more: (start, ms)."""
-    import gc
-
     pauses: list[tuple[float, float]] = []
     began = [0.0]
 
